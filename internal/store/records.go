@@ -1,0 +1,220 @@
+package store
+
+import (
+	"slices"
+	"time"
+)
+
+// Org is a tenant. Every other record belongs to exactly one org.
+type Org struct {
+	ID   string
+	Name string
+	// GitHubOwnerID and GitHubLogin link the org to a GitHub account
+	// (repository.owner in webhooks); zero and empty when not linked.
+	GitHubOwnerID int64
+	GitHubLogin   string
+	CreatedAt     time.Time
+}
+
+// APIToken is a bearer token for people and CI systems. Only its hash is
+// stored; the secret is shown once, when it is created.
+type APIToken struct {
+	ID        string
+	OrgID     string
+	Name      string
+	Role      string
+	Hash      []byte
+	CreatedBy string
+	CreatedAt time.Time
+	ExpiresAt time.Time // zero: never
+	RevokedAt time.Time // zero: live
+}
+
+// JoinToken enrolls one agent, once, before it expires. Labels bounds what
+// the agent may declare.
+type JoinToken struct {
+	ID        string
+	OrgID     string
+	Hash      []byte
+	Labels    []string
+	MaxJobs   int
+	CreatedBy string
+	CreatedAt time.Time
+	ExpiresAt time.Time
+	UsedAt    time.Time
+	UsedBy    string // agent id
+}
+
+// Agent is an enrolled host.
+type Agent struct {
+	ID    string
+	OrgID string
+	Name  string
+	// AllowedLabels come from the join token; Labels, what the agent
+	// declared, are always a subset of them.
+	AllowedLabels []string
+	Labels        []string
+	MaxJobs       int
+	Hostname      string
+	Version       string
+	CreatedAt     time.Time
+	LastSeenAt    time.Time
+	DisabledAt    time.Time // zero: enabled
+}
+
+// JobState is where a job is in its life.
+type JobState string
+
+const (
+	JobQueued    JobState = "queued"
+	JobLeased    JobState = "leased"
+	JobRunning   JobState = "running"
+	JobSucceeded JobState = "succeeded"
+	JobFailed    JobState = "failed"
+	JobCancelled JobState = "cancelled"
+)
+
+// JobStates lists every state.
+var JobStates = []JobState{JobQueued, JobLeased, JobRunning, JobSucceeded, JobFailed, JobCancelled}
+
+// Terminal reports whether s is final.
+func (s JobState) Terminal() bool {
+	return s == JobSucceeded || s == JobFailed || s == JobCancelled
+}
+
+// Live reports whether s holds a lease.
+func (s JobState) Live() bool { return s == JobLeased || s == JobRunning }
+
+// Valid reports whether s is a known state.
+func (s JobState) Valid() bool { return slices.Contains(JobStates, s) }
+
+// JobSource says where a job came from.
+const (
+	SourceAPI    = "api"
+	SourceGitHub = "github"
+)
+
+// JobSpec is what to run. For GitHub jobs it is empty: the agent starts an
+// ephemeral runner with the just-in-time config handed over in the lease.
+type JobSpec struct {
+	Argv    []string          `json:"argv,omitempty"`
+	Env     map[string]string `json:"env,omitempty"`
+	Timeout time.Duration     `json:"timeout,omitempty"`
+}
+
+// GitHubJob is the GitHub side of a job created from a workflow_job webhook.
+type GitHubJob struct {
+	RepoID         int64
+	Repo           string // owner/name
+	OwnerID        int64
+	OwnerLogin     string
+	OwnerType      string // Organization or User
+	InstallationID int64
+	JobID          int64
+	RunID          int64
+	RunAttempt     int
+	Name           string
+	WorkflowName   string
+	HeadSHA        string
+	HeadBranch     string
+	// Status is GitHub's view: queued, in_progress or completed. It only
+	// moves forward, whatever order the webhooks arrive in.
+	Status     string
+	Conclusion string
+	// RunnerName is the runner that actually took the job (from the
+	// in_progress event); it may be a runner Nimbus started for another job.
+	RunnerName string
+}
+
+// Job is one unit of work leased to agents.
+type Job struct {
+	ID     string
+	OrgID  string
+	Source string
+	// Key makes creation idempotent: a second Create with the same key
+	// returns the first job. Empty for API jobs without an idempotency key.
+	Key    string
+	State  JobState
+	Labels []string
+	Spec   JobSpec
+
+	// Attempt counts leases that expired (0 on the first run).
+	Attempt     int
+	MaxAttempts int
+	// Fence grows by one with every lease and is never reused.
+	Fence           int64
+	AgentID         string
+	LeaseExpiresAt  time.Time
+	CancelRequested bool
+	// RunnerName is the name of the ephemeral runner Nimbus started for the
+	// current lease (GitHub jobs only).
+	RunnerName string
+
+	ExitCode *int
+	Reason   string
+
+	CreatedBy  string
+	CreatedAt  time.Time
+	NotBefore  time.Time
+	UpdatedAt  time.Time
+	StartedAt  time.Time
+	FinishedAt time.Time
+
+	GitHub *GitHubJob
+}
+
+// LogChunk is a piece of a job's output. Chunks are numbered by the agent
+// per lease (Fence) from 0, so a retried upload is recognised and kept once.
+type LogChunk struct {
+	JobID string
+	Fence int64
+	Seq   int64
+	Data  []byte
+	At    time.Time
+}
+
+// LogCursor is a position in a job's log: after (Fence, Seq).
+type LogCursor struct {
+	Fence int64
+	Seq   int64
+}
+
+// AuditEntry is one security-relevant event. The log is append-only.
+type AuditEntry struct {
+	ID     int64
+	At     time.Time
+	OrgID  string // empty for installation-wide events
+	Actor  string // "user:<token id>", "agent:<id>", "github", "system"
+	Action string // e.g. "job.leased", "token.created", "webhook.rejected"
+	Target string
+	Detail map[string]string
+}
+
+// SigningKey signs agent and job credentials. Its private half is sealed
+// with the master key.
+type SigningKey struct {
+	ID            string
+	Algorithm     string
+	Public        []byte
+	PrivateSealed []byte
+	CreatedAt     time.Time
+	// RetiredAt: no longer signs, still verifies until ExpiresAt.
+	RetiredAt time.Time
+	ExpiresAt time.Time
+	RevokedAt time.Time
+}
+
+// Secret is a named secret sealed with the master key (webhook secrets, the
+// GitHub App's private key).
+type Secret struct {
+	Name      string
+	Sealed    []byte
+	UpdatedAt time.Time
+}
+
+// Delivery is a webhook delivery seen once.
+type Delivery struct {
+	ID         string
+	Event      string
+	ReceivedAt time.Time
+}

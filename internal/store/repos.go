@@ -1,0 +1,169 @@
+package store
+
+import (
+	"context"
+	"time"
+)
+
+// Orgs holds tenants.
+type Orgs interface {
+	Create(ctx context.Context, o Org) error
+	Get(ctx context.Context, id string) (Org, error)
+	GetByName(ctx context.Context, name string) (Org, error)
+	// GetByGitHubOwner finds the org linked to a GitHub account id.
+	GetByGitHubOwner(ctx context.Context, ownerID int64) (Org, error)
+	List(ctx context.Context) ([]Org, error)
+}
+
+// Tokens holds API tokens and agent join tokens, by hash.
+type Tokens interface {
+	CreateAPIToken(ctx context.Context, t APIToken) error
+	// APITokenByHash returns the token whatever its state; the caller
+	// checks expiry and revocation.
+	APITokenByHash(ctx context.Context, hash []byte) (APIToken, error)
+	ListAPITokens(ctx context.Context, orgID string) ([]APIToken, error)
+	// RevokeAPIToken revokes a token of orgID; ErrNotFound if there is none.
+	RevokeAPIToken(ctx context.Context, orgID, id string, at time.Time) error
+
+	CreateJoinToken(ctx context.Context, t JoinToken) error
+	// ConsumeJoinToken marks the token with this hash used by agentID. It
+	// fails with ErrTokenUsed if it was used or has expired, atomically, so
+	// a token enrolls exactly one agent.
+	ConsumeJoinToken(ctx context.Context, hash []byte, agentID string, now time.Time) (JoinToken, error)
+}
+
+// Agents holds enrolled hosts.
+type Agents interface {
+	Create(ctx context.Context, a Agent) error
+	Get(ctx context.Context, id string) (Agent, error)
+	List(ctx context.Context, orgID string) ([]Agent, error)
+	// Register records what a starting agent declares about itself.
+	Register(ctx context.Context, id string, labels []string, maxJobs int, hostname, version string, now time.Time) error
+	Touch(ctx context.Context, id string, now time.Time) error
+	Disable(ctx context.Context, orgID, id string, at time.Time) error
+}
+
+// JobFilter selects jobs for listing, newest first.
+type JobFilter struct {
+	OrgID string
+	State JobState // empty: any
+	// Before is a job id: list jobs created before it (pagination).
+	Before string
+	Limit  int
+}
+
+// LeaseRequest asks for the next job an agent may run.
+type LeaseRequest struct {
+	OrgID   string
+	AgentID string
+	// Labels the agent serves: a job matches when all its labels are here.
+	Labels  []string
+	MaxJobs int
+	TTL     time.Duration
+	Now     time.Time
+}
+
+// Outcome is how a lease ended.
+type Outcome struct {
+	State    JobState // succeeded, failed or cancelled
+	ExitCode *int
+	Reason   string
+}
+
+// Expired reports what the reaper did with one expired lease.
+type Expired struct {
+	Job Job
+	// Requeued is true when the job went back to the queue, false when it
+	// ran out of attempts (or was being cancelled) and was finished.
+	Requeued bool
+}
+
+// Jobs holds the queue and every job's state. The state machine is
+// enforced here: every change is one conditional statement, so it holds
+// under concurrency and across replicas.
+type Jobs interface {
+	// Create inserts j. If j.Key is set and a job with that key exists,
+	// it returns the existing job and created=false.
+	Create(ctx context.Context, j Job) (job Job, created bool, err error)
+	Get(ctx context.Context, id string) (Job, error)
+	GetByKey(ctx context.Context, key string) (Job, error)
+	// GetForUpdate reads a job by key and locks it until the transaction
+	// ends (PostgreSQL); use it inside InTx.
+	GetForUpdate(ctx context.Context, key string) (Job, error)
+	// FindByRunner returns the job whose current lease started the
+	// runner with this name.
+	FindByRunner(ctx context.Context, runnerName string) (Job, error)
+	List(ctx context.Context, f JobFilter) ([]Job, error)
+	// UpdateGitHub stores the GitHub side of a job (what webhooks report).
+	UpdateGitHub(ctx context.Context, id string, gh GitHubJob, now time.Time) error
+
+	// Lease hands the oldest matching queued job to the agent, raising its
+	// fence. ErrNotFound when there is none or the agent is at MaxJobs.
+	Lease(ctx context.Context, r LeaseRequest) (Job, error)
+	// SetRunner records the ephemeral runner started for the current lease.
+	SetRunner(ctx context.Context, id string, fence int64, runnerName string) error
+	// Renew extends a live lease. It returns the job so the agent learns
+	// about cancellation. ErrStaleFence or ErrFinished when the lease is
+	// no longer the agent's.
+	Renew(ctx context.Context, id, agentID string, fence int64, ttl time.Duration, now time.Time) (Job, error)
+	// Start moves a leased job to running.
+	Start(ctx context.Context, id, agentID string, fence int64, now time.Time) (Job, error)
+	// Finish ends a live lease, exactly once.
+	Finish(ctx context.Context, id, agentID string, fence int64, o Outcome, now time.Time) (Job, error)
+	// Release gives a lease back without running it (the runner could not
+	// be prepared): the job is queued again, available after notBefore.
+	Release(ctx context.Context, id string, fence int64, notBefore time.Time, reason string, now time.Time) (Job, error)
+	// CheckLease returns the job if (agentID, fence) holds its live lease.
+	CheckLease(ctx context.Context, id, agentID string, fence int64) (Job, error)
+	// RequestCancel cancels a queued job at once, and flags a live one so
+	// its agent stops it. Finished jobs are returned unchanged.
+	RequestCancel(ctx context.Context, orgID, id, reason string, now time.Time) (Job, error)
+	// ExpireLeases requeues jobs whose lease expired before now (attempt+1),
+	// fails them once they have used MaxAttempts, and cancels those whose
+	// cancellation was pending.
+	ExpireLeases(ctx context.Context, now time.Time) ([]Expired, error)
+	// CountByState counts jobs per state, for metrics.
+	CountByState(ctx context.Context) (map[JobState]int, error)
+}
+
+// Logs holds job output.
+type Logs interface {
+	// Append stores chunks; a chunk already stored (same job, fence, seq)
+	// is skipped. It returns how many were new.
+	Append(ctx context.Context, chunks []LogChunk) (int, error)
+	// Read returns up to limit chunks after the cursor, in order.
+	Read(ctx context.Context, jobID string, after LogCursor, limit int) ([]LogChunk, error)
+}
+
+// AuditFilter selects audit entries, newest first.
+type AuditFilter struct {
+	OrgID    string
+	BeforeID int64 // 0: from the newest
+	Limit    int
+}
+
+// Audit is the append-only audit log.
+type Audit interface {
+	Append(ctx context.Context, e AuditEntry) error
+	List(ctx context.Context, f AuditFilter) ([]AuditEntry, error)
+}
+
+// Keys holds signing keys and sealed secrets.
+type Keys interface {
+	CreateSigningKey(ctx context.Context, k SigningKey) error
+	ListSigningKeys(ctx context.Context) ([]SigningKey, error)
+	// UpdateSigningKey stores k's sealed private key and its retire, expiry
+	// and revocation times.
+	UpdateSigningKey(ctx context.Context, k SigningKey) error
+	PutSecret(ctx context.Context, s Secret) error
+	GetSecret(ctx context.Context, name string) (Secret, error)
+	ListSecrets(ctx context.Context) ([]Secret, error)
+}
+
+// Deliveries remembers webhook deliveries so a redelivery is recognised.
+type Deliveries interface {
+	// Record stores d and reports whether it was new.
+	Record(ctx context.Context, d Delivery) (bool, error)
+	// Prune forgets deliveries received before t.
+	Prune(ctx context.Context, before time.Time) (int, error)
+}

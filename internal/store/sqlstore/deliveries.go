@@ -1,0 +1,32 @@
+package sqlstore
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nimbus-build/nimbus/internal/store"
+)
+
+type deliveries struct{ repos }
+
+var _ store.Deliveries = deliveries{}
+
+func (x deliveries) Record(ctx context.Context, d store.Delivery) (bool, error) {
+	res, err := x.w.ExecContext(ctx, `INSERT INTO webhook_deliveries (id, event, received_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`,
+		d.ID, d.Event, micros(d.ReceivedAt))
+	if err != nil {
+		return false, fmt.Errorf("record delivery: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	return n == 1, nil
+}
+
+func (x deliveries) Prune(ctx context.Context, before time.Time) (int, error) {
+	res, err := x.w.ExecContext(ctx, `DELETE FROM webhook_deliveries WHERE received_at < $1`, micros(before))
+	if err != nil {
+		return 0, fmt.Errorf("prune deliveries: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	return int(n), nil
+}

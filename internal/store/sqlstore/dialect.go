@@ -1,0 +1,74 @@
+package sqlstore
+
+import (
+	"errors"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+// dialect is the seam between the two engines: the few words and clauses
+// they spell differently. Everything else is shared SQL with $N parameters,
+// which both engines accept.
+type dialect struct {
+	name string
+	// words replaces {{word}} in migrations.
+	words map[string]string
+	// forUpdate locks selected rows until the transaction ends; skipLocked
+	// also skips rows other transactions hold. SQLite has one writer at a
+	// time, so it needs neither.
+	forUpdate  string
+	skipLocked string
+}
+
+var (
+	sqliteDialect = dialect{
+		name: "sqlite",
+		words: map[string]string{
+			"bytes":  "BLOB",
+			"serial": "INTEGER PRIMARY KEY AUTOINCREMENT",
+			"audit_guard": `CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;`,
+		},
+	}
+	postgresDialect = dialect{
+		name: "postgres",
+		words: map[string]string{
+			"bytes":  "BYTEA",
+			"serial": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+			"audit_guard": `CREATE FUNCTION nimbus_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'audit log is append-only'; END $$;
+CREATE TRIGGER audit_log_no_change BEFORE UPDATE OR DELETE ON audit_log
+FOR EACH ROW EXECUTE FUNCTION nimbus_audit_append_only();
+CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
+FOR EACH STATEMENT EXECUTE FUNCTION nimbus_audit_append_only();`,
+		},
+		forUpdate:  " FOR UPDATE",
+		skipLocked: " FOR UPDATE SKIP LOCKED",
+	}
+)
+
+// expand replaces the dialect's words in a migration.
+func (d dialect) expand(sql string) string {
+	for k, v := range d.words {
+		sql = strings.ReplaceAll(sql, "{{"+k+"}}", v)
+	}
+	return sql
+}
+
+// isUniqueViolation reports whether err is a uniqueness violation.
+func isUniqueViolation(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code == "23505"
+	}
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		return se.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE || se.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
+	}
+	return false
+}

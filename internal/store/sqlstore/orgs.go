@@ -1,0 +1,78 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+
+	"github.com/nimbus-build/nimbus/internal/store"
+)
+
+type orgs struct{ repos }
+
+var _ store.Orgs = orgs{}
+
+const orgColumns = `id, name, github_owner_id, github_login, created_at`
+
+func scanOrg(row interface{ Scan(...any) error }) (store.Org, error) {
+	var o store.Org
+	var ghID sql.NullInt64
+	var created int64
+	err := row.Scan(&o.ID, &o.Name, &ghID, &o.GitHubLogin, &created)
+	o.GitHubOwnerID = ghID.Int64
+	o.CreatedAt = fromMicros(created)
+	return o, err
+}
+
+func (x orgs) Create(ctx context.Context, o store.Org) error {
+	var ghID sql.NullInt64
+	if o.GitHubOwnerID != 0 {
+		ghID = sql.NullInt64{Int64: o.GitHubOwnerID, Valid: true}
+	}
+	_, err := x.w.ExecContext(ctx, `INSERT INTO orgs (`+orgColumns+`) VALUES ($1, $2, $3, $4, $5)`,
+		o.ID, o.Name, ghID, o.GitHubLogin, micros(o.CreatedAt))
+	if err != nil {
+		return conflict(err, "create org "+o.Name)
+	}
+	return nil
+}
+
+func (x orgs) Get(ctx context.Context, id string) (store.Org, error) {
+	o, err := scanOrg(x.r.QueryRowContext(ctx, `SELECT `+orgColumns+` FROM orgs WHERE id = $1`, id))
+	if err != nil {
+		return o, notFound(err, "org "+id)
+	}
+	return o, nil
+}
+
+func (x orgs) GetByName(ctx context.Context, name string) (store.Org, error) {
+	o, err := scanOrg(x.r.QueryRowContext(ctx, `SELECT `+orgColumns+` FROM orgs WHERE name = $1`, name))
+	if err != nil {
+		return o, notFound(err, "org "+name)
+	}
+	return o, nil
+}
+
+func (x orgs) GetByGitHubOwner(ctx context.Context, ownerID int64) (store.Org, error) {
+	o, err := scanOrg(x.r.QueryRowContext(ctx, `SELECT `+orgColumns+` FROM orgs WHERE github_owner_id = $1`, ownerID))
+	if err != nil {
+		return o, notFound(err, "org for github owner")
+	}
+	return o, nil
+}
+
+func (x orgs) List(ctx context.Context) ([]store.Org, error) {
+	rows, err := x.r.QueryContext(ctx, `SELECT `+orgColumns+` FROM orgs ORDER BY name`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []store.Org
+	for rows.Next() {
+		o, err := scanOrg(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, o)
+	}
+	return out, rows.Err()
+}

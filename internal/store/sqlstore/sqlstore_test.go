@@ -1,0 +1,52 @@
+package sqlstore_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/nimbus-build/nimbus/internal/store"
+	"github.com/nimbus-build/nimbus/internal/store/sqlstore"
+	"github.com/nimbus-build/nimbus/internal/store/storetest"
+)
+
+func TestConformance(t *testing.T) {
+	for _, engine := range storetest.Engines {
+		t.Run(engine, func(t *testing.T) {
+			storetest.Run(t, func(t *testing.T) store.Store { return storetest.Open(t, engine) })
+		})
+	}
+}
+
+// The database itself refuses to rewrite history, whatever code runs.
+func TestAuditAppendOnly(t *testing.T) {
+	for _, engine := range storetest.Engines {
+		t.Run(engine, func(t *testing.T) {
+			db := storetest.Open(t, engine)
+			ctx := context.Background()
+			if err := db.Audit().Append(ctx, store.AuditEntry{OrgID: "o", Actor: "a", Action: "x", Target: "t"}); err != nil {
+				t.Fatal(err)
+			}
+			for _, q := range []string{`UPDATE audit_log SET action = 'forged'`, `DELETE FROM audit_log`} {
+				if err := db.ExecForTest(ctx, q); err == nil {
+					t.Errorf("%s: succeeded on an append-only log", q)
+				}
+			}
+		})
+	}
+}
+
+// Opening an existing database applies nothing twice.
+func TestReopen(t *testing.T) {
+	for _, engine := range storetest.Engines {
+		t.Run(engine, func(t *testing.T) {
+			dsn := storetest.DSN(t, engine)
+			for range 2 {
+				db, err := sqlstore.Open(context.Background(), dsn)
+				if err != nil {
+					t.Fatal(err)
+				}
+				db.Close()
+			}
+		})
+	}
+}

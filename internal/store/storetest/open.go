@@ -1,0 +1,84 @@
+// Package storetest is the conformance suite every store engine passes, and
+// the helpers that open a fresh, real database for a test on each engine.
+package storetest
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"net/url"
+	"testing"
+
+	"github.com/nimbus-build/nimbus/internal/store"
+	"github.com/nimbus-build/nimbus/internal/store/sqlstore"
+	"github.com/nimbus-build/nimbus/internal/testenv"
+)
+
+// Engines are the engines every store test runs on.
+var Engines = []string{"sqlite", "postgres"}
+
+// Open returns a store on a new, empty database of the engine, removed when
+// the test ends. PostgreSQL comes from NIMBUS_TEST_POSTGRES.
+func Open(t testing.TB, engine string) *sqlstore.DB {
+	t.Helper()
+	dsn := DSN(t, engine)
+	db, err := sqlstore.Open(context.Background(), dsn)
+	if err != nil {
+		t.Fatalf("open %s store: %v", engine, err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// DSN creates a new, empty database of the engine and returns its DSN; it
+// is dropped when the test ends.
+func DSN(t testing.TB, engine string) string {
+	t.Helper()
+	switch engine {
+	case "sqlite":
+		return t.TempDir() + "/nimbus.db"
+	case "postgres":
+		return newPostgresDatabase(t, testenv.PostgresURL(t))
+	}
+	t.Fatalf("unknown engine %q", engine)
+	return ""
+}
+
+func newPostgresDatabase(t testing.TB, base string) string {
+	t.Helper()
+	admin, err := sql.Open("pgx", base)
+	if err != nil {
+		t.Fatalf("postgres: %v", err)
+	}
+	defer admin.Close()
+	b := make([]byte, 6)
+	rand.Read(b)
+	name := "nimbus_test_" + hex.EncodeToString(b)
+	if _, err := admin.Exec(`CREATE DATABASE ` + name); err != nil {
+		t.Fatalf("postgres: create database: %v", err)
+	}
+	t.Cleanup(func() {
+		admin, err := sql.Open("pgx", base)
+		if err != nil {
+			return
+		}
+		defer admin.Close()
+		admin.Exec(`DROP DATABASE IF EXISTS ` + name + ` WITH (FORCE)`)
+	})
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatalf("postgres url: %v", err)
+	}
+	u.Path = "/" + name
+	return u.String()
+}
+
+// ForEachEngine runs fn as a subtest on a fresh store of every engine.
+func ForEachEngine(t *testing.T, fn func(t *testing.T, s store.Store)) {
+	for _, e := range Engines {
+		t.Run(e, func(t *testing.T) {
+			fn(t, Open(t, e))
+		})
+	}
+}

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs the system packages Nimbus's tests run against and starts a
+# throwaway PostgreSQL cluster for them. Prints the environment the tests
+# need as `export` lines, so the caller can `eval "$(scripts/test-deps.sh)"`.
+#
+# Run as root it installs what is missing with apt-get; otherwise it says
+# exactly what to install and fails.
+set -euo pipefail
+
+log() { echo "test-deps: $*" >&2; }
+
+pkgs=()
+command -v bwrap >/dev/null || pkgs+=(bubblewrap)
+command -v bazel >/dev/null || pkgs+=(bazel-bootstrap)
+command -v nft >/dev/null || pkgs+=(nftables)
+command -v ip >/dev/null || pkgs+=(iproute2)
+command -v node >/dev/null || pkgs+=(nodejs npm)
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || pkgs+=(postgresql)
+
+if ((${#pkgs[@]})); then
+	if [ "$(id -u)" -ne 0 ]; then
+		log "missing packages: ${pkgs[*]}; install them with: sudo apt-get install -y ${pkgs[*]}"
+		exit 1
+	fi
+	log "installing ${pkgs[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq >&2 || log "apt-get update failed; trying the install anyway"
+	apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >&2
+fi
+
+# PostgreSQL: our own cluster, so the tests never touch a real one.
+pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+pgdata=${NIMBUS_TEST_PGDATA:-/tmp/nimbus-test-pg}
+pgport=${NIMBUS_TEST_PGPORT:-55432}
+as_pg=()
+if [ "$(id -u)" -eq 0 ]; then
+	# PostgreSQL refuses to run as root.
+	id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql --shell /bin/false postgres
+	as_pg=(runuser -u postgres --)
+fi
+if ! "${as_pg[@]}" "$pgbin/pg_ctl" -D "$pgdata" status >/dev/null 2>&1; then
+	rm -rf "$pgdata"
+	mkdir -p "$pgdata"
+	[ "$(id -u)" -ne 0 ] || chown postgres: "$pgdata"
+	log "starting PostgreSQL on 127.0.0.1:$pgport ($pgdata)"
+	"${as_pg[@]}" "$pgbin/initdb" -D "$pgdata" -U nimbus --auth=trust -E UTF8 >/dev/null
+	# fsync off: test databases are disposable; benchmarks use their own.
+	"${as_pg[@]}" "$pgbin/pg_ctl" -D "$pgdata" -l "$pgdata/server.log" -w -o \
+		"-p $pgport -k $pgdata -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c max_connections=400" \
+		start >/dev/null
+fi
+echo "export NIMBUS_TEST_POSTGRES='postgres://nimbus@127.0.0.1:$pgport/postgres?sslmode=disable'"
