@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -151,6 +152,11 @@ func waitNoProcessesOf(t *testing.T, uid int) {
 			return
 		}
 		if time.Now().After(deadline) {
+			for _, p := range left {
+				if pid, err := strconv.Atoi(strings.Fields(p)[0]); err == nil {
+					_ = syscall.Kill(pid, syscall.SIGKILL) // leave nothing behind
+				}
+			}
 			t.Fatalf("processes of uid %d still running after %v: %v", uid, waitLimit, left)
 		}
 		time.Sleep(10 * time.Millisecond)
