@@ -1,0 +1,83 @@
+package blobstore
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"hash"
+	"io"
+)
+
+// Verifying checks that CAS writes match their digest (size and SHA-256)
+// before committing them to the store it wraps, so that a backend that does
+// not hash (object storage, memory) never holds content under a wrong name.
+type Verifying struct {
+	next Store
+}
+
+var _ Store = (*Verifying)(nil)
+
+// NewVerifying wraps next.
+func NewVerifying(next Store) *Verifying { return &Verifying{next: next} }
+
+// Get implements Store.
+func (v *Verifying) Get(ctx context.Context, ref Ref, offset, limit int64) (io.ReadCloser, int64, error) {
+	return v.next.Get(ctx, ref, offset, limit)
+}
+
+// FindMissing implements Store.
+func (v *Verifying) FindMissing(ctx context.Context, org string, kind Kind, ds []Digest) ([]Digest, error) {
+	return v.next.FindMissing(ctx, org, kind, ds)
+}
+
+// NewWriter implements Store.
+func (v *Verifying) NewWriter(ctx context.Context, ref Ref, size int64) (Writer, error) {
+	if ref.Kind == KindCAS && size != ref.Digest.Size {
+		return nil, fmt.Errorf("%w: %s: size %d does not match digest", ErrInvalid, ref, size)
+	}
+	w, err := v.next.NewWriter(ctx, ref, size)
+	if err != nil {
+		return nil, err
+	}
+	vw := &verifyingWriter{next: w, ref: ref, size: size}
+	if ref.Kind == KindCAS {
+		vw.h = sha256.New()
+	}
+	return vw, nil
+}
+
+type verifyingWriter struct {
+	next Writer
+	ref  Ref
+	size int64
+	n    int64
+	h    hash.Hash
+}
+
+func (w *verifyingWriter) Write(p []byte) (int, error) {
+	if w.n+int64(len(p)) > w.size {
+		return 0, fmt.Errorf("%w: %s: more than %d bytes", ErrInvalid, w.ref, w.size)
+	}
+	n, err := w.next.Write(p)
+	if w.h != nil {
+		w.h.Write(p[:n])
+	}
+	w.n += int64(n)
+	return n, err
+}
+
+func (w *verifyingWriter) Commit(ctx context.Context) error {
+	if w.n != w.size {
+		return fmt.Errorf("%w: %s: got %d bytes, want %d", ErrInvalid, w.ref, w.n, w.size)
+	}
+	if w.h != nil {
+		var got Hash
+		w.h.Sum(got[:0])
+		if got != w.ref.Digest.Hash {
+			return fmt.Errorf("%w: %s: content hashes to %s", ErrInvalid, w.ref, got)
+		}
+	}
+	return w.next.Commit(ctx)
+}
+
+func (w *verifyingWriter) Close() error { return w.next.Close() }
