@@ -235,7 +235,7 @@ func TestRunNamespaces(t *testing.T) {
 tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '
 cat /proc/1/comm
 ls /proc | grep -cE '^[0-9]+$'
-! unshare --user true 2>/dev/null && echo no-userns`
+command -v unshare >/dev/null && ! unshare --user true 2>/dev/null && echo no-userns`
 	res, out := run(t, e, executor.Spec{JobID: "ns", Argv: sh(script), Slot: nextSlot()})
 	if res.ExitCode != 0 {
 		t.Fatalf("exit %d; output:\n%s", res.ExitCode, out)

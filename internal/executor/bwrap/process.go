@@ -100,32 +100,7 @@ func (inv invocation) run(ctx context.Context) (ending, error) {
 	})
 	st := readStatus(p.statusR)
 
-	// The sandbox's pid 1 is bwrap's init: when it dies, the kernel kills
-	// every other process in the sandbox's pid namespace, however they
-	// daemonised, and only then lets the outer bwrap reap it. bwrap reports
-	// the init's pid as soon as it has created it.
-	<-st.initKnown
-	init := openInit(st.initPID, cmd.Process.Pid, inv.uid)
-	defer init.close()
-	select {
-	case <-proc.exited:
-	case <-ctx.Done():
-		select {
-		case <-proc.exited: // it ended on its own just in time
-		default:
-			end.cause = context.Cause(ctx)
-			if !init.kill() {
-				// No sandbox yet, or its init has ended: killing bwrap is
-				// enough, --die-with-parent takes the rest.
-				_ = cmd.Process.Kill() // fails only when it has exited
-			}
-		}
-	}
-	<-proc.exited
-	// bwrap exits as soon as its init reports the command's status, while
-	// the init may still be taking the sandbox down.
-	init.wait()
-	<-st.done
+	end.cause = supervise(ctx, proc, cmd.Process, st, inv.uid)
 	wg.Wait()
 
 	switch {
@@ -137,6 +112,44 @@ func (inv invocation) run(ctx context.Context) (ending, error) {
 	default:
 		return end, fmt.Errorf("bwrap could not set up the sandbox (%v): %s", proc.err, strings.TrimSpace(head.String()))
 	}
+}
+
+// supervise waits for the sandbox to end, killing it if ctx ends first, and
+// returns only once every process of the sandbox has exited. It returns
+// context.Cause(ctx) if it killed the sandbox, else nil.
+//
+// The sandbox's pid 1 is bwrap's init: when it dies, the kernel kills every
+// other process in the sandbox's pid namespace, however they daemonised,
+// and reaps them before the init's own exit completes. So the init is what
+// supervise kills and what it waits for.
+func supervise(ctx context.Context, proc *process, bwrap *os.Process, st *status, uid int) error {
+	// bwrap reports the init's pid right after creating it, or closes the
+	// status pipe when it fails before; ctx is not watched meanwhile so
+	// that a kill never races the sandbox's creation.
+	<-st.initKnown
+	init := openInit(st.initPID, bwrap.Pid, uid)
+	defer init.close()
+	var cause error
+	select {
+	case <-proc.exited:
+	case <-ctx.Done():
+		select {
+		case <-proc.exited: // it ended on its own just in time
+		default:
+			cause = context.Cause(ctx)
+			if !init.kill() {
+				// No sandbox yet, or its init has ended: killing bwrap is
+				// enough, --die-with-parent takes the rest.
+				_ = bwrap.Kill() // fails only when it has exited
+			}
+		}
+	}
+	<-proc.exited
+	// bwrap exits as soon as its init reports the command's status, while
+	// the init may still be taking the sandbox down.
+	init.wait()
+	<-st.done
+	return cause
 }
 
 // process is a started bwrap, waited for by its own goroutine.
