@@ -234,3 +234,15 @@ func (x repos) inTx(ctx context.Context, fn func(q querier) error) error {
 	}
 	return nil
 }
+
+// Backup writes a consistent copy of a SQLite database to dest, while it
+// stays in use. PostgreSQL is backed up with its own tools (pg_dump).
+func (db *DB) Backup(ctx context.Context, dest string) error {
+	if db.d.name != "sqlite" {
+		return fmt.Errorf("backup: use pg_dump for %s", db.d.name)
+	}
+	if _, err := db.writeDB.ExecContext(ctx, `VACUUM INTO $1`, dest); err != nil {
+		return fmt.Errorf("backup to %s: %w", dest, err)
+	}
+	return nil
+}

@@ -82,3 +82,24 @@ func ForEachEngine(t *testing.T, fn func(t *testing.T, s store.Store)) {
 		})
 	}
 }
+
+// OpenPath opens (or creates) a SQLite store at path, closed when the test ends.
+func OpenPath(t testing.TB, path string) *sqlstore.DB {
+	t.Helper()
+	db, err := sqlstore.Open(context.Background(), path)
+	if err != nil {
+		t.Fatalf("open %s: %v", path, err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// Backup copies a SQLite store to a new file and returns its path.
+func Backup(t testing.TB, db *sqlstore.DB, path string) string {
+	t.Helper()
+	dest := path + ".backup"
+	if err := db.Backup(context.Background(), dest); err != nil {
+		t.Fatalf("backup: %v", err)
+	}
+	return dest
+}

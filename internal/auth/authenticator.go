@@ -1,0 +1,87 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nimbus-build/nimbus/internal/store"
+)
+
+// Authenticator turns a bearer credential into a Principal: API tokens by
+// their hash, agent and job credentials by signature. Revocation is checked
+// on every call (API tokens, disabled agents), so it takes effect at once.
+type Authenticator struct {
+	store store.Store
+	ring  *Keyring
+	now   func() time.Time
+}
+
+// NewAuthenticator builds an Authenticator.
+func NewAuthenticator(st store.Store, ring *Keyring, now func() time.Time) *Authenticator {
+	if now == nil {
+		now = time.Now
+	}
+	return &Authenticator{store: st, ring: ring, now: now}
+}
+
+// Authenticate implements the cache's and the API's Authenticator.
+func (a *Authenticator) Authenticate(ctx context.Context, token string) (Principal, error) {
+	switch {
+	case token == "":
+		return Principal{}, fmt.Errorf("%w: no credential", ErrUnauthenticated)
+	case strings.HasPrefix(token, APITokenPrefix):
+		return a.apiToken(ctx, token)
+	case strings.HasPrefix(token, "ey"): // a signed credential (JWT)
+		return a.signed(ctx, token)
+	}
+	return Principal{}, fmt.Errorf("%w: unrecognised credential", ErrUnauthenticated)
+}
+
+func (a *Authenticator) apiToken(ctx context.Context, token string) (Principal, error) {
+	if len(token) > 128 {
+		return Principal{}, fmt.Errorf("%w: token too long", ErrUnauthenticated)
+	}
+	t, err := a.store.Tokens().APITokenByHash(ctx, HashSecret(token))
+	if errors.Is(err, store.ErrNotFound) {
+		return Principal{}, fmt.Errorf("%w: unknown token", ErrUnauthenticated)
+	}
+	if err != nil {
+		return Principal{}, err
+	}
+	now := a.now()
+	if !t.RevokedAt.IsZero() {
+		return Principal{}, fmt.Errorf("%w: token revoked", ErrUnauthenticated)
+	}
+	if !t.ExpiresAt.IsZero() && !now.Before(t.ExpiresAt) {
+		return Principal{}, fmt.Errorf("%w: token expired", ErrUnauthenticated)
+	}
+	return Principal{Kind: KindUser, Org: t.OrgID, ID: t.ID, Name: t.Name, Role: Role(t.Role)}, nil
+}
+
+func (a *Authenticator) signed(ctx context.Context, token string) (Principal, error) {
+	c, err := a.ring.Verify(token)
+	if err != nil {
+		return Principal{}, err
+	}
+	p := Principal{Kind: c.Kind, Org: c.Org, ID: c.Subject, Name: c.Name, Scopes: c.Scopes}
+	if c.Kind == KindAgent {
+		ag, err := a.store.Agents().Get(ctx, c.Subject)
+		if errors.Is(err, store.ErrNotFound) {
+			return Principal{}, fmt.Errorf("%w: unknown agent", ErrUnauthenticated)
+		}
+		if err != nil {
+			return Principal{}, err
+		}
+		if !ag.DisabledAt.IsZero() {
+			return Principal{}, fmt.Errorf("%w: agent disabled", ErrUnauthenticated)
+		}
+		if ag.OrgID != c.Org {
+			return Principal{}, fmt.Errorf("%w: agent org mismatch", ErrUnauthenticated)
+		}
+		p.Name = ag.Name
+	}
+	return p, nil
+}
