@@ -2,8 +2,8 @@ package auth_test
 
 import (
 	"bytes"
-	"encoding/base64"
 	"context"
+	"encoding/base64"
 	"errors"
 	"os"
 	"path/filepath"

@@ -1,0 +1,92 @@
+# Nimbus authorization policy. Deny by default: a request is allowed only
+# when a rule below says so. Every decision the control plane makes about a
+# caller goes through this file; internal/policy/testdata/fixtures.json
+# holds the golden allow/deny decisions `make test` checks on every change.
+package nimbus.authz
+
+import rego.v1
+
+default allow := false
+
+# Roles of API tokens, weakest first.
+role_rank := {
+	"viewer": 1,
+	"developer": 2,
+	"ci": 3,
+	"admin": 4,
+	"owner": 5,
+}
+
+# The weakest role that may perform each action a person or CI system can
+# ask for. An action missing here is denied to every token.
+min_role := {
+	"jobs.read": "viewer",
+	"logs.read": "viewer",
+	"agents.read": "viewer",
+	"sessions.read": "viewer",
+	"cache.read": "viewer",
+	"jobs.create": "developer",
+	"jobs.cancel": "developer",
+	"sessions.use": "developer",
+	"cache.write": "ci",
+	"sessions.stop": "admin",
+	"agents.create_join_token": "admin",
+	"agents.disable": "admin",
+	"tokens.read": "admin",
+	"tokens.create": "admin",
+	"tokens.revoke": "admin",
+	"audit.read": "admin",
+	"orgs.read": "owner",
+	"orgs.create": "owner",
+	"keys.read": "owner",
+	"keys.rotate": "owner",
+}
+
+# What an enrolled agent may do, in its own org only.
+agent_actions := {
+	"agent.register",
+	"agent.lease",
+	"agent.sync",
+	"agent.report",
+	"agent.refresh",
+	"agent.sessions",
+}
+
+# What a job credential may do when its scopes say so.
+job_actions := {"cache.read", "cache.write"}
+
+same_org if {
+	input.subject.org != ""
+	input.subject.org == input.resource.org
+}
+
+allow if {
+	input.subject.kind == "user"
+	same_org
+	role_rank[input.subject.role] >= role_rank[min_role[input.action]]
+	not escalates
+}
+
+allow if {
+	input.subject.kind == "agent"
+	same_org
+	input.action in agent_actions
+}
+
+allow if {
+	input.subject.kind == "job"
+	same_org
+	input.action in job_actions
+	input.action in input.subject.scopes
+}
+
+# A token may only mint tokens of its own role or weaker.
+escalates if {
+	input.action == "tokens.create"
+	not role_rank[input.resource.role]
+}
+
+escalates if {
+	input.action == "tokens.create"
+	role_rank[input.resource.role] > role_rank[input.subject.role]
+}
