@@ -190,76 +190,19 @@ func ParseWorkflowJob(body []byte) (WorkflowJobEvent, error) {
 // applying GitHub's defaults for old payloads.
 func (w *wireWorkflowJobEvent) event(action WorkflowJobAction) (WorkflowJobEvent, error) {
 	ev := WorkflowJobEvent{Action: action}
-	j := w.WorkflowJob
-	if j == nil {
+	if w.WorkflowJob == nil {
 		return ev, fieldErr("workflow_job", "is missing")
 	}
-	for _, f := range []struct {
-		name string
-		v    *int64
-		dst  *int64
-	}{
-		{"workflow_job.id", j.ID, &ev.Job.ID},
-		{"workflow_job.run_id", j.RunID, &ev.Job.RunID},
-	} {
-		if f.v == nil {
-			return ev, fieldErr(f.name, "is missing")
-		}
-		*f.dst = *f.v
+	var err error
+	if ev.Job, err = w.WorkflowJob.job(); err != nil {
+		return ev, err
 	}
-	ev.Job.RunAttempt = 1
-	if j.RunAttempt != nil {
-		ev.Job.RunAttempt = *j.RunAttempt
-	}
-	for _, f := range []struct {
-		name string
-		v    *string
-		dst  *string
-	}{
-		{"workflow_job.name", j.Name, &ev.Job.Name},
-		{"workflow_job.status", j.Status, &ev.Job.Status},
-		{"workflow_job.head_sha", j.HeadSHA, &ev.Job.HeadSHA},
-	} {
-		if f.v == nil {
-			return ev, fieldErr(f.name, "is missing")
-		}
-		*f.dst = *f.v
-	}
-	if len(j.Labels) > 0 {
-		ev.Job.Labels = j.Labels
-	}
-	ev.Job.Conclusion = deref(j.Conclusion)
-	ev.Job.RunnerName = deref(j.RunnerName)
-	ev.Job.HeadBranch = deref(j.HeadBranch)
-	ev.Job.WorkflowName = deref(j.WorkflowName)
-	if j.RunnerID != nil {
-		ev.Job.RunnerID = *j.RunnerID
-	}
-
-	r := w.Repository
-	switch {
-	case r == nil:
+	if w.Repository == nil {
 		return ev, fieldErr("repository", "is missing")
-	case r.ID == nil:
-		return ev, fieldErr("repository.id", "is missing")
-	case r.Name == nil:
-		return ev, fieldErr("repository.name", "is missing")
-	case r.FullName == nil:
-		return ev, fieldErr("repository.full_name", "is missing")
-	case r.Owner == nil:
-		return ev, fieldErr("repository.owner", "is missing")
-	case r.Owner.ID == nil:
-		return ev, fieldErr("repository.owner.id", "is missing")
-	case r.Owner.Login == nil:
-		return ev, fieldErr("repository.owner.login", "is missing")
-	case r.Owner.Type == nil:
-		return ev, fieldErr("repository.owner.type", "is missing")
 	}
-	ev.Repository = Repository{
-		ID: *r.ID, Name: *r.Name, FullName: *r.FullName, Private: r.Private,
-		Owner: Account{ID: *r.Owner.ID, Login: *r.Owner.Login, Type: *r.Owner.Type},
+	if ev.Repository, err = w.Repository.repository(); err != nil {
+		return ev, err
 	}
-
 	if in := w.Installation; in != nil {
 		if in.ID == nil {
 			return ev, fieldErr("installation.id", "is missing")
@@ -282,6 +225,67 @@ func (w *wireWorkflowJobEvent) event(action WorkflowJobAction) (WorkflowJobEvent
 		}
 	}
 	return ev, nil
+}
+
+func (j *wireWorkflowJob) job() (WorkflowJob, error) {
+	var out WorkflowJob
+	switch {
+	case j.ID == nil:
+		return out, fieldErr("workflow_job.id", "is missing")
+	case j.RunID == nil:
+		return out, fieldErr("workflow_job.run_id", "is missing")
+	case j.Name == nil:
+		return out, fieldErr("workflow_job.name", "is missing")
+	case j.Status == nil:
+		return out, fieldErr("workflow_job.status", "is missing")
+	case j.HeadSHA == nil:
+		return out, fieldErr("workflow_job.head_sha", "is missing")
+	}
+	out = WorkflowJob{
+		ID:           *j.ID,
+		RunID:        *j.RunID,
+		RunAttempt:   1, // absent in payloads from before re-runs existed
+		Name:         *j.Name,
+		Status:       *j.Status,
+		Conclusion:   deref(j.Conclusion),
+		RunnerName:   deref(j.RunnerName),
+		HeadSHA:      *j.HeadSHA,
+		HeadBranch:   deref(j.HeadBranch),
+		WorkflowName: deref(j.WorkflowName),
+	}
+	if j.RunAttempt != nil {
+		out.RunAttempt = *j.RunAttempt
+	}
+	if j.RunnerID != nil {
+		out.RunnerID = *j.RunnerID
+	}
+	if len(j.Labels) > 0 {
+		out.Labels = j.Labels
+	}
+	return out, nil
+}
+
+func (r *wireRepository) repository() (Repository, error) {
+	switch {
+	case r.ID == nil:
+		return Repository{}, fieldErr("repository.id", "is missing")
+	case r.Name == nil:
+		return Repository{}, fieldErr("repository.name", "is missing")
+	case r.FullName == nil:
+		return Repository{}, fieldErr("repository.full_name", "is missing")
+	case r.Owner == nil:
+		return Repository{}, fieldErr("repository.owner", "is missing")
+	case r.Owner.ID == nil:
+		return Repository{}, fieldErr("repository.owner.id", "is missing")
+	case r.Owner.Login == nil:
+		return Repository{}, fieldErr("repository.owner.login", "is missing")
+	case r.Owner.Type == nil:
+		return Repository{}, fieldErr("repository.owner.type", "is missing")
+	}
+	return Repository{
+		ID: *r.ID, Name: *r.Name, FullName: *r.FullName, Private: r.Private,
+		Owner: Account{ID: *r.Owner.ID, Login: *r.Owner.Login, Type: *r.Owner.Type},
+	}, nil
 }
 
 // Validate checks an event's values: what ParseWorkflowJob guarantees of
