@@ -19,6 +19,6 @@
 // from permanent ones. The package reads no environment and keeps no global
 // state; the HTTP edge (body limits, status codes) belongs to the caller.
 //
-// Package githubtest holds a working emulator of the parts of the API used
+// The githubtest package holds a working emulator of the parts of the API used
 // here, and helpers to sign and deliver webhooks in tests.
 package github
