@@ -25,8 +25,9 @@ type Digest struct {
 // EmptyDigest is the digest of the empty blob, which always exists.
 var EmptyDigest = Digest{Hash: sha256.Sum256(nil), Size: 0}
 
-// IsEmpty reports whether d is the digest of the empty blob.
-func (d Digest) IsEmpty() bool { return d == EmptyDigest }
+// IsEmpty reports whether d is the digest of the empty blob (a negative
+// size, "any size", counts).
+func (d Digest) IsEmpty() bool { return d.Hash == EmptyDigest.Hash && d.Size <= 0 }
 
 // String returns "hash/size".
 func (d Digest) String() string { return d.Hash.String() + "/" + strconv.FormatInt(d.Size, 10) }

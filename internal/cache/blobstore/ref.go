@@ -40,8 +40,9 @@ func (k Kind) Valid() bool { return k >= KindCAS && k <= KindMeta }
 type Ref struct {
 	Org  string
 	Kind Kind
-	// Digest is the content's digest for KindCAS; for KindAC and KindMeta
-	// only Digest.Hash is the key and Digest.Size is ignored.
+	// Digest is the content's digest for KindCAS (a negative Size in Get
+	// and FindMissing means "any size": the Bazel HTTP cache names blobs by
+	// hash alone); for KindAC and KindMeta only Digest.Hash is the key.
 	Digest Digest
 }
 

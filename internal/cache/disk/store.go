@@ -360,7 +360,7 @@ func (s *Store) Get(ctx context.Context, ref blobstore.Ref, offset, limit int64)
 		return io.NopCloser(eofReader{}), 0, nil
 	}
 	path, size, ok := s.lookup(ref)
-	if !ok || (ref.Kind == blobstore.KindCAS && size != ref.Digest.Size) {
+	if !ok || (ref.Kind == blobstore.KindCAS && ref.Digest.Size >= 0 && size != ref.Digest.Size) {
 		return nil, 0, fmt.Errorf("%s: %w", ref, blobstore.ErrNotFound)
 	}
 	n, err := blobstore.CheckRange(size, offset, limit)
@@ -444,7 +444,7 @@ func (s *Store) FindMissing(ctx context.Context, org string, kind blobstore.Kind
 		}
 		i := s.ix.find(oi, kind, &d.Hash)
 		// A CAS digest names a size too: a wrong size is not the blob.
-		if i == 0 || (kind == blobstore.KindCAS && s.ix.at(i).size != d.Size) {
+		if i == 0 || (kind == blobstore.KindCAS && d.Size >= 0 && s.ix.at(i).size != d.Size) {
 			missing = append(missing, d)
 			continue
 		}

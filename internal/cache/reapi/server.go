@@ -1,0 +1,104 @@
+package reapi
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+
+	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	smpb "github.com/bazelbuild/remote-apis/build/bazel/semver"
+	"google.golang.org/genproto/googleapis/bytestream"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/nimbus-build/nimbus/internal/cache/access"
+	"github.com/nimbus-build/nimbus/internal/cache/blobstore"
+)
+
+// Options tunes a Server.
+type Options struct {
+	// MaxBatchTotalSize bounds the sum of blob sizes in one batch request
+	// (announced in Capabilities). Default 4 MiB minus room for framing.
+	MaxBatchTotalSize int64
+	// ReadChunkSize is the size of ByteStream read messages. Default 256 KiB.
+	ReadChunkSize int
+}
+
+// Server implements the REAPI cache services.
+type Server struct {
+	repb.UnimplementedContentAddressableStorageServer
+	repb.UnimplementedActionCacheServer
+	repb.UnimplementedCapabilitiesServer
+	bytestream.UnimplementedByteStreamServer
+
+	store   blobstore.Store
+	gate    *access.Gate
+	log     *slog.Logger
+	opts    Options
+	uploads *uploads
+}
+
+var (
+	_ repb.ContentAddressableStorageServer = (*Server)(nil)
+	_ repb.ActionCacheServer               = (*Server)(nil)
+	_ repb.CapabilitiesServer              = (*Server)(nil)
+	_ bytestream.ByteStreamServer          = (*Server)(nil)
+)
+
+// New returns a Server over store.
+func New(store blobstore.Store, gate *access.Gate, log *slog.Logger, opts Options) *Server {
+	if opts.MaxBatchTotalSize <= 0 {
+		opts.MaxBatchTotalSize = 4<<20 - 64<<10
+	}
+	if opts.ReadChunkSize <= 0 {
+		opts.ReadChunkSize = 256 << 10
+	}
+	return &Server{store: store, gate: gate, log: log.With("component", "cache.reapi"), opts: opts, uploads: newUploads()}
+}
+
+// Register registers the four services on g.
+func (s *Server) Register(g *grpc.Server) {
+	repb.RegisterContentAddressableStorageServer(g, s)
+	repb.RegisterActionCacheServer(g, s)
+	repb.RegisterCapabilitiesServer(g, s)
+	bytestream.RegisterByteStreamServer(g, s)
+}
+
+// Close abandons the resumable uploads in progress.
+func (s *Server) Close() { s.uploads.closeAll() }
+
+// caller authenticates the request from its "authorization" metadata.
+func (s *Server) caller(ctx context.Context) (access.Caller, error) {
+	var token string
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		for _, v := range md.Get("authorization") {
+			if t := access.BearerToken(strings.TrimSpace(v)); t != "" {
+				token = t
+				break
+			}
+		}
+	}
+	return s.gate.Check(ctx, token)
+}
+
+func (s *Server) status(ctx context.Context, err error) error { return toStatus(ctx, s.log, err) }
+
+// GetCapabilities implements repb.CapabilitiesServer.
+func (s *Server) GetCapabilities(ctx context.Context, req *repb.GetCapabilitiesRequest) (*repb.ServerCapabilities, error) {
+	c, err := s.caller(ctx)
+	if err != nil {
+		return nil, s.status(ctx, err)
+	}
+	return &repb.ServerCapabilities{
+		CacheCapabilities: &repb.CacheCapabilities{
+			DigestFunctions:                 []repb.DigestFunction_Value{repb.DigestFunction_SHA256},
+			ActionCacheUpdateCapabilities:   &repb.ActionCacheUpdateCapabilities{UpdateEnabled: c.CanWrite},
+			MaxBatchTotalSizeBytes:          s.opts.MaxBatchTotalSize,
+			SymlinkAbsolutePathStrategy:     repb.SymlinkAbsolutePathStrategy_ALLOWED,
+			SupportedCompressors:            nil,
+			SupportedBatchUpdateCompressors: nil,
+		},
+		LowApiVersion:  &smpb.SemVer{Major: 2},
+		HighApiVersion: &smpb.SemVer{Major: 2, Minor: 3},
+	}, nil
+}

@@ -1,0 +1,166 @@
+package cache
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/nimbus-build/nimbus/internal/cache/access"
+	"github.com/nimbus-build/nimbus/internal/cache/blobstore"
+	"github.com/nimbus-build/nimbus/internal/cache/disk"
+	"github.com/nimbus-build/nimbus/internal/cache/httpcache"
+	"github.com/nimbus-build/nimbus/internal/cache/reapi"
+)
+
+// Authenticator turns a bearer token into a principal; its errors wrap
+// auth.ErrUnauthenticated.
+type Authenticator = access.Authenticator
+
+// Authorizer decides whether a principal may do "cache.read" or
+// "cache.write" in an org; its errors wrap auth.ErrForbidden.
+type Authorizer = access.Authorizer
+
+// HTTP path prefixes served by Service.Handler.
+const (
+	// BazelHTTPPrefix is the Bazel HTTP cache: --remote_cache=<base>/cache.
+	BazelHTTPPrefix = "/cache/"
+)
+
+// Service is the build cache.
+type Service struct {
+	cfg   Config
+	log   *slog.Logger
+	disk  *disk.Store
+	store blobstore.Store
+	reapi *reapi.Server
+	mux   *http.ServeMux
+
+	stop context.CancelFunc
+	wg   sync.WaitGroup
+}
+
+// New opens the storage and builds the protocol front ends. It returns at
+// once; the index is reconciled in the background until Close.
+func New(cfg Config, authn Authenticator, authz Authorizer, log *slog.Logger, reg prometheus.Registerer) (*Service, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if cfg.MinRetention == 0 {
+		cfg.MinRetention = time.Hour
+	}
+	if cfg.UploadIdleTimeout == 0 {
+		cfg.UploadIdleTimeout = 15 * time.Minute
+	}
+	log = log.With("component", "cache")
+	d, err := disk.Open(cfg.Dir, disk.Options{
+		MaxBytes:     cfg.MaxBytes,
+		MaxBlobSize:  cfg.MaxBlobSize,
+		MinRetention: cfg.MinRetention,
+		DefaultQuota: cfg.DefaultQuota,
+		OrgQuotas:    cfg.OrgQuotas,
+		NoSync:       cfg.NoSync,
+		Logger:       log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	metrics, err := blobstore.NewMetrics(reg)
+	if err != nil {
+		d.Close()
+		return nil, err
+	}
+	if err := registerDiskMetrics(reg, d); err != nil {
+		d.Close()
+		return nil, err
+	}
+	var store blobstore.Store = metrics.Wrap("disk", d)
+	gate := access.NewGate(authn, authz)
+	s := &Service{cfg: cfg, log: log, disk: d, store: store, mux: http.NewServeMux()}
+	s.reapi = reapi.New(store, gate, log, reapi.Options{MaxBatchTotalSize: cfg.MaxBatchTotalSize})
+	s.mux.Handle(BazelHTTPPrefix, httpcache.New(store, gate, log, BazelHTTPPrefix))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stop = cancel
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.sweepLoop(ctx)
+	}()
+	return s, nil
+}
+
+func registerDiskMetrics(reg prometheus.Registerer, d *disk.Store) error {
+	gauges := []struct {
+		name, help string
+		f          func(disk.Stats) float64
+	}{
+		{"nimbus_cache_disk_bytes", "Bytes held on the local disk, deduplicated.", func(s disk.Stats) float64 { return float64(s.Bytes) }},
+		{"nimbus_cache_disk_entries", "Entries in the local disk index.", func(s disk.Stats) float64 { return float64(s.Entries) }},
+	}
+	for _, g := range gauges {
+		if err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: g.name, Help: g.help}, func() float64 { return g.f(d.Stats()) })); err != nil {
+			return err
+		}
+	}
+	counters := []struct {
+		name, help string
+		f          func(disk.Stats) float64
+	}{
+		{"nimbus_cache_disk_evictions_total", "Entries evicted from the local disk.", func(s disk.Stats) float64 { return float64(s.Evictions) }},
+		{"nimbus_cache_disk_refusals_total", "Writes refused for a quota or the size limit.", func(s disk.Stats) float64 { return float64(s.Refusals) }},
+	}
+	for _, c := range counters {
+		if err := reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: c.name, Help: c.help}, func() float64 { return c.f(d.Stats()) })); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Service) sweepLoop(ctx context.Context) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if n := s.reapi.SweepUploads(s.cfg.UploadIdleTimeout); n > 0 {
+				s.log.Info("abandoned idle uploads", "count", n)
+			}
+		}
+	}
+}
+
+// RegisterGRPC registers the REAPI cache services (Capabilities,
+// ContentAddressableStorage, ActionCache, ByteStream) on g, and the gRPC
+// health service unless g already has one.
+func (s *Service) RegisterGRPC(g *grpc.Server) {
+	s.reapi.Register(g)
+	if _, ok := g.GetServiceInfo()[healthpb.Health_ServiceDesc.ServiceName]; !ok {
+		healthpb.RegisterHealthServer(g, health.NewServer())
+	}
+}
+
+// Handler serves the HTTP routes: the Bazel HTTP cache under /cache/.
+func (s *Service) Handler() http.Handler { return s.mux }
+
+// Store returns the blob store behind every protocol (for the benchmark and
+// for other Nimbus components that keep blobs per org).
+func (s *Service) Store() blobstore.Store { return s.store }
+
+// Close stops the background work, waits for it and saves the index. The
+// caller stops serving first.
+func (s *Service) Close() error {
+	s.stop()
+	s.wg.Wait()
+	s.reapi.Close()
+	return s.disk.Close()
+}
