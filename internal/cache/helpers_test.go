@@ -7,7 +7,7 @@ import (
 	"testing"
 )
 
-func bytesReader(b []byte) io.Reader   { return bytes.NewReader(b) }
+func bytesReader(b []byte) io.Reader      { return bytes.NewReader(b) }
 func readAll(r io.Reader) ([]byte, error) { return io.ReadAll(r) }
 
 // needTool skips a test when a tool it needs is missing, except under

@@ -164,3 +164,6 @@ func (s *Service) Close() error {
 	s.reapi.Close()
 	return s.disk.Close()
 }
+
+// Entries returns the number of entries in the local store's index.
+func (s *Service) Entries() int { return s.disk.Len() }
