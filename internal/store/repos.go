@@ -13,6 +13,9 @@ type Orgs interface {
 	// GetByGitHubOwner finds the org linked to a GitHub account id.
 	GetByGitHubOwner(ctx context.Context, ownerID int64) (Org, error)
 	List(ctx context.Context) ([]Org, error)
+	// LinkGitHub links an org to a GitHub account; ErrConflict when another
+	// org has it.
+	LinkGitHub(ctx context.Context, id string, ownerID int64, login string) error
 }
 
 // Tokens holds API tokens and agent join tokens, by hash.

@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"fmt"
 
 	"github.com/nimbus-build/nimbus/internal/store"
 )
@@ -75,4 +76,19 @@ func (x orgs) List(ctx context.Context) ([]store.Org, error) {
 		out = append(out, o)
 	}
 	return out, rows.Err()
+}
+
+func (x orgs) LinkGitHub(ctx context.Context, id string, ownerID int64, login string) error {
+	var ghID sql.NullInt64
+	if ownerID != 0 {
+		ghID = sql.NullInt64{Int64: ownerID, Valid: true}
+	}
+	res, err := x.w.ExecContext(ctx, `UPDATE orgs SET github_owner_id = $2, github_login = $3 WHERE id = $1`, id, ghID, login)
+	if err != nil {
+		return conflict(err, "link org "+id)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("link org %s: %w", id, store.ErrNotFound)
+	}
+	return nil
 }

@@ -112,6 +112,18 @@ func testOrgs(t *testing.T, s store.Store) {
 	if err != nil || len(all) != 2 {
 		t.Fatalf("list: %v %v", all, err)
 	}
+	if err := s.Orgs().LinkGitHub(ctx, "org_3", 42, "acme-gh"); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("linking a GitHub account another org has: %v, want ErrConflict", err)
+	}
+	if err := s.Orgs().LinkGitHub(ctx, "org_3", 77, "other-gh"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Orgs().GetByGitHubOwner(ctx, 77); err != nil || got.ID != "org_3" {
+		t.Errorf("after link: %+v %v", got, err)
+	}
+	if err := s.Orgs().LinkGitHub(ctx, "org_404", 78, "x"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("link unknown org: %v", err)
+	}
 }
 
 func testAPITokens(t *testing.T, s store.Store) {

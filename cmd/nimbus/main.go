@@ -1,0 +1,54 @@
+// Command nimbus is the whole of Nimbus in one binary: the control plane,
+// the agent, both at once, the admin CLI and the benchmarks. It only
+// dispatches; internal/app composes.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/nimbus-build/nimbus/internal/app"
+)
+
+const usage = `Usage: nimbus <command> [flags]
+
+Commands:
+  up       control plane and one local agent in one process (embedded storage)
+  server   the control plane alone
+  agent    a host agent: enroll with a join token, then run jobs
+  ctl      the admin and user CLI (run, jobs, logs, agents, tokens, orgs, audit)
+  bench    benchmarks that print tables (jobs)
+  version  print the version
+
+Run "nimbus <command> --help" for a command's flags.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv))
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "server":
+		return app.ServerMain(ctx, rest, stdout, stderr, getenv)
+	case "version", "--version":
+		fmt.Fprintln(stdout, "nimbus", app.Version)
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "nimbus: unknown command %q\n\n%s", cmd, usage)
+	return 2
+}

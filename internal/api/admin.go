@@ -1,0 +1,375 @@
+package api
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/nimbus-build/nimbus/internal/apiv1"
+	"github.com/nimbus-build/nimbus/internal/auth"
+	"github.com/nimbus-build/nimbus/internal/ids"
+	"github.com/nimbus-build/nimbus/internal/jobs"
+	"github.com/nimbus-build/nimbus/internal/policy"
+	"github.com/nimbus-build/nimbus/internal/secrets"
+	"github.com/nimbus-build/nimbus/internal/store"
+)
+
+func (s *Server) whoami(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	writeJSON(w, http.StatusOK, apiv1.Whoami{Kind: string(p.Kind), Org: p.Org, ID: p.ID, Name: p.Name, Role: string(p.Role)})
+	return nil
+}
+
+const (
+	defaultJoinTokenTTL = 24 * time.Hour
+	maxJoinTokenTTL     = 30 * 24 * time.Hour
+	maxNameLen          = 100
+)
+
+func validName(what, n string) error {
+	if n == "" || len(n) > maxNameLen || !utf8.ValidString(n) || strings.ContainsFunc(n, func(r rune) bool { return r < ' ' }) {
+		return badRequest("%s: 1-%d printable characters", what, maxNameLen)
+	}
+	return nil
+}
+
+func (s *Server) createJoinToken(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	var req apiv1.CreateJoinToken
+	if err := decode(w, r, maxBody, &req); err != nil {
+		return err
+	}
+	labels, err := jobs.NormalizeLabels(req.Labels)
+	if err != nil {
+		return err
+	}
+	if req.MaxJobs < 0 || req.MaxJobs > 1024 {
+		return badRequest("max_jobs: 0 (no limit) to 1024")
+	}
+	ttl := defaultJoinTokenTTL
+	if req.ExpiresSeconds != 0 {
+		ttl = time.Duration(req.ExpiresSeconds) * time.Second
+		if ttl < time.Minute || ttl > maxJoinTokenTTL {
+			return badRequest("expires_seconds: 60 to %d", int(maxJoinTokenTTL/time.Second))
+		}
+	}
+	secret, hash := auth.NewSecret(auth.JoinTokenPrefix)
+	now := s.Now()
+	jt := store.JoinToken{ID: ids.New("jtk"), OrgID: p.Org, Hash: hash, Labels: labels, MaxJobs: req.MaxJobs,
+		CreatedBy: actor(p), CreatedAt: now, ExpiresAt: now.Add(ttl)}
+	err = s.Store.InTx(r.Context(), func(rs store.Repos) error {
+		if err := rs.Tokens().CreateJoinToken(r.Context(), jt); err != nil {
+			return err
+		}
+		return rs.Audit().Append(r.Context(), store.AuditEntry{At: now, OrgID: p.Org, Actor: actor(p), Action: "agent.join_token_created",
+			Target: jt.ID, Detail: map[string]string{"labels": strings.Join(labels, ","), "expires_at": jt.ExpiresAt.Format(time.RFC3339)}})
+	})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, apiv1.JoinToken{ID: jt.ID, Token: secret, Labels: labels, MaxJobs: jt.MaxJobs, ExpiresAt: jt.ExpiresAt})
+	return nil
+}
+
+func (s *Server) listAgents(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	list, err := s.Store.Agents().List(r.Context(), p.Org)
+	if err != nil {
+		return err
+	}
+	out := make([]apiv1.Agent, len(list))
+	for i, a := range list {
+		out[i] = agentJSON(a, s.Now())
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"agents": out})
+	return nil
+}
+
+func (s *Server) disableAgent(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	id := r.PathValue("id")
+	if !ids.Valid("agt", id) {
+		return notFound("agent " + strconv.Quote(id))
+	}
+	now := s.Now()
+	err := s.Store.InTx(r.Context(), func(rs store.Repos) error {
+		if err := rs.Agents().Disable(r.Context(), p.Org, id, now); err != nil {
+			return err
+		}
+		return rs.Audit().Append(r.Context(), store.AuditEntry{At: now, OrgID: p.Org, Actor: actor(p), Action: "agent.disabled", Target: id})
+	})
+	if err != nil {
+		return err
+	}
+	a, err := s.Store.Agents().Get(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, agentJSON(a, now))
+	return nil
+}
+
+func (s *Server) createToken(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	var req apiv1.CreateToken
+	if err := decode(w, r, maxBody, &req); err != nil {
+		return err
+	}
+	if err := validName("name", req.Name); err != nil {
+		return err
+	}
+	if !auth.Role(req.Role).Valid() {
+		return badRequest("role: %q is not one of viewer, developer, ci, admin, owner", req.Role)
+	}
+	if err := s.Policy.Authorize(r.Context(), p, "tokens.create", policy.Resource{Org: p.Org, Role: req.Role}); err != nil {
+		return err
+	}
+	if req.ExpiresSeconds < 0 || req.ExpiresSeconds > 10*365*24*3600 {
+		return badRequest("expires_seconds: 0 (never) to ten years")
+	}
+	tok, err := s.issueToken(r, p.Org, req.Name, req.Role, time.Duration(req.ExpiresSeconds)*time.Second, actor(p), nil)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, tok)
+	return nil
+}
+
+// issueToken creates an API token in rs (or its own transaction) and
+// returns it with its secret, shown this once.
+func (s *Server) issueToken(r *http.Request, org, name, role string, ttl time.Duration, by string, rs store.Repos) (apiv1.Token, error) {
+	secret, hash := auth.NewSecret(auth.APITokenPrefix)
+	now := s.Now()
+	t := store.APIToken{ID: ids.New("tok"), OrgID: org, Name: name, Role: role, Hash: hash, CreatedBy: by, CreatedAt: now}
+	if ttl > 0 {
+		t.ExpiresAt = now.Add(ttl)
+	}
+	write := func(rs store.Repos) error {
+		if err := rs.Tokens().CreateAPIToken(r.Context(), t); err != nil {
+			return err
+		}
+		return rs.Audit().Append(r.Context(), store.AuditEntry{At: now, OrgID: org, Actor: by, Action: "token.created", Target: t.ID,
+			Detail: map[string]string{"name": name, "role": role}})
+	}
+	var err error
+	if rs != nil {
+		err = write(rs)
+	} else {
+		err = s.Store.InTx(r.Context(), write)
+	}
+	out := tokenJSON(t)
+	out.Secret = secret
+	return out, err
+}
+
+func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	list, err := s.Store.Tokens().ListAPITokens(r.Context(), p.Org)
+	if err != nil {
+		return err
+	}
+	out := make([]apiv1.Token, len(list))
+	for i, t := range list {
+		out[i] = tokenJSON(t)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"tokens": out})
+	return nil
+}
+
+func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	id := r.PathValue("id")
+	if !ids.Valid("tok", id) {
+		return notFound("token " + strconv.Quote(id))
+	}
+	now := s.Now()
+	err := s.Store.InTx(r.Context(), func(rs store.Repos) error {
+		if err := rs.Tokens().RevokeAPIToken(r.Context(), p.Org, id, now); err != nil {
+			return err
+		}
+		return rs.Audit().Append(r.Context(), store.AuditEntry{At: now, OrgID: p.Org, Actor: actor(p), Action: "token.revoked", Target: id})
+	})
+	if err != nil {
+		return err
+	}
+	list, err := s.Store.Tokens().ListAPITokens(r.Context(), p.Org)
+	if err != nil {
+		return err
+	}
+	for _, t := range list {
+		if t.ID == id {
+			writeJSON(w, http.StatusOK, tokenJSON(t))
+			return nil
+		}
+	}
+	return notFound("token")
+}
+
+func (s *Server) listOrgs(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	list, err := s.Store.Orgs().List(r.Context())
+	if err != nil {
+		return err
+	}
+	out := make([]apiv1.Org, len(list))
+	for i, o := range list {
+		out[i] = orgJSON(o)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"orgs": out})
+	return nil
+}
+
+func validOrgName(n string) error {
+	if len(n) < 1 || len(n) > 64 {
+		return badRequest("name: 1-64 characters")
+	}
+	for _, c := range n {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return badRequest("name: lowercase letters, digits, - and _ only")
+		}
+	}
+	return nil
+}
+
+func (s *Server) createOrg(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	var req apiv1.CreateOrg
+	if err := decode(w, r, maxBody, &req); err != nil {
+		return err
+	}
+	if err := validOrgName(req.Name); err != nil {
+		return err
+	}
+	if req.GitHubID < 0 || len(req.GitHubLogin) > 100 {
+		return badRequest("github_id / github_login: out of range")
+	}
+	if (req.GitHubID == 0) != (req.GitHubLogin == "") {
+		return badRequest("github_id and github_login go together: give both (the account's numeric id and login) or neither")
+	}
+	now := s.Now()
+	o := store.Org{ID: ids.New("org"), Name: req.Name, GitHubOwnerID: req.GitHubID, GitHubLogin: req.GitHubLogin, CreatedAt: now}
+	var out apiv1.CreatedOrg
+	err := s.Store.InTx(r.Context(), func(rs store.Repos) error {
+		if err := rs.Orgs().Create(r.Context(), o); err != nil {
+			return err
+		}
+		if err := rs.Audit().Append(r.Context(), store.AuditEntry{At: now, OrgID: o.ID, Actor: actor(p), Action: "org.created", Target: o.ID,
+			Detail: map[string]string{"name": o.Name, "by_org": p.Org}}); err != nil {
+			return err
+		}
+		tok, err := s.issueToken(r, o.ID, "admin", string(auth.RoleAdmin), 0, actor(p), rs)
+		out = apiv1.CreatedOrg{Org: orgJSON(o), AdminToken: tok}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, out)
+	return nil
+}
+
+func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	q := r.URL.Query()
+	f := store.AuditFilter{OrgID: p.Org, Limit: 100}
+	if b := q.Get("before"); b != "" {
+		n, err := strconv.ParseInt(b, 10, 64)
+		if err != nil || n < 1 {
+			return badRequest("before: an audit entry id")
+		}
+		f.BeforeID = n
+	}
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > 1000 {
+			return badRequest("limit: 1-1000")
+		}
+		f.Limit = n
+	}
+	list, err := s.Store.Audit().List(r.Context(), f)
+	if err != nil {
+		return err
+	}
+	out := apiv1.AuditList{Entries: make([]apiv1.AuditEntry, len(list))}
+	for i, e := range list {
+		out.Entries[i] = apiv1.AuditEntry{ID: e.ID, At: e.At, Actor: e.Actor, Action: e.Action, Target: e.Target, Detail: e.Detail}
+	}
+	if len(list) == f.Limit {
+		out.Next = strconv.FormatInt(list[len(list)-1].ID, 10)
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) listKeys(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	keys := s.Keyring.Keys()
+	out := make([]apiv1.SigningKey, len(keys))
+	for i, k := range keys {
+		out[i] = apiv1.SigningKey(k)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"keys": out})
+	return nil
+}
+
+func (s *Server) rotateKeys(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	// Credentials signed by the old key keep working for as long as the
+	// longest credential lives.
+	id, err := s.Keyring.Rotate(r.Context(), s.AgentCredentialTTL)
+	if err != nil {
+		return err
+	}
+	s.auditEntry(r.Context(), store.AuditEntry{OrgID: p.Org, Actor: actor(p), Action: "key.rotated", Target: id})
+	return s.listKeys(w, r, p)
+}
+
+func (s *Server) rotateWebhookSecret(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	secret := secrets.NewWebhookSecret()
+	n, err := s.Secrets.AddWebhook(r.Context(), secret)
+	if err != nil {
+		return err
+	}
+	s.auditEntry(r.Context(), store.AuditEntry{OrgID: p.Org, Actor: actor(p), Action: "webhook_secret.added", Target: "webhook",
+		Detail: map[string]string{"accepted": strconv.Itoa(n)}})
+	writeJSON(w, http.StatusCreated, apiv1.WebhookSecret{Secret: secret, Count: n})
+	return nil
+}
+
+func (s *Server) retireWebhookSecrets(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	n, err := s.Secrets.RetireWebhook(r.Context())
+	if err != nil {
+		return err
+	}
+	s.auditEntry(r.Context(), store.AuditEntry{OrgID: p.Org, Actor: actor(p), Action: "webhook_secret.retired", Target: "webhook",
+		Detail: map[string]string{"accepted": strconv.Itoa(n)}})
+	writeJSON(w, http.StatusOK, apiv1.WebhookSecret{Count: n})
+	return nil
+}
+
+// linkOrg links an org to a GitHub account, so that account's webhooks
+// create jobs in it. Only an owner may: whoever links an account receives
+// its jobs, and with them its code.
+func (s *Server) linkOrg(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	id := r.PathValue("id")
+	if !ids.Valid("org", id) {
+		return notFound("org " + strconv.Quote(id))
+	}
+	var req apiv1.CreateOrg
+	if err := decode(w, r, maxBody, &req); err != nil {
+		return err
+	}
+	if req.Name != "" {
+		return badRequest("name: cannot be changed here")
+	}
+	if req.GitHubID <= 0 || req.GitHubLogin == "" || len(req.GitHubLogin) > 100 {
+		return badRequest("github_id and github_login: the GitHub account's numeric id and login")
+	}
+	now := s.Now()
+	err := s.Store.InTx(r.Context(), func(rs store.Repos) error {
+		if err := rs.Orgs().LinkGitHub(r.Context(), id, req.GitHubID, req.GitHubLogin); err != nil {
+			return err
+		}
+		return rs.Audit().Append(r.Context(), store.AuditEntry{At: now, OrgID: id, Actor: actor(p), Action: "org.github_linked", Target: id,
+			Detail: map[string]string{"github_login": req.GitHubLogin, "github_id": strconv.FormatInt(req.GitHubID, 10)}})
+	})
+	if err != nil {
+		return err
+	}
+	o, err := s.Store.Orgs().Get(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, orgJSON(o))
+	return nil
+}

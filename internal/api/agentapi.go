@@ -1,0 +1,265 @@
+package api
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/nimbus-build/nimbus/internal/apiv1"
+	"github.com/nimbus-build/nimbus/internal/auth"
+	"github.com/nimbus-build/nimbus/internal/ids"
+	"github.com/nimbus-build/nimbus/internal/jobs"
+	"github.com/nimbus-build/nimbus/internal/store"
+)
+
+const (
+	maxLogBody   = 8 << 20
+	maxChunk     = 1 << 20
+	maxLeaseWait = 60 * time.Second
+	maxAgentJobs = 1024
+)
+
+// enroll exchanges a one-time join token for an agent credential.
+func (s *Server) enroll(w http.ResponseWriter, r *http.Request) error {
+	tok, err := bearer(r)
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(tok, auth.JoinTokenPrefix) || len(tok) > 128 {
+		return errorf(http.StatusUnauthorized, apiv1.CodeUnauthenticated, "enrollment takes a join token (nmbj_…) from `nimbus ctl agents join-token`")
+	}
+	var req apiv1.Enroll
+	if err := decode(w, r, maxBody, &req); err != nil {
+		return err
+	}
+	if err := validName("name", req.Name); err != nil {
+		return err
+	}
+	labels, err := jobs.NormalizeLabels(req.Labels)
+	if err != nil {
+		return err
+	}
+	if req.MaxJobs < 1 || req.MaxJobs > maxAgentJobs {
+		return badRequest("max_jobs: 1-%d", maxAgentJobs)
+	}
+	now := s.Now()
+	a := store.Agent{ID: ids.New("agt"), Name: req.Name, Labels: labels, MaxJobs: req.MaxJobs,
+		Hostname: trimTo(req.Hostname, 255), Version: trimTo(req.Version, 64), CreatedAt: now, LastSeenAt: now}
+	// One transaction: a refused enrollment leaves the token unused.
+	err = s.Store.InTx(r.Context(), func(rs store.Repos) error {
+		jt, err := rs.Tokens().ConsumeJoinToken(r.Context(), auth.HashSecret(tok), a.ID, now)
+		if err != nil {
+			return err
+		}
+		if len(a.Labels) == 0 {
+			a.Labels = jt.Labels
+		}
+		if !jobs.Subset(a.Labels, jt.Labels) {
+			return errorf(http.StatusForbidden, apiv1.CodeForbidden, "labels %v: this join token allows only %v", a.Labels, jt.Labels)
+		}
+		if jt.MaxJobs > 0 && a.MaxJobs > jt.MaxJobs {
+			return errorf(http.StatusForbidden, apiv1.CodeForbidden, "max_jobs %d: this join token allows at most %d", a.MaxJobs, jt.MaxJobs)
+		}
+		a.OrgID, a.AllowedLabels = jt.OrgID, jt.Labels
+		if err := rs.Agents().Create(r.Context(), a); err != nil {
+			return err
+		}
+		return rs.Audit().Append(r.Context(), store.AuditEntry{At: now, OrgID: a.OrgID, Actor: "join_token:" + jt.ID, Action: "agent.enrolled",
+			Target: a.ID, Detail: map[string]string{"name": a.Name, "labels": strings.Join(a.Labels, ",")}})
+	})
+	if err != nil {
+		return err
+	}
+	return s.writeCredential(w, http.StatusCreated, a)
+}
+
+func (s *Server) writeCredential(w http.ResponseWriter, status int, a store.Agent) error {
+	cred, err := s.Keyring.Sign(auth.Claims{Kind: auth.KindAgent, Subject: a.ID, Org: a.OrgID, Name: a.Name}, s.AgentCredentialTTL)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, status, apiv1.Enrolled{AgentID: a.ID, Org: a.OrgID, Credential: cred, ExpiresAt: s.Now().Add(s.AgentCredentialTTL),
+		AllowedLabels: a.AllowedLabels})
+	return nil
+}
+
+func trimTo(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+func (s *Server) refresh(w http.ResponseWriter, r *http.Request, a store.Agent) error {
+	return s.writeCredential(w, http.StatusOK, a)
+}
+
+func (s *Server) register(w http.ResponseWriter, r *http.Request, a store.Agent) error {
+	var req apiv1.Register
+	if err := decode(w, r, maxBody, &req); err != nil {
+		return err
+	}
+	labels, err := jobs.NormalizeLabels(req.Labels)
+	if err != nil {
+		return err
+	}
+	if len(labels) == 0 {
+		labels = a.AllowedLabels
+	}
+	// Capabilities are verified, not trusted: an agent serves only what
+	// its enrollment allowed.
+	if !jobs.Subset(labels, a.AllowedLabels) {
+		s.auditEntry(r.Context(), store.AuditEntry{OrgID: a.OrgID, Actor: "agent:" + a.ID, Action: "agent.labels_refused", Target: a.ID,
+			Detail: map[string]string{"declared": strings.Join(labels, ","), "allowed": strings.Join(a.AllowedLabels, ",")}})
+		return errorf(http.StatusForbidden, apiv1.CodeForbidden, "labels %v: this agent's enrollment allows only %v", labels, a.AllowedLabels)
+	}
+	if req.MaxJobs < 1 || req.MaxJobs > maxAgentJobs {
+		return badRequest("max_jobs: 1-%d", maxAgentJobs)
+	}
+	if err := s.Store.Agents().Register(r.Context(), a.ID, labels, req.MaxJobs, trimTo(req.Hostname, 255), trimTo(req.Version, 64), s.Now()); err != nil {
+		return err
+	}
+	a.Labels, a.MaxJobs = labels, req.MaxJobs
+	writeJSON(w, http.StatusOK, agentJSON(a, s.Now()))
+	return nil
+}
+
+func (s *Server) lease(w http.ResponseWriter, r *http.Request, a store.Agent) error {
+	var req apiv1.LeaseRequest
+	if err := decode(w, r, maxBody, &req); err != nil {
+		return err
+	}
+	wait := time.Duration(req.WaitSeconds) * time.Second
+	if wait < 0 || wait > maxLeaseWait {
+		return badRequest("wait_seconds: 0-%d", int(maxLeaseWait/time.Second))
+	}
+	l, err := s.Jobs.Lease(r.Context(), a, wait)
+	if err != nil {
+		return err
+	}
+	if l == nil {
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
+	out := apiv1.Lease{Job: jobJSON(l.Job), Fence: l.Job.Fence, TTLSeconds: int64(s.Jobs.Config().LeaseTTL / time.Second)}
+	if l.JITConfig != "" {
+		out.Runner = &apiv1.RunnerLease{Name: l.RunnerName, JITConfig: l.JITConfig, Labels: l.Job.Labels}
+	}
+	if s.JobEnv != nil {
+		env, err := s.JobEnv(r.Context(), l.Job)
+		if err != nil {
+			s.log.Warn("job environment", "job_id", l.Job.ID, "err", err)
+		}
+		out.Env = env
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) sync(w http.ResponseWriter, r *http.Request, a store.Agent) error {
+	var req apiv1.Sync
+	if err := decode(w, r, maxBody, &req); err != nil {
+		return err
+	}
+	if len(req.Leases) > maxAgentJobs {
+		return badRequest("leases: at most %d", maxAgentJobs)
+	}
+	wait := time.Duration(req.WaitSeconds) * time.Second
+	if wait < 0 || wait > maxLeaseWait {
+		return badRequest("wait_seconds: 0-%d", int(maxLeaseWait/time.Second))
+	}
+	refs := make([]jobs.LeaseRef, 0, len(req.Leases))
+	var out apiv1.Synced
+	for _, l := range req.Leases {
+		if !ids.Valid("job", l.JobID) {
+			out.Leases = append(out.Leases, apiv1.LeaseStatus{JobID: l.JobID, Status: apiv1.LeaseLost})
+			continue
+		}
+		refs = append(refs, jobs.LeaseRef{JobID: l.JobID, Fence: l.Fence})
+	}
+	states, err := s.Jobs.Sync(r.Context(), a, refs, wait)
+	if err != nil {
+		return err
+	}
+	for _, st := range states {
+		out.Leases = append(out.Leases, apiv1.LeaseStatus{JobID: st.JobID, Status: st.Status, ExpiresAt: st.ExpiresAt})
+	}
+	if out.Leases == nil {
+		out.Leases = []apiv1.LeaseStatus{}
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) startJob(w http.ResponseWriter, r *http.Request, a store.Agent) error {
+	id, err := jobID(r)
+	if err != nil {
+		return err
+	}
+	var req apiv1.Fenced
+	if err := decode(w, r, maxBody, &req); err != nil {
+		return err
+	}
+	j, err := s.Jobs.Start(r.Context(), a, id, req.Fence)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, jobJSON(j))
+	return nil
+}
+
+func (s *Server) appendLogs(w http.ResponseWriter, r *http.Request, a store.Agent) error {
+	id, err := jobID(r)
+	if err != nil {
+		return err
+	}
+	var req apiv1.Logs
+	if err := decode(w, r, maxLogBody, &req); err != nil {
+		return err
+	}
+	if len(req.Chunks) == 0 {
+		return badRequest("chunks: empty")
+	}
+	chunks := make([]store.LogChunk, len(req.Chunks))
+	ack := int64(-1)
+	for i, c := range req.Chunks {
+		if c.Seq < 0 || len(c.Data) > maxChunk || c.Fence != 0 && c.Fence != req.Fence {
+			return badRequest("chunks[%d]: seq must be ≥ 0, data at most %d bytes, fence that of the request", i, maxChunk)
+		}
+		chunks[i] = store.LogChunk{Seq: c.Seq, Data: c.Data}
+		ack = max(ack, c.Seq)
+	}
+	if err := s.Jobs.AppendLogs(r.Context(), a, id, req.Fence, chunks); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, apiv1.LogsAck{Seq: ack})
+	return nil
+}
+
+func (s *Server) completeJob(w http.ResponseWriter, r *http.Request, a store.Agent) error {
+	id, err := jobID(r)
+	if err != nil {
+		return err
+	}
+	var req apiv1.Complete
+	if err := decode(w, r, maxBody, &req); err != nil {
+		return err
+	}
+	st := store.JobState(req.State)
+	if !st.Terminal() {
+		return badRequest("state: succeeded, failed or cancelled")
+	}
+	if len(req.Reason) > 4096 {
+		return badRequest("reason: at most 4096 bytes")
+	}
+	j, err := s.Jobs.Complete(r.Context(), a, id, req.Fence, store.Outcome{State: st, ExitCode: req.ExitCode, Reason: req.Reason})
+	if errors.Is(err, store.ErrStaleFence) {
+		s.auditEntry(r.Context(), store.AuditEntry{OrgID: a.OrgID, Actor: "agent:" + a.ID, Action: "job.stale_report_refused", Target: id})
+	}
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, jobJSON(j))
+	return nil
+}

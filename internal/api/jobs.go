@@ -1,0 +1,171 @@
+package api
+
+import (
+	"bufio"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nimbus-build/nimbus/internal/apiv1"
+	"github.com/nimbus-build/nimbus/internal/auth"
+	"github.com/nimbus-build/nimbus/internal/ids"
+	"github.com/nimbus-build/nimbus/internal/jobs"
+	"github.com/nimbus-build/nimbus/internal/store"
+)
+
+func (s *Server) submitJob(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	var req apiv1.SubmitJob
+	if err := decode(w, r, maxBody, &req); err != nil {
+		return err
+	}
+	if req.TimeoutSeconds < 0 || req.TimeoutSeconds > 365*24*3600 {
+		return badRequest("timeout_seconds: %d is out of range", req.TimeoutSeconds)
+	}
+	j, created, err := s.Jobs.Submit(r.Context(), jobs.Submission{
+		OrgID: p.Org, CreatedBy: actor(p), Argv: req.Argv, Env: req.Env, Labels: req.Labels,
+		Timeout: time.Duration(req.TimeoutSeconds) * time.Second, IdempotencyKey: req.IdempotencyKey,
+	})
+	if err != nil {
+		return err
+	}
+	status := http.StatusCreated
+	if !created {
+		status = http.StatusOK
+	}
+	writeJSON(w, status, jobJSON(j))
+	return nil
+}
+
+// jobID reads the {id} path value, refusing anything that is not a job id
+// before it reaches the database.
+func jobID(r *http.Request) (string, error) {
+	id := r.PathValue("id")
+	if !ids.Valid("job", id) {
+		return "", notFound("job " + strconv.Quote(id))
+	}
+	return id, nil
+}
+
+func (s *Server) getJob(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	id, err := jobID(r)
+	if err != nil {
+		return err
+	}
+	j, err := s.Jobs.Get(r.Context(), p.Org, id)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, jobJSON(j))
+	return nil
+}
+
+func (s *Server) listJobs(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	q := r.URL.Query()
+	f := store.JobFilter{OrgID: p.Org, State: store.JobState(q.Get("state")), Before: q.Get("before"), Limit: 50}
+	if f.State != "" && !f.State.Valid() {
+		return badRequest("state: %q is not a job state", f.State)
+	}
+	if f.Before != "" && !ids.Valid("job", f.Before) {
+		return badRequest("before: %q is not a job id", f.Before)
+	}
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > 500 {
+			return badRequest("limit: must be 1-500")
+		}
+		f.Limit = n
+	}
+	list, err := s.Jobs.List(r.Context(), f)
+	if err != nil {
+		return err
+	}
+	out := apiv1.JobList{Jobs: make([]apiv1.Job, len(list))}
+	for i, j := range list {
+		out.Jobs[i] = jobJSON(j)
+	}
+	if len(list) == f.Limit {
+		out.Next = list[len(list)-1].ID
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	id, err := jobID(r)
+	if err != nil {
+		return err
+	}
+	j, err := s.Jobs.Cancel(r.Context(), p.Org, id, actor(p))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, jobJSON(j))
+	return nil
+}
+
+// parseCursor reads "FENCE.SEQ" (the position after which to read).
+func parseCursor(s string) (store.LogCursor, error) {
+	if s == "" {
+		return store.LogCursor{Fence: 0, Seq: -1}, nil
+	}
+	f, q, ok := strings.Cut(s, ".")
+	fence, err1 := strconv.ParseInt(f, 10, 64)
+	seq, err2 := strconv.ParseInt(q, 10, 64)
+	if !ok || err1 != nil || err2 != nil || fence < 0 || seq < -1 {
+		return store.LogCursor{}, badRequest("after: want FENCE.SEQ, e.g. 1.41")
+	}
+	return store.LogCursor{Fence: fence, Seq: seq}, nil
+}
+
+func (s *Server) jobLogs(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	id, err := jobID(r)
+	if err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	after, err := parseCursor(q.Get("after"))
+	if err != nil {
+		return err
+	}
+	follow := q.Get("follow") == "1" || q.Get("follow") == "true"
+	ndjson := q.Get("format") == "ndjson"
+	if f := q.Get("format"); f != "" && f != "ndjson" && f != "text" {
+		return badRequest("format: text or ndjson")
+	}
+	if _, err := s.Jobs.Get(r.Context(), p.Org, id); err != nil {
+		return err
+	}
+	if ndjson {
+		w.Header().Set("Content-Type", "application/x-ndjson")
+	} else {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	}
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Cache-Control", "no-store")
+	bw := bufio.NewWriterSize(w, 64<<10)
+	enc := json.NewEncoder(bw)
+	flusher, _ := w.(http.Flusher)
+	w.WriteHeader(http.StatusOK)
+	err = s.Jobs.FollowLogs(r.Context(), p.Org, id, after, follow, func(chunks []store.LogChunk) error {
+		for _, c := range chunks {
+			if ndjson {
+				if err := enc.Encode(apiv1.LogChunk{Fence: c.Fence, Seq: c.Seq, Data: c.Data}); err != nil {
+					return err
+				}
+			} else if _, err := bw.Write(c.Data); err != nil {
+				return err
+			}
+		}
+		if err := bw.Flush(); err != nil {
+			return err
+		}
+		if flusher != nil {
+			flusher.Flush()
+		}
+		return nil
+	})
+	bw.Flush()
+	return err
+}

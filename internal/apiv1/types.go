@@ -1,0 +1,211 @@
+// Package apiv1 defines the JSON documents of Nimbus's HTTP API, version 1:
+// what the control plane serves and what the agent and `nimbus ctl` send.
+// Every request body is decoded strictly (unknown fields are errors).
+package apiv1
+
+import "time"
+
+// Error is the body of every 4xx and 5xx answer.
+type Error struct {
+	Error ErrorBody `json:"error"`
+}
+
+// ErrorBody says what went wrong.
+type ErrorBody struct {
+	// Code is a stable, machine-readable name: bad_request, unauthenticated,
+	// forbidden, not_found, conflict, stale_fence, too_large, internal, …
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// Job is a job as the API shows it.
+type Job struct {
+	ID              string            `json:"id"`
+	Org             string            `json:"org"`
+	Source          string            `json:"source"`
+	State           string            `json:"state"`
+	Labels          []string          `json:"labels"`
+	Argv            []string          `json:"argv,omitempty"`
+	Env             map[string]string `json:"env,omitempty"`
+	TimeoutSeconds  int64             `json:"timeout_seconds,omitempty"`
+	Attempt         int               `json:"attempt"`
+	MaxAttempts     int               `json:"max_attempts"`
+	Fence           int64             `json:"fence"`
+	AgentID         string            `json:"agent_id,omitempty"`
+	CancelRequested bool              `json:"cancel_requested,omitempty"`
+	ExitCode        *int              `json:"exit_code,omitempty"`
+	Reason          string            `json:"reason,omitempty"`
+	CreatedBy       string            `json:"created_by,omitempty"`
+	CreatedAt       time.Time         `json:"created_at"`
+	NotBefore       time.Time         `json:"not_before"`
+	StartedAt       time.Time         `json:"started_at,omitzero"`
+	FinishedAt      time.Time         `json:"finished_at,omitzero"`
+	GitHub          *GitHubJob        `json:"github,omitempty"`
+}
+
+// GitHubJob is the GitHub side of a job made from a webhook.
+type GitHubJob struct {
+	Repository   string `json:"repository"`
+	JobID        int64  `json:"job_id"`
+	RunID        int64  `json:"run_id"`
+	RunAttempt   int    `json:"run_attempt"`
+	Name         string `json:"name,omitempty"`
+	Workflow     string `json:"workflow,omitempty"`
+	HeadSHA      string `json:"head_sha,omitempty"`
+	HeadBranch   string `json:"head_branch,omitempty"`
+	Status       string `json:"status"`
+	Conclusion   string `json:"conclusion,omitempty"`
+	RunnerName   string `json:"runner_name,omitempty"`
+	NimbusRunner string `json:"nimbus_runner,omitempty"`
+}
+
+// SubmitJob is the body of POST /api/v1/jobs.
+type SubmitJob struct {
+	Argv           []string          `json:"argv"`
+	Env            map[string]string `json:"env,omitempty"`
+	Labels         []string          `json:"labels,omitempty"`
+	TimeoutSeconds int64             `json:"timeout_seconds,omitempty"`
+	// IdempotencyKey makes a retried submission return the first job.
+	IdempotencyKey string `json:"idempotency_key,omitempty"`
+}
+
+// JobList is the answer of GET /api/v1/jobs.
+type JobList struct {
+	Jobs []Job `json:"jobs"`
+	// Next is the cursor for the following page (?before=), empty at the end.
+	Next string `json:"next,omitempty"`
+}
+
+// LogChunk is a piece of job output in GET /api/v1/jobs/{id}/logs (one JSON
+// document per line when ?format=ndjson).
+type LogChunk struct {
+	Fence int64  `json:"fence"`
+	Seq   int64  `json:"seq"`
+	Data  []byte `json:"data"`
+}
+
+// Agent is an enrolled agent as the API shows it.
+type Agent struct {
+	ID            string    `json:"id"`
+	Name          string    `json:"name"`
+	Labels        []string  `json:"labels"`
+	AllowedLabels []string  `json:"allowed_labels"`
+	MaxJobs       int       `json:"max_jobs"`
+	Hostname      string    `json:"hostname,omitempty"`
+	Version       string    `json:"version,omitempty"`
+	CreatedAt     time.Time `json:"created_at"`
+	LastSeenAt    time.Time `json:"last_seen_at,omitzero"`
+	Disabled      bool      `json:"disabled"`
+	// Status is online (seen within a minute), offline or disabled.
+	Status string `json:"status"`
+}
+
+// CreateJoinToken is the body of POST /api/v1/agents/join-tokens.
+type CreateJoinToken struct {
+	Labels         []string `json:"labels"`
+	MaxJobs        int      `json:"max_jobs,omitempty"`
+	ExpiresSeconds int64    `json:"expires_seconds,omitempty"`
+}
+
+// JoinToken is a new join token; the secret is shown once.
+type JoinToken struct {
+	ID        string    `json:"id"`
+	Token     string    `json:"token"`
+	Labels    []string  `json:"labels"`
+	MaxJobs   int       `json:"max_jobs"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// CreateToken is the body of POST /api/v1/tokens.
+type CreateToken struct {
+	Name           string `json:"name"`
+	Role           string `json:"role"`
+	ExpiresSeconds int64  `json:"expires_seconds,omitempty"`
+}
+
+// Token describes an API token. Secret is set once, in the answer to its
+// creation.
+type Token struct {
+	ID        string    `json:"id"`
+	Org       string    `json:"org"`
+	Name      string    `json:"name"`
+	Role      string    `json:"role"`
+	Secret    string    `json:"secret,omitempty"`
+	CreatedBy string    `json:"created_by,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
+	RevokedAt time.Time `json:"revoked_at,omitzero"`
+}
+
+// Org is a tenant.
+type Org struct {
+	ID          string    `json:"id"`
+	Name        string    `json:"name"`
+	GitHubLogin string    `json:"github_login,omitempty"`
+	GitHubID    int64     `json:"github_id,omitempty"`
+	CreatedAt   time.Time `json:"created_at"`
+}
+
+// CreateOrg is the body of POST /api/v1/orgs. The answer carries the new
+// org and an admin token for it.
+type CreateOrg struct {
+	Name        string `json:"name"`
+	GitHubLogin string `json:"github_login,omitempty"`
+	GitHubID    int64  `json:"github_id,omitempty"`
+}
+
+// CreatedOrg answers POST /api/v1/orgs.
+type CreatedOrg struct {
+	Org        Org   `json:"org"`
+	AdminToken Token `json:"admin_token"`
+}
+
+// AuditEntry is one line of the audit log.
+type AuditEntry struct {
+	ID     int64             `json:"id"`
+	At     time.Time         `json:"at"`
+	Actor  string            `json:"actor"`
+	Action string            `json:"action"`
+	Target string            `json:"target"`
+	Detail map[string]string `json:"detail,omitempty"`
+}
+
+// AuditList answers GET /api/v1/audit.
+type AuditList struct {
+	Entries []AuditEntry `json:"entries"`
+	Next    string       `json:"next,omitempty"`
+}
+
+// Whoami answers GET /api/v1/whoami.
+type Whoami struct {
+	Kind string `json:"kind"`
+	Org  string `json:"org"`
+	ID   string `json:"id"`
+	Name string `json:"name,omitempty"`
+	Role string `json:"role,omitempty"`
+}
+
+// WebhookResult answers a GitHub delivery.
+type WebhookResult struct {
+	// Outcome: created, updated, duplicate, ignored, pong.
+	Outcome string `json:"outcome"`
+	JobID   string `json:"job_id,omitempty"`
+	Reason  string `json:"reason,omitempty"`
+}
+
+// SigningKey describes a key of the keyring.
+type SigningKey struct {
+	ID        string    `json:"id"`
+	Active    bool      `json:"active"`
+	CreatedAt time.Time `json:"created_at"`
+	RetiredAt time.Time `json:"retired_at,omitzero"`
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
+	RevokedAt time.Time `json:"revoked_at,omitzero"`
+}
+
+// WebhookSecret is a new webhook secret, shown once.
+type WebhookSecret struct {
+	Secret string `json:"secret"`
+	// Count is how many secrets are now accepted.
+	Count int `json:"count"`
+}

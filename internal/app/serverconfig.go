@@ -1,0 +1,113 @@
+// Package app holds Nimbus's composition roots: it builds the control
+// plane, the agent and their combination (`nimbus up`) from typed
+// configuration, and owns their lifecycles. cmd/nimbus only dispatches.
+package app
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/nimbus-build/nimbus/internal/config"
+	"github.com/nimbus-build/nimbus/internal/jobs"
+)
+
+// ServerConfig configures the control plane.
+type ServerConfig struct {
+	DataDir       string
+	Listen        string
+	PublicURL     string
+	Database      string
+	MasterKeyFile string
+	LogLevel      string
+	LogFormat     string
+
+	LeaseTTL       time.Duration
+	MaxAttempts    int
+	DefaultTimeout time.Duration
+	MaxTimeout     time.Duration
+	OrgJobRate     float64
+	OrgJobBurst    int
+	PoolLabels     []string
+
+	GitHubAppID         int64
+	GitHubClientID      string
+	GitHubAppKeyFile    string
+	GitHubAPIURL        string
+	GitHubRunnerGroupID int64
+}
+
+// Register binds the settings to flags (and so to the environment and the
+// config file).
+func (c *ServerConfig) Register(s *config.Set) {
+	d := jobs.DefaultConfig()
+	s.String("config", "", "YAML file of settings (keys are these flags' names)")
+	s.StringVar(&c.DataDir, "data-dir", ".nimbus", "directory for the embedded database, keys and tokens")
+	s.StringVar(&c.Listen, "listen", "127.0.0.1:8080", "HTTP address to serve the API, webhooks and metrics on")
+	s.StringVar(&c.PublicURL, "public-url", "", "URL agents and jobs use to reach this server (default http://<listen>)")
+	s.StringVar(&c.Database, "database", "", "postgres://… to use PostgreSQL; default: SQLite at <data-dir>/nimbus.db")
+	s.Env("database", "NIMBUS_DATABASE_URL")
+	s.StringVar(&c.MasterKeyFile, "master-key-file", "", "file of master keys sealing secrets at rest (default <data-dir>/master.key, created if absent)")
+	s.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	s.StringVar(&c.LogFormat, "log-format", "text", "text or json")
+	s.DurationVar(&c.LeaseTTL, "lease-ttl", d.LeaseTTL, "how long a job lease lives without renewal")
+	s.IntVar(&c.MaxAttempts, "max-attempts", d.MaxAttempts, "leases that may expire under a job before it fails")
+	s.DurationVar(&c.DefaultTimeout, "default-job-timeout", d.DefaultTimeout, "run time limit of a job that sets none")
+	s.DurationVar(&c.MaxTimeout, "max-job-timeout", d.MaxTimeout, "largest run time limit a job may ask for")
+	s.Float64Var(&c.OrgJobRate, "org-job-rate", d.OrgJobRate, "new jobs per second per org before further ones are deferred (0: no limit)")
+	s.IntVar(&c.OrgJobBurst, "org-job-burst", d.OrgJobBurst, "jobs an org may create at once before the rate applies")
+	c.PoolLabels = d.Pools[0].Labels
+	s.Var(config.ListValue{List: &c.PoolLabels}, "pool-labels", "runner labels this server serves: a GitHub job is taken when all its labels are among them")
+	s.Int64Var(&c.GitHubAppID, "github-app-id", 0, "GitHub App id (JIT runner configs are minted with it)")
+	s.StringVar(&c.GitHubClientID, "github-client-id", "", "GitHub App client id (used as the JWT issuer when set)")
+	s.StringVar(&c.GitHubAppKeyFile, "github-app-key-file", "", "GitHub App private key (PEM); stored sealed in the database, so later starts need no file")
+	s.StringVar(&c.GitHubAPIURL, "github-api-url", "https://api.github.com", "GitHub API root (GHES: https://HOST/api/v3)")
+	s.Int64Var(&c.GitHubRunnerGroupID, "github-runner-group-id", 1, "runner group of the ephemeral runners")
+}
+
+// Validate checks the settings and fills derived ones.
+func (c *ServerConfig) Validate() error {
+	if c.DataDir == "" {
+		return errors.New("data-dir: must be set")
+	}
+	if c.Database == "" {
+		c.Database = filepath.Join(c.DataDir, "nimbus.db")
+	}
+	if c.MasterKeyFile == "" {
+		c.MasterKeyFile = filepath.Join(c.DataDir, "master.key")
+	}
+	if c.PublicURL == "" {
+		c.PublicURL = "http://" + c.Listen
+	}
+	switch {
+	case c.LeaseTTL < 2*time.Second:
+		return fmt.Errorf("lease-ttl: %v is too short (at least 2s)", c.LeaseTTL)
+	case c.MaxAttempts < 1:
+		return fmt.Errorf("max-attempts: %d: at least 1", c.MaxAttempts)
+	case c.DefaultTimeout <= 0 || c.MaxTimeout < c.DefaultTimeout:
+		return fmt.Errorf("default-job-timeout %v must be positive and at most max-job-timeout %v", c.DefaultTimeout, c.MaxTimeout)
+	case c.OrgJobRate < 0:
+		return fmt.Errorf("org-job-rate: must not be negative")
+	case c.LogLevel != "debug" && c.LogLevel != "info" && c.LogLevel != "warn" && c.LogLevel != "error":
+		return fmt.Errorf("log-level: %q: debug, info, warn or error", c.LogLevel)
+	case c.LogFormat != "text" && c.LogFormat != "json":
+		return fmt.Errorf("log-format: %q: text or json", c.LogFormat)
+	case c.GitHubAppID < 0:
+		return fmt.Errorf("github-app-id: must not be negative")
+	}
+	labels, err := jobs.NormalizeLabels(c.PoolLabels)
+	if err != nil {
+		return fmt.Errorf("pool-labels: %w", err)
+	}
+	c.PoolLabels = labels
+	return nil
+}
+
+func (c *ServerConfig) jobsConfig() jobs.Config {
+	d := jobs.DefaultConfig()
+	d.LeaseTTL, d.MaxAttempts, d.DefaultTimeout, d.MaxTimeout = c.LeaseTTL, c.MaxAttempts, c.DefaultTimeout, c.MaxTimeout
+	d.OrgJobRate, d.OrgJobBurst = c.OrgJobRate, c.OrgJobBurst
+	d.Pools = []jobs.Pool{{Name: "default", Labels: c.PoolLabels}}
+	return d
+}

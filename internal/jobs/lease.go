@@ -1,0 +1,274 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nimbus-build/nimbus/internal/store"
+)
+
+// Lease is a job handed to an agent.
+type Lease struct {
+	Job store.Job
+	// RunnerName and JITConfig are set for GitHub jobs: the agent starts an
+	// ephemeral runner with them. The config is never stored.
+	RunnerName string
+	JITConfig  string
+}
+
+// Lease waits up to wait for a job the agent may run and leases it. It
+// returns (nil, nil) when none came in time.
+func (s *Service) Lease(ctx context.Context, agent store.Agent, wait time.Duration) (*Lease, error) {
+	deadline := s.now().Add(wait)
+	for {
+		// Take the wake-up channel before looking, so a job created in
+		// between is not missed.
+		woken := s.notify.Wait(queueTopic(agent.OrgID))
+		l, err := s.tryLease(ctx, agent)
+		if err == nil {
+			return l, nil
+		}
+		if !errors.Is(err, store.ErrNotFound) {
+			return nil, err
+		}
+		left := deadline.Sub(s.now())
+		if left <= 0 {
+			return nil, nil
+		}
+		t := time.NewTimer(min(left, s.cfg.PollInterval))
+		select {
+		case <-woken:
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		}
+		t.Stop()
+	}
+}
+
+func (s *Service) tryLease(ctx context.Context, agent store.Agent) (*Lease, error) {
+	now := s.now()
+	var j store.Job
+	err := s.store.InTx(ctx, func(r store.Repos) error {
+		var err error
+		j, err = r.Jobs().Lease(ctx, store.LeaseRequest{
+			OrgID: agent.OrgID, AgentID: agent.ID, Labels: agent.Labels, MaxJobs: agent.MaxJobs, TTL: s.cfg.LeaseTTL, Now: now,
+		})
+		if err != nil {
+			return err
+		}
+		return r.Audit().Append(ctx, store.AuditEntry{At: now, OrgID: j.OrgID, Actor: "agent:" + agent.ID, Action: "job.leased",
+			Target: j.ID, Detail: map[string]string{"fence": strconv.FormatInt(j.Fence, 10), "attempt": strconv.Itoa(j.Attempt)}})
+	})
+	if err != nil {
+		return nil, err
+	}
+	ready := j.NotBefore
+	if ready.Before(j.CreatedAt) {
+		ready = j.CreatedAt
+	}
+	s.m.leaseWait.Observe(max(now.Sub(ready), 0).Seconds())
+	s.m.transitions.WithLabelValues(string(store.JobLeased)).Inc()
+	s.log.Debug("leased", "job_id", j.ID, "agent_id", agent.ID, "fence", j.Fence)
+	if j.Source != store.SourceGitHub {
+		return &Lease{Job: j}, nil
+	}
+	return s.leaseRunner(ctx, agent, j)
+}
+
+// leaseRunner mints the runner of a GitHub job's lease. When GitHub cannot
+// mint one now the lease is given back for a later try; when it never
+// will (no App configured, installation gone), the job fails with the
+// reason.
+func (s *Service) leaseRunner(ctx context.Context, agent store.Agent, j store.Job) (*Lease, error) {
+	name := RunnerName(j)
+	var jit string
+	var err error
+	if s.runners == nil {
+		err = permanent(errors.New("no GitHub App is configured on this server"))
+	} else {
+		jit, err = s.runners.MintRunner(ctx, j, name)
+	}
+	if err == nil {
+		err = s.store.Jobs().SetRunner(ctx, j.ID, j.Fence, name)
+	}
+	if err == nil {
+		j.RunnerName = name
+		return &Lease{Job: j, RunnerName: name, JITConfig: jit}, nil
+	}
+	now := s.now()
+	reason := "mint runner config: " + err.Error()
+	var p permanentError
+	if errors.As(err, &p) || j.Attempt+1 >= j.MaxAttempts {
+		if _, ferr := s.finish(ctx, "system", agent.ID, j.ID, j.Fence, store.Outcome{State: store.JobFailed, Reason: reason}); ferr != nil {
+			return nil, ferr
+		}
+		return nil, fmt.Errorf("lease %s: %w", j.ID, store.ErrNotFound)
+	}
+	backoff := time.Duration(5<<min(j.Attempt, 6)) * time.Second
+	if _, rerr := s.store.Jobs().Release(ctx, j.ID, j.Fence, now.Add(backoff), reason, now); rerr != nil {
+		return nil, rerr
+	}
+	s.audit(ctx, store.AuditEntry{At: now, OrgID: j.OrgID, Actor: "system", Action: "job.released", Target: j.ID,
+		Detail: map[string]string{"reason": reason}})
+	s.log.Warn("runner config not minted; job requeued", "job_id", j.ID, "err", err, "retry_in", backoff)
+	return nil, fmt.Errorf("lease %s: %w", j.ID, store.ErrNotFound)
+}
+
+// RunnerName is the name of the ephemeral runner started for a job's
+// current lease: unique per lease, at most 64 characters.
+func RunnerName(j store.Job) string {
+	id := strings.TrimPrefix(j.ID, "job_")
+	return "nimbus-" + id + "-" + strconv.FormatInt(j.Fence, 10)
+}
+
+type permanentError struct{ error }
+
+func (p permanentError) Unwrap() error { return p.error }
+
+// permanent marks an error that retrying will not fix.
+func permanent(err error) error { return permanentError{err} }
+
+// Permanent is permanent for RunnerMinter implementations.
+func Permanent(err error) error { return permanent(err) }
+
+// LeaseRef names a lease an agent holds.
+type LeaseRef struct {
+	JobID string
+	Fence int64
+}
+
+// LeaseState is the answer to a LeaseRef in Sync.
+type LeaseState struct {
+	JobID     string
+	Status    string // ok, cancel or lost
+	ExpiresAt time.Time
+}
+
+// Sync renews every lease of the agent it names. When all are fine it
+// waits up to wait for one of them to be cancelled, then answers.
+func (s *Service) Sync(ctx context.Context, agent store.Agent, refs []LeaseRef, wait time.Duration) ([]LeaseState, error) {
+	if err := s.store.Agents().Touch(ctx, agent.ID, s.now()); err != nil {
+		return nil, err
+	}
+	wait = min(wait, s.cfg.LeaseTTL/2)
+	deadline := s.now().Add(wait)
+	states := make([]LeaseState, len(refs))
+	for {
+		woken := s.notify.Wait(agentTopic(agent.ID))
+		quiet := true
+		for i, ref := range refs {
+			st, err := s.renew(ctx, agent, ref)
+			if err != nil {
+				return nil, err
+			}
+			states[i] = st
+			quiet = quiet && st.Status == "ok"
+		}
+		left := deadline.Sub(s.now())
+		if !quiet || left <= 0 {
+			return states, nil
+		}
+		t := time.NewTimer(min(left, s.cfg.PollInterval))
+		select {
+		case <-woken:
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return states, nil
+		}
+		t.Stop()
+	}
+}
+
+func (s *Service) renew(ctx context.Context, agent store.Agent, ref LeaseRef) (LeaseState, error) {
+	j, err := s.store.Jobs().Renew(ctx, ref.JobID, agent.ID, ref.Fence, s.cfg.LeaseTTL, s.now())
+	switch {
+	case errors.Is(err, store.ErrStaleFence), errors.Is(err, store.ErrFinished), errors.Is(err, store.ErrNotFound):
+		return LeaseState{JobID: ref.JobID, Status: "lost"}, nil
+	case err != nil:
+		return LeaseState{}, err
+	case j.CancelRequested:
+		return LeaseState{JobID: j.ID, Status: "cancel", ExpiresAt: j.LeaseExpiresAt}, nil
+	}
+	return LeaseState{JobID: j.ID, Status: "ok", ExpiresAt: j.LeaseExpiresAt}, nil
+}
+
+// Start records that the agent started the job's workload.
+func (s *Service) Start(ctx context.Context, agent store.Agent, id string, fence int64) (store.Job, error) {
+	now := s.now()
+	j, err := s.store.Jobs().Start(ctx, id, agent.ID, fence, now)
+	if err != nil {
+		return j, err
+	}
+	s.m.transitions.WithLabelValues(string(store.JobRunning)).Inc()
+	s.audit(ctx, store.AuditEntry{At: now, OrgID: j.OrgID, Actor: "agent:" + agent.ID, Action: "job.started", Target: id,
+		Detail: map[string]string{"fence": strconv.FormatInt(fence, 10)}})
+	s.notify.Notify(jobTopic(id))
+	return j, nil
+}
+
+// AppendLogs stores chunks of the job's output sent under the agent's
+// lease. A chunk already stored is kept once.
+func (s *Service) AppendLogs(ctx context.Context, agent store.Agent, id string, fence int64, chunks []store.LogChunk) error {
+	now := s.now()
+	err := s.store.InTx(ctx, func(r store.Repos) error {
+		if _, err := r.Jobs().CheckLease(ctx, id, agent.ID, fence); err != nil {
+			return err
+		}
+		for i := range chunks {
+			chunks[i].JobID, chunks[i].Fence, chunks[i].At = id, fence, now
+		}
+		_, err := r.Logs().Append(ctx, chunks)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	s.notify.Notify(jobTopic(id))
+	return nil
+}
+
+// Complete ends the agent's lease of a job with an outcome, exactly once.
+func (s *Service) Complete(ctx context.Context, agent store.Agent, id string, fence int64, o store.Outcome) (store.Job, error) {
+	return s.finish(ctx, "agent:"+agent.ID, agent.ID, id, fence, o)
+}
+
+func (s *Service) finish(ctx context.Context, actor, agentID, id string, fence int64, o store.Outcome) (store.Job, error) {
+	now := s.now()
+	var j store.Job
+	err := s.store.InTx(ctx, func(r store.Repos) error {
+		var err error
+		j, err = r.Jobs().Finish(ctx, id, agentID, fence, o, now)
+		if err != nil {
+			return err
+		}
+		d := map[string]string{"state": string(o.State), "fence": strconv.FormatInt(fence, 10)}
+		if o.ExitCode != nil {
+			d["exit_code"] = strconv.Itoa(*o.ExitCode)
+		}
+		if o.Reason != "" {
+			d["reason"] = o.Reason
+		}
+		return r.Audit().Append(ctx, store.AuditEntry{At: now, OrgID: j.OrgID, Actor: actor, Action: "job.finished", Target: id, Detail: d})
+	})
+	if err != nil {
+		return j, err
+	}
+	s.m.transitions.WithLabelValues(string(j.State)).Inc()
+	s.notify.Notify(jobTopic(id))
+	return j, nil
+}
+
+// audit appends an entry outside a transaction; a failure is logged, not
+// returned: the change it describes has already happened.
+func (s *Service) audit(ctx context.Context, e store.AuditEntry) {
+	if err := s.store.Audit().Append(context.WithoutCancel(ctx), e); err != nil {
+		s.log.Error("audit", "action", e.Action, "target", e.Target, "err", err)
+	}
+}

@@ -1,0 +1,139 @@
+package jobs
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// ErrInvalid marks a request the caller must fix (400).
+var ErrInvalid = errors.New("invalid request")
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
+}
+
+const (
+	maxArgs       = 1024
+	maxArgBytes   = 128 << 10
+	maxEnvVars    = 256
+	maxEnvBytes   = 128 << 10
+	maxLabels     = 32
+	maxLabelLen   = 64
+	maxIdemKeyLen = 128
+)
+
+func validateSubmission(s *Submission, cfg Config) error {
+	if s.OrgID == "" {
+		return invalid("org: missing")
+	}
+	if len(s.Argv) == 0 || s.Argv[0] == "" {
+		return invalid("argv: must name a command")
+	}
+	if len(s.Argv) > maxArgs {
+		return invalid("argv: %d arguments, at most %d", len(s.Argv), maxArgs)
+	}
+	total := 0
+	for i, a := range s.Argv {
+		if strings.IndexByte(a, 0) >= 0 || !utf8.ValidString(a) {
+			return invalid("argv[%d]: must be UTF-8 without NUL bytes", i)
+		}
+		total += len(a)
+	}
+	if total > maxArgBytes {
+		return invalid("argv: %d bytes, at most %d", total, maxArgBytes)
+	}
+	if len(s.Env) > maxEnvVars {
+		return invalid("env: %d variables, at most %d", len(s.Env), maxEnvVars)
+	}
+	total = 0
+	for k, v := range s.Env {
+		if !validEnvName(k) {
+			return invalid("env: %q is not a valid variable name", k)
+		}
+		if strings.IndexByte(v, 0) >= 0 || !utf8.ValidString(v) {
+			return invalid("env %s: value must be UTF-8 without NUL bytes", k)
+		}
+		total += len(k) + len(v)
+	}
+	if total > maxEnvBytes {
+		return invalid("env: %d bytes, at most %d", total, maxEnvBytes)
+	}
+	labels, err := normalizeLabels(s.Labels)
+	if err != nil {
+		return err
+	}
+	s.Labels = labels
+	switch {
+	case s.Timeout < 0:
+		return invalid("timeout: must not be negative")
+	case s.Timeout == 0:
+		s.Timeout = cfg.DefaultTimeout
+	case s.Timeout > cfg.MaxTimeout:
+		return invalid("timeout: %v is more than the maximum %v", s.Timeout, cfg.MaxTimeout)
+	case s.Timeout < time.Second:
+		return invalid("timeout: at least 1s")
+	}
+	if len(s.IdempotencyKey) > maxIdemKeyLen || !utf8.ValidString(s.IdempotencyKey) {
+		return invalid("idempotency_key: at most %d bytes of UTF-8", maxIdemKeyLen)
+	}
+	return nil
+}
+
+func validEnvName(k string) bool {
+	if k == "" || len(k) > 256 {
+		return false
+	}
+	for i, c := range k {
+		switch {
+		case c == '_', c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z':
+		case c >= '0' && c <= '9' && i > 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// normalizeLabels lowercases (GitHub's labels are case-insensitive),
+// sorts and de-duplicates labels, and refuses malformed ones.
+func normalizeLabels(in []string) ([]string, error) {
+	if len(in) > maxLabels {
+		return nil, invalid("labels: %d, at most %d", len(in), maxLabels)
+	}
+	out := make([]string, 0, len(in))
+	for _, l := range in {
+		l = strings.ToLower(strings.TrimSpace(l))
+		if l == "" || len(l) > maxLabelLen {
+			return nil, invalid("label %q: must be 1-%d characters", l, maxLabelLen)
+		}
+		for _, c := range l {
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || strings.ContainsRune("-_.:/", c)) {
+				return nil, invalid("label %q: only letters, digits and -_.:/ are allowed", l)
+			}
+		}
+		out = append(out, l)
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}
+
+// NormalizeLabels is normalizeLabels for other packages (agent labels,
+// join tokens).
+func NormalizeLabels(in []string) ([]string, error) { return normalizeLabels(in) }
+
+// subset reports whether every label of a is in b.
+func subset(a, b []string) bool {
+	for _, l := range a {
+		if !slices.Contains(b, l) {
+			return false
+		}
+	}
+	return true
+}
+
+// Subset is subset for other packages.
+func Subset(a, b []string) bool { return subset(a, b) }
