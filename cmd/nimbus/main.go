@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/nimbus-build/nimbus/internal/app"
+	"github.com/nimbus-build/nimbus/internal/ctl"
 )
 
 const usage = `Usage: nimbus <command> [flags]
@@ -28,12 +29,25 @@ Run "nimbus <command> --help" for a command's flags.
 `
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv))
+	args := os.Args[1:]
+	// `nimbus ctl` handles Ctrl-C itself (the first cancels a job, the
+	// second stops waiting); the daemons stop gracefully on it.
+	interrupts := make(chan os.Signal, 2)
+	ctx := context.Background()
+	if len(args) > 0 && args[0] == "ctl" {
+		signal.Notify(interrupts, os.Interrupt)
+		var stop context.CancelFunc
+		ctx, stop = signal.NotifyContext(ctx, syscall.SIGTERM)
+		defer stop()
+	} else {
+		var stop context.CancelFunc
+		ctx, stop = signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+		defer stop()
+	}
+	os.Exit(run(ctx, args, os.Stdout, os.Stderr, os.Getenv, interrupts))
 }
 
-func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string, interrupts <-chan os.Signal) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return 2
@@ -42,6 +56,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	switch cmd {
 	case "server":
 		return app.ServerMain(ctx, rest, stdout, stderr, getenv)
+	case "ctl":
+		return ctl.Main(ctx, rest, stdout, stderr, getenv, interrupts)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "nimbus", app.Version)
 		return 0

@@ -45,7 +45,7 @@ func TestErrorsNameTheSetting(t *testing.T) {
 	dir := t.TempDir()
 	for name, tc := range map[string]struct {
 		file, env, want string
-		args          []string
+		args            []string
 	}{
 		"unknown file key": {file: "lisen: x\n", want: `unknown setting "lisen"`},
 		"bad file value":   {file: "lease-ttl: soon\n", want: "lease-ttl"},

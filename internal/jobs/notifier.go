@@ -40,6 +40,6 @@ func (n *Notifier) Notify(topic string) {
 	}
 }
 
-func queueTopic(org string) string  { return "queue/" + org }
-func jobTopic(id string) string     { return "job/" + id }
-func agentTopic(id string) string   { return "agent/" + id }
+func queueTopic(org string) string { return "queue/" + org }
+func jobTopic(id string) string    { return "job/" + id }
+func agentTopic(id string) string  { return "agent/" + id }

@@ -14,7 +14,7 @@ type orgLimiter struct {
 	rate  rate.Limit
 	burst int
 
-	mu  sync.Mutex
+	mu   sync.Mutex
 	orgs map[string]*rate.Limiter
 }
 

@@ -1,0 +1,535 @@
+package ctl
+
+import (
+	"flag"
+	"fmt"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nimbus-build/nimbus/internal/apiv1"
+	"github.com/nimbus-build/nimbus/internal/config"
+)
+
+func commands() []command {
+	return []command{
+		runCommand(),
+		logsCommand(),
+		{name: "jobs list", help: "List the org's jobs, newest first.", flags: func(fs *flag.FlagSet) {
+			fs.String("state", "", "only jobs in this state (queued, leased, running, succeeded, failed, cancelled)")
+			fs.Int("limit", 50, "at most this many")
+		}, run: jobsList},
+		{name: "jobs show", args: "JOB", help: "Show one job.", run: jobsShow},
+		{name: "jobs cancel", args: "JOB", help: "Cancel a job: a queued one at once, a running one within seconds.", run: jobsCancel},
+		{name: "agents join-token", help: "Create a one-time join token that enrolls one agent.", flags: func(fs *flag.FlagSet) {
+			fs.String("labels", "", "comma-separated labels the agent may serve (required)")
+			fs.Int("max-jobs", 0, "most jobs the agent may run at once (0: no limit)")
+			fs.Duration("expires", 24*time.Hour, "how long the token is valid")
+		}, run: agentsJoinToken},
+		{name: "agents list", help: "List the org's agents.", run: agentsList},
+		{name: "agents disable", args: "AGENT", help: "Disable an agent: its credential stops working at once.", run: agentsDisable},
+		{name: "tokens create", help: "Create an API token (the secret is shown once).", flags: func(fs *flag.FlagSet) {
+			fs.String("name", "", "who or what the token is for (required)")
+			fs.String("role", "developer", "viewer, developer, ci, admin or owner (at most your own)")
+			fs.Duration("expires", 0, "lifetime (0: never expires)")
+		}, run: tokensCreate},
+		{name: "tokens list", help: "List the org's API tokens.", run: tokensList},
+		{name: "tokens revoke", args: "TOKEN", help: "Revoke an API token, at once.", run: tokensRevoke},
+		{name: "orgs list", help: "List orgs (owner).", run: orgsList},
+		{name: "orgs create", args: "NAME", help: "Create an org and an admin token for it (owner).", flags: githubFlags, run: orgsCreate},
+		{name: "orgs link", args: "ORG", help: "Link an org to a GitHub account: its workflow_job webhooks create jobs there (owner).", flags: githubFlags, run: orgsLink},
+		{name: "audit", help: "Show the org's audit log, newest first (admin).", flags: func(fs *flag.FlagSet) {
+			fs.Int("limit", 50, "at most this many entries")
+		}, run: auditList},
+		{name: "keys list", help: "List the signing keys (owner).", run: keysList},
+		{name: "keys rotate", help: "Rotate the signing key; the old one verifies until its credentials expire (owner).", run: keysRotate},
+		{name: "webhook-secrets rotate", help: "Add a new GitHub webhook secret; old ones stay valid until retired (owner).", run: webhookRotate},
+		{name: "webhook-secrets retire", help: "Keep only the newest GitHub webhook secret (owner).", run: webhookRetire},
+		{name: "whoami", help: "Show who the token is.", run: whoami},
+	}
+}
+
+func githubFlags(fs *flag.FlagSet) {
+	fs.String("github-login", "", "GitHub account (org or user) login")
+	fs.Int64("github-id", 0, "GitHub account numeric id (repository.owner.id in webhooks)")
+}
+
+func flagString(fs *flag.FlagSet, name string) string { return fs.Lookup(name).Value.String() }
+
+func flagInt(fs *flag.FlagSet, name string) int64 {
+	n, _ := strconv.ParseInt(fs.Lookup(name).Value.String(), 10, 64)
+	return n
+}
+
+func flagDuration(fs *flag.FlagSet, name string) time.Duration {
+	d, _ := time.ParseDuration(fs.Lookup(name).Value.String())
+	return d
+}
+
+// oneArg returns the single positional argument.
+func oneArg(fs *flag.FlagSet, what string) (string, error) {
+	if fs.NArg() != 1 {
+		return "", usagef("want exactly one %s", what)
+	}
+	return fs.Arg(0), nil
+}
+
+func table(e *env, header string, rows [][]string) {
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, header)
+	for _, r := range rows {
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
+	}
+	tw.Flush()
+}
+
+func ago(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	d := time.Since(t).Round(time.Second)
+	switch {
+	case d < time.Minute:
+		return d.String() + " ago"
+	case d < time.Hour:
+		return fmt.Sprintf("%dm ago", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh ago", int(d.Hours()))
+	}
+	return t.Format("2006-01-02")
+}
+
+func jobsList(e *env, g *globals, fs *flag.FlagSet) error {
+	c, err := g.client(e)
+	if err != nil {
+		return err
+	}
+	q := url.Values{"limit": {strconv.FormatInt(flagInt(fs, "limit"), 10)}}
+	if s := flagString(fs, "state"); s != "" {
+		q.Set("state", s)
+	}
+	var list apiv1.JobList
+	if _, err := c.Do(e.ctx, http.MethodGet, "/api/v1/jobs?"+q.Encode(), nil, &list); err != nil {
+		return err
+	}
+	if g.json {
+		return printJSON(e.stdout, list)
+	}
+	var rows [][]string
+	for _, j := range list.Jobs {
+		what := strings.Join(j.Argv, " ")
+		if j.GitHub != nil {
+			what = j.GitHub.Repository + " " + j.GitHub.Name
+		}
+		if len(what) > 50 {
+			what = what[:47] + "..."
+		}
+		exit := "-"
+		if j.ExitCode != nil {
+			exit = strconv.Itoa(*j.ExitCode)
+		}
+		rows = append(rows, []string{j.ID, j.State, exit, j.Source, ago(j.CreatedAt), what})
+	}
+	table(e, "ID\tSTATE\tEXIT\tSOURCE\tCREATED\tCOMMAND", rows)
+	return nil
+}
+
+func getJob(e *env, g *globals, id string) (apiv1.Job, error) {
+	var j apiv1.Job
+	c, err := g.client(e)
+	if err != nil {
+		return j, err
+	}
+	_, err = c.Do(e.ctx, http.MethodGet, "/api/v1/jobs/"+url.PathEscape(id), nil, &j)
+	return j, err
+}
+
+func jobsShow(e *env, g *globals, fs *flag.FlagSet) error {
+	id, err := oneArg(fs, "job id")
+	if err != nil {
+		return err
+	}
+	j, err := getJob(e, g, id)
+	if err != nil {
+		return err
+	}
+	if g.json {
+		return printJSON(e.stdout, j)
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	row := func(k, v string) {
+		if v != "" {
+			fmt.Fprintf(tw, "%s:\t%s\n", k, v)
+		}
+	}
+	row("ID", j.ID)
+	row("State", j.State)
+	if j.ExitCode != nil {
+		row("Exit code", strconv.Itoa(*j.ExitCode))
+	}
+	row("Reason", j.Reason)
+	row("Source", j.Source)
+	row("Command", strings.Join(j.Argv, " "))
+	row("Labels", strings.Join(j.Labels, ","))
+	row("Attempt", fmt.Sprintf("%d of %d (fence %d)", j.Attempt+1, j.MaxAttempts, j.Fence))
+	row("Agent", j.AgentID)
+	row("Created", j.CreatedAt.Format(time.RFC3339)+" by "+j.CreatedBy)
+	if !j.StartedAt.IsZero() {
+		row("Started", j.StartedAt.Format(time.RFC3339))
+	}
+	if !j.FinishedAt.IsZero() {
+		row("Finished", j.FinishedAt.Format(time.RFC3339))
+	}
+	if gh := j.GitHub; gh != nil {
+		row("Repository", gh.Repository)
+		row("GitHub job", fmt.Sprintf("%d (run %d, attempt %d) %s", gh.JobID, gh.RunID, gh.RunAttempt, gh.Name))
+		row("GitHub status", strings.TrimSpace(gh.Status+" "+gh.Conclusion))
+		row("Runner", gh.RunnerName)
+		row("Nimbus runner", gh.NimbusRunner)
+	}
+	return tw.Flush()
+}
+
+func jobsCancel(e *env, g *globals, fs *flag.FlagSet) error {
+	id, err := oneArg(fs, "job id")
+	if err != nil {
+		return err
+	}
+	c, err := g.client(e)
+	if err != nil {
+		return err
+	}
+	var j apiv1.Job
+	if _, err := c.Do(e.ctx, http.MethodPost, "/api/v1/jobs/"+url.PathEscape(id)+"/cancel", struct{}{}, &j); err != nil {
+		return err
+	}
+	if g.json {
+		return printJSON(e.stdout, j)
+	}
+	if j.State == "cancelled" {
+		fmt.Fprintf(e.stdout, "%s cancelled\n", j.ID)
+	} else if j.CancelRequested {
+		fmt.Fprintf(e.stdout, "%s is %s; its agent has been asked to stop it\n", j.ID, j.State)
+	} else {
+		fmt.Fprintf(e.stdout, "%s already %s\n", j.ID, j.State)
+	}
+	return nil
+}
+
+func agentsJoinToken(e *env, g *globals, fs *flag.FlagSet) error {
+	var labels []string
+	config.ListValue{List: &labels}.Set(flagString(fs, "labels"))
+	if len(labels) == 0 {
+		return usagef("--labels is required: the labels the agent may serve, e.g. --labels self-hosted,linux,x64,nimbus")
+	}
+	c, err := g.client(e)
+	if err != nil {
+		return err
+	}
+	var jt apiv1.JoinToken
+	req := apiv1.CreateJoinToken{Labels: labels, MaxJobs: int(flagInt(fs, "max-jobs")), ExpiresSeconds: int64(flagDuration(fs, "expires") / time.Second)}
+	if _, err := c.Do(e.ctx, http.MethodPost, "/api/v1/agents/join-tokens", req, &jt); err != nil {
+		return err
+	}
+	if g.json {
+		return printJSON(e.stdout, jt)
+	}
+	fmt.Fprintf(e.stdout, "%s\n", jt.Token)
+	fmt.Fprintf(e.stderr, "Join token for one agent, labels %s, valid until %s. Start the agent with:\n  nimbus agent --server %s --join-token %s\n",
+		strings.Join(jt.Labels, ","), jt.ExpiresAt.Local().Format(time.RFC3339), c.BaseURL, jt.Token)
+	return nil
+}
+
+func agentsList(e *env, g *globals, fs *flag.FlagSet) error {
+	c, err := g.client(e)
+	if err != nil {
+		return err
+	}
+	var out struct {
+		Agents []apiv1.Agent `json:"agents"`
+	}
+	if _, err := c.Do(e.ctx, http.MethodGet, "/api/v1/agents", nil, &out); err != nil {
+		return err
+	}
+	if g.json {
+		return printJSON(e.stdout, out)
+	}
+	var rows [][]string
+	for _, a := range out.Agents {
+		rows = append(rows, []string{a.ID, a.Name, a.Status, strings.Join(a.Labels, ","), strconv.Itoa(a.MaxJobs), ago(a.LastSeenAt)})
+	}
+	table(e, "ID\tNAME\tSTATUS\tLABELS\tMAX JOBS\tLAST SEEN", rows)
+	return nil
+}
+
+func agentsDisable(e *env, g *globals, fs *flag.FlagSet) error {
+	id, err := oneArg(fs, "agent id")
+	if err != nil {
+		return err
+	}
+	c, err := g.client(e)
+	if err != nil {
+		return err
+	}
+	var a apiv1.Agent
+	if _, err := c.Do(e.ctx, http.MethodPost, "/api/v1/agents/"+url.PathEscape(id)+"/disable", struct{}{}, &a); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "%s (%s) disabled\n", a.ID, a.Name)
+	return nil
+}
+
+func tokensCreate(e *env, g *globals, fs *flag.FlagSet) error {
+	name := flagString(fs, "name")
+	if name == "" {
+		return usagef("--name is required")
+	}
+	c, err := g.client(e)
+	if err != nil {
+		return err
+	}
+	var t apiv1.Token
+	req := apiv1.CreateToken{Name: name, Role: flagString(fs, "role"), ExpiresSeconds: int64(flagDuration(fs, "expires") / time.Second)}
+	if _, err := c.Do(e.ctx, http.MethodPost, "/api/v1/tokens", req, &t); err != nil {
+		return err
+	}
+	if g.json {
+		return printJSON(e.stdout, t)
+	}
+	fmt.Fprintln(e.stdout, t.Secret)
+	fmt.Fprintf(e.stderr, "Token %s (%s, role %s); the secret above is shown only once.\n", t.ID, t.Name, t.Role)
+	return nil
+}
+
+func tokensList(e *env, g *globals, fs *flag.FlagSet) error {
+	c, err := g.client(e)
+	if err != nil {
+		return err
+	}
+	var out struct {
+		Tokens []apiv1.Token `json:"tokens"`
+	}
+	if _, err := c.Do(e.ctx, http.MethodGet, "/api/v1/tokens", nil, &out); err != nil {
+		return err
+	}
+	if g.json {
+		return printJSON(e.stdout, out)
+	}
+	var rows [][]string
+	for _, t := range out.Tokens {
+		state := "active"
+		switch {
+		case !t.RevokedAt.IsZero():
+			state = "revoked"
+		case !t.ExpiresAt.IsZero() && time.Now().After(t.ExpiresAt):
+			state = "expired"
+		}
+		rows = append(rows, []string{t.ID, t.Name, t.Role, state, ago(t.CreatedAt)})
+	}
+	table(e, "ID\tNAME\tROLE\tSTATE\tCREATED", rows)
+	return nil
+}
+
+func tokensRevoke(e *env, g *globals, fs *flag.FlagSet) error {
+	id, err := oneArg(fs, "token id")
+	if err != nil {
+		return err
+	}
+	c, err := g.client(e)
+	if err != nil {
+		return err
+	}
+	var t apiv1.Token
+	if _, err := c.Do(e.ctx, http.MethodPost, "/api/v1/tokens/"+url.PathEscape(id)+"/revoke", struct{}{}, &t); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "%s (%s) revoked\n", t.ID, t.Name)
+	return nil
+}
+
+func orgsList(e *env, g *globals, fs *flag.FlagSet) error {
+	c, err := g.client(e)
+	if err != nil {
+		return err
+	}
+	var out struct {
+		Orgs []apiv1.Org `json:"orgs"`
+	}
+	if _, err := c.Do(e.ctx, http.MethodGet, "/api/v1/orgs", nil, &out); err != nil {
+		return err
+	}
+	if g.json {
+		return printJSON(e.stdout, out)
+	}
+	var rows [][]string
+	for _, o := range out.Orgs {
+		gh := "-"
+		if o.GitHubLogin != "" {
+			gh = fmt.Sprintf("%s (%d)", o.GitHubLogin, o.GitHubID)
+		}
+		rows = append(rows, []string{o.ID, o.Name, gh, ago(o.CreatedAt)})
+	}
+	table(e, "ID\tNAME\tGITHUB\tCREATED", rows)
+	return nil
+}
+
+func orgsCreate(e *env, g *globals, fs *flag.FlagSet) error {
+	name, err := oneArg(fs, "org name")
+	if err != nil {
+		return err
+	}
+	c, err := g.client(e)
+	if err != nil {
+		return err
+	}
+	var out apiv1.CreatedOrg
+	req := apiv1.CreateOrg{Name: name, GitHubLogin: flagString(fs, "github-login"), GitHubID: flagInt(fs, "github-id")}
+	if _, err := c.Do(e.ctx, http.MethodPost, "/api/v1/orgs", req, &out); err != nil {
+		return err
+	}
+	if g.json {
+		return printJSON(e.stdout, out)
+	}
+	fmt.Fprintln(e.stdout, out.AdminToken.Secret)
+	fmt.Fprintf(e.stderr, "Org %s (%s) created; above is its admin token, shown only once.\n", out.Org.Name, out.Org.ID)
+	return nil
+}
+
+func orgsLink(e *env, g *globals, fs *flag.FlagSet) error {
+	id, err := oneArg(fs, "org id")
+	if err != nil {
+		return err
+	}
+	c, err := g.client(e)
+	if err != nil {
+		return err
+	}
+	var o apiv1.Org
+	req := apiv1.CreateOrg{GitHubLogin: flagString(fs, "github-login"), GitHubID: flagInt(fs, "github-id")}
+	if _, err := c.Do(e.ctx, http.MethodPost, "/api/v1/orgs/"+url.PathEscape(id)+"/github", req, &o); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "%s (%s) linked to GitHub account %s (%d)\n", o.Name, o.ID, o.GitHubLogin, o.GitHubID)
+	return nil
+}
+
+func auditList(e *env, g *globals, fs *flag.FlagSet) error {
+	c, err := g.client(e)
+	if err != nil {
+		return err
+	}
+	var out apiv1.AuditList
+	if _, err := c.Do(e.ctx, http.MethodGet, "/api/v1/audit?limit="+strconv.FormatInt(flagInt(fs, "limit"), 10), nil, &out); err != nil {
+		return err
+	}
+	if g.json {
+		return printJSON(e.stdout, out)
+	}
+	var rows [][]string
+	for _, a := range out.Entries {
+		var detail []string
+		for k, v := range a.Detail {
+			detail = append(detail, k+"="+v)
+		}
+		sort.Strings(detail)
+		rows = append(rows, []string{a.At.Local().Format(time.DateTime), a.Actor, a.Action, a.Target, strings.Join(detail, " ")})
+	}
+	table(e, "TIME\tACTOR\tACTION\tTARGET\tDETAIL", rows)
+	return nil
+}
+
+func keysList(e *env, g *globals, fs *flag.FlagSet) error {
+	c, err := g.client(e)
+	if err != nil {
+		return err
+	}
+	var out struct {
+		Keys []apiv1.SigningKey `json:"keys"`
+	}
+	if _, err := c.Do(e.ctx, http.MethodGet, "/api/v1/keys", nil, &out); err != nil {
+		return err
+	}
+	return printKeys(e, g, out.Keys)
+}
+
+func printKeys(e *env, g *globals, keys []apiv1.SigningKey) error {
+	if g.json {
+		return printJSON(e.stdout, keys)
+	}
+	var rows [][]string
+	for _, k := range keys {
+		state := "verifies until " + k.ExpiresAt.Local().Format(time.DateTime)
+		switch {
+		case k.Active:
+			state = "active (signs)"
+		case !k.RevokedAt.IsZero():
+			state = "revoked"
+		case time.Now().After(k.ExpiresAt):
+			state = "expired"
+		}
+		rows = append(rows, []string{k.ID, state, ago(k.CreatedAt)})
+	}
+	table(e, "ID\tSTATE\tCREATED", rows)
+	return nil
+}
+
+func keysRotate(e *env, g *globals, fs *flag.FlagSet) error {
+	c, err := g.client(e)
+	if err != nil {
+		return err
+	}
+	var out struct {
+		Keys []apiv1.SigningKey `json:"keys"`
+	}
+	if _, err := c.Do(e.ctx, http.MethodPost, "/api/v1/keys/rotate", struct{}{}, &out); err != nil {
+		return err
+	}
+	return printKeys(e, g, out.Keys)
+}
+
+func webhookRotate(e *env, g *globals, fs *flag.FlagSet) error {
+	c, err := g.client(e)
+	if err != nil {
+		return err
+	}
+	var out apiv1.WebhookSecret
+	if _, err := c.Do(e.ctx, http.MethodPost, "/api/v1/webhook-secrets/rotate", struct{}{}, &out); err != nil {
+		return err
+	}
+	fmt.Fprintln(e.stdout, out.Secret)
+	fmt.Fprintf(e.stderr, "New webhook secret above (shown once); %d secrets are accepted until `nimbus ctl webhook-secrets retire`.\n", out.Count)
+	return nil
+}
+
+func webhookRetire(e *env, g *globals, fs *flag.FlagSet) error {
+	c, err := g.client(e)
+	if err != nil {
+		return err
+	}
+	var out apiv1.WebhookSecret
+	if _, err := c.Do(e.ctx, http.MethodPost, "/api/v1/webhook-secrets/retire", struct{}{}, &out); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "%d webhook secret accepted\n", out.Count)
+	return nil
+}
+
+func whoami(e *env, g *globals, fs *flag.FlagSet) error {
+	c, err := g.client(e)
+	if err != nil {
+		return err
+	}
+	var w apiv1.Whoami
+	if _, err := c.Do(e.ctx, http.MethodGet, "/api/v1/whoami", nil, &w); err != nil {
+		return err
+	}
+	if g.json {
+		return printJSON(e.stdout, w)
+	}
+	fmt.Fprintf(e.stdout, "%s %s (%s) in org %s, role %s, server %s\n", w.Kind, w.ID, w.Name, w.Org, w.Role, c.BaseURL)
+	return nil
+}
