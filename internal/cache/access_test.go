@@ -17,7 +17,9 @@ import (
 	"github.com/nimbus-build/nimbus/internal/cache/blobstore"
 )
 
-func pd(d blobstore.Digest) *repb.Digest { return &repb.Digest{Hash: d.Hash.String(), SizeBytes: d.Size} }
+func pd(d blobstore.Digest) *repb.Digest {
+	return &repb.Digest{Hash: d.Hash.String(), SizeBytes: d.Size}
+}
 
 // TestAccessMatrix is the policy proof for the cache: every kind of caller
 // against every operation, over gRPC and HTTP, with the outcome it must get.

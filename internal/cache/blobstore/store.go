@@ -38,7 +38,8 @@ func Put(ctx context.Context, s Store, ref Ref, size int64, r io.Reader) error {
 		return err
 	}
 	defer w.Close()
-	n, err := io.Copy(w, io.LimitReader(r, size+1))
+	buf := make([]byte, min(max(size+1, 512), 1<<20))
+	n, err := io.CopyBuffer(w, io.LimitReader(r, size+1), buf)
 	if err != nil {
 		return fmt.Errorf("write %s: %w", ref, err)
 	}
