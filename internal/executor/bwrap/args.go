@@ -1,126 +1,205 @@
 package bwrap
 
 import (
-	"maps"
+	"errors"
+	"fmt"
+	"path"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/nimbus-build/nimbus/internal/executor"
 )
 
-// What a job sees inside every sandbox.
+// File descriptors bwrap inherits (exec.Cmd.ExtraFiles, from 3 on).
 const (
-	// WorkspaceDir is where the job's fresh workspace is mounted; it is the
-	// working directory and the default HOME.
-	WorkspaceDir = "/workspace"
-	// Hostname is the sandbox's host name.
-	Hostname = "nimbus"
-	// DefaultEnvPath is PATH when Spec.Env sets none.
-	DefaultEnvPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-	// launcher starts Argv inside the sandbox: it searches PATH and exits
-	// 127 when the command is not found (126 when it cannot be run), where
-	// bwrap's own exec would fail the whole sandbox with status 1.
-	launcher = "/usr/bin/env"
+	fdArgs    = 3 // NUL-separated options, read by --args
+	fdInfo    = 4 // bwrap writes the sandbox init's host pid here (--info-fd)
+	fdStarted = 5 // the wrapper writes one byte here just before it execs the job
+	fdPasswd  = 6 // contents of the sandbox's /etc/passwd (--ro-bind-data)
+	fdGroup   = 7 // contents of the sandbox's /etc/group
 )
 
-// etcEntries are the only parts of the host's /etc a job sees, each bound
-// read-only when it exists.
-var etcEntries = []string{
-	"/etc/passwd",
-	"/etc/group",
-	"/etc/hosts",
-	"/etc/resolv.conf",
-	"/etc/nsswitch.conf",
-	"/etc/ld.so.cache",
-	"/etc/localtime",
-	"/etc/ssl",
-	"/etc/ca-certificates",
-	"/etc/alternatives",
+// Fixed places and names inside the sandbox.
+const (
+	sandboxWorkspace = "/workspace"
+	sandboxHostname  = "nimbus"
+	defaultPath      = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	shellPath        = "/bin/sh"
+	wrapperName      = "nimbus-job" // $0 of the wrapper, shown in its error messages
+)
+
+// wrapperScript runs first in the sandbox, as the job's process. It sends
+// its stderr (bwrap's, kept apart so that setup errors can be told from job
+// output) to stdout, closes the descriptors meant for bwrap, tells the
+// executor the sandbox is set up, and execs the job. The shell makes a
+// missing command exit 127 and a non-executable one 126, as users expect;
+// bwrap alone would exit 1 for both.
+var wrapperScript = fmt.Sprintf(`exec 2>&1 %d<&- %d>&- %d<&- %d<&-; printf . >&%d; exec %d>&-; exec "$@"`,
+	fdArgs, fdInfo, fdPasswd, fdGroup, fdStarted, fdStarted)
+
+// network says how a sandbox reaches the network.
+//
+// Seam: only networkNone exists. A later network policy (netns + nftables)
+// adds a mode that runs bwrap inside a prepared network namespace (setns
+// before the exec, then no --unshare-net).
+type network int
+
+const (
+	// networkNone gives the sandbox its own empty network namespace: only a
+	// loopback interface, nothing beyond it.
+	networkNone network = iota
+)
+
+// invocation is everything that decides a sandbox's bwrap command line.
+type invocation struct {
+	Argv      []string
+	Env       map[string]string // the Spec's; buildArgs adds the defaults
+	Binds     []executor.Bind
+	Workspace string // host directory bound read-write at /workspace
+	Host      hostLayout
+	Etc       []string // names under /etc to bind read-only if they exist
+	Network   network
 }
 
-// sandbox is everything that shapes one bwrap invocation.
-type sandbox struct {
-	uid, gid  int
-	workspace string      // host directory mounted at WorkspaceDir
-	root      []rootEntry // the host's top-level directories and symlinks next to /usr
-	network   Network
-	binds     []executor.Bind
-	env       map[string]string
-	argv      []string
-	// statusFD is the bwrap file descriptor that receives the JSON
-	// status: the sandbox init's pid, then the command's exit code.
-	statusFD int
+// bwrapArgs is a bwrap command line in two parts.
+type bwrapArgs struct {
+	// Options go through --args (a file descriptor), so the job's
+	// environment never shows in the host's process list.
+	Options []string
+	// Command follows "--" on bwrap's own command line.
+	Command []string
 }
 
-// args returns bwrap's options and the command for s, which goes after
-// them and "--". It is a pure function of s; s must have been validated.
-func (s sandbox) args() (options, command []string) {
-	a := []string{
+// Argv is bwrap's own argument vector, without the program name.
+func (a bwrapArgs) Argv() []string {
+	return append([]string{"--args", strconv.Itoa(fdArgs), "--"}, a.Command...)
+}
+
+// OptionsData is the content of the --args file: NUL-terminated options.
+func (a bwrapArgs) OptionsData() []byte {
+	var b strings.Builder
+	for _, o := range a.Options {
+		b.WriteString(o)
+		b.WriteByte(0)
+	}
+	return []byte(b.String())
+}
+
+// buildArgs builds the bwrap command line of inv. It is pure: what exists on
+// the host was probed before (Host), or is left to bwrap (--ro-bind-try).
+func buildArgs(inv invocation) (bwrapArgs, error) {
+	if err := validate(inv); err != nil {
+		return bwrapArgs{}, err
+	}
+	o := []string{
 		"--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup",
-		// No nested user namespaces: nothing inside gets capabilities again.
-		"--disable-userns",
-		"--uid", strconv.Itoa(s.uid), "--gid", strconv.Itoa(s.gid),
-		"--hostname", Hostname,
-		"--die-with-parent", "--new-session",
+	}
+	switch inv.Network {
+	case networkNone:
+		o = append(o, "--unshare-net")
+	default:
+		return bwrapArgs{}, fmt.Errorf("network mode %d is not supported", inv.Network)
+	}
+	o = append(o,
+		"--disable-userns", // no nested user namespace, hence no capabilities at all
+		"--hostname", sandboxHostname,
+		"--die-with-parent",
+		"--new-session",
 		"--cap-drop", "ALL",
 		"--clearenv",
-		"--json-status-fd", strconv.Itoa(s.statusFD),
+	)
+	for _, kv := range jobEnv(inv.Env) {
+		o = append(o, "--setenv", kv[0], kv[1])
 	}
-	a = append(a, s.networkArgs()...)
-	a = append(a, "--ro-bind", "/usr", "/usr")
-	for _, e := range s.root {
-		if e.link != "" {
-			a = append(a, "--symlink", e.link, e.path)
-		} else {
-			a = append(a, "--ro-bind", e.path, e.path)
-		}
+	o = append(o, "--ro-bind", "/usr", "/usr")
+	for _, l := range inv.Host.Symlinks {
+		o = append(o, "--symlink", l.Target, l.Path)
 	}
-	for _, p := range etcEntries {
-		a = append(a, "--ro-bind-try", p, p)
+	for _, d := range inv.Host.Dirs {
+		o = append(o, "--ro-bind", d, d)
 	}
-	a = append(a,
+	for _, name := range inv.Etc {
+		p := path.Join("/etc", name)
+		o = append(o, "--ro-bind-try", p, p)
+	}
+	o = append(o,
+		"--perms", "0644", "--ro-bind-data", strconv.Itoa(fdPasswd), "/etc/passwd",
+		"--perms", "0644", "--ro-bind-data", strconv.Itoa(fdGroup), "/etc/group",
 		"--proc", "/proc",
 		"--dev", "/dev",
 		"--tmpfs", "/tmp",
-		"--bind", s.workspace, WorkspaceDir,
+		"--bind", inv.Workspace, sandboxWorkspace,
 	)
-	for _, b := range s.binds {
-		flag := "--bind"
+	for _, b := range inv.Binds {
+		kind := "--bind"
 		if b.ReadOnly {
-			flag = "--ro-bind"
+			kind = "--ro-bind"
 		}
-		a = append(a, flag, b.Source, b.Target)
+		o = append(o, kind, b.Source, b.Target)
 	}
-	// Last, once every mount point exists: the sandbox's root (a tmpfs
-	// bwrap made) becomes read-only; the mounts on it keep their modes.
-	a = append(a, "--remount-ro", "/", "--chdir", WorkspaceDir)
-	env := jobEnv(s.env)
-	for _, k := range slices.Sorted(maps.Keys(env)) {
-		a = append(a, "--setenv", k, env[k])
-	}
-	return a, append([]string{launcher, "--"}, s.argv...)
+	o = append(o,
+		"--remount-ro", "/", // the root tmpfs: nothing new at the top level
+		"--chdir", sandboxWorkspace,
+		"--info-fd", strconv.Itoa(fdInfo),
+	)
+	cmd := append([]string{shellPath, "-c", wrapperScript, wrapperName}, inv.Argv...)
+	return bwrapArgs{Options: o, Command: cmd}, nil
 }
 
-// networkArgs is the seam for network modes.
-func (s sandbox) networkArgs() []string {
-	switch s.network {
-	default: // NetworkNone; Options.validate refuses the others.
-		return []string{"--unshare-net"}
+// jobEnv is the job's complete environment, sorted by name: env, plus PATH
+// and HOME when env lacks them.
+func jobEnv(env map[string]string) [][2]string {
+	out := make([][2]string, 0, len(env)+2)
+	for k, v := range env {
+		out = append(out, [2]string{k, v})
 	}
-}
-
-// jobEnv is the job's complete environment: env plus PATH and HOME when it
-// does not set them.
-func jobEnv(env map[string]string) map[string]string {
-	out := maps.Clone(env)
-	if out == nil {
-		out = map[string]string{}
+	if _, ok := env["PATH"]; !ok {
+		out = append(out, [2]string{"PATH", defaultPath})
 	}
-	if _, ok := out["PATH"]; !ok {
-		out["PATH"] = DefaultEnvPath
+	if _, ok := env["HOME"]; !ok {
+		out = append(out, [2]string{"HOME", sandboxWorkspace})
 	}
-	if _, ok := out["HOME"]; !ok {
-		out["HOME"] = WorkspaceDir
-	}
+	slices.SortFunc(out, func(a, b [2]string) int { return strings.Compare(a[0], b[0]) })
 	return out
+}
+
+// reservedTargets may not be bind targets: the sandbox's own /proc and
+// /dev, its workspace, and the root.
+var reservedTargets = []string{"/", "/proc", "/dev", sandboxWorkspace}
+
+func validate(inv invocation) error {
+	if len(inv.Argv) == 0 || inv.Argv[0] == "" {
+		return errors.New("empty command")
+	}
+	for i, a := range inv.Argv {
+		if strings.IndexByte(a, 0) >= 0 {
+			return fmt.Errorf("argument %d contains a NUL byte", i)
+		}
+	}
+	for k, v := range inv.Env {
+		if k == "" || strings.ContainsAny(k, "=\x00") {
+			return fmt.Errorf("invalid environment variable name %q", k)
+		}
+		if strings.IndexByte(v, 0) >= 0 {
+			return fmt.Errorf("environment variable %s contains a NUL byte", k)
+		}
+	}
+	if !path.IsAbs(inv.Workspace) || strings.IndexByte(inv.Workspace, 0) >= 0 {
+		return fmt.Errorf("workspace %q is not an absolute path", inv.Workspace)
+	}
+	for _, b := range inv.Binds {
+		if !path.IsAbs(b.Source) || strings.IndexByte(b.Source, 0) >= 0 {
+			return fmt.Errorf("bind source %q is not an absolute path", b.Source)
+		}
+		if !path.IsAbs(b.Target) || path.Clean(b.Target) != b.Target || strings.IndexByte(b.Target, 0) >= 0 {
+			return fmt.Errorf("bind target %q is not a clean absolute path", b.Target)
+		}
+		for _, r := range reservedTargets {
+			if b.Target == r || (r != "/" && r != sandboxWorkspace && strings.HasPrefix(b.Target, r+"/")) {
+				return fmt.Errorf("bind target %q is reserved", b.Target)
+			}
+		}
+	}
+	return nil
 }

@@ -7,50 +7,72 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/nimbus-build/nimbus/internal/executor"
-	"github.com/nimbus-build/nimbus/internal/executor/workspace"
 )
 
-// checkTimeout bounds the trial sandbox of Check.
-const checkTimeout = time.Minute
+// checkTimeout bounds Check's self-test sandbox.
+const checkTimeout = 30 * time.Second
 
-// Check verifies that sandboxes can run here with opts: that bubblewrap is
-// installed, that the sandbox uid can reach WorkRoot, and that a trial
-// sandbox runs `true` and exits 0. The agent calls it at start; its error
-// says what is wrong and, where it can, how to fix it.
+// Check verifies that bubblewrap is installed at opts.BwrapPath and can run
+// a sandbox here as Run would (same uid, same WorkRoot), for the agent to
+// call at start. Its error says what is wrong and, where it can, how to fix
+// it.
 func Check(ctx context.Context, opts Options) error {
-	opts = opts.withDefaults()
-	opts.KeepWorkspace = false
-	if _, err := os.Stat(opts.Path); errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("bubblewrap not found at %s: install it with `apt-get install bubblewrap`", opts.Path)
-	} else if err != nil {
-		return fmt.Errorf("bubblewrap at %s: %w", opts.Path, err)
-	}
-	e, err := New(opts)
+	o, err := opts.withDefaults()
 	if err != nil {
 		return err
 	}
-	uid, gid := e.IDs(0)
-	if err := workspace.CheckTraversable(opts.WorkRoot, uid, gid); err != nil {
-		return fmt.Errorf("work root %s is out of reach of sandbox uids: %w", opts.WorkRoot, err)
+	info, err := os.Stat(o.BwrapPath)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("bubblewrap not found at %s: install it with `apt-get install bubblewrap`", o.BwrapPath)
+	case err != nil:
+		return fmt.Errorf("bubblewrap at %s: %w", o.BwrapPath, err)
+	case info.IsDir() || info.Mode().Perm()&0o111 == 0:
+		return fmt.Errorf("bubblewrap at %s is not an executable file", o.BwrapPath)
+	}
+	e, err := New(o)
+	if err != nil {
+		return err
+	}
+	uid, _, err := e.Identity(0)
+	if err != nil {
+		return err
 	}
 	var out bytes.Buffer
 	res, err := e.Run(ctx, executor.Spec{
 		JobID:   "bwrap-check",
-		Argv:    []string{"true"},
-		Output:  &out,
+		Argv:    []string{"id", "-u"},
 		Timeout: checkTimeout,
+		Output:  &out,
 	})
+	if err != nil {
+		return fmt.Errorf("bubblewrap at %s cannot create a sandbox: %w%s", o.BwrapPath, err, hint(err.Error(), uid, o.WorkRoot))
+	}
+	got := strings.TrimSpace(out.String())
 	switch {
-	case err != nil:
-		return fmt.Errorf("bubblewrap cannot create a sandbox here: %w", err)
 	case res.Cause != nil:
-		return fmt.Errorf("bubblewrap trial sandbox stopped: %w", res.Cause)
+		return fmt.Errorf("bubblewrap self-test stopped: %w", res.Cause)
 	case res.ExitCode != 0:
-		return fmt.Errorf("bubblewrap trial sandbox exited with status %d: %s", res.ExitCode, strings.TrimSpace(out.String()))
+		return fmt.Errorf("bubblewrap self-test `id -u` exited with status %d: %s", res.ExitCode, got)
+	case got != strconv.Itoa(uid):
+		return fmt.Errorf("bubblewrap self-test ran as uid %q, want %d", got, uid)
 	}
 	return nil
+}
+
+// hint suggests a fix for a known bubblewrap failure.
+func hint(msg string, uid int, workRoot string) string {
+	switch {
+	case strings.Contains(msg, "namespace"):
+		return " (unprivileged users must be allowed to create user namespaces: see the sysctls" +
+			" kernel.unprivileged_userns_clone, user.max_user_namespaces and kernel.apparmor_restrict_unprivileged_userns)"
+	case strings.Contains(msg, "Permission denied") || strings.Contains(msg, "Can't find source path"):
+		return fmt.Sprintf(" (uid %d must be able to reach the work root %s: give it and each of its parents o+x)", uid, workRoot)
+	}
+	return ""
 }

@@ -1,53 +1,142 @@
 package bwrap
 
 import (
+	"bytes"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
 func TestCheck(t *testing.T) {
-	requireSandbox(t)
-	t.Parallel()
-	workRoot := filepath.Join(traversableDir(t), "work")
-	if err := Check(t.Context(), Options{WorkRoot: workRoot}); err != nil {
-		t.Fatalf("Check: %v", err)
+	requireBwrap(t)
+	root := traversableDir(t)
+	tests := []struct {
+		name string
+		opts func() Options
+		want string // "" for no error; else a substring of the error
+	}{
+		{
+			name: "works",
+			opts: func() Options { return Options{WorkRoot: filepath.Join(root, "ok"), UIDBase: testUIDBase} },
+		},
+		{
+			name: "bubblewrap missing",
+			opts: func() Options {
+				return Options{WorkRoot: filepath.Join(root, "missing"), BwrapPath: "/nonexistent/bwrap"}
+			},
+			want: "bubblewrap not found at /nonexistent/bwrap: install it with `apt-get install bubblewrap`",
+		},
+		{
+			name: "bubblewrap not executable",
+			opts: func() Options {
+				p := filepath.Join(root, "bwrap")
+				if err := os.WriteFile(p, nil, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return Options{WorkRoot: filepath.Join(root, "noexec"), BwrapPath: p}
+			},
+			want: "is not an executable file",
+		},
+		{
+			name: "invalid options",
+			opts: func() Options { return Options{WorkRoot: "relative"} },
+			want: "WorkRoot",
+		},
 	}
-	if entries, err := os.ReadDir(workRoot); err != nil || len(entries) != 0 {
-		t.Errorf("work root after Check: %v, %v; want it empty", entries, err)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := Check(t.Context(), tt.opts())
+			switch {
+			case tt.want == "" && err != nil:
+				t.Errorf("Check: %v", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Errorf("Check error = %v, want one containing %q", err, tt.want)
+			}
+		})
 	}
 }
 
-func TestCheckMissingBubblewrap(t *testing.T) {
-	t.Parallel()
-	err := Check(t.Context(), Options{Path: "/nonexistent/bwrap", WorkRoot: t.TempDir()})
-	want := "bubblewrap not found at /nonexistent/bwrap: install it with `apt-get install bubblewrap`"
-	if err == nil || err.Error() != want {
-		t.Errorf("Check: %v, want %q", err, want)
-	}
-}
-
+// TestCheckUnreachableWorkRoot gives the work root a parent the sandbox
+// uid may not traverse.
 func TestCheckUnreachableWorkRoot(t *testing.T) {
-	requireSandbox(t)
-	t.Parallel()
-	closed := traversableDir(t)
-	if err := os.Chmod(closed, 0o700); err != nil { // root's own, closed to others
+	requireBwrap(t)
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: as any other user the sandbox shares the agent's uid and reaches its directories")
+	}
+	closed := filepath.Join(traversableDir(t), "closed")
+	if err := os.Mkdir(closed, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	err := Check(t.Context(), Options{WorkRoot: filepath.Join(closed, "work")})
-	if err == nil || !strings.Contains(err.Error(), "chmod o+x "+closed) {
-		t.Errorf("Check: %v, want an error naming %s and the fix", err, closed)
+	err := Check(t.Context(), Options{WorkRoot: filepath.Join(closed, "work"), UIDBase: testUIDBase})
+	if err == nil || !strings.Contains(err.Error(), "o+x") || !strings.Contains(err.Error(), closed) {
+		t.Errorf("Check error = %v, want one that asks for o+x on %s", err, closed)
 	}
 }
 
-func TestCheckReportsBwrapFailure(t *testing.T) {
-	requireSandbox(t)
-	t.Parallel()
-	// A binary that exits 1 without a word, as bwrap does when it cannot
-	// create a sandbox and says why on stderr.
-	err := Check(t.Context(), Options{Path: "/usr/bin/false", WorkRoot: filepath.Join(traversableDir(t), "work")})
-	if err == nil || !strings.Contains(err.Error(), "bubblewrap cannot create a sandbox here") || !strings.Contains(err.Error(), "exit status 1") {
-		t.Errorf("Check: %v, want the failure and its exit status", err)
+// TestCheckUserNamespacesDisabled runs Check as a stand-in agent inside a
+// sandbox that may not create user namespaces, as on a host where they are
+// disabled: Check must pass on bubblewrap's explanation.
+func TestCheckUserNamespacesDisabled(t *testing.T) {
+	e := newExecutor(t)
+	slot := newSlot(t)
+	uid, gid, err := e.Identity(slot)
+	if err != nil {
+		t.Fatal(err)
 	}
+	// The test binary, where the outer sandbox's uid can reach it.
+	dir := traversableDir(t)
+	bin := filepath.Join(dir, "bwrap.test")
+	if err := copyFile(os.Args[0], bin); err != nil {
+		t.Fatal(err)
+	}
+	work := filepath.Join(dir, "agent")
+	if err := os.Mkdir(work, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(work, uid, gid); err != nil && e.asRoot {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(DefaultBwrapPath,
+		"--unshare-user", "--disable-userns", "--unshare-pid", "--die-with-parent",
+		"--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
+		"--symlink", "usr/lib64", "/lib64", "--symlink", "usr/sbin", "/sbin",
+		"--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
+		"--ro-bind", bin, "/agent.test", "--bind", work, "/agent",
+		"--setenv", childModeEnv, "check", "--setenv", childRootEnv, "/agent/work",
+		"/agent.test", "-test.run=^$")
+	if e.asRoot {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
+	}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("outer sandbox: %v\n%s", err, out.String())
+	}
+	got := strings.TrimSpace(out.String())
+	if !strings.HasPrefix(got, "check: bubblewrap at /usr/bin/bwrap cannot create a sandbox: ") ||
+		!strings.Contains(got, "bwrap: ") || !strings.Contains(got, "user namespaces") {
+		t.Errorf("Check where user namespaces are disabled says:\n%s", got)
+	}
+	t.Logf("Check says: %s", got)
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o755)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
 }

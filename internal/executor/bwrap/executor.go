@@ -1,22 +1,3 @@
-// Package bwrap runs workloads in bubblewrap sandboxes.
-//
-// Each Run creates a fresh workspace, then runs the job with its own user,
-// pid, ipc, uts, cgroup and network namespaces (no network: only a loopback
-// interface that is down), a read-only /usr and a few read-only files of
-// /etc, a fresh /proc, a minimal /dev, a private /tmp and the workspace at
-// /workspace. The job's environment is exactly Spec.Env (plus PATH and
-// HOME when absent) and it has no capabilities.
-//
-// Identity: when the agent runs as root, bwrap itself runs as the host uid
-// and gid UIDBase+Slot, so that nothing in the sandbox is host root; when
-// the agent is not root, bwrap runs as the agent. Either way the job sees
-// the same non-zero uid inside.
-//
-// Ending: the sandbox's pid namespace is the unit that is killed. On
-// context cancellation or Spec.Timeout, Run kills the namespace's init, and
-// the kernel kills every other process in it, including daemonised ones;
-// if the agent dies, --die-with-parent does the same. Run returns only when
-// no process of the sandbox is left.
 package bwrap
 
 import (
@@ -32,122 +13,125 @@ import (
 	"github.com/nimbus-build/nimbus/internal/executor/workspace"
 )
 
-// Executor runs workloads in bubblewrap sandboxes. It is safe for
-// concurrent use.
+// Executor runs jobs in bubblewrap sandboxes. It is safe for concurrent use.
 type Executor struct {
-	opts Options
-	root []rootEntry
-	// asRoot: the agent is root, so sandboxes run as UIDBase+Slot.
-	asRoot   bool
-	uid, gid int // the agent's own ids, used when !asRoot
-	log      *slog.Logger
+	opts   Options
+	log    *slog.Logger
+	host   hostLayout
+	asRoot bool // the agent is root: jobs get their own unprivileged uids
 }
 
 var _ executor.Executor = (*Executor)(nil)
 
-// New returns an Executor. It validates opts and inspects the host's root
-// directory layout (merged /usr or not); it starts nothing. Call Check to
-// learn whether sandboxes can be created on this host.
+// New returns an Executor. It checks opts but not bubblewrap itself: call
+// Check for that.
 func New(opts Options) (*Executor, error) {
-	opts = opts.withDefaults()
-	if err := opts.validate(); err != nil {
+	opts, err := opts.withDefaults()
+	if err != nil {
 		return nil, err
 	}
-	root, err := hostRootEntries("/")
+	host, err := probeHost("/")
 	if err != nil {
 		return nil, err
 	}
 	return &Executor{
 		opts:   opts,
-		root:   root,
+		log:    opts.Logger.With("component", "executor", "executor", "bwrap"),
+		host:   host,
 		asRoot: os.Geteuid() == 0,
-		uid:    os.Getuid(),
-		gid:    os.Getgid(),
-		log:    opts.Logger.With("component", "executor.bwrap"),
 	}, nil
 }
 
-// Name returns "bwrap".
+// Name is "bwrap".
 func (e *Executor) Name() string { return "bwrap" }
 
-// IDs returns the host uid and gid that the sandbox of a job in slot runs
-// as (the same inside the sandbox). Callers preparing files for a job, such
-// as a workspace.CloneTree of a runner directory, own them by these ids.
-func (e *Executor) IDs(slot int) (uid, gid int) {
-	if !e.asRoot {
-		return e.uid, e.gid
+// Identity returns the host uid and gid a job in slot runs as (the same
+// inside the sandbox): Options.UIDBase+slot when the agent is root, the
+// agent's own otherwise. Callers preparing host directories for a job, such
+// as a workspace.CloneTree of a runner directory, give them this owner.
+func (e *Executor) Identity(slot int) (uid, gid int, err error) {
+	if slot < 0 {
+		return 0, 0, fmt.Errorf("slot %d is negative", slot)
 	}
-	return e.opts.UIDBase + slot, e.opts.UIDBase + slot
+	if !e.asRoot {
+		return os.Getuid(), os.Getgid(), nil
+	}
+	if slot > maxUID-e.opts.UIDBase {
+		return 0, 0, fmt.Errorf("slot %d is too large for UIDBase %d", slot, e.opts.UIDBase)
+	}
+	id := e.opts.UIDBase + slot
+	return id, id, nil
 }
 
-// maxSlot is the largest slot IDs can map.
-func (e *Executor) maxSlot() int {
-	if !e.asRoot {
-		return maxID
-	}
-	return maxID - e.opts.UIDBase
-}
-
-// Run runs spec in a new sandbox; see the package documentation.
+// Run runs spec in a fresh sandbox; see the package documentation for what
+// the sandbox holds. It returns once every process of the sandbox is gone
+// and all output has been copied to spec.Output. A job stopped before it
+// started (context done) has Result.Cause set and no error.
 func (e *Executor) Run(ctx context.Context, spec executor.Spec) (executor.Result, error) {
 	res := executor.Result{ExitCode: -1}
-	if err := validateSpec(spec, e.maxSlot()); err != nil {
-		return res, err
-	}
 	if ctx.Err() != nil {
-		// Stopped before it started: nothing to set up or kill.
 		res.Cause = context.Cause(ctx)
 		return res, nil
 	}
-	uid, gid := e.IDs(spec.Slot)
+	uid, gid, err := e.Identity(spec.Slot)
+	if err != nil {
+		return res, fmt.Errorf("run job %s: %w", spec.JobID, err)
+	}
+	log := e.log.With("job_id", spec.JobID, "slot", spec.Slot)
 	ws, err := workspace.Create(e.opts.WorkRoot, spec.JobID, uid, gid)
 	if err != nil {
 		return res, fmt.Errorf("run job %s: %w", spec.JobID, err)
 	}
-	log := e.log.With("job_id", spec.JobID)
 	if e.opts.KeepWorkspace {
-		log.Info("keeping workspace", "workspace", ws)
+		log.Info("keeping workspace", "path", ws)
 	} else {
 		defer func() {
 			if err := workspace.Remove(ws); err != nil {
-				log.Warn("remove workspace", "workspace", ws, "err", err)
+				log.Error("remove workspace", "error", err)
 			}
 		}()
 	}
-
-	options, command := sandbox{
-		uid: uid, gid: gid,
-		workspace: ws,
-		root:      e.root,
-		network:   e.opts.Network,
-		binds:     spec.Binds,
-		env:       spec.Env,
-		argv:      spec.Argv,
-		statusFD:  statusFD,
-	}.args()
-	inv := invocation{path: e.opts.Path, options: options, command: command, uid: uid, output: spec.Output}
-	if inv.output == nil {
-		inv.output = io.Discard
+	args, err := buildArgs(invocation{
+		Argv:      spec.Argv,
+		Env:       spec.Env,
+		Binds:     spec.Binds,
+		Workspace: ws,
+		Host:      e.host,
+		Etc:       e.opts.Etc,
+		Network:   networkNone,
+	})
+	if err != nil {
+		return res, fmt.Errorf("run job %s: %w", spec.JobID, err)
 	}
+	out := spec.Output
+	if out == nil {
+		out = io.Discard
+	}
+	var cred *syscall.Credential
 	if e.asRoot {
-		inv.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}
+		cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}
 	}
 
-	if spec.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeoutCause(ctx, spec.Timeout, executor.ErrTimeout)
-		defer cancel()
+	runCtx, cancel := runContext(ctx, spec.Timeout)
+	defer cancel()
+	p, err := startSandbox(e.opts.BwrapPath, args, newAccounts(uid, gid), cred, out, log)
+	if err != nil {
+		return res, fmt.Errorf("run job %s: %w", spec.JobID, err)
 	}
 	res.Started = time.Now()
-	end, err := inv.run(ctx)
+	res.ExitCode, res.Cause, err = p.supervise(runCtx)
 	res.Finished = time.Now()
 	if err != nil {
 		return res, fmt.Errorf("run job %s: %w", spec.JobID, err)
 	}
-	if end.outputErr != nil {
-		log.Warn("job output lost", "err", end.outputErr)
-	}
-	res.ExitCode, res.Cause = end.exitCode, end.cause
-	log.Debug("job ended", "exit_code", res.ExitCode, "cause", res.Cause, "duration", res.Finished.Sub(res.Started))
 	return res, nil
+}
+
+// runContext bounds a run by timeout (none when zero), with
+// executor.ErrTimeout as the cause.
+func runContext(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
+	if timeout > 0 {
+		return context.WithTimeoutCause(ctx, timeout, executor.ErrTimeout)
+	}
+	return context.WithCancel(ctx)
 }

@@ -1,182 +1,288 @@
 package bwrap
 
 import (
-	"bufio"
+	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
+	"sync"
+	"sync/atomic"
 	"testing"
-	"time"
-
-	"github.com/google/go-cmp/cmp"
 
 	"github.com/nimbus-build/nimbus/internal/executor"
 )
 
-// Some tests re-execute this test binary as a stand-in agent process; these
+// The test binary re-executes itself as a stand-in agent (see
+// TestRunDiesWithParent and TestCheckUserNamespacesDisabled); these
 // variables tell it what to do.
 const (
-	childModeEnv     = "NIMBUS_BWRAP_TEST_CHILD"
-	childWorkRootEnv = "NIMBUS_BWRAP_TEST_WORK_ROOT"
-	childSlotEnv     = "NIMBUS_BWRAP_TEST_SLOT"
+	childModeEnv = "NIMBUS_BWRAP_TEST_CHILD"
+	childRootEnv = "NIMBUS_BWRAP_TEST_WORKROOT"
+	childBaseEnv = "NIMBUS_BWRAP_TEST_UIDBASE"
+	childSlotEnv = "NIMBUS_BWRAP_TEST_SLOT"
+	childArgEnv  = "NIMBUS_BWRAP_TEST_ARG"
+	// childTokenEnv is passed on to the job as TOKEN.
+	childTokenEnv = "NIMBUS_BWRAP_TEST_TOKEN"
 )
 
 func TestMain(m *testing.M) {
-	if mode := os.Getenv(childModeEnv); mode != "" {
-		os.Exit(runChild(mode))
-	}
-	os.Exit(m.Run())
-}
-
-// runChild is the stand-in agent. Its exit status is 0 when its own checks
-// pass; it writes what it saw to stdout.
-func runChild(mode string) int {
-	slot, _ := strconv.Atoi(os.Getenv(childSlotEnv))
-	e, err := New(Options{WorkRoot: os.Getenv(childWorkRootEnv)})
-	if err != nil {
-		fmt.Println(err)
-		return 2
-	}
-	ctx := context.Background()
-	switch mode {
-	case "agent-killed":
-		// Runs daemons until the parent kills this process.
-		res, err := e.Run(ctx, executor.Spec{JobID: "orphan", Argv: sh(daemons + "sleep 1000"), Slot: slot, Output: os.Stdout})
-		fmt.Printf("Run returned: %+v, %v\n", res, err)
-		return 1
-	case "unprivileged":
-		res, err := e.Run(ctx, executor.Spec{
-			JobID: "unpriv", Slot: slot, Output: os.Stdout,
-			Argv: sh("id -u; echo hi > f; cat f; ! touch /usr/x 2>/dev/null && echo usr-ro; grep CapEff /proc/self/status"),
-		})
-		fmt.Printf("exit=%d cause=%v err=%v\n", res.ExitCode, res.Cause, err)
-		res, err = e.Run(ctx, executor.Spec{
-			JobID: "unpriv-timeout", Slot: slot, Output: io.Discard,
-			Argv: sh(daemons + "sleep 1000"), Timeout: 300 * time.Millisecond,
-		})
-		fmt.Printf("timeout: exit=%d cause=%v err=%v\n", res.ExitCode, res.Cause, err)
-		fmt.Printf("left=%d\n", countOwnProcesses())
-		return 0
+	switch os.Getenv(childModeEnv) {
+	case "":
+		os.Exit(m.Run())
+	case "run":
+		os.Exit(childRun())
+	case "check":
+		os.Exit(childCheck())
 	default:
-		fmt.Println("unknown mode", mode)
-		return 2
+		fmt.Fprintln(os.Stderr, "unknown child mode")
+		os.Exit(2)
 	}
 }
 
-// countOwnProcesses counts the running processes of this process's uid,
-// other than itself.
-func countOwnProcesses() int {
-	entries, _ := os.ReadDir("/proc")
-	n := 0
-	uid := strconv.Itoa(os.Getuid())
-	for _, e := range entries {
-		if _, err := strconv.Atoi(e.Name()); err != nil || e.Name() == strconv.Itoa(os.Getpid()) {
-			continue
+// childRun runs the shell script in childArgEnv in a sandbox, its output
+// on stdout, until it is killed.
+func childRun() int {
+	base, _ := strconv.Atoi(os.Getenv(childBaseEnv))
+	slot, _ := strconv.Atoi(os.Getenv(childSlotEnv))
+	e, err := New(Options{WorkRoot: os.Getenv(childRootEnv), UIDBase: base})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	res, err := e.Run(context.Background(), executor.Spec{
+		JobID:  "child",
+		Argv:   []string{"sh", "-c", os.Getenv(childArgEnv)},
+		Env:    map[string]string{"TOKEN": os.Getenv(childTokenEnv)},
+		Output: os.Stdout,
+		Slot:   slot,
+	})
+	fmt.Printf("result: %+v, %v\n", res, err)
+	return 0
+}
+
+// childCheck prints what Check says.
+func childCheck() int {
+	err := Check(context.Background(), Options{WorkRoot: os.Getenv(childRootEnv)})
+	fmt.Printf("check: %v\n", err)
+	return 0
+}
+
+// unavailable skips a test whose host lacks what it needs, or fails it
+// under CI=true, where the install script must have provided it.
+func unavailable(t *testing.T, msg string) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+}
+
+var (
+	checkOnce sync.Once
+	checkErr  error
+)
+
+// requireBwrap skips (or, under CI=true, fails) the test unless bubblewrap
+// is installed and can create sandboxes here.
+func requireBwrap(t *testing.T) {
+	t.Helper()
+	if _, err := os.Stat(DefaultBwrapPath); err != nil {
+		unavailable(t, "bubblewrap is not installed at "+DefaultBwrapPath+": apt-get install bubblewrap")
+	}
+	checkOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "nimbus-bwrap-check-")
+		if err != nil {
+			checkErr = err
+			return
 		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "status"))
+		defer os.RemoveAll(dir)
+		if err := os.Chmod(dir, 0o711); err != nil {
+			checkErr = err
+			return
+		}
+		checkErr = Check(context.Background(), Options{WorkRoot: filepath.Join(dir, "work"), UIDBase: testUIDBase})
+	})
+	if checkErr != nil {
+		unavailable(t, "bubblewrap cannot create sandboxes here: "+checkErr.Error())
+	}
+}
+
+// testUIDBase keeps the uids of concurrent test processes apart.
+var testUIDBase = 200000 + (os.Getpid()%4096)*256
+
+var lastSlot atomic.Int32
+
+// newSlot returns a slot no other test of this process uses, so that the
+// uid of its sandbox identifies its processes.
+func newSlot(t *testing.T) int {
+	s := int(lastSlot.Add(1))
+	if s >= 256 {
+		t.Fatal("out of test slots")
+	}
+	return s
+}
+
+// traversableDir returns a fresh temporary directory that it and its
+// parents up to the system's temp directory let others traverse, as a
+// WorkRoot's parents must.
+func traversableDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	tmp := filepath.Clean(os.TempDir())
+	for p := dir; strings.HasPrefix(p, tmp+"/"); p = filepath.Dir(p) {
+		if err := os.Chmod(p, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// newExecutor returns an Executor with a fresh WorkRoot, after checking
+// that bubblewrap works.
+func newExecutor(t *testing.T, modify ...func(*Options)) *Executor {
+	t.Helper()
+	requireBwrap(t)
+	opts := Options{WorkRoot: filepath.Join(traversableDir(t), "work"), UIDBase: testUIDBase}
+	for _, m := range modify {
+		m(&opts)
+	}
+	e, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// runScript runs a shell script in a sandbox of slot and returns its result
+// and output. Any error from Run fails the test.
+func runScript(t *testing.T, e *Executor, slot int, script string, modify ...func(*executor.Spec)) (executor.Result, string) {
+	t.Helper()
+	var out bytes.Buffer
+	spec := executor.Spec{
+		JobID:  t.Name(),
+		Argv:   []string{"sh", "-c", script},
+		Output: &out,
+		Slot:   slot,
+	}
+	for _, m := range modify {
+		m(&spec)
+	}
+	res, err := e.Run(t.Context(), spec)
+	if err != nil {
+		t.Fatalf("Run: %v\noutput:\n%s", err, out.String())
+	}
+	return res, out.String()
+}
+
+// sandboxUID is the uid whose processes are a slot's, or -1 when the tests
+// do not run as root and the sandbox shares the test's own uid.
+func sandboxUID(t *testing.T, e *Executor, slot int) int {
+	t.Helper()
+	if !e.asRoot {
+		return -1
+	}
+	uid, _, err := e.Identity(slot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return uid
+}
+
+var lastToken atomic.Int64
+
+// newToken returns a sleep duration no other process uses, to find the
+// processes of one test on the host: "sleep <token>" sleeps ~1000 s.
+func newToken() string {
+	return fmt.Sprintf("1000.%d%06d", os.Getpid(), lastToken.Add(1))
+}
+
+// liveProcesses lists the host's live (not zombie) processes that run as
+// uid (unless uid < 0) or whose command line holds token (unless empty), as
+// "pid uid command line".
+func liveProcesses(t *testing.T, uid int, token string) []string {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found []string
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
-		s := string(b)
-		if strings.Contains(s, "\nUid:\t"+uid+"\t") && !strings.Contains(s, "\nState:\tZ") {
-			n++
+		st, err := readStatus(pid)
+		if err != nil || st.state == "Z" {
+			continue // gone meanwhile, or dead and waiting to be reaped
+		}
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		cmd := strings.TrimSpace(strings.ReplaceAll(string(cmdline), "\x00", " "))
+		if (uid >= 0 && st.uids[0] == uid) || (token != "" && strings.Contains(cmd, token)) {
+			found = append(found, fmt.Sprintf("%d %d %s", pid, st.uids[0], cmd))
 		}
 	}
-	return n
+	return found
 }
 
-// child starts this test binary as a stand-in agent.
-func child(t *testing.T, binary, mode, workRoot string, slot int, cred *syscall.Credential) (*exec.Cmd, *bufio.Scanner) {
-	t.Helper()
-	cmd := exec.Command(binary, "-test.run=^$")
-	cmd.Env = []string{childModeEnv + "=" + mode, childWorkRootEnv + "=" + workRoot, childSlotEnv + "=" + strconv.Itoa(slot)}
-	cmd.Stderr = t.Output()
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
-	cmd.Dir = "/"
-	out, err := cmd.StdoutPipe()
+// procStatus is what the tests read of /proc/<pid>/status.
+type procStatus struct {
+	state string
+	ppid  int
+	uids  [4]int // real, effective, saved, filesystem
+}
+
+func readStatus(pid int) (procStatus, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		t.Fatal(err)
+		return procStatus{}, err
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	var st procStatus
+	for _, line := range strings.Split(string(data), "\n") {
+		key, value, _ := strings.Cut(line, ":")
+		f := strings.Fields(value)
+		switch {
+		case key == "State" && len(f) > 0:
+			st.state = f[0]
+		case key == "PPid" && len(f) > 0:
+			st.ppid, _ = strconv.Atoi(f[0])
+		case key == "Uid" && len(f) == 4:
+			for i := range f {
+				st.uids[i], _ = strconv.Atoi(f[i])
+			}
+		}
 	}
-	return cmd, bufio.NewScanner(out)
+	return st, nil
 }
 
-func TestRunDiesWithAgent(t *testing.T) {
-	requireSandbox(t)
-	t.Parallel()
-	slot := nextSlot()
-	cmd, lines := child(t, os.Args[0], "agent-killed", filepath.Join(traversableDir(t), "work"), slot, nil)
-	defer cmd.Wait()
-	defer cmd.Process.Kill()
-	// The scanner's read ends when the child exits, so this cannot hang.
-	for lines.Scan() && lines.Text() != "ready" {
-		t.Logf("child: %s", lines.Text())
-	}
-	uid := DefaultUIDBase + slot
-	if procs := processesOf(t, uid); len(procs) < 5 {
-		t.Fatalf("sandbox processes before the kill: %v; want bwrap, its init, the job and its daemons", procs)
-	}
-	if err := cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Wait(); err == nil {
-		t.Fatal("the stand-in agent exited normally")
-	}
-	waitNoProcessesOf(t, uid)
+// watchWriter collects output and closes ready when it sees marker.
+type watchWriter struct {
+	marker string
+	ready  chan struct{}
+
+	mu   sync.Mutex
+	buf  bytes.Buffer
+	once sync.Once
 }
 
-func TestRunAsUnprivilegedAgent(t *testing.T) {
-	requireSandbox(t)
-	t.Parallel()
-	const nobody = 65534
-	// The stand-in agent runs as nobody: its binary and work root must be
-	// reachable by it.
-	dir := traversableDir(t)
-	binary := filepath.Join(dir, "agent.test")
-	if err := copyExecutable(os.Args[0], binary); err != nil {
-		t.Fatal(err)
-	}
-	workRoot := filepath.Join(dir, "work")
-	if err := os.Mkdir(workRoot, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chown(workRoot, nobody, nobody); err != nil {
-		t.Fatal(err)
-	}
-	cmd, lines := child(t, binary, "unprivileged", workRoot, nextSlot(), &syscall.Credential{Uid: nobody, Gid: nobody, Groups: []uint32{}})
-	var out strings.Builder
-	for lines.Scan() {
-		out.WriteString(lines.Text() + "\n")
-	}
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("stand-in agent: %v; output:\n%s", err, out.String())
-	}
-	want := "65534\nhi\nusr-ro\nCapEff:\t0000000000000000\nexit=0 cause=<nil> err=<nil>\n" +
-		"timeout: exit=-1 cause=job timed out err=<nil>\nleft=0\n"
-	if diff := cmp.Diff(want, out.String()); diff != "" {
-		t.Errorf("stand-in agent output (-want +got):\n%s", diff)
-	}
+func newWatchWriter(marker string) *watchWriter {
+	return &watchWriter{marker: marker, ready: make(chan struct{})}
 }
 
-func copyExecutable(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
+func (w *watchWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	if strings.Contains(w.buf.String(), w.marker) {
+		w.once.Do(func() { close(w.ready) })
 	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o755)
-	if err != nil {
-		return err
-	}
-	_, err = io.Copy(out, in)
-	return errors.Join(err, out.Close())
+	return len(p), nil
+}
+
+func (w *watchWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
 }

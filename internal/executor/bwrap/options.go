@@ -1,102 +1,89 @@
 package bwrap
 
 import (
-	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"path/filepath"
+	"strings"
 )
 
-// Defaults for Options.
+// Defaults of Options.
 const (
-	DefaultPath    = "/usr/bin/bwrap"
-	DefaultUIDBase = 100000
+	DefaultBwrapPath = "/usr/bin/bwrap"
+	DefaultUIDBase   = 100000
 )
 
-// maxID is the largest uid or gid a sandbox may be given (2^32-2; -1 is
-// reserved by the kernel).
-const maxID = 1<<32 - 2
+// maxUID keeps UIDBase+slot clear of (uid_t)-1 and of the 32-bit overflow ids.
+const maxUID = 1<<31 - 1
 
-// Network says how a sandbox reaches the network.
-type Network int
-
-const (
-	// NetworkNone gives the sandbox its own network namespace holding only
-	// a loopback interface that is down: no network at all.
-	NetworkNone Network = iota
-	// A later mode runs the sandbox inside a network namespace prepared by
-	// the agent (veth, nftables policy, DNS allow-list); it will take the
-	// namespace's path in Options and replace --unshare-net in the argv
-	// builder (sandbox.network).
-)
-
-func (n Network) String() string {
-	switch n {
-	case NetworkNone:
-		return "none"
-	default:
-		return fmt.Sprintf("Network(%d)", int(n))
-	}
+// DefaultEtc lists the entries of the host's /etc a sandbox sees by default
+// (read-only, those that exist). /etc/passwd and /etc/group are not among
+// them: the sandbox gets its own, naming its uid.
+var DefaultEtc = []string{
+	"hosts", "resolv.conf", "nsswitch.conf", "host.conf", "gai.conf",
+	"protocols", "services", "ld.so.cache", "localtime", "os-release",
+	"ssl", "ca-certificates", "alternatives",
 }
 
-// Options configure an Executor.
+// Options configure an Executor. The zero value of a field means its
+// default.
 type Options struct {
-	// Path is the bubblewrap binary. Default DefaultPath.
-	Path string
-	// WorkRoot holds the per-job workspaces; it is created (mode 0711) if
-	// missing. Required, absolute. When the agent runs as root, every
-	// parent of WorkRoot must be traversable (o+x) by the sandbox uids:
-	// Check reports the first that is not.
+	// BwrapPath is the bubblewrap binary. Default DefaultBwrapPath.
+	BwrapPath string
+	// WorkRoot is the host directory holding the per-job workspaces
+	// (required, absolute). It is created with mode 0711 if missing. It and
+	// all its parents must be traversable (o+x) by the sandbox uids, or
+	// bubblewrap cannot bind the workspace.
 	WorkRoot string
-	// UIDBase is the first host uid (and gid) of sandboxes when the agent
-	// runs as root: a job in slot n runs as UIDBase+n, outside and inside
-	// the sandbox. These ids should belong to no host user. Default
-	// DefaultUIDBase. Ignored when the agent is not root: sandboxes then
-	// run as the agent's own uid and gid.
+	// UIDBase: when the agent runs as root, the job in slot n runs as host
+	// uid and gid UIDBase+n (inside as well). When the agent is not root,
+	// jobs run as the agent's own uid and UIDBase is unused. Pick a range
+	// that no host user, and no subordinate-id range of /etc/subuid, uses.
+	// Default DefaultUIDBase.
 	UIDBase int
-	// KeepWorkspace leaves each job's workspace in place after Run, for
-	// debugging. Default false: Run removes it.
+	// Etc lists the names under the host's /etc to bind read-only into the
+	// sandbox when they exist (files or directories). Default DefaultEtc.
+	Etc []string
+	// KeepWorkspace leaves each workspace on disk after Run, for debugging.
 	KeepWorkspace bool
-	// Network is the sandbox's network. Only NetworkNone exists for now.
-	Network Network
-	// Logger receives the executor's own diagnostics, never job output.
+	// Logger receives the executor's own diagnostics (never job output).
 	// Default: discard.
 	Logger *slog.Logger
 }
 
-// withDefaults returns opts with every unset field at its default.
-func (o Options) withDefaults() Options {
-	if o.Path == "" {
-		o.Path = DefaultPath
+// withDefaults returns o with defaults filled in, or an error naming the
+// first invalid field.
+func (o Options) withDefaults() (Options, error) {
+	if o.BwrapPath == "" {
+		o.BwrapPath = DefaultBwrapPath
 	}
 	if o.UIDBase == 0 {
 		o.UIDBase = DefaultUIDBase
 	}
+	if o.Etc == nil {
+		o.Etc = DefaultEtc
+	}
 	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return o
-}
-
-// validate checks options that already have their defaults.
-func (o Options) validate() error {
-	var errs []error
-	if !filepath.IsAbs(o.Path) {
-		errs = append(errs, fmt.Errorf("path %q: must be absolute", o.Path))
+	switch {
+	case !filepath.IsAbs(o.BwrapPath):
+		return o, fmt.Errorf("bwrap options: BwrapPath %q is not an absolute path", o.BwrapPath)
+	case o.WorkRoot == "":
+		return o, fmt.Errorf("bwrap options: WorkRoot is required")
+	case !filepath.IsAbs(o.WorkRoot):
+		return o, fmt.Errorf("bwrap options: WorkRoot %q is not an absolute path", o.WorkRoot)
+	case o.UIDBase < 1 || o.UIDBase > maxUID:
+		return o, fmt.Errorf("bwrap options: UIDBase %d is out of range 1..%d", o.UIDBase, maxUID)
 	}
-	if o.WorkRoot == "" {
-		errs = append(errs, errors.New("work root: required"))
-	} else if !filepath.IsAbs(o.WorkRoot) {
-		errs = append(errs, fmt.Errorf("work root %q: must be absolute", o.WorkRoot))
+	for _, name := range o.Etc {
+		if name == "" || filepath.IsAbs(name) || filepath.Clean(name) != name ||
+			name == "." || strings.HasPrefix(name, "../") || name == ".." ||
+			name == "passwd" || name == "group" {
+			return o, fmt.Errorf("bwrap options: Etc entry %q must be a clean relative name under /etc other than passwd and group", name)
+		}
 	}
-	if o.UIDBase < 1 || o.UIDBase > maxID {
-		errs = append(errs, fmt.Errorf("uid base %d: must be between 1 and %d", o.UIDBase, maxID))
-	}
-	if o.Network != NetworkNone {
-		errs = append(errs, fmt.Errorf("network %v: only %v is supported", o.Network, NetworkNone))
-	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("bwrap options: %w", err)
-	}
-	return nil
+	o.WorkRoot = filepath.Clean(o.WorkRoot)
+	return o, nil
 }

@@ -1,244 +1,307 @@
 package bwrap
 
 import (
-	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"runtime"
-	"strconv"
 	"strings"
-	"sync"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
-// File descriptors bwrap gets besides stdin, stdout and stderr.
-const (
-	statusFD = 3 // bwrap writes its JSON status here (--json-status-fd)
-	argsFD   = 4 // bwrap reads its NUL-separated arguments here (--args)
-)
+// maxStderr bounds how much of bwrap's own stderr is kept.
+const maxStderr = 8 << 10
 
-// headSize is how much of the output is kept to explain a setup failure.
-const headSize = 4 << 10
+// ErrSetup is wrapped by the error Run returns when bubblewrap could not
+// set up the sandbox (a bind source missing, user namespaces disabled...).
+var ErrSetup = errors.New("bubblewrap could not set up the sandbox")
 
-// invocation is one run of bwrap.
-type invocation struct {
-	path string
-	// options are bwrap's options. They reach bwrap through a pipe
-	// (--args), not its command line, which every host user can read: they
-	// include the job's environment.
-	options []string
-	// command is what bwrap runs in the sandbox.
-	command []string
-	// cred is who bwrap runs as; nil runs it as the agent.
-	cred *syscall.Credential
-	// uid is the host uid the sandbox's processes run as.
-	uid    int
-	output io.Writer
-}
-
-// ending is how an invocation ended.
-type ending struct {
-	// exitCode is the command's exit status (128+n when a signal n it did
-	// not get from us ended it); -1 when we killed the sandbox.
-	exitCode int
-	// cause is why we killed the sandbox: context.Cause of run's context.
-	cause error
-	// outputErr is the first error writing to output; the rest of the
-	// output was discarded so that the job never blocks on a full pipe.
-	outputErr error
-}
-
-// run starts bwrap and waits until it and every process of its sandbox have
-// exited and all output has been copied. When ctx ends first it kills the
-// sandbox. A non-nil error means bwrap could not create the sandbox or start
-// the command; its message then includes bwrap's own.
-func (inv invocation) run(ctx context.Context) (ending, error) {
-	end := ending{exitCode: -1}
-	var argsBuf bytes.Buffer
-	for _, a := range inv.options {
-		if strings.ContainsRune(a, 0) {
-			return end, fmt.Errorf("bwrap argument %q contains a NUL byte", a)
-		}
-		argsBuf.WriteString(a)
-		argsBuf.WriteByte(0)
-	}
-	p, err := newPipes()
-	if err != nil {
-		return end, err
-	}
-	cmd := &exec.Cmd{
-		Path:   inv.path,
-		Args:   append([]string{inv.path, "--args", strconv.Itoa(argsFD), "--"}, inv.command...),
-		Env:    []string{}, // not even bwrap sees the agent's environment
-		Dir:    "/",        // the agent's directory may be closed to the sandbox uid
-		Stdout: p.outW,
-		Stderr: p.outW, // one pipe: stdout and stderr interleaved as written
-		// Index i becomes file descriptor 3+i.
-		ExtraFiles:  []*os.File{p.statusW, p.argsR},
-		SysProcAttr: &syscall.SysProcAttr{Credential: inv.cred},
-	}
-	proc, err := start(cmd)
-	p.closeChildEnds()
-	if err != nil {
-		p.closeParentEnds()
-		return end, fmt.Errorf("start %s: %w", inv.path, err)
-	}
-
-	var wg sync.WaitGroup
-	head := &prefixBuffer{max: headSize}
-	wg.Go(func() {
-		defer p.argsW.Close()
-		// Fails only when bwrap died before reading; its wait status says why.
-		_, _ = p.argsW.Write(argsBuf.Bytes())
-	})
-	wg.Go(func() {
-		defer p.outR.Close()
-		end.outputErr = drain(io.MultiWriter(head, inv.output), p.outR)
-	})
-	st := readStatus(p.statusR)
-
-	end.cause = supervise(ctx, proc, cmd.Process, st, inv.uid)
-	wg.Wait()
-
-	switch {
-	case end.cause != nil:
-		return end, nil
-	case st.exited:
-		end.exitCode = st.exitCode
-		return end, nil
-	default:
-		return end, fmt.Errorf("bwrap could not set up the sandbox (%v): %s", proc.err, strings.TrimSpace(head.String()))
-	}
-}
-
-// supervise waits for the sandbox to end, killing it if ctx ends first, and
-// returns only once every process of the sandbox has exited. It returns
-// context.Cause(ctx) if it killed the sandbox, else nil.
+// sandboxProcess is one run of bwrap and the sandbox it creates: bwrap
+// itself (our child, which waits for the job), the sandbox's init (bwrap's
+// child, pid 1 of the new pid namespace) and the job under the init.
 //
-// The sandbox's pid 1 is bwrap's init: when it dies, the kernel kills every
-// other process in the sandbox's pid namespace, however they daemonised,
-// and reaps them before the init's own exit completes. So the init is what
-// supervise kills and what it waits for.
-func supervise(ctx context.Context, proc *process, bwrap *os.Process, st *status, uid int) error {
-	// bwrap reports the init's pid right after creating it, or closes the
-	// status pipe when it fails before; ctx is not watched meanwhile so
-	// that a kill never races the sandbox's creation.
-	<-st.initKnown
-	init := openInit(st.initPID, bwrap.Pid, uid)
-	defer init.close()
-	var cause error
-	select {
-	case <-proc.exited:
-	case <-ctx.Done():
-		select {
-		case <-proc.exited: // it ended on its own just in time
-		default:
-			cause = context.Cause(ctx)
-			if !init.kill() {
-				// No sandbox yet, or its init has ended: killing bwrap is
-				// enough, --die-with-parent takes the rest.
-				_ = bwrap.Kill() // fails only when it has exited
-			}
-		}
-	}
-	<-proc.exited
-	// bwrap exits as soon as its init reports the command's status, while
-	// the init may still be taking the sandbox down.
-	init.wait()
-	<-st.done
-	return cause
+// Every goroutine it starts ends by the time wait returns.
+type sandboxProcess struct {
+	cmd *exec.Cmd
+	log *slog.Logger
+
+	initKnown chan struct{} // closed once init is set, or known not to exist
+	init      *initProcess
+
+	started chan bool // one value: whether the job was exec'd
+
+	exited  chan struct{} // closed once bwrap has been waited for
+	waitErr error
+
+	copied chan struct{} // closed once the job's output is all copied
+
+	stderrDone chan struct{} // closed once bwrap's stderr is closed
+	stderr     limitedBuffer
 }
 
-// process is a started bwrap, waited for by its own goroutine.
-type process struct {
-	exited chan struct{} // closed once Wait has returned
-	err    error         // Wait's error; read after exited
-}
-
-// start starts cmd from a goroutine locked to its OS thread until cmd has
-// exited. bwrap's --die-with-parent (PR_SET_PDEATHSIG) fires when the
-// thread that forked it exits, not the agent process: without the lock, an
-// unrelated goroutine ending while locked to that thread would kill the job.
-func start(cmd *exec.Cmd) (*process, error) {
-	p := &process{exited: make(chan struct{})}
-	started := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
+// startSandbox starts bwrap with args. The job's stdout and stderr go,
+// through one pipe, to out; cred, when set, is the host identity bwrap runs
+// as.
+func startSandbox(bwrapPath string, args bwrapArgs, acc accounts, cred *syscall.Credential, out io.Writer, log *slog.Logger) (*sandboxProcess, error) {
+	var closeAfterStart, closeOnError []*os.File
+	defer func() {
+		for _, f := range closeAfterStart {
+			_ = f.Close()
 		}
-		started <- nil
-		p.err = cmd.Wait()
-		close(p.exited)
 	}()
-	if err := <-started; err != nil {
-		return nil, err
+	fail := func(err error) (*sandboxProcess, error) {
+		for _, f := range closeOnError {
+			_ = f.Close()
+		}
+		return nil, fmt.Errorf("start bwrap: %w", err)
 	}
+	memFiles := make([]*os.File, 3)
+	for i, data := range [][]byte{args.OptionsData(), acc.Passwd, acc.Group} {
+		f, err := memFile("nimbus-bwrap", data)
+		if err != nil {
+			return fail(err)
+		}
+		closeAfterStart = append(closeAfterStart, f)
+		memFiles[i] = f
+	}
+	var pipes [4][2]*os.File // info, started, output, stderr: read and write ends
+	for i := range pipes {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return fail(err)
+		}
+		pipes[i] = [2]*os.File{r, w}
+		closeOnError = append(closeOnError, r)
+		closeAfterStart = append(closeAfterStart, w)
+	}
+	info, started, output, stderr := pipes[0], pipes[1], pipes[2], pipes[3]
+
+	extra := make([]*os.File, fdGroup-2)
+	extra[fdArgs-3] = memFiles[0]
+	extra[fdInfo-3] = info[1]
+	extra[fdStarted-3] = started[1]
+	extra[fdPasswd-3] = memFiles[1]
+	extra[fdGroup-3] = memFiles[2]
+	cmd := &exec.Cmd{
+		Path:       bwrapPath,
+		Args:       append([]string{"bwrap"}, args.Argv()...),
+		Env:        []string{}, // nothing of the agent's environment
+		Dir:        "/",
+		Stdout:     output[1],
+		Stderr:     stderr[1],
+		ExtraFiles: extra,
+		SysProcAttr: &syscall.SysProcAttr{
+			Credential: cred,
+			// bwrap's --die-with-parent sets this too, but only once it runs.
+			Pdeathsig: syscall.SIGKILL,
+			// Keep terminal signals meant for the agent away from the sandbox.
+			Setpgid: true,
+		},
+	}
+	if err := markInheritedCloexec(); err != nil {
+		return fail(fmt.Errorf("mark inherited descriptors close-on-exec: %w", err))
+	}
+	p := &sandboxProcess{
+		cmd:        cmd,
+		log:        log,
+		initKnown:  make(chan struct{}),
+		started:    make(chan bool, 1),
+		exited:     make(chan struct{}),
+		copied:     make(chan struct{}),
+		stderrDone: make(chan struct{}),
+		stderr:     limitedBuffer{max: maxStderr},
+	}
+	if err := p.startAndWait(); err != nil {
+		return fail(err)
+	}
+	go p.readInfo(info[0])
+	go p.readStarted(started[0])
+	go p.copyOutput(output[0], out)
+	go p.readStderr(stderr[0])
 	return p, nil
 }
 
-// pipes are the three pipes between the agent and bwrap.
-type pipes struct {
-	outR, outW       *os.File // the job's output
-	statusR, statusW *os.File // bwrap's JSON status
-	argsR, argsW     *os.File // bwrap's arguments
-}
-
-func newPipes() (*pipes, error) {
-	var p pipes
-	var err error
-	var all []*os.File
-	for _, pair := range []struct{ r, w **os.File }{
-		{&p.outR, &p.outW}, {&p.statusR, &p.statusW}, {&p.argsR, &p.argsW},
-	} {
-		*pair.r, *pair.w, err = os.Pipe()
-		if err != nil {
-			closeFiles(all...)
-			return nil, fmt.Errorf("create pipe: %w", err)
+// startAndWait starts bwrap from a goroutine that stays locked to its OS
+// thread until bwrap has exited, and closes p.exited then. A parent-death
+// signal fires when the thread that forked the child ends, not the process:
+// unlocked, the thread could be handed to a goroutine that locks it and
+// exits, and the kernel would kill a healthy job.
+func (p *sandboxProcess) startAndWait() error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := p.cmd.Start(); err != nil {
+			errc <- err
+			return
 		}
-		all = append(all, *pair.r, *pair.w)
-	}
-	return &p, nil
+		errc <- nil
+		p.waitErr = p.cmd.Wait()
+		close(p.exited)
+	}()
+	return <-errc
 }
 
-// closeChildEnds closes the agent's copies of the ends bwrap holds, so that
-// reads see EOF once bwrap and its sandbox are gone.
-func (p *pipes) closeChildEnds() { closeFiles(p.outW, p.statusW, p.argsR) }
+// readInfo learns the init's pid from bwrap's --info-fd.
+func (p *sandboxProcess) readInfo(r *os.File) {
+	defer close(p.initKnown)
+	defer r.Close()
+	data, err := io.ReadAll(io.LimitReader(r, 64<<10))
+	if err != nil || len(data) == 0 {
+		return // bwrap failed before creating the sandbox
+	}
+	var info struct {
+		ChildPID int `json:"child-pid"`
+	}
+	if err := json.Unmarshal(data, &info); err != nil || info.ChildPID <= 0 {
+		p.log.Warn("unreadable bwrap info", "info", string(data), "error", err)
+		return
+	}
+	init, err := openInit(info.ChildPID, p.cmd.Process.Pid)
+	if err != nil {
+		p.log.Warn("cannot track the sandbox init; relying on bwrap to kill it", "error", err)
+		return
+	}
+	p.init = init
+}
 
-func (p *pipes) closeParentEnds() { closeFiles(p.outR, p.statusR, p.argsW) }
+// readStarted reports whether the wrapper signalled that it execs the job.
+func (p *sandboxProcess) readStarted(r *os.File) {
+	defer r.Close()
+	var b [1]byte
+	n, _ := io.ReadFull(r, b[:])
+	p.started <- n == 1
+}
 
-func closeFiles(files ...*os.File) {
-	for _, f := range files {
-		_ = f.Close() // pipes: nothing is lost on close
+func (p *sandboxProcess) copyOutput(r *os.File, w io.Writer) {
+	defer close(p.copied)
+	defer r.Close()
+	if _, err := io.Copy(w, r); err != nil {
+		p.log.Warn("job output lost: writer failed", "error", err)
+		_, _ = io.Copy(io.Discard, r) // never block the job on a full pipe
 	}
 }
 
-// drain copies src to dst until EOF. After a write error it keeps reading
-// and discards the rest, so that writers never block, and returns that error.
-func drain(dst io.Writer, src io.Reader) error {
-	if _, err := io.Copy(dst, src); err != nil {
-		_, _ = io.Copy(io.Discard, src)
-		return fmt.Errorf("copy job output: %w", err)
-	}
-	return nil
+func (p *sandboxProcess) readStderr(r *os.File) {
+	defer close(p.stderrDone)
+	defer r.Close()
+	_, _ = io.Copy(&p.stderr, r)
 }
 
-// prefixBuffer keeps the first max bytes written to it.
-type prefixBuffer struct {
+// supervise waits for the sandbox to end, and kills it when ctx is done
+// first. It returns the job's exit code (-1 when killed) and why it was
+// killed, or an error wrapping ErrSetup when bwrap never started the job.
+func (p *sandboxProcess) supervise(ctx context.Context) (code int, cause, err error) {
+	select {
+	case ok := <-p.started:
+		if !ok {
+			p.wait()
+			return -1, nil, p.setupError()
+		}
+		select {
+		case <-p.exited:
+		case <-ctx.Done():
+			cause = context.Cause(ctx)
+			p.kill()
+		}
+	case <-ctx.Done():
+		cause = context.Cause(ctx)
+		p.kill()
+	}
+	code = p.wait()
+	if msg := p.stderr.String(); msg != "" {
+		p.log.Warn("bwrap reported errors", "stderr", msg)
+	}
+	if cause != nil {
+		return -1, cause, nil
+	}
+	return code, nil, nil
+}
+
+// kill stops the whole sandbox at once: the init first (the kernel then
+// kills everything else in its pid namespace), then bwrap.
+func (p *sandboxProcess) kill() {
+	select {
+	case <-p.initKnown:
+	case <-p.exited:
+		<-p.initKnown // bwrap is gone, so is every writer of the info pipe
+	}
+	if p.init != nil {
+		if err := p.init.kill(); err != nil {
+			p.log.Warn("kill sandbox", "error", err)
+		}
+	}
+	_ = p.cmd.Process.Kill()
+}
+
+// wait waits for bwrap, then makes sure nothing of the sandbox is left
+// (killing the init if the job's daemons kept it alive) and that its output
+// is all copied. It returns bwrap's exit code: the job's, 128+n when a
+// signal n killed the job, -1 when bwrap itself was killed.
+func (p *sandboxProcess) wait() int {
+	<-p.exited
+	<-p.initKnown
+	if p.init != nil {
+		if err := p.init.kill(); err != nil {
+			p.log.Warn("kill sandbox", "error", err)
+		}
+		if err := p.init.wait(); err != nil {
+			p.log.Warn("wait for sandbox", "error", err)
+		}
+		p.init.close()
+	}
+	<-p.copied
+	<-p.stderrDone
+	return p.cmd.ProcessState.ExitCode()
+}
+
+// setupError describes why the sandbox never started the job. Call it
+// after wait.
+func (p *sandboxProcess) setupError() error {
+	msg := strings.TrimSpace(p.stderr.String())
+	if msg == "" {
+		msg = fmt.Sprintf("bwrap exited (%v) before starting the job", p.waitErr)
+	}
+	return fmt.Errorf("%w: %s", ErrSetup, msg)
+}
+
+// memFile returns an anonymous in-memory file holding data, positioned at
+// its start.
+func memFile(name string, data []byte) (*os.File, error) {
+	fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("memfd_create: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), name)
+	if _, err := f.Write(data); err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("write memfd: %w", err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("seek memfd: %w", err)
+	}
+	return f, nil
+}
+
+// limitedBuffer keeps the first max bytes written to it and drops the rest.
+type limitedBuffer struct {
+	buf []byte
 	max int
-	buf bytes.Buffer
 }
 
-func (b *prefixBuffer) Write(p []byte) (int, error) {
-	if room := b.max - b.buf.Len(); room > 0 {
-		b.buf.Write(p[:min(room, len(p))])
+func (b *limitedBuffer) Write(p []byte) (int, error) {
+	if room := b.max - len(b.buf); room > 0 {
+		b.buf = append(b.buf, p[:min(room, len(p))]...)
 	}
 	return len(p), nil
 }
 
-func (b *prefixBuffer) String() string { return b.buf.String() }
+func (b *limitedBuffer) String() string { return string(b.buf) }

@@ -10,60 +10,53 @@ import (
 	"syscall"
 )
 
-// CloneTree makes a per-job copy of the directory tree src at dst, cheaply,
-// for a sandbox running as uid:gid. It exists for trees that a job writes
-// into but must not change for other jobs, such as a GitHub Actions runner
-// directory (bubblewrap has no overlay filesystem).
+// CloneTree makes a cheap per-job copy of the directory tree src at dst, for
+// programs such as the GitHub Actions runner that write into their own
+// directory. dst must not exist; its parent must.
 //
-//   - Directories are created fresh, owned by uid:gid, with the source's
-//     permissions plus rwx for the owner, so the job can create, rename and
-//     delete entries.
-//   - Regular files are hard-linked to the source when both are on one
-//     filesystem, and keep their original owner and mode: the job can
-//     replace them in the clone but cannot write into them, so the shared
-//     originals stay intact. A file that uid:gid could write to in place
-//     (owned by uid, group-writable by gid or world-writable) is copied
-//     instead, as is every file when linking is impossible (another
-//     filesystem, or hard-link protection for an unprivileged caller).
+//   - Directories are created fresh, owned by uid:gid with src's permission
+//     bits plus u+rwx, so the job can create, rename and delete entries.
+//   - Regular files are hard-linked when that is safe and possible: the link
+//     keeps its original owner and mode, so a job running as uid:gid cannot
+//     change the shared original in place (it may still replace the name).
+//     A file the job could write (owned by uid, or group- or world-writable
+//     for it), a file on another filesystem, and a file the caller may not
+//     link are copied instead; copies are private to the clone, owned by
+//     uid:gid, with set-id bits cleared.
 //   - Symbolic links are recreated with the same target, owned by uid:gid.
-//   - Sockets are skipped; other special files are an error.
+//   - Named pipes are recreated; sockets are skipped; devices are an error.
 //
-// dst must not exist; its parent must. On error, dst may be left partly
-// written; remove it with Remove.
+// Hard links share the inode with src, so a privileged process writing to a
+// file in dst changes src: only the job (as uid:gid) is kept out.
 func CloneTree(src, dst string, uid, gid int) error {
-	info, err := os.Stat(src)
+	info, err := os.Lstat(src)
 	if err != nil {
-		return fmt.Errorf("clone %s: %w", src, err)
+		return fmt.Errorf("clone tree: %w", err)
 	}
 	if !info.IsDir() {
-		return fmt.Errorf("clone %s: not a directory", src)
+		return fmt.Errorf("clone tree: %s is not a directory", src)
 	}
 	if _, err := os.Lstat(dst); err == nil {
-		return fmt.Errorf("clone %s: destination %s already exists", src, dst)
+		return fmt.Errorf("clone tree: destination %s already exists", dst)
 	} else if !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("clone %s: %w", src, err)
+		return fmt.Errorf("clone tree: %w", err)
 	}
 	c := cloner{src: src, dst: dst, uid: uid, gid: gid}
-	// The root is followed if it is a symbolic link; nothing below it is.
-	root, err := filepath.EvalSymlinks(src)
-	if err != nil {
-		return fmt.Errorf("clone %s: %w", src, err)
-	}
-	c.src = root
-	if err := filepath.WalkDir(root, c.visit); err != nil {
+	if err := filepath.WalkDir(src, c.visit); err != nil {
 		return fmt.Errorf("clone %s to %s: %w", src, dst, err)
 	}
 	return nil
 }
 
+// cloner carries CloneTree's parameters through the walk.
 type cloner struct {
 	src, dst string
 	uid, gid int
 }
 
-func (c cloner) visit(path string, d fs.DirEntry, err error) error {
-	if err != nil {
-		return err
+func (c cloner) visit(path string, d fs.DirEntry, walkErr error) error {
+	if walkErr != nil {
+		return walkErr
 	}
 	rel, err := filepath.Rel(c.src, path)
 	if err != nil {
@@ -76,27 +69,32 @@ func (c cloner) visit(path string, d fs.DirEntry, err error) error {
 	}
 	switch mode := info.Mode(); {
 	case mode.IsDir():
-		return c.dir(target, mode.Perm())
-	case mode&fs.ModeSymlink != 0:
-		return c.symlink(path, target)
+		return c.dir(target, mode)
 	case mode.IsRegular():
 		return c.file(path, target, info)
+	case mode&fs.ModeSymlink != 0:
+		return c.symlink(path, target)
+	case mode&fs.ModeNamedPipe != 0:
+		if err := syscall.Mkfifo(target, uint32(mode.Perm())); err != nil {
+			return fmt.Errorf("mkfifo %s: %w", target, err)
+		}
+		return os.Lchown(target, c.uid, c.gid)
 	case mode&fs.ModeSocket != 0:
-		return nil
+		return nil // a socket is only meaningful to the process that bound it
 	default:
 		return fmt.Errorf("%s: unsupported file type %s", path, mode.Type())
 	}
 }
 
-func (c cloner) dir(target string, perm fs.FileMode) error {
-	if err := os.Mkdir(target, 0o700); err != nil {
+func (c cloner) dir(target string, mode fs.FileMode) error {
+	perm := mode.Perm() | 0o700
+	if err := os.Mkdir(target, perm); err != nil {
 		return err
 	}
-	// Mkdir is subject to the umask; set the final mode explicitly.
-	if err := os.Chmod(target, perm|0o700); err != nil {
+	if err := os.Lchown(target, c.uid, c.gid); err != nil {
 		return err
 	}
-	return os.Lchown(target, c.uid, c.gid)
+	return os.Chmod(target, perm) // Mkdir's mode went through the umask
 }
 
 func (c cloner) symlink(path, target string) error {
@@ -111,38 +109,22 @@ func (c cloner) symlink(path, target string) error {
 }
 
 func (c cloner) file(path, target string, info fs.FileInfo) error {
-	st, ok := info.Sys().(*syscall.Stat_t)
-	if !ok {
-		return fmt.Errorf("%s: no owner information", path)
-	}
-	if !writableBy(info.Mode(), int(st.Uid), int(st.Gid), c.uid, c.gid) {
+	if !writableBy(info, c.uid, c.gid) {
 		err := os.Link(path, target)
 		if err == nil {
 			return nil
 		}
-		if !errors.Is(err, syscall.EXDEV) && !errors.Is(err, syscall.EPERM) {
+		// EXDEV: another filesystem; EPERM: fs.protected_hardlinks refuses a
+		// caller who does not own the file; EMLINK: too many links.
+		if !errors.Is(err, syscall.EXDEV) && !errors.Is(err, syscall.EPERM) && !errors.Is(err, syscall.EMLINK) {
 			return err
 		}
 	}
-	return copyFile(path, target, info, st)
+	return c.copy(path, target, info.Mode().Perm())
 }
 
-// writableBy reports whether a caller with uid:gid could open a file with
-// this mode and owner for writing.
-func writableBy(mode fs.FileMode, ownerUID, ownerGID, uid, gid int) bool {
-	switch {
-	case uid == ownerUID:
-		return mode&0o200 != 0
-	case gid == ownerGID:
-		return mode&0o020 != 0
-	default:
-		return mode&0o002 != 0
-	}
-}
-
-// copyFile copies a regular file with its permissions (without set-id bits)
-// and modification time, owned like the source where the caller may do so.
-func copyFile(path, target string, info fs.FileInfo, st *syscall.Stat_t) (err error) {
+// copy makes a private copy of a regular file, owned by the clone's owner.
+func (c cloner) copy(path, target string, perm fs.FileMode) (err error) {
 	in, err := os.Open(path)
 	if err != nil {
 		return err
@@ -158,14 +140,29 @@ func copyFile(path, target string, info fs.FileInfo, st *syscall.Stat_t) (err er
 		}
 	}()
 	if _, err := io.Copy(out, in); err != nil {
+		return fmt.Errorf("copy %s: %w", path, err)
+	}
+	if err := out.Chown(c.uid, c.gid); err != nil {
 		return err
 	}
-	// An unprivileged caller cannot give files away; its copies stay its own.
-	if err := out.Chown(int(st.Uid), int(st.Gid)); err != nil && !errors.Is(err, syscall.EPERM) {
-		return err
+	return out.Chmod(perm) // set-id bits are not in Perm
+}
+
+// writableBy reports whether a process running as uid:gid, with no
+// supplementary groups and no capabilities, could modify the file in place
+// (the owner can always chmod it writable). ACLs are not considered.
+func writableBy(info fs.FileInfo, uid, gid int) bool {
+	st, ok := info.Sys().(*syscall.Stat_t)
+	if !ok || uid == 0 {
+		return true
 	}
-	if err := out.Chmod(info.Mode().Perm()); err != nil {
-		return err
+	perm := info.Mode().Perm()
+	switch {
+	case int(st.Uid) == uid:
+		return true
+	case int(st.Gid) == gid:
+		return perm&0o020 != 0 // the group class applies, not "other"
+	default:
+		return perm&0o002 != 0
 	}
-	return os.Chtimes(target, info.ModTime(), info.ModTime())
 }

@@ -2,7 +2,9 @@
 // executors bind into sandboxes: one fresh workspace per job, and cheap
 // per-job copies of shared trees such as a GitHub Actions runner directory.
 //
-// These helpers only touch the host filesystem; they start no process.
+// The helpers only touch the host filesystem; they start no process. Every
+// directory they create must be reachable by the sandbox's uid, so the
+// parents of a work root must be traversable (o+x) by that uid.
 package workspace
 
 import (
@@ -42,51 +44,43 @@ func Create(root, jobID string, uid, gid int) (string, error) {
 	return dir, nil
 }
 
-// dirName turns a job id into a safe directory name prefix.
+// dirName turns a job id into a safe directory name prefix: letters,
+// digits, '-', '_' and '.' are kept, anything else becomes '_'.
 func dirName(jobID string) string {
 	var b strings.Builder
+	b.WriteString("job-")
 	for _, r := range jobID {
 		if b.Len() >= maxNameLen {
 			break
 		}
 		switch {
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_':
-			b.WriteRune(r)
-		case r == '.' && b.Len() > 0:
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_', r == '.':
 			b.WriteRune(r)
 		default:
 			b.WriteByte('_')
 		}
 	}
-	if b.Len() == 0 {
-		return "job"
-	}
 	return b.String()
 }
 
-// Remove deletes a workspace and everything in it, including directories the
-// job made read-only or unreadable.
+// Remove deletes dir and everything in it. A sandbox may have left
+// directories without write or search permission for their owner; Remove
+// restores owner permissions on them and tries again. Symbolic links are
+// removed, never followed.
 func Remove(dir string) error {
 	err := os.RemoveAll(dir)
 	if err == nil {
 		return nil
 	}
-	// An unprivileged agent cannot delete entries of directories the job
-	// chmod-ed to 0500 or 0000: give every directory back to its owner and
-	// try again. WalkDir visits a directory before reading it, and never
-	// follows symbolic links.
-	walkErr := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil && !errors.Is(err, fs.ErrPermission) {
-			return err
-		}
+	// Make every directory searchable and writable by its owner, then retry.
+	// WalkDir calls fn on a directory before reading it, so the chmod comes
+	// in time for the walk to descend.
+	_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, _ error) error {
 		if d != nil && d.IsDir() {
-			return os.Chmod(path, 0o700)
+			_ = os.Chmod(path, 0o700)
 		}
 		return nil
 	})
-	if walkErr != nil {
-		return fmt.Errorf("remove workspace %s: %w", dir, errors.Join(err, walkErr))
-	}
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("remove workspace %s: %w", dir, err)
 	}

@@ -6,104 +6,80 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
 )
 
-// testIDs returns ids to own test files by: a uid no host user has when
-// the test runs as root, else the caller's own (only root gives files away).
-func testIDs() (uid, gid int) {
-	if os.Geteuid() == 0 {
-		return 100900, 100900
-	}
-	return os.Getuid(), os.Getgid()
-}
-
-func owner(t *testing.T, path string) (uid, gid int) {
-	t.Helper()
-	info, err := os.Lstat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := info.Sys().(*syscall.Stat_t)
-	return int(st.Uid), int(st.Gid)
-}
-
 func TestDirName(t *testing.T) {
-	tests := []struct{ in, want string }{
-		{"job-1", "job-1"},
-		{"", "job"},
-		{"../../etc", "_._.._etc"},
-		{".hidden", "_hidden"},
-		{"a b/c\x00d", "a_b_c_d"},
-		{"ünï", "_n_"},
-		{strings.Repeat("x", 100), strings.Repeat("x", maxNameLen)},
+	tests := []struct {
+		jobID, want string
+	}{
+		{"42", "job-42"},
+		{"org/repo#7", "job-org_repo_7"},
+		{"../../etc", "job-.._.._etc"},
+		{"", "job-"},
+		{"é", "job-_"},
+		{strings.Repeat("a", 200), "job-" + strings.Repeat("a", maxNameLen-len("job-"))},
 	}
 	for _, tt := range tests {
-		if got := dirName(tt.in); got != tt.want {
-			t.Errorf("dirName(%q) = %q, want %q", tt.in, got, tt.want)
+		if diff := cmp.Diff(tt.want, dirName(tt.jobID)); diff != "" {
+			t.Errorf("dirName(%q) (-want +got):\n%s", tt.jobID, diff)
 		}
 	}
 }
 
 func TestCreate(t *testing.T) {
+	uid, gid := os.Getuid(), os.Getgid()
+	if os.Geteuid() == 0 {
+		uid, gid = 123456, 123457
+	}
 	root := filepath.Join(t.TempDir(), "work")
-	uid, gid := testIDs()
-	a, err := Create(root, "job/1", uid, gid)
+	dir, err := Create(root, "org/repo#1", uid, gid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := Create(root, "job/1", uid, gid)
+	if filepath.Dir(dir) != root || !strings.HasPrefix(filepath.Base(dir), "job-org_repo_1-") {
+		t.Errorf("workspace %s, want job-org_repo_1-* under %s", dir, root)
+	}
+	assertOwner(t, dir, uid, gid, 0o700|os.ModeDir)
+	assertOwner(t, root, os.Getuid(), os.Getgid(), 0o711|os.ModeDir)
+
+	other, err := Create(root, "org/repo#1", uid, gid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a == b {
-		t.Errorf("two workspaces of one job share %s", a)
+	if other == dir {
+		t.Errorf("two workspaces of one job share %s", dir)
 	}
-	if filepath.Dir(a) != root || !strings.HasPrefix(filepath.Base(a), "job_1-") {
-		t.Errorf("workspace %s, want job_1-* under %s", a, root)
-	}
-	info, err := os.Stat(a)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if perm := info.Mode().Perm(); perm != 0o700 {
-		t.Errorf("workspace mode %04o, want 0700", perm)
-	}
-	if u, g := owner(t, a); u != uid || g != gid {
-		t.Errorf("workspace owned by %d:%d, want %d:%d", u, g, uid, gid)
-	}
-	rootInfo, err := os.Stat(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if perm := rootInfo.Mode().Perm(); perm != 0o711 {
-		t.Errorf("work root mode %04o, want 0711", perm)
-	}
-	if _, err := Create("relative", "j", uid, gid); err == nil {
-		t.Error("Create with a relative root: no error")
+	if _, err := Create("relative", "x", uid, gid); err == nil {
+		t.Error("Create accepted a relative root")
 	}
 }
 
 func TestRemove(t *testing.T) {
-	uid, gid := testIDs()
-	ws, err := Create(t.TempDir(), "j", uid, gid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// What a job may leave: unreadable and unwritable directories.
-	deep := filepath.Join(ws, "a", "b", "c")
-	if err := os.MkdirAll(deep, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(deep, "f"), []byte("x"), 0o444); err != nil {
-		t.Fatal(err)
-	}
-	for _, d := range []string{deep, filepath.Dir(deep)} {
-		if err := os.Chmod(d, 0); err != nil {
+	dir := t.TempDir()
+	ws := filepath.Join(dir, "ws")
+	outside := filepath.Join(dir, "outside")
+	for _, d := range []string{filepath.Join(ws, "a", "b"), outside} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := os.Chmod(filepath.Join(ws, "a"), 0o500); err != nil {
+	if err := os.WriteFile(filepath.Join(ws, "a", "b", "f"), []byte("x"), 0o400); err != nil {
 		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(outside, "keep"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// What a job may leave: a link out of its workspace, directories
+	// closed to their owner.
+	if err := os.Symlink(outside, filepath.Join(ws, "link")); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{filepath.Join(ws, "a", "b"), filepath.Join(ws, "a")} {
+		if err := os.Chmod(d, 0); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := Remove(ws); err != nil {
 		t.Fatal(err)
@@ -111,54 +87,25 @@ func TestRemove(t *testing.T) {
 	if _, err := os.Lstat(ws); !os.IsNotExist(err) {
 		t.Errorf("workspace still there: %v", err)
 	}
+	if _, err := os.Stat(filepath.Join(outside, "keep")); err != nil {
+		t.Errorf("Remove followed a link out of the workspace: %v", err)
+	}
 	if err := Remove(ws); err != nil {
-		t.Errorf("Remove of a removed workspace: %v", err)
+		t.Errorf("removing a missing workspace: %v", err)
 	}
 }
 
-func TestCheckTraversable(t *testing.T) {
-	base := t.TempDir()
-	if err := os.Chmod(filepath.Dir(base), 0o711); err != nil {
+// assertOwner checks a path's owner and mode.
+func assertOwner(t *testing.T, path string, uid, gid int, mode os.FileMode) {
+	t.Helper()
+	info, err := os.Lstat(path)
+	if err != nil {
 		t.Fatal(err)
 	}
-	me, mygid := os.Getuid(), os.Getgid()
-	other := me + 54321
-	mk := func(name string, mode os.FileMode) string {
-		p := filepath.Join(base, name)
-		if err := os.Mkdir(p, mode); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chmod(p, mode); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	open := mk("open", 0o711)
-	closed := mk("closed", 0o700)
-	group := mk("group", 0o710)
-	tests := []struct {
-		name     string
-		dir      string
-		uid, gid int
-		wantErr  string
-	}{
-		{"others may search", filepath.Join(open, "not-yet", "work"), other, other, ""},
-		{"owner may search", closed, me, mygid, ""},
-		{"closed to others", filepath.Join(closed, "work"), other, other, "chmod o+x " + closed},
-		{"group may search", group, other, mygid, ""},
-		{"group bit does not serve others", group, other, other, "chmod o+x " + group},
-		{"owner without x", closed, other, other, "is not traversable by uid"},
-		{"relative", "work", other, other, "not an absolute path"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			err := CheckTraversable(tt.dir, tt.uid, tt.gid)
-			switch {
-			case tt.wantErr == "" && err != nil:
-				t.Errorf("CheckTraversable: %v, want nil", err)
-			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
-				t.Errorf("CheckTraversable: %v, want an error containing %q", err, tt.wantErr)
-			}
-		})
+	st := info.Sys().(*syscall.Stat_t)
+	got := [3]int{int(st.Uid), int(st.Gid), int(info.Mode())}
+	want := [3]int{uid, gid, int(mode)}
+	if got != want {
+		t.Errorf("%s: owner %d:%d mode %v, want %d:%d mode %v", path, st.Uid, st.Gid, info.Mode(), uid, gid, mode)
 	}
 }

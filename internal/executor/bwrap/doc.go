@@ -1,0 +1,44 @@
+// Package bwrap is the bubblewrap executor: it runs each job in a fresh
+// bubblewrap (bwrap ≥ 0.8) sandbox.
+//
+// Identity. When the agent runs as root, bwrap itself runs as the
+// unprivileged host uid and gid Options.UIDBase+slot (no supplementary
+// groups) and creates a user namespace that maps only that id, to itself:
+// nothing in the sandbox is host root, and host files owned by root are not
+// the sandbox's. When the agent is not root, bwrap runs as the agent's uid.
+// The job has no capabilities and may not create further user namespaces.
+//
+// Filesystem. A tmpfs root, read-only after setup, holding:
+//   - /usr read-only, and /bin, /lib, /lib64, /sbin... as on the host
+//     (symbolic links into /usr on merged-usr systems);
+//   - the entries of Options.Etc from the host's /etc, read-only, and an
+//     /etc/passwd and /etc/group of the sandbox's own that name its user;
+//   - a fresh /proc, a minimal /dev, a private tmpfs on /tmp;
+//   - /workspace: a fresh directory under Options.WorkRoot owned by the
+//     job's uid, read-write, the working directory and default HOME;
+//     removed when Run returns unless Options.KeepWorkspace;
+//   - Spec.Binds, read-only or read-write as given.
+//
+// Namespaces. User, pid, ipc, uts (hostname "nimbus"), cgroup, mount and
+// network: the job's network namespace holds only a loopback interface.
+//
+// Environment. Exactly Spec.Env, plus PATH and HOME when it lacks them
+// (and PWD, which bubblewrap sets). The options, environment included, reach
+// bwrap through a file descriptor, never its command line.
+//
+// Lifetime. The sandbox's init is pid 1 of its pid namespace; Run kills it
+// (which makes the kernel kill every other process in the namespace,
+// daemonised or not) when the job exits, when the context is done, and on
+// Spec.Timeout; it returns only once the init has exited, that is once no
+// process of the sandbox is left. If the agent dies, bwrap and the init
+// die with it (parent-death signals: --die-with-parent).
+//
+// Exit codes. The job's exit status as is; 127 when the command is not
+// found and 126 when it cannot be executed (the sandbox starts the job
+// through /bin/sh's exec); 128+n when signal n killed the job inside; -1
+// when Run stopped it (Result.Cause says why).
+//
+// Host requirements: bubblewrap; unprivileged user namespaces; WorkRoot and
+// every parent directory traversable (o+x) by the sandbox uids. Check tests
+// all of them at once.
+package bwrap
