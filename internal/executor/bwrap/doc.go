@@ -31,7 +31,13 @@
 // daemonised or not) when the job exits, when the context is done, and on
 // Spec.Timeout; it returns only once the init has exited, that is once no
 // process of the sandbox is left. If the agent dies, bwrap and the init
-// die with it (parent-death signals: --die-with-parent).
+// die with it (parent-death signals: --die-with-parent). bwrap may exit
+// before its init, which the host's init process then reaps: run the agent
+// under one that reaps orphans (systemd; docker run --init).
+//
+// Descriptors. Run marks every descriptor the agent inherited close-on-exec
+// (bwrap would hand them to the job); the job gets only stdin (/dev/null)
+// and one pipe for stdout and stderr.
 //
 // Exit codes. The job's exit status as is; 127 when the command is not
 // found and 126 when it cannot be executed (the sandbox starts the job
@@ -39,6 +45,7 @@
 // when Run stopped it (Result.Cause says why).
 //
 // Host requirements: bubblewrap; unprivileged user namespaces; WorkRoot and
-// every parent directory traversable (o+x) by the sandbox uids. Check tests
-// all of them at once.
+// every parent directory traversable (o+x) by the sandbox uids, as must be
+// the sources of Spec.Binds (bwrap mounts them as that uid). Check tests
+// the first three at once.
 package bwrap

@@ -202,6 +202,7 @@ func (p *sandboxProcess) supervise(ctx context.Context) (code int, cause, err er
 	select {
 	case ok := <-p.started:
 		if !ok {
+			p.kill() // should the job run anyway, it would run unsupervised
 			p.wait()
 			return -1, nil, p.setupError()
 		}
