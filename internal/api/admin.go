@@ -263,7 +263,7 @@ func (s *Server) createOrg(w http.ResponseWriter, r *http.Request, p auth.Princi
 
 func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
 	q := r.URL.Query()
-	f := store.AuditFilter{OrgID: p.Org, Limit: 100}
+	f := store.AuditFilter{OrgID: p.Org, Limit: 100, Installation: p.Role == auth.RoleOwner}
 	if b := q.Get("before"); b != "" {
 		n, err := strconv.ParseInt(b, 10, 64)
 		if err != nil || n < 1 {

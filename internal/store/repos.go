@@ -140,8 +140,11 @@ type Logs interface {
 
 // AuditFilter selects audit entries, newest first.
 type AuditFilter struct {
-	OrgID    string
-	BeforeID int64 // 0: from the newest
+	OrgID string
+	// Installation adds the installation-wide entries (no org: rejected
+	// webhooks, for instance), for owners.
+	Installation bool
+	BeforeID     int64 // 0: from the newest
 	Limit    int
 }
 

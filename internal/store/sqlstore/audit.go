@@ -28,6 +28,9 @@ func (x audit) Append(ctx context.Context, e store.AuditEntry) error {
 
 func (x audit) List(ctx context.Context, f store.AuditFilter) ([]store.AuditEntry, error) {
 	q := `SELECT id, at, org_id, actor, action, target, detail FROM audit_log WHERE org_id = $1`
+	if f.Installation {
+		q = `SELECT id, at, org_id, actor, action, target, detail FROM audit_log WHERE (org_id = $1 OR org_id = '')`
+	}
 	args := []any{f.OrgID}
 	if f.BeforeID > 0 {
 		args = append(args, f.BeforeID)

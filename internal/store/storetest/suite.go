@@ -564,6 +564,11 @@ func testAudit(t *testing.T, s store.Store) {
 	if diff := cmp.Diff([]string{"act.4", "act.2", "act.0"}, actions); diff != "" {
 		t.Errorf("audit (-want +got):\n%s", diff)
 	}
+	s.Audit().Append(ctx, store.AuditEntry{At: t0, Actor: "github", Action: "webhook.rejected", Target: "d"})
+	withInst, err := s.Audit().List(ctx, store.AuditFilter{OrgID: "org_a", Installation: true})
+	if err != nil || len(withInst) != 4 || withInst[0].Action != "webhook.rejected" {
+		t.Errorf("with installation entries: %+v %v", withInst, err)
+	}
 	page, err := s.Audit().List(ctx, store.AuditFilter{OrgID: "org_a", BeforeID: got[0].ID, Limit: 1})
 	if err != nil || len(page) != 1 || page[0].Action != "act.2" || page[0].Detail["i"] != "2" {
 		t.Errorf("page: %+v %v", page, err)
