@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/nimbus-build/nimbus/internal/cache/access"
+	"github.com/nimbus-build/nimbus/internal/cache/actionscache"
 	"github.com/nimbus-build/nimbus/internal/cache/blobstore"
 	"github.com/nimbus-build/nimbus/internal/cache/disk"
 	"github.com/nimbus-build/nimbus/internal/cache/httpcache"
@@ -40,6 +42,7 @@ type Service struct {
 	disk  *disk.Store
 	store blobstore.Store
 	reapi *reapi.Server
+	gha   *actionscache.Handler
 	mux   *http.ServeMux
 
 	stop context.CancelFunc
@@ -85,6 +88,13 @@ func New(cfg Config, authn Authenticator, authz Authorizer, log *slog.Logger, re
 	s := &Service{cfg: cfg, log: log, disk: d, store: store, mux: http.NewServeMux()}
 	s.reapi = reapi.New(store, gate, log, reapi.Options{MaxBatchTotalSize: cfg.MaxBatchTotalSize})
 	s.mux.Handle(BazelHTTPPrefix, httpcache.New(store, gate, log, BazelHTTPPrefix))
+	s.gha, err = actionscache.New(store, gate, log, filepath.Join(cfg.Dir, "actions"), actionscache.Options{})
+	if err != nil {
+		d.Close()
+		return nil, err
+	}
+	s.mux.Handle(actionscache.Prefix, s.gha)
+	s.mux.Handle(actionscache.TwirpPrefix, s.gha)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
@@ -132,7 +142,7 @@ func (s *Service) sweepLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if n := s.reapi.SweepUploads(s.cfg.UploadIdleTimeout); n > 0 {
+			if n := s.reapi.SweepUploads(s.cfg.UploadIdleTimeout) + s.gha.Sweep(s.cfg.UploadIdleTimeout); n > 0 {
 				s.log.Info("abandoned idle uploads", "count", n)
 			}
 		}
@@ -149,7 +159,10 @@ func (s *Service) RegisterGRPC(g *grpc.Server) {
 	}
 }
 
-// Handler serves the HTTP routes: the Bazel HTTP cache under /cache/.
+// Handler serves the HTTP routes: the Bazel HTTP cache under /cache/, the
+// Actions cache v1 API and signed blob URLs under /actions-cache/ and its v2
+// Twirp API under /twirp/github.actions.results.api.v1.CacheService/ (the
+// client builds that path from the host root). Mount it at the root.
 func (s *Service) Handler() http.Handler { return s.mux }
 
 // Store returns the blob store behind every protocol (for the benchmark and
@@ -162,7 +175,11 @@ func (s *Service) Close() error {
 	s.stop()
 	s.wg.Wait()
 	s.reapi.Close()
-	return s.disk.Close()
+	err := s.gha.Close()
+	if derr := s.disk.Close(); err == nil {
+		err = derr
+	}
+	return err
 }
 
 // Entries returns the number of entries in the local store's index.

@@ -1,0 +1,167 @@
+package actionscache
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/nimbus-build/nimbus/internal/auth"
+	"github.com/nimbus-build/nimbus/internal/cache/access"
+	"github.com/nimbus-build/nimbus/internal/cache/blobstore"
+	"github.com/nimbus-build/nimbus/internal/cache/httperr"
+)
+
+// Twirp request bodies (proto field names, as @actions/cache sends them).
+type createReq struct {
+	Key     string `json:"key"`
+	Version string `json:"version"`
+}
+
+type finalizeReq struct {
+	Key       string `json:"key"`
+	Version   string `json:"version"`
+	SizeBytes string `json:"size_bytes"`
+}
+
+type downloadReq struct {
+	Key         string   `json:"key"`
+	RestoreKeys []string `json:"restore_keys"`
+	Version     string   `json:"version"`
+}
+
+// twirpError answers a Twirp error: {"code": ..., "msg": ...}.
+func twirpError(w http.ResponseWriter, err error) {
+	code, status := "internal", http.StatusInternalServerError
+	switch {
+	case errors.Is(err, auth.ErrUnauthenticated):
+		code, status = "unauthenticated", http.StatusUnauthorized
+	case errors.Is(err, auth.ErrForbidden):
+		code, status = "permission_denied", http.StatusForbidden
+	case errors.Is(err, blobstore.ErrNotFound):
+		code, status = "not_found", http.StatusNotFound
+	case errors.Is(err, blobstore.ErrInvalid):
+		code, status = "invalid_argument", http.StatusBadRequest
+	case errors.Is(err, blobstore.ErrQuotaExceeded), errors.Is(err, blobstore.ErrTooLarge):
+		code, status = "resource_exhausted", http.StatusTooManyRequests
+	case errors.Is(err, blobstore.ErrUnavailable):
+		code, status = "unavailable", http.StatusServiceUnavailable
+	}
+	msg := err.Error()
+	if status == http.StatusInternalServerError {
+		msg = "internal error"
+	}
+	httperr.WriteJSON(w, status, map[string]string{"code": code, "msg": msg})
+}
+
+// decodeTwirp parses a JSON Twirp request strictly.
+func decodeTwirp(r *http.Request, v any) error {
+	if r.Method != http.MethodPost {
+		return fmt.Errorf("%w: Twirp wants POST", blobstore.ErrInvalid)
+	}
+	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+		return fmt.Errorf("%w: Content-Type %q: only JSON is served", blobstore.ErrInvalid, ct)
+	}
+	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%w: JSON body: %v", blobstore.ErrInvalid, err)
+	}
+	return nil
+}
+
+func (h *Handler) serveTwirp(w http.ResponseWriter, r *http.Request) {
+	if err := h.twirp(w, r); err != nil {
+		if httperr.Status(err) == http.StatusInternalServerError {
+			h.log.ErrorContext(r.Context(), "actions cache twirp", "path", r.URL.Path, "err", err)
+		}
+		twirpError(w, err)
+	}
+}
+
+func (h *Handler) twirp(w http.ResponseWriter, r *http.Request) error {
+	method := strings.TrimPrefix(r.URL.Path, TwirpPrefix)
+	c, err := h.gate.Check(r.Context(), access.RequestToken(r))
+	if err != nil {
+		return err
+	}
+	switch method {
+	case "CreateCacheEntry":
+		var req createReq
+		if err := decodeTwirp(r, &req); err != nil {
+			return err
+		}
+		if err := c.RequireWrite(); err != nil {
+			return err
+		}
+		p, err := h.reserve(c, req.Key, req.Version, 0)
+		if errors.Is(err, errExists) {
+			httperr.WriteJSON(w, http.StatusOK, map[string]any{"ok": false})
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		httperr.WriteJSON(w, http.StatusOK, map[string]any{"ok": true, "signed_upload_url": h.uploadURL(r, p)})
+		return nil
+	case "FinalizeCacheEntryUpload":
+		var req finalizeReq
+		if err := decodeTwirp(r, &req); err != nil {
+			return err
+		}
+		if err := c.RequireWrite(); err != nil {
+			return err
+		}
+		size, err := strconv.ParseInt(req.SizeBytes, 10, 64)
+		if err != nil || size < 0 {
+			return fmt.Errorf("%w: size_bytes %q", blobstore.ErrInvalid, req.SizeBytes)
+		}
+		p := h.findPending(c, req.Key, req.Version)
+		if p == nil {
+			httperr.WriteJSON(w, http.StatusOK, map[string]any{"ok": false})
+			return nil
+		}
+		p.busy.Lock()
+		e, err := h.commit(r, p, size)
+		p.busy.Unlock()
+		if err != nil {
+			return err
+		}
+		httperr.WriteJSON(w, http.StatusOK, map[string]any{"ok": true, "entry_id": strconv.FormatInt(e.Created.UnixNano(), 10)})
+		return nil
+	case "GetCacheEntryDownloadURL":
+		var req downloadReq
+		if err := decodeTwirp(r, &req); err != nil {
+			return err
+		}
+		keys := append([]string{req.Key}, req.RestoreKeys...)
+		if req.Key == "" || len(keys) > 10 || req.Version == "" {
+			return fmt.Errorf("%w: want key, at most 9 restore keys, and version", blobstore.ErrInvalid)
+		}
+		e, err := h.lookup(r, c, keys, req.Version)
+		if err != nil {
+			return err
+		}
+		if e == nil {
+			httperr.WriteJSON(w, http.StatusOK, map[string]any{"ok": false, "signed_download_url": "", "matched_key": ""})
+			return nil
+		}
+		httperr.WriteJSON(w, http.StatusOK, map[string]any{"ok": true, "signed_download_url": h.downloadURL(r, e), "matched_key": e.Key})
+		return nil
+	}
+	return fmt.Errorf("%w: Twirp method %q", blobstore.ErrNotFound, method)
+}
+
+func (h *Handler) findPending(c access.Caller, key, version string) *pending {
+	own, _ := scopes(c)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, p := range h.pending {
+		if p.org == c.Org() && p.scope == own && p.key == key && p.version == version {
+			return p
+		}
+	}
+	return nil
+}
