@@ -145,15 +145,19 @@ func TestWebhookRejections(t *testing.T) {
 		body []byte
 		want int
 	}{
-		"wrong secret": {func() http.Header { return githubtest.DeliveryHeaders([]byte("not-the-secret"), "workflow_job", "r-2", body) }, body, 401},
-		"no signature": {func() http.Header { return githubtest.DeliveryHeaders(nil, "workflow_job", "r-3", body) }, body, 401},
+		"wrong secret": {func() http.Header {
+			return githubtest.DeliveryHeaders([]byte("not-the-secret"), "workflow_job", "r-2", body)
+		}, body, 401},
+		"no signature":  {func() http.Header { return githubtest.DeliveryHeaders(nil, "workflow_job", "r-3", body) }, body, 401},
 		"tampered body": {func() http.Header { return good.Clone() }, bytes.Replace(body, []byte(`"queued"`), []byte(`"completed"`), 1), 401},
 		"no delivery id": {func() http.Header {
 			x := good.Clone()
 			x.Del("X-GitHub-Delivery")
 			return x
 		}, body, 400},
-		"bad json": {func() http.Header { return githubtest.DeliveryHeaders([]byte(h.WebhookSecret), "workflow_job", "r-4", []byte("{")) }, []byte("{"), 400},
+		"bad json": {func() http.Header {
+			return githubtest.DeliveryHeaders([]byte(h.WebhookSecret), "workflow_job", "r-4", []byte("{"))
+		}, []byte("{"), 400},
 	} {
 		if got := post(tc.hdr(), tc.body); got != tc.want {
 			t.Errorf("%s: %d, want %d", name, got, tc.want)
@@ -251,4 +255,3 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
-

@@ -145,7 +145,7 @@ type AuditFilter struct {
 	// webhooks, for instance), for owners.
 	Installation bool
 	BeforeID     int64 // 0: from the newest
-	Limit    int
+	Limit        int
 }
 
 // Audit is the append-only audit log.
