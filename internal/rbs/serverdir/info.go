@@ -10,8 +10,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 
@@ -111,18 +113,23 @@ func writeAtomic(path string, data []byte) error {
 // Read returns what the server in dir published: server_info.rawproto when
 // present, otherwise command_port and the cookie files (Bazel 4.x writes
 // both). It returns ErrNotReady while files are missing.
-func Read(dir string) (Info, error) {
-	raw, err := readSmall(filepath.Join(dir, ServerInfoFile))
+func Read(dir string) (Info, error) { return ReadFS(os.DirFS(dir), ".") }
+
+// ReadFS is Read within fsys. The agent reads a sandboxed server's files
+// through an os.Root's FS, so a symlink planted there cannot make it read
+// anything outside the session's storage.
+func ReadFS(fsys fs.FS, dir string) (Info, error) {
+	raw, err := readSmall(fsys, path.Join(dir, ServerInfoFile))
 	if err == nil {
 		return ParseServerInfo(raw)
 	}
-	if !errors.Is(err, os.ErrNotExist) {
+	if !errors.Is(err, fs.ErrNotExist) {
 		return Info{}, fmt.Errorf("read server files: %w", err)
 	}
 	var parts [3][]byte
 	for i, name := range []string{CommandPortFile, RequestCookieFile, ResponseCookieFile} {
-		parts[i], err = readSmall(filepath.Join(dir, name))
-		if errors.Is(err, os.ErrNotExist) {
+		parts[i], err = readSmall(fsys, path.Join(dir, name))
+		if errors.Is(err, fs.ErrNotExist) {
 			return Info{}, ErrNotReady
 		}
 		if err != nil {
@@ -199,7 +206,7 @@ func Remove(dir string, info Info) error {
 	}
 	for name, want := range check {
 		p := filepath.Join(dir, name)
-		got, err := readSmall(p)
+		got, err := readSmall(os.DirFS(dir), name)
 		if err != nil || strings.TrimSpace(string(got)) != want {
 			continue
 		}
@@ -208,7 +215,7 @@ func Remove(dir string, info Info) error {
 		}
 	}
 	p := filepath.Join(dir, ServerInfoFile)
-	if raw, err := readSmall(p); err == nil {
+	if raw, err := readSmall(os.DirFS(dir), ServerInfoFile); err == nil {
 		if got, err := ParseServerInfo(raw); err == nil && got == info {
 			if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 				errs = append(errs, err)
@@ -230,8 +237,8 @@ func RemoveStale(dir string) error {
 	return errors.Join(errs...)
 }
 
-func readSmall(path string) ([]byte, error) {
-	f, err := os.Open(path)
+func readSmall(fsys fs.FS, name string) ([]byte, error) {
+	f, err := fsys.Open(name)
 	if err != nil {
 		return nil, err
 	}
@@ -241,7 +248,7 @@ func readSmall(path string) ([]byte, error) {
 		return nil, err
 	}
 	if len(b) > maxFileSize {
-		return nil, fmt.Errorf("%s is larger than %d bytes", path, maxFileSize)
+		return nil, fmt.Errorf("%s is larger than %d bytes", name, maxFileSize)
 	}
 	return b, nil
 }

@@ -282,4 +282,3 @@ func hashFile(abs string, key statKey) (Entry, error) {
 	h.Sum(e.Digest[:0])
 	return e, nil
 }
-
