@@ -54,6 +54,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	}
 	cmd, rest := args[0], args[1:]
 	switch cmd {
+	case "up":
+		return app.UpMain(ctx, rest, stdout, stderr, getenv)
+	case "agent":
+		return app.AgentMain(ctx, rest, stdout, stderr, getenv)
 	case "server":
 		return app.ServerMain(ctx, rest, stdout, stderr, getenv)
 	case "ctl":

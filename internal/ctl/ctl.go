@@ -35,10 +35,12 @@ type globals struct {
 }
 
 func (g *globals) register(fs *flag.FlagSet) {
-	fs.StringVar(&g.server, "server", "", "server URL (env NIMBUS_SERVER; default: the URL of a local `nimbus up` found in --data-dir)")
-	fs.StringVar(&g.token, "token", "", "API token (env NIMBUS_TOKEN; default: <data-dir>/admin.token)")
-	fs.StringVar(&g.dataDir, "data-dir", "", "data dir of a local `nimbus up` (env NIMBUS_DATA_DIR; default .nimbus)")
-	fs.BoolVar(&g.json, "json", false, "print JSON instead of tables")
+	// The current values are the defaults: flags given before the command
+	// survive registering them again on the command's own flag set.
+	fs.StringVar(&g.server, "server", g.server, "server URL (env NIMBUS_SERVER; default: the URL of a local `nimbus up` found in --data-dir)")
+	fs.StringVar(&g.token, "token", g.token, "API token (env NIMBUS_TOKEN; default: <data-dir>/admin.token)")
+	fs.StringVar(&g.dataDir, "data-dir", g.dataDir, "data dir of a local `nimbus up` (env NIMBUS_DATA_DIR; default .nimbus)")
+	fs.BoolVar(&g.json, "json", g.json, "print JSON instead of tables")
 }
 
 // client resolves the server and token: flags, then the environment, then

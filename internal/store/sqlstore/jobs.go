@@ -269,7 +269,9 @@ func (x jobs) Finish(ctx context.Context, id, agentID string, fence int64, o sto
 	if !o.State.Terminal() {
 		return store.Job{}, fmt.Errorf("finish %s: state %q is not final", id, o.State)
 	}
-	return x.leaseUpdate(ctx, "finish", `state = $4, exit_code = $5, reason = $6, finished_at = $7, updated_at = $7, lease_expires_at = 0`,
+	// A cancelled job keeps the reason it was cancelled for (who asked).
+	return x.leaseUpdate(ctx, "finish", `state = $4, exit_code = $5, finished_at = $7, updated_at = $7, lease_expires_at = 0,
+		reason = CASE WHEN $4 = 'cancelled' AND cancel_requested AND reason <> '' THEN reason ELSE $6 END`,
 		"", id, agentID, fence, string(o.State), nullExit(o.ExitCode), o.Reason, micros(now))
 }
 
