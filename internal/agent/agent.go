@@ -69,7 +69,17 @@ func (a *Agent) Run(ctx context.Context) error {
 	if !a.started.CompareAndSwap(false, true) {
 		return errors.New("agent: Run called more than once")
 	}
-	if err := a.setUp(ctx); err != nil {
+	// A graceful stop during start-up, with no job running yet, ends Run.
+	setUpCtx, stopSetUp := a.untilGracefulStop(ctx)
+	err := a.setUp(setUpCtx)
+	stopSetUp()
+	switch {
+	case ctx.Err() != nil:
+		return context.Cause(ctx)
+	case errors.Is(err, ErrGracefulStop):
+		a.log.Info("stopped gracefully during start-up")
+		return nil
+	case err != nil:
 		return err
 	}
 	a.log.Info("agent running", "labels", a.cfg.Labels, "max_jobs", a.cfg.MaxJobs, "executor", a.cfg.Executor.Name())
@@ -94,7 +104,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		endLoops(errJobsDone)
 		return err
 	})
-	err := g.Wait()
+	err = g.Wait()
 	if err == nil {
 		err = context.Cause(ctx)
 	}

@@ -621,6 +621,7 @@ func (f *fakeControlPlane) lease(r *http.Request, ag *fakeAgent) (any, error) {
 		return nil, errorf(http.StatusBadRequest, apiv1.CodeBadRequest, "wait_seconds: must be between 0 and 60")
 	}
 	f.mu.Lock()
+	f.reapLocked()
 	if n := f.liveLocked(ag.id); n >= ag.maxJobs {
 		f.violate("lease requested while holding %d leases (max jobs %d)", n, ag.maxJobs)
 	}

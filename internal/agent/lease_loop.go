@@ -10,6 +10,10 @@ import (
 	"github.com/nimbus-build/nimbus/internal/apiv1"
 )
 
+// minLeaseInterval spaces lease requests that the server answers at once
+// with no job.
+const minLeaseInterval = time.Second
+
 // spawnFunc starts a job runner for a lease in a slot, which the runner
 // releases when it ends.
 type spawnFunc func(lease apiv1.Lease, grantedAt time.Time, slot int)
@@ -50,9 +54,18 @@ func (a *Agent) runLeaseLoop(ctx context.Context, spawn spawnFunc) error {
 // leaseStep makes one lease request for slot and spawns a runner when a
 // job came; it reports whether one did.
 func (a *Agent) leaseStep(ctx context.Context, slot int, spawn spawnFunc) (bool, error) {
+	sent := time.Now()
 	lease, err := a.cp.lease(ctx, a.cfg.LeaseWait)
-	if err != nil || lease == nil {
+	if err != nil {
 		return false, err
+	}
+	if lease == nil {
+		// A server that answers "no job" without waiting is not asked
+		// again at once.
+		if early := time.Since(sent); early < a.cfg.LeaseWait/2 {
+			pause(ctx, min(a.cfg.LeaseWait/2, minLeaseInterval)-early)
+		}
+		return false, nil
 	}
 	grantedAt := time.Now()
 	if err := checkLease(lease); err != nil {

@@ -67,12 +67,10 @@ func TestStartErrors(t *testing.T) {
 	spent := f.joinToken("linux")
 	base, _ := testConfig(t, url, f, idle)
 	base.JoinToken = spent
-	a, err := New(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.GracefulStop()
-	if err := a.Run(t.Context()); err != nil {
+	enrolling := startAgent(t, base)
+	f.waitFor(t, "registration", func() bool { return f.agentsCopy()["agent-1"].registered == 1 })
+	enrolling.GracefulStop()
+	if err := enrolling.wait(t); err != nil {
 		t.Fatalf("enrolling Run: %v", err)
 	}
 	enrolledDir := base.StateDir
@@ -143,6 +141,19 @@ func TestStartErrors(t *testing.T) {
 				t.Errorf("Run: %v; want an error containing %q", err, want)
 			}
 		})
+	}
+}
+
+func TestGracefulStopDuringStartUp(t *testing.T) {
+	t.Parallel()
+	f := newFakeControlPlane(30 * time.Second)
+	cfg, _ := testConfig(t, f.serve(t), f, idle)
+	f.setDown(true) // enrollment is retried until the server answers
+	ra := startAgent(t, cfg)
+	f.waitFor(t, "an enrollment attempt", func() bool { return f.callCount("enroll") > 0 })
+	ra.GracefulStop()
+	if err := ra.wait(t); err != nil {
+		t.Fatalf("Run: %v", err)
 	}
 }
 

@@ -56,7 +56,7 @@ func (a *Agent) runSyncLoop(ctx context.Context) error {
 		if renewed {
 			lastOK = began
 		}
-		next := minSyncInterval
+		next := min(minSyncInterval, minTTL/3)
 		if len(refs) == 0 {
 			// ±10% so that a fleet does not beat in step.
 			next = a.cfg.IdleHeartbeat * time.Duration(90+rand.IntN(21)) / 100
