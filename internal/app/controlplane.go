@@ -14,9 +14,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
 
 	"github.com/nimbus-build/nimbus/internal/api"
 	"github.com/nimbus-build/nimbus/internal/auth"
+	"github.com/nimbus-build/nimbus/internal/cache"
+	"github.com/nimbus-build/nimbus/internal/cache/actionscache"
 	"github.com/nimbus-build/nimbus/internal/github"
 	"github.com/nimbus-build/nimbus/internal/jobs"
 	"github.com/nimbus-build/nimbus/internal/policy"
@@ -33,9 +36,12 @@ type ControlPlane struct {
 	Jobs     *jobs.Service
 	API      *api.Server
 	Registry *prometheus.Registry
+	Cache    *cache.Service
 	// Bootstrap is set when this start created the installation.
 	Bootstrap *Bootstrap
 	log       *slog.Logger
+	grpcLn    net.Listener
+	grpcAddr  string
 }
 
 // OpenControlPlane opens the database (creating and migrating it), loads
@@ -59,6 +65,9 @@ func OpenControlPlane(ctx context.Context, c ServerConfig, log *slog.Logger) (*C
 	}
 	cp := &ControlPlane{Config: c, Store: st, log: log}
 	if err := cp.build(ctx, sealer); err != nil {
+		if cp.Cache != nil {
+			cp.Cache.Close()
+		}
 		st.Close()
 		return nil, err
 	}
@@ -103,9 +112,19 @@ func (cp *ControlPlane) build(ctx context.Context, sealer *auth.Sealer) error {
 		return err
 	}
 	cp.Jobs = svc
+	authn := auth.NewAuthenticator(cp.Store, ring, nil)
+	cp.Cache, err = cache.New(cache.Config{
+		Dir: c.CacheDir, MaxBytes: c.CacheMaxBytes, DefaultQuota: cache.Quota{Soft: c.CacheQuotaSoft, Hard: c.CacheQuotaHard},
+	}, authn, policy.OrgAuthorizer{Engine: pol}, cp.log, cp.Registry)
+	if err != nil {
+		return fmt.Errorf("build cache: %w", err)
+	}
 	cp.API = api.New(api.Options{
-		Store: cp.Store, Jobs: svc, Auth: auth.NewAuthenticator(cp.Store, ring, nil), Keyring: ring, Policy: pol,
-		Secrets: sec, Gatherer: cp.Registry, Logger: cp.log,
+		Store: cp.Store, Jobs: svc, Auth: authn, Keyring: ring, Policy: pol,
+		Secrets: sec, Gatherer: cp.Registry, Logger: cp.log, JobEnv: cp.jobEnv,
+		Mounts: map[string]http.Handler{
+			cache.BazelHTTPPrefix: cp.Cache.Handler(), actionscache.Prefix: cp.Cache.Handler(), actionscache.TwirpPrefix: cp.Cache.Handler(),
+		},
 	})
 	cp.Bootstrap, err = bootstrap(ctx, cp.Store, sec, c.DataDir)
 	return err
@@ -142,8 +161,32 @@ func (cp *ControlPlane) githubApp(ctx context.Context, sec *secrets.Store) (jobs
 	return jobs.GitHubRunnerMinter{App: app, RunnerGroupID: c.GitHubRunnerGroupID}, nil
 }
 
-// Serve serves the API on ln and runs the background loops until ctx
-// ends, then shuts down gracefully.
+// jobEnv is what a leased job gets to use the build cache without setup:
+// the endpoints and a credential scoped to this job and the cache, valid
+// for the job's run time.
+func (cp *ControlPlane) jobEnv(ctx context.Context, j store.Job) (map[string]string, error) {
+	scopes := []string{"cache.read", "cache.write"}
+	if gh := j.GitHub; gh != nil && gh.HeadBranch != "" {
+		scopes = append(scopes, "cache.ref=refs/heads/"+gh.HeadBranch)
+	}
+	ttl := j.Spec.Timeout + 10*time.Minute
+	if j.Spec.Timeout == 0 {
+		ttl = cp.Config.DefaultTimeout + 10*time.Minute
+	}
+	tok, err := cp.Keyring.Sign(auth.Claims{Kind: auth.KindJob, Subject: j.ID, Org: j.OrgID, Scopes: scopes}, ttl)
+	if err != nil {
+		return nil, err
+	}
+	grpcURL := ""
+	if cp.grpcAddr != "" {
+		grpcURL = "grpc://" + cp.grpcAddr
+	}
+	return cache.JobEnv(cp.Config.PublicURL, grpcURL, tok), nil
+}
+
+// Serve serves the API on ln (and the cache's gRPC API on its own
+// listener) and runs the background loops until ctx ends, then shuts down
+// gracefully.
 func (cp *ControlPlane) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
 		Handler:           cp.API,
@@ -161,6 +204,22 @@ func (cp *ControlPlane) Serve(ctx context.Context, ln net.Listener) error {
 		return nil
 	})
 	g.Go(func() error { return cp.Jobs.Run(gctx) })
+	if cp.grpcLn != nil {
+		gs := grpc.NewServer(grpc.MaxRecvMsgSize(16<<20), grpc.MaxSendMsgSize(16<<20))
+		cp.Cache.RegisterGRPC(gs)
+		g.Go(func() error { return gs.Serve(cp.grpcLn) })
+		g.Go(func() error {
+			<-gctx.Done()
+			stopped := make(chan struct{})
+			go func() { gs.GracefulStop(); close(stopped) }()
+			select {
+			case <-stopped:
+			case <-time.After(10 * time.Second):
+				gs.Stop()
+			}
+			return nil
+		})
+	}
 	g.Go(func() error {
 		<-gctx.Done()
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -170,11 +229,41 @@ func (cp *ControlPlane) Serve(ctx context.Context, ln net.Listener) error {
 	return g.Wait()
 }
 
-// Close releases the database.
-func (cp *ControlPlane) Close() error { return cp.Store.Close() }
+// ListenGRPC opens the cache's gRPC listener (before Serve), so that jobs
+// learn its address.
+func (cp *ControlPlane) ListenGRPC() error {
+	if cp.Config.CacheGRPCListen == "" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", cp.Config.CacheGRPCListen)
+	if err != nil {
+		return fmt.Errorf("cache-grpc-listen: %w", err)
+	}
+	cp.grpcLn, cp.grpcAddr = ln, ln.Addr().String()
+	return nil
+}
 
-// WriteURL records the server's URL in the data dir, where `nimbus ctl`
-// finds it.
-func (cp *ControlPlane) WriteURL(url string) error {
+// GRPCURL is the cache's gRPC endpoint as Bazel takes it, or "off".
+func (cp *ControlPlane) GRPCURL() string {
+	if cp.grpcAddr == "" {
+		return "off"
+	}
+	return "grpc://" + cp.grpcAddr
+}
+
+// Close saves the cache's index and releases the database.
+func (cp *ControlPlane) Close() error {
+	cerr := cp.Cache.Close()
+	if err := cp.Store.Close(); err != nil {
+		return err
+	}
+	return cerr
+}
+
+// SetURL sets the URL agents and jobs reach the server at (once the
+// listener's port is known) and records it in the data dir, where
+// `nimbus ctl` finds it. Call it before Serve.
+func (cp *ControlPlane) SetURL(url string) error {
+	cp.Config.PublicURL = url
 	return os.WriteFile(filepath.Join(cp.Config.DataDir, "url"), []byte(url+"\n"), 0o600)
 }

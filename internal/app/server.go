@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 
 	"github.com/nimbus-build/nimbus/internal/config"
 )
@@ -32,13 +33,20 @@ func ServerMain(ctx context.Context, args []string, stdout, stderr io.Writer, ge
 		return 1
 	}
 	defer cp.Close()
+	if err := cp.ListenGRPC(); err != nil {
+		fmt.Fprintf(stderr, "nimbus server: %v\n", err)
+		return 1
+	}
 	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {
 		fmt.Fprintf(stderr, "nimbus server: %v\n", err)
 		return 1
 	}
 	url := c.PublicURL
-	if err := cp.WriteURL(url); err != nil {
+	if strings.HasSuffix(c.Listen, ":0") && strings.HasSuffix(url, ":0") {
+		url = "http://" + ln.Addr().String()
+	}
+	if err := cp.SetURL(url); err != nil {
 		fmt.Fprintf(stderr, "nimbus server: %v\n", err)
 		return 1
 	}

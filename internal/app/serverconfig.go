@@ -31,6 +31,12 @@ type ServerConfig struct {
 	OrgJobBurst    int
 	PoolLabels     []string
 
+	CacheDir        string
+	CacheMaxBytes   int64
+	CacheGRPCListen string
+	CacheQuotaSoft  int64
+	CacheQuotaHard  int64
+
 	GitHubAppID         int64
 	GitHubClientID      string
 	GitHubAppKeyFile    string
@@ -59,6 +65,12 @@ func (c *ServerConfig) Register(s *config.Set) {
 	s.IntVar(&c.OrgJobBurst, "org-job-burst", d.OrgJobBurst, "jobs an org may create at once before the rate applies")
 	c.PoolLabels = d.Pools[0].Labels
 	s.Var(config.ListValue{List: &c.PoolLabels}, "pool-labels", "runner labels this server serves: a GitHub job is taken when all its labels are among them")
+	s.StringVar(&c.CacheDir, "cache-dir", "", "build cache storage (default <data-dir>/cache)")
+	c.CacheMaxBytes = 20 << 30
+	s.Var(config.SizeValue{Size: &c.CacheMaxBytes}, "cache-max-size", "bound of the build cache on disk (0: none)")
+	s.StringVar(&c.CacheGRPCListen, "cache-grpc-listen", "127.0.0.1:9092", "address of the Bazel remote cache gRPC API (REAPI v2), plaintext h2c; empty: off")
+	s.Var(config.SizeValue{Size: &c.CacheQuotaSoft}, "cache-org-soft-quota", "bytes an org may keep before its least recently used blobs are evicted (0: none)")
+	s.Var(config.SizeValue{Size: &c.CacheQuotaHard}, "cache-org-hard-quota", "bytes beyond which an org's writes are refused (0: none)")
 	s.Int64Var(&c.GitHubAppID, "github-app-id", 0, "GitHub App id (JIT runner configs are minted with it)")
 	s.StringVar(&c.GitHubClientID, "github-client-id", "", "GitHub App client id (used as the JWT issuer when set)")
 	s.StringVar(&c.GitHubAppKeyFile, "github-app-key-file", "", "GitHub App private key (PEM); stored sealed in the database, so later starts need no file")
@@ -76,6 +88,12 @@ func (c *ServerConfig) Validate() error {
 	}
 	if c.MasterKeyFile == "" {
 		c.MasterKeyFile = filepath.Join(c.DataDir, "master.key")
+	}
+	if c.CacheDir == "" {
+		c.CacheDir = filepath.Join(c.DataDir, "cache")
+	}
+	if c.CacheQuotaHard != 0 && c.CacheQuotaSoft > c.CacheQuotaHard {
+		return fmt.Errorf("cache-org-soft-quota %d is above cache-org-hard-quota %d", c.CacheQuotaSoft, c.CacheQuotaHard)
 	}
 	if c.PublicURL == "" {
 		c.PublicURL = "http://" + c.Listen

@@ -52,16 +52,20 @@ func UpMain(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 		return 1
 	}
 	defer cp.Close()
+	if err := cp.ListenGRPC(); err != nil {
+		fmt.Fprintf(stderr, "nimbus up: %v\n", err)
+		return 1
+	}
 	ln, err := net.Listen("tcp", sc.Listen)
 	if err != nil {
 		fmt.Fprintf(stderr, "nimbus up: %v\n", err)
 		return 1
 	}
 	url := sc.PublicURL
-	if strings.HasSuffix(sc.Listen, ":0") {
+	if strings.HasSuffix(sc.Listen, ":0") && strings.HasSuffix(url, ":0") {
 		url = "http://" + ln.Addr().String()
 	}
-	if err := cp.WriteURL(url); err != nil {
+	if err := cp.SetURL(url); err != nil {
 		fmt.Fprintf(stderr, "nimbus up: %v\n", err)
 		return 1
 	}
@@ -75,9 +79,10 @@ func UpMain(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
   API and dashboard:  %[1]s
   GitHub webhooks:    %[1]s/webhooks/github
   Metrics:            %[1]s/metrics
+  Build cache:        %[1]s/cache (Bazel HTTP), %[4]s (Bazel gRPC), %[1]s/actions-cache/ (actions/cache)
   Data:               %[2]s (owner token in %[3]s)
 Try: nimbus ctl run -- sh -c 'echo hello from a sandbox'
-`, url, sc.DataDir, filepath.Join(sc.DataDir, "admin.token"))
+`, url, sc.DataDir, filepath.Join(sc.DataDir, "admin.token"), cp.GRPCURL())
 
 	serveCtx, stopServer := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopServer()

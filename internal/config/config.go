@@ -14,6 +14,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -153,5 +154,47 @@ func (l ListValue) Set(v string) error {
 			*l.List = append(*l.List, p)
 		}
 	}
+	return nil
+}
+
+// SizeValue is a byte-size flag: a number with an optional unit (KiB, MiB,
+// GiB, TiB, or KB, MB, GB, TB), e.g. "20GiB".
+type SizeValue struct{ Size *int64 }
+
+var sizeUnits = []struct {
+	suffix string
+	mult   int64
+}{
+	{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10},
+	{"TB", 1e12}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"B", 1},
+}
+
+func (v SizeValue) String() string {
+	if v.Size == nil || *v.Size == 0 {
+		return "0"
+	}
+	for _, u := range sizeUnits[:4] {
+		if *v.Size%u.mult == 0 {
+			return fmt.Sprintf("%d%s", *v.Size/u.mult, u.suffix)
+		}
+	}
+	return fmt.Sprint(*v.Size)
+}
+
+// Set implements flag.Value.
+func (v SizeValue) Set(s string) error {
+	s = strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range sizeUnits {
+		if n, ok := strings.CutSuffix(s, u.suffix); ok {
+			s, mult = strings.TrimSpace(n), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return fmt.Errorf("%q: want a size such as 20GiB", s)
+	}
+	*v.Size = n * mult
 	return nil
 }

@@ -74,3 +74,22 @@ func TestErrorsNameTheSetting(t *testing.T) {
 		})
 	}
 }
+
+func TestSizeValue(t *testing.T) {
+	for in, want := range map[string]int64{"0": 0, "512": 512, "20GiB": 20 << 30, "1 MiB": 1 << 20, "3KB": 3000, "7B": 7} {
+		var n int64
+		if err := (SizeValue{&n}).Set(in); err != nil || n != want {
+			t.Errorf("Set(%q) = %d, %v; want %d", in, n, err, want)
+		}
+	}
+	for _, in := range []string{"", "x", "20x", "-1", "1.5GiB", "99999999999TiB"} {
+		var n int64
+		if err := (SizeValue{&n}).Set(in); err == nil {
+			t.Errorf("Set(%q) accepted: %d", in, n)
+		}
+	}
+	n := int64(20 << 30)
+	if s := (SizeValue{&n}).String(); s != "20GiB" {
+		t.Errorf("String = %q", s)
+	}
+}

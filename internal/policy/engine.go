@@ -89,15 +89,18 @@ func (e *Engine) Authorize(ctx context.Context, p auth.Principal, action string,
 	return nil
 }
 
-// AuthorizeOrg is Authorize for a resource identified by its org alone; it
-// has the shape the cache's Authorizer interface expects.
-func (e *Engine) AuthorizeOrg(ctx context.Context, p auth.Principal, action string, org string) error {
-	return e.Authorize(ctx, p, action, Resource{Org: org})
-}
-
 func describe(p auth.Principal) string {
 	if p.Kind == auth.KindUser {
 		return fmt.Sprintf("a %s token", p.Role)
 	}
 	return "this " + string(p.Kind)
+}
+
+// OrgAuthorizer is the Engine seen by callers that name a resource by its
+// org alone (the build cache).
+type OrgAuthorizer struct{ Engine *Engine }
+
+// Authorize implements the cache's Authorizer.
+func (a OrgAuthorizer) Authorize(ctx context.Context, p auth.Principal, action string, org string) error {
+	return a.Engine.Authorize(ctx, p, action, Resource{Org: org})
 }

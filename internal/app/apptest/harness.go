@@ -47,7 +47,7 @@ func Start(t testing.TB, engine string, opts ...Option) *Harness {
 		DataDir: dir, Listen: "127.0.0.1:0", Database: storetest.DSN(t, engine), LogLevel: "info", LogFormat: "text",
 		LeaseTTL: 5 * time.Second, MaxAttempts: 3, DefaultTimeout: time.Hour, MaxTimeout: 24 * time.Hour,
 		OrgJobRate: 0, OrgJobBurst: 0, PoolLabels: []string{"self-hosted", "linux", "x64", "nimbus"},
-		GitHubAPIURL: "http://127.0.0.1:1", GitHubRunnerGroupID: 1,
+		GitHubAPIURL: "http://127.0.0.1:1", GitHubRunnerGroupID: 1, CacheGRPCListen: "127.0.0.1:0",
 	}
 	for _, o := range opts {
 		o(&c)
@@ -84,6 +84,10 @@ func (h *Harness) start() {
 	if err != nil {
 		h.t.Fatalf("open control plane: %v", err)
 	}
+	if err := cp.ListenGRPC(); err != nil {
+		cp.Close()
+		h.t.Fatalf("listen grpc: %v", err)
+	}
 	addr := h.addr
 	if addr == "" {
 		addr = "127.0.0.1:0"
@@ -95,6 +99,9 @@ func (h *Harness) start() {
 	}
 	h.addr = ln.Addr().String()
 	h.URL = "http://" + h.addr
+	if err := cp.SetURL(h.URL); err != nil {
+		h.t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- cp.Serve(ctx, ln) }()
