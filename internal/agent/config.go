@@ -50,7 +50,8 @@ type Config struct {
 	JoinToken string
 	// Name, Hostname, Labels and MaxJobs are what the agent declares to
 	// the control plane. Labels must be a subset of those its join token
-	// allows. MaxJobs is how many jobs run at once (default 1).
+	// allows; none means all of those. MaxJobs is how many jobs run at
+	// once (default 1).
 	Name     string
 	Hostname string
 	Labels   []string
@@ -162,9 +163,6 @@ func (c Config) validate() error {
 	checkAbs("state dir", c.StateDir, true)
 	if c.Name == "" {
 		bad("name", "required")
-	}
-	if len(c.Labels) == 0 {
-		bad("labels", "at least one is required")
 	}
 	for i, l := range c.Labels {
 		if strings.TrimSpace(l) == "" || strings.ContainsAny(l, " \t\n,") {

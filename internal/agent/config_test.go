@@ -25,8 +25,9 @@ func TestNewValidatesConfig(t *testing.T) {
 		want   []string // what the error must say, one per wrong field
 	}{
 		{"valid", func(*Config) {}, nil},
+		{"no labels: all the enrollment allows", func(c *Config) { c.Labels = nil }, nil},
 		{"empty", func(c *Config) { *c = Config{} }, []string{
-			"server: required", "state dir: required", "name: required", "labels: at least one is required", "executor: required",
+			"server: required", "state dir: required", "name: required", "executor: required",
 		}},
 		{"server not a URL", func(c *Config) { c.Server = "nimbus.example:8080" }, []string{`server: "nimbus.example:8080" is not an http(s) URL`}},
 		{"relative state dir", func(c *Config) { c.StateDir = "state" }, []string{`state dir: "state" must be an absolute path`}},

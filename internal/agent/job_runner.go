@@ -183,7 +183,9 @@ func (r *jobRunner) runWorkload(ctx context.Context, output io.Writer) (executor
 	}
 	r.log.Info("workload starting", "executor", r.cfg.Executor.Name())
 	res, err := r.cfg.Executor.Run(ctx, spec)
-	r.log.Info("workload ended", "exit_code", res.ExitCode, "cause", res.Cause, "err", err)
+	if err == nil {
+		r.log.Info("workload ended", "exit_code", res.ExitCode, "cause", res.Cause, "duration", res.Finished.Sub(res.Started))
+	}
 	return res, err
 }
 

@@ -247,3 +247,53 @@ func TestLogStreamerAbortUnblocksWriters(t *testing.T) {
 		}
 	})
 }
+
+func TestJobIsCompletedAfterTheLogDrainTimeout(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFakeControlPlane(30 * time.Second)
+		writeOnce := func(_ context.Context, spec executor.Spec) int {
+			_, _ = spec.Output.Write([]byte("never acknowledged\n"))
+			return 0
+		}
+		rec := record(funcExecutor(writeOnce))
+		cfg, logs := testConfig(t, "http://nimbus.test", f, rec)
+		cfg.HTTPClient = &http.Client{Transport: handlerTransport{f}}
+		var faults []fault
+		for range 1000 {
+			faults = append(faults, fault{status: 500})
+		}
+		f.failNext("logs", faults...)
+		id := f.enqueue(fakeJobSpec{argv: []string{"write"}})
+		startAgent(t, cfg)
+		time.Sleep(cfg.withDefaults().LogDrainTimeout + time.Second)
+		synctest.Wait()
+		v := f.view(id)
+		if len(v.Completes) != 1 || v.State != "succeeded" {
+			t.Errorf("job %+v; want it completed once the drain timed out", v)
+		}
+		if !strings.Contains(logs.String(), `msg="job output lost" component=agent agent_id=agent-1 job_id=job-1 fence=1 slot=0 unsent_bytes=19`) {
+			t.Errorf("the agent did not log the lost output:\n%s", logs)
+		}
+	})
+}
+
+func TestLogUploadRefusedForAStaleFenceKillsTheWorkload(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFakeControlPlane(30 * time.Second)
+		ra, rec := syncTestAgent(t, f, blockUntilStopped)
+		f.failNext("logs", fault{status: http.StatusConflict})
+		id := f.enqueue(fakeJobSpec{argv: []string{"work"}})
+		time.Sleep(time.Second)
+		synctest.Wait()
+		res := rec.results(id)
+		if len(res) != 1 || !errors.Is(res[0].Cause, ErrLeaseLost) {
+			t.Errorf("executor results %+v; want the workload killed with ErrLeaseLost", res)
+		}
+		if n := f.callCount("complete"); n != 0 {
+			t.Errorf("%d complete calls for a lost lease", n)
+		}
+		if ra.returned() {
+			t.Errorf("Run returned: %v", ra.err)
+		}
+	})
+}

@@ -224,3 +224,40 @@ func TestCredentialIsRefreshedAtTwoThirdsOfItsLifetime(t *testing.T) {
 		}
 	})
 }
+
+func TestLeftoversOfACrashedAgentAreRemovedAtStart(t *testing.T) {
+	t.Parallel()
+	f := newFakeControlPlane(30 * time.Second)
+	cfg, _ := testConfig(t, f.serve(t), f, idle)
+	scratch := t.TempDir()
+	keep := filepath.Join(t.TempDir(), "not-scratch")
+	for _, d := range []string{
+		filepath.Join(scratch, "job-1-abc/sub"),
+		filepath.Join(scratch, "job-2-def"),
+		keep,
+	} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(d, "f"), []byte("x"), 0o400); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A job may have left a directory it cannot be cleaned out of easily.
+	if err := os.Chmod(filepath.Join(scratch, "job-1-abc/sub"), 0o500); err != nil {
+		t.Fatal(err)
+	}
+	cfg.ScratchDirs = []string{scratch, filepath.Join(t.TempDir(), "missing")}
+	ra := startAgent(t, cfg)
+	f.waitFor(t, "registration", func() bool { return f.agentsCopy()["agent-1"].registered == 1 })
+	ra.GracefulStop()
+	if err := ra.wait(t); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if entries, err := os.ReadDir(scratch); err != nil || len(entries) != 0 {
+		t.Errorf("scratch dir holds %v (%v); want it empty", entries, err)
+	}
+	if _, err := os.Stat(filepath.Join(keep, "f")); err != nil {
+		t.Errorf("a file outside the scratch dirs: %v", err)
+	}
+}
