@@ -100,15 +100,18 @@ func (a *Agent) Run(ctx context.Context) error {
 				return a.newJobRunner(lease, grantedAt, slot).run(gctx)
 			})
 		})
+		if err != nil {
+			return err // fatal: the group's context ends, killing the jobs
+		}
 		jobs.Wait()
 		endLoops(errJobsDone)
-		return err
+		return nil
 	})
 	err = g.Wait()
 	if err == nil {
 		err = context.Cause(ctx)
 	}
-	a.log.Info("agent stopped", "err", err)
+	a.log.Info("agent stopped")
 	return err
 }
 

@@ -28,6 +28,9 @@ type liveLease struct {
 	expiresAt time.Time
 	// lost: the lease is gone; it is no longer renewed.
 	lost bool
+	// cancelled: the control plane cancelled the job (the lease is still
+	// renewed until the job is reported).
+	cancelled bool
 }
 
 // leaseTable holds the agent's live leases for the sync loop: what to
@@ -112,8 +115,11 @@ func (t *leaseTable) apply(sentAt time.Time, statuses []apiv1.LeaseStatus) {
 			t.renewLocked(l, sentAt)
 		case apiv1.LeaseCancel:
 			t.renewLocked(l, sentAt)
-			log.Info("control plane cancelled the job")
-			l.cancel(ErrCanceled)
+			if !l.cancelled {
+				l.cancelled = true
+				log.Info("control plane cancelled the job")
+				l.cancel(ErrCanceled)
+			}
 		case apiv1.LeaseLost:
 			log.Warn("control plane says the lease is lost: killing the workload")
 			t.loseLocked(l, fmt.Errorf("%w: the control plane says so", ErrLeaseLost))
