@@ -68,3 +68,7 @@ type SessionProvider interface {
 	// warm for its idle TTL, so a later proxy can attach to it again.
 	Release(ctx context.Context, sessionID string) error
 }
+
+// SessionMetadataKey is the gRPC metadata key naming the session of a
+// tunnel call.
+const SessionMetadataKey = "nimbus-rbs-session"

@@ -16,13 +16,10 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/nimbus-build/nimbus/internal/pki"
+	"github.com/nimbus-build/nimbus/internal/rbs"
 	"github.com/nimbus-build/nimbus/internal/rbs/protocol/commandserverpb"
 	"github.com/nimbus-build/nimbus/internal/rbs/protocol/tunnelpb"
 )
-
-// SessionMetadataKey is the gRPC metadata key naming the session of a
-// Tunnel call.
-const SessionMetadataKey = "nimbus-rbs-session"
 
 // outputCommands are the commands whose top-level outputs are reported.
 var outputCommands = []string{"build", "test", "run", "coverage"}
@@ -58,9 +55,9 @@ func (t *Tunnel) authorize(ctx context.Context) (context.Context, error) {
 		return nil, status.Error(codes.Unauthenticated, err.Error())
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
-	ids := md.Get(SessionMetadataKey)
+	ids := md.Get(rbs.SessionMetadataKey)
 	if len(ids) != 1 {
-		return nil, status.Error(codes.InvalidArgument, "name exactly one session in "+SessionMetadataKey)
+		return nil, status.Error(codes.InvalidArgument, "name exactly one session in "+rbs.SessionMetadataKey)
 	}
 	s, ok := t.lookup(ids[0])
 	if !ok || s.spec.User != id {

@@ -1,0 +1,19 @@
+// Package session is the control plane's remote Bazel sessions API, both
+// ends: Handler serves it over HTTP in front of a Broker (the control plane
+// implements Broker with its sessions table and scheduler; LocalBroker is a
+// small in-memory one), and Client is the proxy's rbs.SessionProvider
+// calling it.
+//
+// The proxy authenticates with the user's credentials (a bearer token);
+// the user is taken from them, never from the request. GetServer carries a
+// certificate signing request for a key the proxy generated; the control
+// plane answers with a short-lived certificate for the user's identity,
+// the CA and the agent's identity, which is all the proxy needs for the
+// mTLS tunnel to the agent.
+//
+//	POST /api/v1/rbs/sessions:get              getServerRequest -> getServerResponse
+//	POST /api/v1/rbs/sessions/{id}:heartbeat   -> 204
+//	POST /api/v1/rbs/sessions/{id}:release     -> 204
+//
+// Errors are {"error": "..."} with 400, 401, 403, 404 or 503 (no agent).
+package session
