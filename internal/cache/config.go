@@ -52,6 +52,16 @@ type S3Config struct {
 	SecretAccessKey string
 	// PathStyle addresses the bucket in the path rather than the host name.
 	PathStyle bool
+	// BreakerFailures is how many consecutive failed requests open the
+	// circuit breaker in front of the bucket. Default 5.
+	BreakerFailures int
+	// BreakerOpenFor is how long the breaker stays open before a probe
+	// request (doubling after each failed probe, up to a minute).
+	// Default 5 seconds.
+	BreakerOpenFor time.Duration
+	// PartSize: larger blobs are uploaded in parts of this size (at least
+	// 5 MiB). Default 64 MiB.
+	PartSize int64
 }
 
 func (c *Config) validate() error {
@@ -71,6 +81,15 @@ func (c *Config) validate() error {
 	if c.S3 != nil {
 		if c.S3.Endpoint == "" || c.S3.Bucket == "" {
 			errs = append(errs, fmt.Errorf("cache config: s3: endpoint and bucket are required"))
+		}
+		if (c.S3.AccessKeyID == "") != (c.S3.SecretAccessKey == "") {
+			errs = append(errs, fmt.Errorf("cache config: s3: access_key_id and secret_access_key go together"))
+		}
+		if c.S3.BreakerFailures < 0 || c.S3.BreakerOpenFor < 0 {
+			errs = append(errs, fmt.Errorf("cache config: s3: breaker settings: negative"))
+		}
+		if c.S3.PartSize != 0 && c.S3.PartSize < 5<<20 {
+			errs = append(errs, fmt.Errorf("cache config: s3: part_size: at least 5 MiB"))
 		}
 	}
 	return errors.Join(errs...)

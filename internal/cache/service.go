@@ -2,6 +2,7 @@ package cache
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"path/filepath"
@@ -16,9 +17,11 @@ import (
 	"github.com/nimbus-build/nimbus/internal/cache/access"
 	"github.com/nimbus-build/nimbus/internal/cache/actionscache"
 	"github.com/nimbus-build/nimbus/internal/cache/blobstore"
+	"github.com/nimbus-build/nimbus/internal/cache/breaker"
 	"github.com/nimbus-build/nimbus/internal/cache/disk"
 	"github.com/nimbus-build/nimbus/internal/cache/httpcache"
 	"github.com/nimbus-build/nimbus/internal/cache/reapi"
+	"github.com/nimbus-build/nimbus/internal/cache/s3"
 )
 
 // Authenticator turns a bearer token into a principal; its errors wrap
@@ -40,6 +43,8 @@ type Service struct {
 	cfg   Config
 	log   *slog.Logger
 	disk  *disk.Store
+	s3    *s3.Store         // nil without an S3 tier
+	tier  *blobstore.Tiered // nil without an S3 tier
 	store blobstore.Store
 	reapi *reapi.Server
 	gha   *actionscache.Handler
@@ -83,14 +88,21 @@ func New(cfg Config, authn Authenticator, authz Authorizer, log *slog.Logger, re
 		d.Close()
 		return nil, err
 	}
-	var store blobstore.Store = metrics.Wrap("disk", d)
+	s := &Service{cfg: cfg, log: log, disk: d, mux: http.NewServeMux()}
+	s.store = metrics.Wrap("disk", d)
+	if cfg.S3 != nil {
+		if err := s.openS3(reg, metrics); err != nil {
+			d.Close()
+			return nil, err
+		}
+	}
+	store := s.store
 	gate := access.NewGate(authn, authz)
-	s := &Service{cfg: cfg, log: log, disk: d, store: store, mux: http.NewServeMux()}
 	s.reapi = reapi.New(store, gate, log, reapi.Options{MaxBatchTotalSize: cfg.MaxBatchTotalSize})
 	s.mux.Handle(BazelHTTPPrefix, httpcache.New(store, gate, log, BazelHTTPPrefix))
 	s.gha, err = actionscache.New(store, gate, log, filepath.Join(cfg.Dir, "actions"), actionscache.Options{})
 	if err != nil {
-		d.Close()
+		s.closeStores()
 		return nil, err
 	}
 	s.mux.Handle(actionscache.Prefix, s.gha)
@@ -104,6 +116,76 @@ func New(cfg Config, authn Authenticator, authz Authorizer, log *slog.Logger, re
 		s.sweepLoop(ctx)
 	}()
 	return s, nil
+}
+
+// openS3 puts the S3 tier behind the disk: a client whose requests pass
+// through a circuit breaker, the S3 store, and the Tiered store in front.
+func (s *Service) openS3(reg prometheus.Registerer, metrics *blobstore.Metrics) error {
+	c := s.cfg.S3
+	br := breaker.New(breaker.Options{Failures: c.BreakerFailures, OpenFor: c.BreakerOpenFor, Name: "s3", Logger: s.log})
+	client, err := s3.NewClient(s3.Config{
+		Endpoint: c.Endpoint, Region: c.Region, Bucket: c.Bucket, PathStyle: c.PathStyle,
+		AccessKeyID: c.AccessKeyID, SecretAccessKey: c.SecretAccessKey,
+	}, &breaker.Transport{Breaker: br, Next: s3.NewTransport()}, nil)
+	if err != nil {
+		return fmt.Errorf("cache config: s3: %w", err)
+	}
+	st, err := s3.Open(client, s3.Options{
+		Prefix:       c.Prefix,
+		DefaultQuota: s.cfg.DefaultQuota,
+		OrgQuotas:    s.cfg.OrgQuotas,
+		MinRetention: s.cfg.MinRetention,
+		PartSize:     c.PartSize,
+		Unavailable: func() error {
+			if st := br.State(); st != breaker.Closed {
+				return fmt.Errorf("s3: circuit breaker %s: %w", st, blobstore.ErrUnavailable)
+			}
+			return nil
+		},
+		Logger: s.log,
+	})
+	if err != nil {
+		return fmt.Errorf("cache config: s3: %w", err)
+	}
+	if err := registerS3Metrics(reg, br, st); err != nil {
+		st.Close()
+		return err
+	}
+	s.s3 = st
+	s.tier = blobstore.NewTiered(s.store, metrics.Wrap("s3", st), s.log, blobstore.TieredOptions{})
+	s.store = s.tier
+	return nil
+}
+
+func registerS3Metrics(reg prometheus.Registerer, br *breaker.Breaker, st *s3.Store) error {
+	cs := []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "nimbus_cache_s3_breaker_state", Help: "Circuit breaker in front of S3: 0 closed, 1 open, 2 half-open."},
+			func() float64 { return float64(br.State()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "nimbus_cache_s3_breaker_opens_total", Help: "Times the S3 circuit breaker opened."},
+			func() float64 { return float64(br.Opened()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "nimbus_cache_s3_objects", Help: "Objects the cache knows the S3 tier holds."},
+			func() float64 { n, _ := st.Stats(); return float64(n) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "nimbus_cache_s3_bytes", Help: "Bytes the cache knows the S3 tier holds."},
+			func() float64 { _, b := st.Stats(); return float64(b) }),
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// closeStores stops the tiers: the write-behind copies first (for up to
+// 30 seconds), then the S3 store, then the disk.
+func (s *Service) closeStores() error {
+	if s.tier != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		s.tier.Close(ctx)
+		cancel()
+		s.s3.Close()
+	}
+	return s.disk.Close()
 }
 
 func registerDiskMetrics(reg prometheus.Registerer, d *disk.Store) error {
@@ -176,7 +258,7 @@ func (s *Service) Close() error {
 	s.wg.Wait()
 	s.reapi.Close()
 	err := s.gha.Close()
-	if derr := s.disk.Close(); err == nil {
+	if derr := s.closeStores(); err == nil {
 		err = derr
 	}
 	return err

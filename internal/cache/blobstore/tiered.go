@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
+	"time"
 )
 
 // Tiered puts a fast store (local disk) in front of a slow one (object
@@ -18,6 +20,7 @@ import (
 type Tiered struct {
 	fast, slow Store
 	log        *slog.Logger
+	opts       TieredOptions
 	queue      chan Ref
 	qmu        sync.RWMutex // guards closed and sends on queue
 	closed     bool
@@ -36,6 +39,10 @@ type TieredOptions struct {
 	QueueLength int
 	// Workers is the number of write-behind copiers. Default 4.
 	Workers int
+	// RetryMax bounds the wait between attempts to copy a blob while the
+	// slow tier is unavailable (the wait doubles from 100 ms, with
+	// jitter). Default 30 seconds.
+	RetryMax time.Duration
 }
 
 // NewTiered starts the write-behind workers; Close stops them.
@@ -46,8 +53,11 @@ func NewTiered(fast, slow Store, log *slog.Logger, opts TieredOptions) *Tiered {
 	if opts.Workers <= 0 {
 		opts.Workers = 4
 	}
+	if opts.RetryMax <= 0 {
+		opts.RetryMax = 30 * time.Second
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	t := &Tiered{fast: fast, slow: slow, log: log, queue: make(chan Ref, opts.QueueLength), stop: cancel, ctx: ctx}
+	t := &Tiered{fast: fast, slow: slow, log: log, opts: opts, queue: make(chan Ref, opts.QueueLength), stop: cancel, ctx: ctx}
 	for range opts.Workers {
 		t.wg.Add(1)
 		go func() {
@@ -81,18 +91,52 @@ func (t *Tiered) Close(ctx context.Context) error {
 
 func (t *Tiered) copyLoop(ctx context.Context) {
 	for ref := range t.queue {
-		if err := t.copyOne(ctx, ref); err != nil {
-			t.log.Warn("copy blob to slow tier", "kind", ref.Kind.String(), "org", ref.Org, "err", err)
-		}
+		t.copyWithRetry(ctx, ref)
 	}
 }
 
-// copyOne copies ref from the fast tier to the slow tier.
+// copyWithRetry copies ref, waiting (with backoff and jitter) while the
+// slow tier is unavailable; other failures drop the copy.
+func (t *Tiered) copyWithRetry(ctx context.Context, ref Ref) {
+	wait := 100 * time.Millisecond
+	for {
+		err := t.copyOne(ctx, ref)
+		switch {
+		case err == nil, ctx.Err() != nil:
+			return
+		case !errors.Is(err, ErrUnavailable):
+			t.log.Warn("copy blob to slow tier", "kind", ref.Kind.String(), "org", ref.Org, "err", err)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait/2 + rand.N(wait/2+1)):
+		}
+		wait = min(2*wait, t.opts.RetryMax)
+	}
+}
+
+// copyOne copies ref from the fast tier to the slow tier, unless the slow
+// tier has that CAS blob already (Bazel's HTTP cache uploads every blob
+// again on every build).
 func (t *Tiered) copyOne(ctx context.Context, ref Ref) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
+	if ref.Kind == KindCAS {
+		missing, err := t.slow.FindMissing(ctx, ref.Org, ref.Kind, []Digest{ref.Digest})
+		if err != nil {
+			return err
+		}
+		if len(missing) == 0 {
+			return nil
+		}
+	}
 	r, size, err := t.fast.Get(ctx, ref, 0, 0)
+	if errors.Is(err, ErrNotFound) {
+		return nil // evicted meanwhile
+	}
 	if err != nil {
 		return err
 	}
@@ -126,6 +170,10 @@ func (t *Tiered) slowErr(ref Ref, err error) error {
 	if err == nil || errors.Is(err, ErrNotFound) || errors.Is(err, ErrInvalid) {
 		return err
 	}
+	if errors.Is(err, ErrUnavailable) {
+		// Known to be down (its circuit breaker says so): a miss, quietly.
+		return fmt.Errorf("%s: %w (slow tier: %v)", ref, ErrNotFound, err)
+	}
 	t.log.Warn("read from slow tier", "kind", ref.Kind.String(), "org", ref.Org, "err", err)
 	return fmt.Errorf("%s: %w (slow tier: %v)", ref, ErrNotFound, err)
 }
@@ -138,7 +186,9 @@ func (t *Tiered) FindMissing(ctx context.Context, org string, kind Kind, ds []Di
 	}
 	still, err := t.slow.FindMissing(ctx, org, kind, missing)
 	if err != nil {
-		t.log.Warn("find missing in slow tier", "org", org, "err", err)
+		if !errors.Is(err, ErrUnavailable) {
+			t.log.Warn("find missing in slow tier", "org", org, "err", err)
+		}
 		return missing, nil
 	}
 	return still, nil

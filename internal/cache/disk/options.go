@@ -4,18 +4,12 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/nimbus-build/nimbus/internal/cache/blobstore"
 )
 
 // Quota bounds the bytes one org may hold. Zero means no bound.
-type Quota struct {
-	// Soft: above it, the org's least recently used entries older than the
-	// minimum retention age are evicted after each write.
-	Soft int64
-	// Hard: never exceeded. A write that would exceed it evicts inside the
-	// org first and is refused with blobstore.ErrQuotaExceeded if that is
-	// not enough.
-	Hard int64
-}
+type Quota = blobstore.Quota
 
 // Options configures a Store.
 type Options struct {
