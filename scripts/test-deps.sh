@@ -28,6 +28,14 @@ if ((${#pkgs[@]})); then
 	apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >&2
 fi
 
+# Node packages of the tests that drive real JavaScript clients.
+for d in internal/cache/actionscache/testdata/client; do
+	if [ -f "$d/package-lock.json" ] && [ ! -d "$d/node_modules" ]; then
+		log "npm ci in $d"
+		npm ci --prefix "$d" --no-audit --no-fund --loglevel=error >&2
+	fi
+done
+
 # PostgreSQL: our own cluster, so the tests never touch a real one.
 pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 pgdata=${NIMBUS_TEST_PGDATA:-/tmp/nimbus-test-pg}

@@ -12,6 +12,8 @@ import (
 	"syscall"
 
 	"github.com/nimbus-build/nimbus/internal/app"
+	"github.com/nimbus-build/nimbus/internal/bench"
+	"github.com/nimbus-build/nimbus/internal/cache/cachebench"
 	"github.com/nimbus-build/nimbus/internal/ctl"
 )
 
@@ -62,6 +64,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return app.ServerMain(ctx, rest, stdout, stderr, getenv)
 	case "ctl":
 		return ctl.Main(ctx, rest, stdout, stderr, getenv, interrupts)
+	case "bench":
+		return benchMain(ctx, rest, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "nimbus", app.Version)
 		return 0
@@ -70,5 +74,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return 0
 	}
 	fmt.Fprintf(stderr, "nimbus: unknown command %q\n\n%s", cmd, usage)
+	return 2
+}
+
+func benchMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	const usage = "Usage: nimbus bench jobs|cache [flags]\n\n  jobs   the job loop: webhooks/s, lease cycles/s, webhook → process start, idle RSS\n  cache  a load generator for any Bazel remote cache (gRPC or HTTP)\n"
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "jobs":
+		return bench.JobsMain(ctx, args[1:], stdout, stderr)
+	case "cache":
+		return cachebench.Main(ctx, args[1:], stdout, stderr)
+	}
+	fmt.Fprintf(stderr, "nimbus bench: unknown benchmark %q\n\n%s", args[0], usage)
 	return 2
 }

@@ -31,7 +31,7 @@ func scanAgent(row interface{ Scan(...any) error }) (store.Agent, error) {
 }
 
 func (x agents) Create(ctx context.Context, a store.Agent) error {
-	_, err := x.w.ExecContext(ctx, `INSERT INTO agents (`+agentColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+	_, err := x.exec(ctx, `INSERT INTO agents (`+agentColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
 		a.ID, a.OrgID, a.Name, jsonText(nonEmpty(a.AllowedLabels)), jsonText(nonEmpty(a.Labels)), a.MaxJobs, a.Hostname, a.Version,
 		micros(a.CreatedAt), micros(a.LastSeenAt), micros(a.DisabledAt))
 	if err != nil {
@@ -81,7 +81,7 @@ func (x agents) Disable(ctx context.Context, orgID, id string, at time.Time) err
 
 // one runs an UPDATE that must touch exactly one row.
 func (x agents) one(ctx context.Context, what, q string, args ...any) error {
-	res, err := x.w.ExecContext(ctx, q, args...)
+	res, err := x.exec(ctx, q, args...)
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}

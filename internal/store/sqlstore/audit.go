@@ -18,7 +18,7 @@ func (x audit) Append(ctx context.Context, e store.AuditEntry) error {
 	if detail == nil {
 		detail = map[string]string{}
 	}
-	_, err := x.w.ExecContext(ctx, `INSERT INTO audit_log (at, org_id, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5, $6)`,
+	_, err := x.exec(ctx, `INSERT INTO audit_log (at, org_id, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5, $6)`,
 		micros(e.At), e.OrgID, e.Actor, e.Action, e.Target, jsonText(detail))
 	if err != nil {
 		return fmt.Errorf("append audit %s: %w", e.Action, err)

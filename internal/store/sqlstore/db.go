@@ -96,7 +96,7 @@ func openSQLite(file string) (*DB, error) {
 	r.SetMaxOpenConns(8)
 	r.SetMaxIdleConns(8)
 	d := &sqliteDialect
-	return &DB{repos: repos{d: d, r: r, w: w, db: w}, readDB: r, writeDB: w}, nil
+	return &DB{repos: repos{d: d, r: r, w: w, db: w, batch: newCommitter(w)}, readDB: r, writeDB: w}, nil
 }
 
 // Engine implements store.Store.
@@ -112,6 +112,9 @@ func (db *DB) Ping(ctx context.Context) error {
 
 // Close implements store.Store.
 func (db *DB) Close() error {
+	if db.batch != nil {
+		db.batch.close()
+	}
 	err := db.writeDB.Close()
 	if db.readDB != db.writeDB {
 		if rerr := db.readDB.Close(); err == nil {
@@ -204,6 +207,9 @@ type repos struct {
 	r  querier
 	w  querier
 	db *sql.DB // for starting transactions; nil inside one
+	// batch is SQLite's group commit; nil for PostgreSQL, whose own
+	// concurrent commits need none.
+	batch *committer
 }
 
 func (x repos) Orgs() store.Orgs             { return orgs{x} }
@@ -215,11 +221,15 @@ func (x repos) Audit() store.Audit           { return audit{x} }
 func (x repos) Keys() store.Keys             { return keys{x} }
 func (x repos) Deliveries() store.Deliveries { return deliveries{x} }
 
-// inTx runs fn in a transaction on the write connection, or directly on
-// the current transaction when there already is one.
+// inTx runs fn in a transaction on the write connection (through the
+// group commit on SQLite), or directly on the current transaction when
+// there already is one. Every write goes through it.
 func (x repos) inTx(ctx context.Context, fn func(q querier) error) error {
 	if x.db == nil {
 		return fn(x.w)
+	}
+	if x.batch != nil {
+		return x.batch.run(ctx, fn)
 	}
 	tx, err := x.db.BeginTx(ctx, nil)
 	if err != nil {
@@ -245,4 +255,24 @@ func (db *DB) Backup(ctx context.Context, dest string) error {
 		return fmt.Errorf("backup to %s: %w", dest, err)
 	}
 	return nil
+}
+
+// exec runs one write statement in its own transaction (the group commit
+// on SQLite), or in the current one.
+func (x repos) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	var res sql.Result
+	err := x.inTx(ctx, func(q querier) error {
+		var err error
+		res, err = q.ExecContext(ctx, query, args...)
+		return err
+	})
+	return res, err
+}
+
+// writeRow runs one write statement with a RETURNING clause and scans its
+// row with scan, in its own transaction or in the current one.
+func (x repos) writeRow(ctx context.Context, scan func(row interface{ Scan(...any) error }) error, query string, args ...any) error {
+	return x.inTx(ctx, func(q querier) error {
+		return scan(q.QueryRowContext(ctx, query, args...))
+	})
 }

@@ -13,7 +13,7 @@ type deliveries struct{ repos }
 var _ store.Deliveries = deliveries{}
 
 func (x deliveries) Record(ctx context.Context, d store.Delivery) (bool, error) {
-	res, err := x.w.ExecContext(ctx, `INSERT INTO webhook_deliveries (id, event, received_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`,
+	res, err := x.exec(ctx, `INSERT INTO webhook_deliveries (id, event, received_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`,
 		d.ID, d.Event, micros(d.ReceivedAt))
 	if err != nil {
 		return false, fmt.Errorf("record delivery: %w", err)
@@ -23,7 +23,7 @@ func (x deliveries) Record(ctx context.Context, d store.Delivery) (bool, error) 
 }
 
 func (x deliveries) Prune(ctx context.Context, before time.Time) (int, error) {
-	res, err := x.w.ExecContext(ctx, `DELETE FROM webhook_deliveries WHERE received_at < $1`, micros(before))
+	res, err := x.exec(ctx, `DELETE FROM webhook_deliveries WHERE received_at < $1`, micros(before))
 	if err != nil {
 		return 0, fmt.Errorf("prune deliveries: %w", err)
 	}

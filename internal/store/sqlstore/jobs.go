@@ -130,7 +130,7 @@ func (x jobs) GetForUpdate(ctx context.Context, key string) (store.Job, error) {
 }
 
 func (x jobs) FindByRunner(ctx context.Context, runnerName string) (store.Job, error) {
-	return x.get(ctx, x.w, `runner_name = $1`, runnerName)
+	return x.get(ctx, x.r, `runner_name = $1`, runnerName)
 }
 
 func (x jobs) List(ctx context.Context, f store.JobFilter) ([]store.Job, error) {
@@ -166,7 +166,7 @@ func (x jobs) List(ctx context.Context, f store.JobFilter) ([]store.Job, error) 
 }
 
 func (x jobs) UpdateGitHub(ctx context.Context, id string, gh store.GitHubJob, now time.Time) error {
-	res, err := x.w.ExecContext(ctx, `UPDATE jobs SET github = $2, updated_at = $3 WHERE id = $1`, id, jsonText(gh), micros(now))
+	res, err := x.exec(ctx, `UPDATE jobs SET github = $2, updated_at = $3 WHERE id = $1`, id, jsonText(gh), micros(now))
 	if err != nil {
 		return fmt.Errorf("update github job: %w", err)
 	}
@@ -224,7 +224,12 @@ func (x jobs) Lease(ctx context.Context, r store.LeaseRequest) (store.Job, error
 // (or no longer) this one.
 func (x jobs) leaseUpdate(ctx context.Context, what, set, extraCond string, id, agentID string, fence int64, args ...any) (store.Job, error) {
 	all := append([]any{id, agentID, fence}, args...)
-	j, err := scanJob(x.w.QueryRowContext(ctx, `UPDATE jobs SET `+set+` WHERE id = $1 AND agent_id = $2 AND fence = $3 AND state IN `+live+extraCond+` RETURNING `+jobColumns, all...))
+	var j store.Job
+	err := x.writeRow(ctx, func(row interface{ Scan(...any) error }) error {
+		var err error
+		j, err = scanJob(row)
+		return err
+	}, `UPDATE jobs SET `+set+` WHERE id = $1 AND agent_id = $2 AND fence = $3 AND state IN `+live+extraCond+` RETURNING `+jobColumns, all...)
 	if err == nil {
 		return j, nil
 	}
@@ -235,7 +240,7 @@ func (x jobs) leaseUpdate(ctx context.Context, what, set, extraCond string, id, 
 }
 
 func (x jobs) whyNot(ctx context.Context, what, id, agentID string, fence int64) (store.Job, error) {
-	cur, err := x.get(ctx, x.w, `id = $1`, id)
+	cur, err := x.get(ctx, x.r, `id = $1`, id)
 	if err != nil {
 		return cur, fmt.Errorf("%s: %w", what, err)
 	}
@@ -246,7 +251,7 @@ func (x jobs) whyNot(ctx context.Context, what, id, agentID string, fence int64)
 }
 
 func (x jobs) SetRunner(ctx context.Context, id string, fence int64, runnerName string) error {
-	res, err := x.w.ExecContext(ctx, `UPDATE jobs SET runner_name = $3 WHERE id = $1 AND fence = $2 AND state IN `+live, id, fence, runnerName)
+	res, err := x.exec(ctx, `UPDATE jobs SET runner_name = $3 WHERE id = $1 AND fence = $2 AND state IN `+live, id, fence, runnerName)
 	if err != nil {
 		return fmt.Errorf("set runner: %w", err)
 	}
@@ -276,9 +281,14 @@ func (x jobs) Finish(ctx context.Context, id, agentID string, fence int64, o sto
 }
 
 func (x jobs) Release(ctx context.Context, id string, fence int64, notBefore time.Time, reason string, now time.Time) (store.Job, error) {
-	j, err := scanJob(x.w.QueryRowContext(ctx, `UPDATE jobs SET state = 'queued', agent_id = '', lease_expires_at = 0,
+	var j store.Job
+	err := x.writeRow(ctx, func(row interface{ Scan(...any) error }) error {
+		var err error
+		j, err = scanJob(row)
+		return err
+	}, `UPDATE jobs SET state = 'queued', agent_id = '', lease_expires_at = 0,
 		runner_name = '', not_before = $3, reason = $4, updated_at = $5
-		WHERE id = $1 AND fence = $2 AND state = 'leased' RETURNING `+jobColumns, id, fence, micros(notBefore), reason, micros(now)))
+		WHERE id = $1 AND fence = $2 AND state = 'leased' RETURNING `+jobColumns, id, fence, micros(notBefore), reason, micros(now))
 	if errors.Is(err, sql.ErrNoRows) {
 		return j, fmt.Errorf("release %s: %w", id, store.ErrStaleFence)
 	}
@@ -289,7 +299,7 @@ func (x jobs) Release(ctx context.Context, id string, fence int64, notBefore tim
 }
 
 func (x jobs) CheckLease(ctx context.Context, id, agentID string, fence int64) (store.Job, error) {
-	j, err := x.get(ctx, x.w, `id = $1`, id)
+	j, err := x.get(ctx, x.r, `id = $1`, id)
 	if err != nil {
 		return j, err
 	}
@@ -331,7 +341,17 @@ func (x jobs) RequestCancel(ctx context.Context, orgID, id, reason string, now t
 }
 
 func (x jobs) ExpireLeases(ctx context.Context, now time.Time) ([]store.Expired, error) {
-	rows, err := x.w.QueryContext(ctx, `UPDATE jobs SET
+	var out []store.Expired
+	err := x.inTx(ctx, func(q querier) error {
+		var err error
+		out, err = x.expire(ctx, q, now)
+		return err
+	})
+	return out, err
+}
+
+func (x jobs) expire(ctx context.Context, q querier, now time.Time) ([]store.Expired, error) {
+	rows, err := q.QueryContext(ctx, `UPDATE jobs SET
 		state = CASE WHEN cancel_requested THEN 'cancelled' WHEN attempt + 1 >= max_attempts THEN 'failed' ELSE 'queued' END,
 		reason = CASE WHEN cancel_requested THEN 'cancelled; the agent stopped renewing its lease'
 			WHEN attempt + 1 >= max_attempts THEN 'lease expired and no attempts are left'

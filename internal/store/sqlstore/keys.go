@@ -14,7 +14,7 @@ var _ store.Keys = keys{}
 const signingKeyColumns = `id, algorithm, public_key, private_sealed, created_at, retired_at, expires_at, revoked_at`
 
 func (x keys) CreateSigningKey(ctx context.Context, k store.SigningKey) error {
-	_, err := x.w.ExecContext(ctx, `INSERT INTO signing_keys (`+signingKeyColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+	_, err := x.exec(ctx, `INSERT INTO signing_keys (`+signingKeyColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
 		k.ID, k.Algorithm, k.Public, k.PrivateSealed, micros(k.CreatedAt), micros(k.RetiredAt), micros(k.ExpiresAt), micros(k.RevokedAt))
 	if err != nil {
 		return conflict(err, "create signing key")
@@ -42,7 +42,7 @@ func (x keys) ListSigningKeys(ctx context.Context) ([]store.SigningKey, error) {
 }
 
 func (x keys) UpdateSigningKey(ctx context.Context, k store.SigningKey) error {
-	res, err := x.w.ExecContext(ctx, `UPDATE signing_keys SET private_sealed = $2, retired_at = $3, expires_at = $4, revoked_at = $5 WHERE id = $1`,
+	res, err := x.exec(ctx, `UPDATE signing_keys SET private_sealed = $2, retired_at = $3, expires_at = $4, revoked_at = $5 WHERE id = $1`,
 		k.ID, k.PrivateSealed, micros(k.RetiredAt), micros(k.ExpiresAt), micros(k.RevokedAt))
 	if err != nil {
 		return fmt.Errorf("update signing key: %w", err)
@@ -54,7 +54,7 @@ func (x keys) UpdateSigningKey(ctx context.Context, k store.SigningKey) error {
 }
 
 func (x keys) PutSecret(ctx context.Context, s store.Secret) error {
-	_, err := x.w.ExecContext(ctx, `INSERT INTO secrets (name, sealed, updated_at) VALUES ($1, $2, $3)
+	_, err := x.exec(ctx, `INSERT INTO secrets (name, sealed, updated_at) VALUES ($1, $2, $3)
 		ON CONFLICT (name) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at`,
 		s.Name, s.Sealed, micros(s.UpdatedAt))
 	if err != nil {

@@ -29,7 +29,7 @@ func (x orgs) Create(ctx context.Context, o store.Org) error {
 	if o.GitHubOwnerID != 0 {
 		ghID = sql.NullInt64{Int64: o.GitHubOwnerID, Valid: true}
 	}
-	_, err := x.w.ExecContext(ctx, `INSERT INTO orgs (`+orgColumns+`) VALUES ($1, $2, $3, $4, $5)`,
+	_, err := x.exec(ctx, `INSERT INTO orgs (`+orgColumns+`) VALUES ($1, $2, $3, $4, $5)`,
 		o.ID, o.Name, ghID, o.GitHubLogin, micros(o.CreatedAt))
 	if err != nil {
 		return conflict(err, "create org "+o.Name)
@@ -83,7 +83,7 @@ func (x orgs) LinkGitHub(ctx context.Context, id string, ownerID int64, login st
 	if ownerID != 0 {
 		ghID = sql.NullInt64{Int64: ownerID, Valid: true}
 	}
-	res, err := x.w.ExecContext(ctx, `UPDATE orgs SET github_owner_id = $2, github_login = $3 WHERE id = $1`, id, ghID, login)
+	res, err := x.exec(ctx, `UPDATE orgs SET github_owner_id = $2, github_login = $3 WHERE id = $1`, id, ghID, login)
 	if err != nil {
 		return conflict(err, "link org "+id)
 	}

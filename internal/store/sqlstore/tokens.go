@@ -25,7 +25,7 @@ func scanAPIToken(row interface{ Scan(...any) error }) (store.APIToken, error) {
 }
 
 func (x tokens) CreateAPIToken(ctx context.Context, t store.APIToken) error {
-	_, err := x.w.ExecContext(ctx, `INSERT INTO api_tokens (`+apiTokenColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+	_, err := x.exec(ctx, `INSERT INTO api_tokens (`+apiTokenColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
 		t.ID, t.OrgID, t.Name, t.Role, t.Hash, t.CreatedBy, micros(t.CreatedAt), micros(t.ExpiresAt), micros(t.RevokedAt))
 	if err != nil {
 		return conflict(err, "create api token")
@@ -59,7 +59,7 @@ func (x tokens) ListAPITokens(ctx context.Context, orgID string) ([]store.APITok
 }
 
 func (x tokens) RevokeAPIToken(ctx context.Context, orgID, id string, at time.Time) error {
-	res, err := x.w.ExecContext(ctx, `UPDATE api_tokens SET revoked_at = $3 WHERE org_id = $1 AND id = $2 AND revoked_at = 0`,
+	res, err := x.exec(ctx, `UPDATE api_tokens SET revoked_at = $3 WHERE org_id = $1 AND id = $2 AND revoked_at = 0`,
 		orgID, id, micros(at))
 	if err != nil {
 		return fmt.Errorf("revoke api token: %w", err)
@@ -91,7 +91,7 @@ func scanJoinToken(row interface{ Scan(...any) error }) (store.JoinToken, error)
 }
 
 func (x tokens) CreateJoinToken(ctx context.Context, t store.JoinToken) error {
-	_, err := x.w.ExecContext(ctx, `INSERT INTO join_tokens (`+joinTokenColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+	_, err := x.exec(ctx, `INSERT INTO join_tokens (`+joinTokenColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
 		t.ID, t.OrgID, t.Hash, jsonText(nonEmpty(t.Labels)), t.MaxJobs, t.CreatedBy, micros(t.CreatedAt), micros(t.ExpiresAt), micros(t.UsedAt), t.UsedBy)
 	if err != nil {
 		return conflict(err, "create join token")
@@ -102,9 +102,14 @@ func (x tokens) CreateJoinToken(ctx context.Context, t store.JoinToken) error {
 func (x tokens) ConsumeJoinToken(ctx context.Context, hash []byte, agentID string, now time.Time) (store.JoinToken, error) {
 	// One conditional UPDATE: two agents racing with the same token cannot
 	// both succeed.
-	t, err := scanJoinToken(x.w.QueryRowContext(ctx, `UPDATE join_tokens SET used_at = $2, used_by = $3
+	var t store.JoinToken
+	err := x.writeRow(ctx, func(row interface{ Scan(...any) error }) error {
+		var err error
+		t, err = scanJoinToken(row)
+		return err
+	}, `UPDATE join_tokens SET used_at = $2, used_by = $3
 		WHERE hash = $1 AND used_at = 0 AND expires_at > $2 RETURNING `+joinTokenColumns,
-		hash, micros(now), agentID))
+		hash, micros(now), agentID)
 	if errors.Is(err, sql.ErrNoRows) {
 		return t, store.ErrTokenUsed
 	}

@@ -1,0 +1,167 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"sync"
+)
+
+// committer is SQLite's group commit. SQLite has one writer at a time and,
+// with synchronous=FULL, one fsync per transaction, which caps a busy server
+// at a few hundred transactions a second. The committer runs concurrent
+// callers' transactions one after another inside a single database
+// transaction, each in its own savepoint (so one caller's failure undoes
+// only its own changes), and commits once for all of them: one fsync for
+// the whole batch. A caller's call returns only after that commit, so
+// nothing is acknowledged before it is durable.
+type committer struct {
+	db       *sql.DB
+	requests chan *commitRequest
+	maxBatch int
+
+	stopOnce sync.Once
+	stop     chan struct{}
+	done     chan struct{}
+}
+
+type commitRequest struct {
+	ctx  context.Context
+	fn   func(q querier) error
+	errc chan error
+}
+
+func newCommitter(db *sql.DB) *committer {
+	c := &committer{db: db, requests: make(chan *commitRequest, 1024), maxBatch: 256,
+		stop: make(chan struct{}), done: make(chan struct{})}
+	go c.loop()
+	return c
+}
+
+// run runs fn in a transaction that commits (durably) before run returns.
+func (c *committer) run(ctx context.Context, fn func(q querier) error) error {
+	r := &commitRequest{ctx: ctx, fn: fn, errc: make(chan error, 1)}
+	select {
+	case c.requests <- r:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.stop:
+		return fmt.Errorf("store closed")
+	}
+	// Once queued, wait for the outcome even if ctx ends: the work may
+	// already be committed, and the caller must not believe otherwise.
+	return <-r.errc
+}
+
+func (c *committer) close() {
+	c.stopOnce.Do(func() { close(c.stop) })
+	<-c.done
+}
+
+func (c *committer) loop() {
+	defer close(c.done)
+	for {
+		var first *commitRequest
+		select {
+		case first = <-c.requests:
+		case <-c.stop:
+			// Fail whatever is still queued.
+			for {
+				select {
+				case r := <-c.requests:
+					r.errc <- fmt.Errorf("store closed")
+				default:
+					return
+				}
+			}
+		}
+		batch := []*commitRequest{first}
+	fill:
+		for len(batch) < c.maxBatch {
+			select {
+			case r := <-c.requests:
+				batch = append(batch, r)
+			default:
+				break fill
+			}
+		}
+		c.commit(batch)
+	}
+}
+
+// commit runs a batch in one transaction. Requests whose context ended
+// while queued are refused without running.
+func (c *committer) commit(batch []*commitRequest) {
+	errs := make([]error, len(batch))
+	tx, err := c.db.BeginTx(context.Background(), nil)
+	if err != nil {
+		for _, r := range batch {
+			r.errc <- fmt.Errorf("begin: %w", err)
+		}
+		return
+	}
+	for i, r := range batch {
+		if err := r.ctx.Err(); err != nil {
+			errs[i] = err
+			continue
+		}
+		if _, err := tx.Exec(`SAVEPOINT unit`); err != nil {
+			errs[i] = err
+			continue
+		}
+		if err := runUnit(r.fn, tx); err != nil {
+			errs[i] = err
+			if _, rerr := tx.Exec(`ROLLBACK TO unit`); rerr != nil {
+				// The transaction is unusable: give up on the batch.
+				tx.Rollback()
+				for j, r := range batch {
+					if errs[j] == nil || j == i {
+						errs[j] = fmt.Errorf("rollback to savepoint: %w (after: %v)", rerr, err)
+					}
+					r.errc <- errs[j]
+				}
+				return
+			}
+		}
+		if _, err := tx.Exec(`RELEASE unit`); err != nil && errs[i] == nil {
+			errs[i] = err
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		for _, r := range batch {
+			r.errc <- fmt.Errorf("commit: %w", err)
+		}
+		return
+	}
+	for i, r := range batch {
+		r.errc <- errs[i]
+	}
+}
+
+// runUnit runs one caller's work. Its statements run without the caller's
+// cancellation: SQLite answers an interrupted write by rolling back the
+// whole transaction, which is shared. A panic becomes that caller's error.
+func runUnit(fn func(q querier) error, tx *sql.Tx) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("panic in transaction: %v", v)
+		}
+	}()
+	return fn(uncancelled{tx})
+}
+
+// uncancelled is a querier whose statements ignore their context's
+// cancellation (but keep its values).
+type uncancelled struct{ q querier }
+
+func (u uncancelled) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	return u.q.ExecContext(context.WithoutCancel(ctx), query, args...)
+}
+
+func (u uncancelled) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	return u.q.QueryContext(context.WithoutCancel(ctx), query, args...)
+}
+
+func (u uncancelled) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	return u.q.QueryRowContext(context.WithoutCancel(ctx), query, args...)
+}
