@@ -38,6 +38,11 @@ type Config struct {
 	UploadIdleTimeout time.Duration
 	// S3 adds an object storage tier behind the local disk when set.
 	S3 *S3Config
+	// ActionsSigningKey signs the Actions cache's upload and download URLs
+	// (HMAC-SHA256; at least 32 bytes). Give every replica the same secret
+	// so that URLs survive restarts and work on any replica. Unset: a
+	// random key per process.
+	ActionsSigningKey []byte
 }
 
 // S3Config configures the object storage tier.
@@ -77,6 +82,9 @@ func (c *Config) validate() error {
 	}
 	if c.MinRetention < 0 {
 		errs = append(errs, fmt.Errorf("cache config: min_retention: negative"))
+	}
+	if n := len(c.ActionsSigningKey); n > 0 && n < 32 {
+		errs = append(errs, fmt.Errorf("cache config: actions_signing_key: %d bytes, want at least 32", n))
 	}
 	if c.S3 != nil {
 		if c.S3.Endpoint == "" || c.S3.Bucket == "" {

@@ -100,7 +100,7 @@ func New(cfg Config, authn Authenticator, authz Authorizer, log *slog.Logger, re
 	gate := access.NewGate(authn, authz)
 	s.reapi = reapi.New(store, gate, log, reapi.Options{MaxBatchTotalSize: cfg.MaxBatchTotalSize})
 	s.mux.Handle(BazelHTTPPrefix, httpcache.New(store, gate, log, BazelHTTPPrefix))
-	s.gha, err = actionscache.New(store, gate, log, filepath.Join(cfg.Dir, "actions"), actionscache.Options{})
+	s.gha, err = actionscache.New(store, gate, log, filepath.Join(cfg.Dir, "actions"), actionscache.Options{SigningKey: cfg.ActionsSigningKey})
 	if err != nil {
 		s.closeStores()
 		return nil, err
