@@ -24,7 +24,8 @@ Commands:
   server   the control plane alone
   agent    a host agent: enroll with a join token, then run jobs
   ctl      the admin and user CLI (run, jobs, logs, agents, tokens, orgs, audit)
-  bench    benchmarks that print tables (jobs)
+  admin    maintenance with the server stopped (rotate-master-key)
+  bench    benchmarks that print tables (jobs, cache)
   version  print the version
 
 Run "nimbus <command> --help" for a command's flags.
@@ -64,6 +65,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return app.ServerMain(ctx, rest, stdout, stderr, getenv)
 	case "ctl":
 		return ctl.Main(ctx, rest, stdout, stderr, getenv, interrupts)
+	case "admin":
+		return app.AdminMain(ctx, rest, stdout, stderr, getenv)
 	case "bench":
 		return benchMain(ctx, rest, stdout, stderr)
 	case "version", "--version":
