@@ -6,6 +6,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -173,15 +174,18 @@ type agentHandler func(w http.ResponseWriter, r *http.Request, a store.Agent) er
 
 func (s *Server) agent(action string, h agentHandler) http.Handler {
 	return s.wrap(func(w http.ResponseWriter, r *http.Request) error {
-		p, err := s.authenticate(r)
+		tok, err := bearer(r)
 		if err != nil {
 			return err
 		}
-		if p.Kind != auth.KindAgent {
-			return errorf(http.StatusForbidden, "forbidden", "this endpoint takes an agent credential")
-		}
-		a, err := s.Store.Agents().Get(r.Context(), p.ID)
+		p, a, err := s.Auth.Agent(r.Context(), tok)
 		if err != nil {
+			if errors.Is(err, auth.ErrUnauthenticated) {
+				// Some other valid credential: the wrong kind for this endpoint.
+				if q, qerr := s.Auth.Authenticate(r.Context(), tok); qerr == nil && q.Kind != auth.KindAgent {
+					return errorf(http.StatusForbidden, "forbidden", "this endpoint takes an agent credential")
+				}
+			}
 			return err
 		}
 		if err := s.Policy.Authorize(r.Context(), p, action, policy.Resource{Org: a.OrgID}); err != nil {

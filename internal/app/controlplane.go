@@ -128,8 +128,13 @@ func (cp *ControlPlane) build(ctx context.Context, sealer *auth.Sealer) error {
 	}
 	cp.Jobs = svc
 	authn := auth.NewAuthenticator(cp.Store, ring, nil)
+	urlKey, err := sec.GetOrCreate(ctx, secrets.CacheURLKey, 32)
+	if err != nil {
+		return err
+	}
 	cp.Cache, err = cache.New(cache.Config{
 		Dir: c.CacheDir, MaxBytes: c.CacheMaxBytes, DefaultQuota: cache.Quota{Soft: c.CacheQuotaSoft, Hard: c.CacheQuotaHard},
+		ActionsSigningKey: urlKey,
 	}, authn, policy.OrgAuthorizer{Engine: pol}, cp.log, cp.Registry)
 	if err != nil {
 		return fmt.Errorf("build cache: %w", err)

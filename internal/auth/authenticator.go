@@ -68,20 +68,50 @@ func (a *Authenticator) signed(ctx context.Context, token string) (Principal, er
 	}
 	p := Principal{Kind: c.Kind, Org: c.Org, ID: c.Subject, Name: c.Name, Scopes: c.Scopes}
 	if c.Kind == KindAgent {
-		ag, err := a.store.Agents().Get(ctx, c.Subject)
-		if errors.Is(err, store.ErrNotFound) {
-			return Principal{}, fmt.Errorf("%w: unknown agent", ErrUnauthenticated)
-		}
+		ag, err := a.agent(ctx, c)
 		if err != nil {
 			return Principal{}, err
-		}
-		if !ag.DisabledAt.IsZero() {
-			return Principal{}, fmt.Errorf("%w: agent disabled", ErrUnauthenticated)
-		}
-		if ag.OrgID != c.Org {
-			return Principal{}, fmt.Errorf("%w: agent org mismatch", ErrUnauthenticated)
 		}
 		p.Name = ag.Name
 	}
 	return p, nil
+}
+
+// Agent authenticates an agent credential and returns the agent's record,
+// read once for both.
+func (a *Authenticator) Agent(ctx context.Context, token string) (Principal, store.Agent, error) {
+	if !strings.HasPrefix(token, "ey") {
+		return Principal{}, store.Agent{}, fmt.Errorf("%w: not an agent credential", ErrUnauthenticated)
+	}
+	c, err := a.ring.Verify(token)
+	if err != nil {
+		return Principal{}, store.Agent{}, err
+	}
+	if c.Kind != KindAgent {
+		return Principal{}, store.Agent{}, fmt.Errorf("%w: not an agent credential", ErrUnauthenticated)
+	}
+	ag, err := a.agent(ctx, c)
+	if err != nil {
+		return Principal{}, store.Agent{}, err
+	}
+	return Principal{Kind: KindAgent, Org: ag.OrgID, ID: ag.ID, Name: ag.Name}, ag, nil
+}
+
+// agent checks that the agent a credential names exists, is enabled and
+// belongs to the credential's org: disabling an agent revokes it at once.
+func (a *Authenticator) agent(ctx context.Context, c Claims) (store.Agent, error) {
+	ag, err := a.store.Agents().Get(ctx, c.Subject)
+	if errors.Is(err, store.ErrNotFound) {
+		return ag, fmt.Errorf("%w: unknown agent", ErrUnauthenticated)
+	}
+	if err != nil {
+		return ag, err
+	}
+	if !ag.DisabledAt.IsZero() {
+		return ag, fmt.Errorf("%w: agent disabled", ErrUnauthenticated)
+	}
+	if ag.OrgID != c.Org {
+		return ag, fmt.Errorf("%w: agent org mismatch", ErrUnauthenticated)
+	}
+	return ag, nil
 }

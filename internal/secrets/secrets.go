@@ -22,6 +22,7 @@ import (
 const (
 	WebhookSecrets = "webhook-secrets" // JSON list, newest first
 	GitHubAppKey   = "github-app-key"  // PEM
+	CacheURLKey    = "cache-url-key"   // signs the Actions cache's blob URLs
 )
 
 // cacheTTL bounds how long another replica's rotation takes to be seen.
@@ -128,4 +129,23 @@ func (s *Store) RetireWebhook(ctx context.Context) (int, error) {
 	}
 	b, _ := json.Marshal(list)
 	return len(list), s.Put(ctx, WebhookSecrets, b)
+}
+
+// GetOrCreate returns a named random secret of n bytes, creating it on
+// first use. Two replicas racing may both create one; the last write wins
+// and both reread it, so they agree after the race.
+func (s *Store) GetOrCreate(ctx context.Context, name string, n int) ([]byte, error) {
+	v, err := s.Get(ctx, name)
+	if err == nil {
+		return v, nil
+	}
+	if !errors.Is(err, store.ErrNotFound) {
+		return nil, err
+	}
+	v = make([]byte, n)
+	rand.Read(v)
+	if err := s.Put(ctx, name, v); err != nil {
+		return nil, err
+	}
+	return s.Get(ctx, name)
 }

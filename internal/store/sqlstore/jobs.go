@@ -98,8 +98,16 @@ func (x jobs) Create(ctx context.Context, j store.Job) (store.Job, bool, error) 
 			j = existing
 			return nil
 		}
-		for _, l := range j.Labels {
-			if _, err := q.ExecContext(ctx, `INSERT INTO job_labels (job_id, label) VALUES ($1, $2) ON CONFLICT DO NOTHING`, j.ID, l); err != nil {
+		if len(j.Labels) > 0 {
+			// One statement for all labels: a round trip each would be
+			// most of a webhook's cost on PostgreSQL.
+			vals := make([]string, len(j.Labels))
+			args := []any{j.ID}
+			for i, l := range j.Labels {
+				args = append(args, l)
+				vals[i] = "($1, $" + strconv.Itoa(i+2) + ")"
+			}
+			if _, err := q.ExecContext(ctx, `INSERT INTO job_labels (job_id, label) VALUES `+strings.Join(vals, ", ")+` ON CONFLICT DO NOTHING`, args...); err != nil {
 				return fmt.Errorf("create job labels: %w", err)
 			}
 		}
