@@ -69,7 +69,7 @@ func OpenControlPlane(ctx context.Context, c ServerConfig, log *slog.Logger, opt
 	if err != nil {
 		return nil, err
 	}
-	st, err := sqlstore.Open(ctx, c.Database)
+	st, err := sqlstore.OpenWith(ctx, c.Database, sqlstore.Options{MaxConns: c.DatabaseConns})
 	if err != nil {
 		return nil, err
 	}

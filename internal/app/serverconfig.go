@@ -20,6 +20,7 @@ type ServerConfig struct {
 	PublicURL     string
 	Database      string
 	MasterKeyFile string
+	DatabaseConns int
 	LogLevel      string
 	LogFormat     string
 
@@ -54,6 +55,7 @@ func (c *ServerConfig) Register(s *config.Set) {
 	s.StringVar(&c.PublicURL, "public-url", "", "URL agents and jobs use to reach this server (default http://<listen>)")
 	s.StringVar(&c.Database, "database", "", "postgres://… to use PostgreSQL; default: SQLite at <data-dir>/nimbus.db")
 	s.Env("database", "NIMBUS_DATABASE_URL")
+	s.IntVar(&c.DatabaseConns, "database-max-conns", 0, "PostgreSQL connections at most (default 4 per CPU, at least 8)")
 	s.StringVar(&c.MasterKeyFile, "master-key-file", "", "file of master keys sealing secrets at rest (default <data-dir>/master.key, created if absent)")
 	s.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	s.StringVar(&c.LogFormat, "log-format", "text", "text or json")

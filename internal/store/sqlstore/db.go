@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io/fs"
 	"path"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -43,10 +44,26 @@ var _ store.Store = (*DB)(nil)
 // date. A dsn starting with postgres:// or postgresql:// selects
 // PostgreSQL; anything else is the path of a SQLite file.
 func Open(ctx context.Context, dsn string) (*DB, error) {
+	return OpenWith(ctx, dsn, Options{})
+}
+
+// Options tune the connection pool.
+type Options struct {
+	// MaxConns bounds PostgreSQL connections. On a small machine fewer
+	// connections do more: each is a server process competing for the
+	// same cores. Default: 4 per CPU, at least 8.
+	MaxConns int
+}
+
+// OpenWith is Open with options.
+func OpenWith(ctx context.Context, dsn string, o Options) (*DB, error) {
+	if o.MaxConns <= 0 {
+		o.MaxConns = max(8, 4*runtime.NumCPU())
+	}
 	var db *DB
 	var err error
 	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
-		db, err = openPostgres(dsn)
+		db, err = openPostgres(dsn, o.MaxConns)
 	} else {
 		db, err = openSQLite(dsn)
 	}
@@ -60,13 +77,13 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 	return db, nil
 }
 
-func openPostgres(dsn string) (*DB, error) {
+func openPostgres(dsn string, maxConns int) (*DB, error) {
 	db, err := sql.Open("pgx", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open postgres: %w", err)
 	}
-	db.SetMaxOpenConns(32)
-	db.SetMaxIdleConns(32)
+	db.SetMaxOpenConns(maxConns)
+	db.SetMaxIdleConns(maxConns)
 	d := &postgresDialect
 	return &DB{repos: repos{d: d, r: db, w: db, db: db}, readDB: db, writeDB: db}, nil
 }
