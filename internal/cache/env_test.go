@@ -59,7 +59,7 @@ func startEnv(t testing.TB, cfg cache.Config) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := grpc.NewServer(grpc.MaxRecvMsgSize(8 << 20))
+	g := grpc.NewServer(cache.GRPCServerOptions()...)
 	svc.RegisterGRPC(g)
 	done := make(chan error, 1)
 	go func() { done <- g.Serve(lis) }()

@@ -141,7 +141,7 @@ func startLocal(o *options, stderr io.Writer) (stop func(), targets []string, er
 		cleanup()
 		return nil, nil, err
 	}
-	g := grpc.NewServer(grpc.MaxRecvMsgSize(8 << 20))
+	g := grpc.NewServer(cache.GRPCServerOptions()...)
 	svc.RegisterGRPC(g)
 	hs := &http.Server{Handler: svc.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	gdone := make(chan struct{})

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/nimbus-build/nimbus/internal/cache/access"
 	"github.com/nimbus-build/nimbus/internal/cache/actionresult"
@@ -132,11 +133,32 @@ func (h *Handler) get(w http.ResponseWriter, r *http.Request, ref blobstore.Ref)
 		return err
 	}
 	defer rc.Close()
+	if size <= smallBlob {
+		// One read and one write (headers and body together) rather than
+		// net/http's sniff-then-sendfile, which costs small blobs more
+		// system calls than bytes.
+		bp := smallBufs.Get().(*[]byte)
+		defer smallBufs.Put(bp)
+		b := (*bp)[:size]
+		if _, err := io.ReadFull(rc, b); err != nil {
+			return fmt.Errorf("read %s: %w", ref, err)
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+		w.Write(b) // errors here are the client's going away
+		return nil
+	}
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
-	io.Copy(w, rc) // errors here are the client's going away
+	io.Copy(w, rc) // sendfile from the disk; errors are the client's going away
 	return nil
 }
+
+// smallBlob is the largest blob served from a buffer rather than by
+// sendfile.
+const smallBlob = 64 << 10
+
+var smallBufs = sync.Pool{New: func() any { b := make([]byte, smallBlob); return &b }}
 
 func (h *Handler) put(w http.ResponseWriter, r *http.Request, ref blobstore.Ref) error {
 	ctx := r.Context()

@@ -28,7 +28,7 @@ func (s *Server) Read(req *bytestream.ReadRequest, stream bytestream.ByteStream_
 	if req.GetReadOffset() < 0 || req.GetReadLimit() < 0 {
 		return s.status(ctx, fmt.Errorf("%w: negative read offset or limit", blobstore.ErrInvalid))
 	}
-	r, _, err := s.store.Get(ctx, blobstore.Ref{Org: c.Org(), Kind: blobstore.KindCAS, Digest: res.Digest}, req.GetReadOffset(), req.GetReadLimit())
+	r, size, err := s.store.Get(ctx, blobstore.Ref{Org: c.Org(), Kind: blobstore.KindCAS, Digest: res.Digest}, req.GetReadOffset(), req.GetReadLimit())
 	if err != nil {
 		if errors.Is(err, blobstore.ErrInvalid) {
 			return status.Error(codes.OutOfRange, err.Error())
@@ -36,7 +36,20 @@ func (s *Server) Read(req *bytestream.ReadRequest, stream bytestream.ByteStream_
 		return s.status(ctx, err)
 	}
 	defer r.Close()
-	buf := make([]byte, s.opts.ReadChunkSize)
+	// A buffer the size of what is served, up to a chunk: most blobs are
+	// small, and a chunk-sized allocation per read costs more than the read.
+	n := size - req.GetReadOffset()
+	if l := req.GetReadLimit(); l > 0 && l < n {
+		n = l
+	}
+	var buf []byte
+	if n >= int64(s.opts.ReadChunkSize) {
+		bp := s.chunks.Get().(*[]byte)
+		defer s.chunks.Put(bp)
+		buf = *bp
+	} else {
+		buf = make([]byte, max(n, 1))
+	}
 	for {
 		n, err := io.ReadFull(r, buf)
 		if n > 0 {

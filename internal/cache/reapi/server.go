@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"strings"
+	"sync"
 
 	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	smpb "github.com/bazelbuild/remote-apis/build/bazel/semver"
@@ -36,6 +37,7 @@ type Server struct {
 	log     *slog.Logger
 	opts    Options
 	uploads *uploads
+	chunks  sync.Pool // *[]byte of ReadChunkSize
 }
 
 var (
@@ -53,7 +55,9 @@ func New(store blobstore.Store, gate *access.Gate, log *slog.Logger, opts Option
 	if opts.ReadChunkSize <= 0 {
 		opts.ReadChunkSize = 256 << 10
 	}
-	return &Server{store: store, gate: gate, log: log.With("component", "cache.reapi"), opts: opts, uploads: newUploads()}
+	s := &Server{store: store, gate: gate, log: log.With("component", "cache.reapi"), opts: opts, uploads: newUploads()}
+	s.chunks.New = func() any { b := make([]byte, s.opts.ReadChunkSize); return &b }
+	return s
 }
 
 // Register registers the four services on g.
