@@ -433,7 +433,8 @@ func newDeveloper(t *testing.T, root, name, token string, cp *controlPlane, file
 	if err != nil {
 		t.Fatal(err)
 	}
-	fmt.Fprintf(f, "startup --output_user_root=%s\nbuild --curses=no --color=no --show_progress_rate_limit=0.2\n", d.outRoot)
+	// max_idle_secs: a backstop should a test die without cleaning up.
+	fmt.Fprintf(f, "startup --output_user_root=%s --max_idle_secs=600\nbuild --curses=no --color=no --show_progress_rate_limit=0.2\n", d.outRoot)
 	f.Close()
 	t.Cleanup(func() { d.shutdown(t) })
 	return d
@@ -526,6 +527,16 @@ func (d *developer) shutdown(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("%s's proxy log:\n%s", d.name, d.proxyLog(t))
+	}
+	// A proxy that did not obey is a bug, and must not outlive the test.
+	config := filepath.Join(d.dir, "javabase", rbs.JavabaseConfigFile)
+	for _, p := range processesMentioning(config) {
+		var pid int
+		fmt.Sscan(p, &pid)
+		if pid > 0 && pid != os.Getpid() {
+			syscall.Kill(pid, syscall.SIGKILL)
+			t.Errorf("%s's proxy still ran after shutdown: %s", d.name, p)
+		}
 	}
 }
 

@@ -5,8 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
-	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -243,6 +241,43 @@ func TestRemoteBazel(t *testing.T) {
 		}
 	})
 
+	t.Run("server crash restarts it", func(t *testing.T) {
+		// The remote Bazel server's JVM: its command line names the
+		// developer's output base.
+		ob := "--output_base=" + alice.outputBase(t)
+		var pids []int
+		for _, p := range processesMentioning(ob) {
+			// The process whose program is java: not the proxy (which got the
+			// same arguments), bwrap or the shell that exec'd java.
+			if f := strings.Fields(p); len(f) > 1 && strings.HasSuffix(f[1], "/bin/java") {
+				var pid int
+				for _, c := range p[:strings.Index(p, ":")] {
+					pid = pid*10 + int(c-'0')
+				}
+				pids = append(pids, pid)
+			}
+		}
+		if len(pids) != 1 {
+			t.Fatalf("want one remote server JVM for %s, found %v among %q", ob, pids, processesMentioning("A-server.jar"))
+		}
+		syscall.Kill(pids[0], syscall.SIGKILL)
+		id := aliceSession(t)
+		err := waitFor(2*time.Minute, func() bool {
+			for _, s := range agent.sessions(t) {
+				if s.ID == id && s.Restarts >= 1 && s.State == "ready" {
+					return true
+				}
+			}
+			return false
+		})
+		if err != nil {
+			t.Fatalf("the server was not restarted: %v (%+v)", err, agent.sessions(t))
+		}
+		if r := alice.bazel(t, "build", "//:gen"); r.code != 0 {
+			t.Fatalf("build after the restart: exit %d\n%s", r.code, r.stderr)
+		}
+	})
+
 	t.Run("shutdown", func(t *testing.T) {
 		ob := alice.outputBase(t)
 		pidBytes, err := os.ReadFile(filepath.Join(ob, "server", "server.pid.txt"))
@@ -369,8 +404,6 @@ func TestRemoteBazel(t *testing.T) {
 			t.Errorf("Run with a bad cookie: %v", err)
 		}
 	})
-	_ = slices.Contains[[]string]
-	_ = regexp.MustCompile
 }
 
 func readFile(t *testing.T, p string) string {

@@ -446,14 +446,22 @@ func (p *Proxy) runRemote(ctx context.Context, cmd *command, req *commandserverp
 		if !resp.GetFinished() {
 			continue
 		}
+		// Only bazel run may make the client exec something on this
+		// machine; an agent cannot slip an exec request into other commands.
+		execReq := resp.GetExecRequest()
+		if name != "run" {
+			execReq = nil
+		}
 		if fetch {
-			p.fetchOutputs(ctx, r, msg.GetOutputs(), resp.GetExecRequest(), progress)
+			p.fetchOutputs(ctx, r, msg.GetOutputs(), execReq, progress)
 		}
 		return out.send(&commandserverpb.RunResponse{
 			Finished:            true,
 			ExitCode:            resp.GetExitCode(),
-			TerminationExpected: resp.GetTerminationExpected(),
-			ExecRequest:         resp.GetExecRequest(),
+			// The remote server ending is not this process ending: the client
+			// must not wait for the proxy to exit (shutdown is handled locally).
+			TerminationExpected: false,
+			ExecRequest:         execReq,
 			FailureDetail:       resp.GetFailureDetail(),
 		})
 	}

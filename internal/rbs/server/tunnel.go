@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -152,6 +153,7 @@ func (t *Tunnel) Run(req *tunnelpb.RunRequest, stream grpc.ServerStreamingServer
 	if err != nil {
 		return status.Errorf(codes.Unavailable, "remote Bazel server: %v", err)
 	}
+	commandID := ""
 	for {
 		resp, err := upstream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -159,9 +161,18 @@ func (t *Tunnel) Run(req *tunnelpb.RunRequest, stream grpc.ServerStreamingServer
 		}
 		if err != nil {
 			if ctx.Err() != nil {
+				// The proxy went away mid-command: the command must not run on.
+				if commandID != "" {
+					cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+					client.Cancel(cctx, &commandserverpb.CancelRequest{Cookie: info.RequestCookie, CommandId: commandID})
+					cancel()
+				}
 				return status.FromContextError(ctx.Err()).Err()
 			}
 			return status.Errorf(codes.Unavailable, "remote Bazel server: %v", err)
+		}
+		if id := resp.GetCommandId(); id != "" {
+			commandID = id
 		}
 		if resp.GetCookie() != info.ResponseCookie {
 			return status.Error(codes.Internal, "remote Bazel server answered with a wrong cookie")

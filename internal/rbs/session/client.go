@@ -3,8 +3,8 @@ package session
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"crypto/ecdsa"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
