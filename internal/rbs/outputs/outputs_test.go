@@ -239,4 +239,3 @@ func FuzzFetcher(f *testing.F) {
 		}
 	})
 }
-

@@ -456,8 +456,8 @@ func (p *Proxy) runRemote(ctx context.Context, cmd *command, req *commandserverp
 			p.fetchOutputs(ctx, r, msg.GetOutputs(), execReq, progress)
 		}
 		return out.send(&commandserverpb.RunResponse{
-			Finished:            true,
-			ExitCode:            resp.GetExitCode(),
+			Finished: true,
+			ExitCode: resp.GetExitCode(),
 			// The remote server ending is not this process ending: the client
 			// must not wait for the proxy to exit (shutdown is handled locally).
 			TerminationExpected: false,
