@@ -239,3 +239,44 @@ func FuzzFetcher(f *testing.F) {
 		}
 	})
 }
+
+// FuzzListerStat: paths asked for by a proxy never make the agent describe
+// or open anything outside the session's storage.
+func FuzzListerStat(f *testing.F) {
+	f.Add("/dev/ob/x")
+	f.Add("/dev/ob/../../etc/passwd")
+	f.Add("/dev/ob/link/passwd")
+	f.Fuzz(func(t *testing.T, p string) {
+		tmp := t.TempDir()
+		storage := filepath.Join(tmp, "storage")
+		os.MkdirAll(filepath.Join(storage, "ob"), 0o755)
+		os.WriteFile(filepath.Join(storage, "ob", "x"), []byte("x"), 0o644)
+		os.WriteFile(filepath.Join(tmp, "secret"), []byte("s"), 0o644)
+		os.Symlink(tmp, filepath.Join(storage, "ob", "link"))
+		root, err := os.OpenRoot(storage)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer root.Close()
+		l := &Lister{Root: root, Cache: &DigestCache{},
+			ToStorage: func(d string) (string, bool) {
+				rel, ok := strings.CutPrefix(d, "/dev/ob/")
+				return filepath.Join("ob", rel), ok && filepath.IsLocal(rel)
+			},
+			Follow: func(d string) bool { return strings.HasPrefix(d, "/dev/ob/") },
+		}
+		entries, _ := l.Stat(context.Background(), []string{p, "/dev/ob"})
+		for _, e := range entries {
+			if e.GetKind() == tunnelpb.FileKind_FILE_KIND_REGULAR && e.GetSize() != 1 {
+				t.Fatalf("described a file outside: %v", e)
+			}
+		}
+		if f, err := l.Open(p); err == nil {
+			b, _ := io.ReadAll(f)
+			f.Close()
+			if string(b) != "x" {
+				t.Fatalf("opened %q outside the storage: %q", p, b)
+			}
+		}
+	})
+}

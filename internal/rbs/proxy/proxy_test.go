@@ -277,3 +277,28 @@ func TestProxyExitsWhenIdle(t *testing.T) {
 		t.Fatal("proxy did not exit after max_idle_secs")
 	}
 }
+
+// FuzzFilterArgs: the client's run arguments, whatever they are, lose only
+// disallowed --client_env values before any "--".
+func FuzzFilterArgs(f *testing.F) {
+	f.Add("build\x00--client_env=PATH=/bin\x00--client_env=TOKEN=x\x00--\x00--client_env=TOKEN=y")
+	f.Fuzz(func(t *testing.T, s string) {
+		in := [][]byte{}
+		for _, a := range strings.Split(s, "\x00") {
+			in = append(in, []byte(a))
+		}
+		out, dropped := newEnvFilter(nil).filterArgs(in)
+		if len(out)+dropped != len(in) {
+			t.Fatalf("lost arguments: %d + %d != %d", len(out), dropped, len(in))
+		}
+		residue := false
+		for i, a := range out {
+			if i > 0 && string(a) == "--" {
+				residue = true
+			}
+			if !residue && strings.HasPrefix(string(a), "--client_env=TOKEN=") {
+				t.Fatalf("kept %q", a)
+			}
+		}
+	})
+}

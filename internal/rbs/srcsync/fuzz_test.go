@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 
@@ -133,5 +134,45 @@ func FuzzDecodeState(f *testing.F) {
 				t.Fatalf("accepted path %q", p)
 			}
 		}
+	})
+}
+
+// hostileAgent answers a client's sync from fuzz data.
+type hostileAgent struct {
+	grpc.ClientStream
+	resps []*tunnelpb.SyncResponse
+}
+
+func (h *hostileAgent) Send(*tunnelpb.SyncRequest) error { return nil }
+func (h *hostileAgent) CloseSend() error                 { return nil }
+func (h *hostileAgent) Recv() (*tunnelpb.SyncResponse, error) {
+	if len(h.resps) == 0 {
+		return nil, io.EOF
+	}
+	r := h.resps[0]
+	h.resps = h.resps[1:]
+	return r, nil
+}
+
+// FuzzClientSync: whatever an agent answers, the proxy's sync returns an
+// error or a result, and never sends a file outside the workspace.
+func FuzzClientSync(f *testing.F) {
+	need, _ := proto.Marshal(&tunnelpb.SyncResponse{Msg: &tunnelpb.SyncResponse_Need{Need: &tunnelpb.SyncNeed{Digests: [][]byte{sha256sum([]byte("a"))}}}})
+	done, _ := proto.Marshal(&tunnelpb.SyncResponse{Msg: &tunnelpb.SyncResponse_Done{Done: &tunnelpb.SyncDone{Version: "v"}}})
+	f.Add(need, done)
+	f.Fuzz(func(t *testing.T, a, b []byte) {
+		ws := t.TempDir()
+		os.WriteFile(filepath.Join(ws, "f"), []byte("a"), 0o644)
+		var resps []*tunnelpb.SyncResponse
+		for _, raw := range [][]byte{a, b} {
+			var r tunnelpb.SyncResponse
+			if proto.Unmarshal(raw, &r) == nil {
+				resps = append(resps, &r)
+			}
+		}
+		c := NewClient(ws, filepath.Join(t.TempDir(), "state"), slog.New(slog.DiscardHandler))
+		c.Sync(context.Background(), "s", func(context.Context) (SyncStreamClient, error) {
+			return &hostileAgent{resps: resps}, nil
+		})
 	})
 }
