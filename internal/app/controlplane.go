@@ -225,7 +225,7 @@ func (cp *ControlPlane) Serve(ctx context.Context, ln net.Listener) error {
 	})
 	g.Go(func() error { return cp.Jobs.Run(gctx) })
 	if cp.grpcLn != nil {
-		gs := grpc.NewServer(grpc.MaxRecvMsgSize(16<<20), grpc.MaxSendMsgSize(16<<20))
+		gs := grpc.NewServer(cache.GRPCServerOptions()...)
 		cp.Cache.RegisterGRPC(gs)
 		g.Go(func() error { return gs.Serve(cp.grpcLn) })
 		g.Go(func() error {
