@@ -38,7 +38,7 @@ func (c *AgentConfig) Register(s *config.Set, standalone bool) {
 	if standalone {
 		s.String("config", "", "YAML file of settings (keys are these flags' names)")
 		s.StringVar(&c.Server, "server", "", "control plane URL (required)")
-		s.StringVar(&c.JoinToken, "join-token", "", "one-time join token from `nimbus ctl agents join-token` (needed only for the first start)")
+		s.StringVar(&c.JoinToken, "join-token", "", "one-time join `token` from nimbus ctl agents join-token (needed only for the first start)")
 		s.StringVar(&c.StateDir, "state-dir", "/var/lib/nimbus/agent", "directory for the agent's credential")
 		s.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 		s.StringVar(&c.LogFormat, "log-format", "text", "text or json")
@@ -46,7 +46,7 @@ func (c *AgentConfig) Register(s *config.Set, standalone bool) {
 	}
 	host, _ := os.Hostname()
 	s.StringVar(&c.WorkDir, "work-dir", "", "directory for job workspaces; it and its parents must be traversable by the sandbox uids (default /var/lib/nimbus/work/<id> as root, else <state-dir>/work)")
-	s.StringVar(&c.Name, "agent-name", host, "name the agent shows in `nimbus ctl agents list`")
+	s.StringVar(&c.Name, "agent-name", host, "name the agent shows in nimbus ctl agents list")
 	s.IntVar(&c.MaxJobs, "max-jobs", runtime.NumCPU(), "jobs to run at once")
 	s.StringVar(&c.RunnerDir, "runner-dir", "", "GitHub Actions runner directory (with run.sh), for GitHub jobs")
 	s.IntVar(&c.UIDBase, "sandbox-uid-base", bwrap.DefaultUIDBase, "as root, the job in slot n runs as host uid base+n")

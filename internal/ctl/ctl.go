@@ -37,9 +37,9 @@ type globals struct {
 func (g *globals) register(fs *flag.FlagSet) {
 	// The current values are the defaults: flags given before the command
 	// survive registering them again on the command's own flag set.
-	fs.StringVar(&g.server, "server", g.server, "server URL (env NIMBUS_SERVER; default: the URL of a local `nimbus up` found in --data-dir)")
+	fs.StringVar(&g.server, "server", g.server, "server URL (env NIMBUS_SERVER; default: the URL of a local nimbus up found in --data-dir)")
 	fs.StringVar(&g.token, "token", g.token, "API token (env NIMBUS_TOKEN; default: <data-dir>/admin.token)")
-	fs.StringVar(&g.dataDir, "data-dir", g.dataDir, "data dir of a local `nimbus up` (env NIMBUS_DATA_DIR; default .nimbus)")
+	fs.StringVar(&g.dataDir, "data-dir", g.dataDir, "data dir of a local nimbus up (env NIMBUS_DATA_DIR; default .nimbus)")
 	fs.BoolVar(&g.json, "json", g.json, "print JSON instead of tables")
 }
 
@@ -83,7 +83,10 @@ type command struct {
 	args  string // usage of positional arguments
 	help  string
 	flags func(fs *flag.FlagSet) // extra flags
-	run   func(e *env, g *globals, fs *flag.FlagSet) error
+	// strictOrder stops flag parsing at the first argument (run: what
+	// follows is the job's command line).
+	strictOrder bool
+	run         func(e *env, g *globals, fs *flag.FlagSet) error
 }
 
 // usageError is a mistake on the command line (exit 2).
@@ -136,7 +139,11 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, getenv f
 		fmt.Fprintf(stderr, "Usage: nimbus ctl %s [flags] %s\n\n%s\n\nFlags:\n", cmd.name, cmd.args, cmd.help)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(rest[n:]); err != nil {
+	parse := parseInterspersed
+	if cmd.strictOrder {
+		parse = parseStrict
+	}
+	if err := parse(fs, rest[n:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
@@ -187,4 +194,33 @@ func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// parseStrict parses flags up to the first argument, as package flag does.
+func parseStrict(fs *flag.FlagSet, args []string) error { return fs.Parse(args) }
+
+// parseInterspersed lets flags come after arguments too
+// (`orgs create acme --github-id 42`); everything after "--" is an
+// argument. The arguments end up in fs.Args().
+func parseInterspersed(fs *flag.FlagSet, args []string) error {
+	head, tail := args, []string(nil)
+	for i, a := range args {
+		if a == "--" {
+			head, tail = args[:i], args[i+1:]
+			break
+		}
+	}
+	var pos []string
+	for {
+		if err := fs.Parse(head); err != nil {
+			return err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		pos = append(pos, rest[0])
+		head = rest[1:]
+	}
+	return fs.Parse(append([]string{"--"}, append(pos, tail...)...))
 }

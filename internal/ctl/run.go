@@ -27,7 +27,7 @@ func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 func runCommand() command {
 	var labels, envs multiFlag
 	return command{
-		name: "run", args: "-- COMMAND [ARG...]",
+		name: "run", args: "-- COMMAND [ARG...]", strictOrder: true,
 		help: "Run a command as a job in a sandbox on an agent, stream its output and exit with its exit code.\n" +
 			"Ctrl-C cancels the job (a second Ctrl-C stops waiting).",
 		flags: func(fs *flag.FlagSet) {

@@ -1,0 +1,203 @@
+package ctl_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nimbus-build/nimbus/internal/app"
+	"github.com/nimbus-build/nimbus/internal/app/apptest"
+	"github.com/nimbus-build/nimbus/internal/ctl"
+	"github.com/nimbus-build/nimbus/internal/testenv"
+)
+
+// syncBuffer is a strings.Builder safe to read while a command writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+func run(h *apptest.Harness, interrupts chan os.Signal, args ...string) result {
+	var out, errb syncBuffer
+	env := func(k string) string { return "" }
+	full := append([]string{"--data-dir", h.Config.DataDir}, args...)
+	code := ctl.Main(context.Background(), full, &out, &errb, env, interrupts)
+	return result{code, out.String(), errb.String()}
+}
+
+func startAgent(t *testing.T, h *apptest.Harness) {
+	t.Helper()
+	testenv.NeedCommand(t, "bwrap", "apt-get install bubblewrap")
+	r := run(h, nil, "agents", "join-token", "--labels", "linux")
+	if r.code != 0 {
+		t.Fatalf("join-token: %+v", r)
+	}
+	work, err := os.MkdirTemp("", "nimbus-ctl-work")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(work, 0o711)
+	t.Cleanup(func() { os.RemoveAll(work) })
+	c := app.AgentConfig{Server: h.URL, JoinToken: strings.TrimSpace(r.stdout), StateDir: t.TempDir(), WorkDir: work, Name: "ctl-test",
+		MaxJobs: 2, UIDBase: 140000}
+	if err := c.Validate(true); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	a, err := app.NewAgent(ctx, c, apptest.Logger(t))
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("agent: %v", err)
+		}
+	})
+}
+
+// `nimbus ctl run` streams the output and exits with the job's code.
+func TestRun(t *testing.T) {
+	h := apptest.Start(t, "sqlite")
+	startAgent(t, h)
+	r := run(h, nil, "run", "--env", "GREETING=hi", "--", "sh", "-c", `echo "$GREETING"; echo oops >&2; exit 3`)
+	if r.code != 3 || r.stdout != "hi\noops\n" || !strings.Contains(r.stderr, "queued") {
+		t.Errorf("run: %+v", r)
+	}
+	if r := run(h, nil, "run", "--", "true"); r.code != 0 {
+		t.Errorf("run true: %+v", r)
+	}
+	if r := run(h, nil, "run", "--timeout", "1s", "--", "sleep", "30"); r.code != 1 || !strings.Contains(r.stderr, "timed out") {
+		t.Errorf("run with a timeout: %+v", r)
+	}
+}
+
+// Ctrl-C while a job runs cancels it; the command exits 130.
+func TestRunInterrupt(t *testing.T) {
+	h := apptest.Start(t, "sqlite")
+	startAgent(t, h)
+	interrupts := make(chan os.Signal, 2)
+	var out, errb syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- ctl.Main(context.Background(), []string{"--data-dir", h.Config.DataDir, "run", "--", "sh", "-c", "echo started; sleep 60"},
+			&out, &errb, func(string) string { return "" }, interrupts)
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(out.String(), "started") {
+		if time.Now().After(deadline) {
+			t.Fatalf("job never started: %q %q", out.String(), errb.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	interrupts <- os.Interrupt
+	select {
+	case code := <-done:
+		if code != 130 || !strings.Contains(errb.String(), "cancelled") {
+			t.Errorf("exit %d, stderr %q", code, errb.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("ctl run did not end within 20s of Ctrl-C")
+	}
+	r := run(h, nil, "jobs", "list", "--state", "cancelled")
+	if r.code != 0 || !strings.Contains(r.stdout, "cancelled") {
+		t.Errorf("jobs list: %+v", r)
+	}
+}
+
+// The administrative commands, end to end against a real server.
+func TestCommands(t *testing.T) {
+	h := apptest.Start(t, "sqlite")
+	steps := []struct {
+		args []string
+		want string // in stdout
+	}{
+		{[]string{"whoami"}, "role owner"},
+		{[]string{"run", "--detach", "--", "echo", "x"}, "job_"},
+		{[]string{"jobs", "list"}, "echo x"},
+		{[]string{"tokens", "create", "--name", "ci-bot", "--role", "ci"}, "nmbu_"},
+		{[]string{"tokens", "list"}, "ci-bot"},
+		{[]string{"agents", "join-token", "--labels", "linux,x64"}, "nmbj_"},
+		{[]string{"agents", "list"}, "ID"},
+		{[]string{"orgs", "create", "acme", "--github-login", "acme-gh", "--github-id", "42"}, "nmbu_"},
+		{[]string{"orgs", "list"}, "acme-gh (42)"},
+		{[]string{"audit", "--limit", "5"}, "org.created"},
+		{[]string{"keys", "list"}, "active (signs)"},
+		{[]string{"keys", "rotate"}, "verifies until"},
+		{[]string{"webhook-secrets", "rotate"}, ""},
+		{[]string{"webhook-secrets", "retire"}, "1 webhook secret accepted"},
+		{[]string{"--json", "whoami"}, `"role": "owner"`},
+	}
+	var jobID string
+	for _, s := range steps {
+		r := run(h, nil, s.args...)
+		if r.code != 0 || !strings.Contains(r.stdout, s.want) {
+			t.Errorf("%v: %+v", s.args, r)
+		}
+		if s.args[0] == "run" {
+			jobID = strings.TrimSpace(r.stdout)
+		}
+	}
+	if r := run(h, nil, "jobs", "show", jobID); r.code != 0 || !strings.Contains(r.stdout, "State:") {
+		t.Errorf("jobs show: %+v", r)
+	}
+	if r := run(h, nil, "jobs", "cancel", jobID); r.code != 0 || !strings.Contains(r.stdout, "cancelled") {
+		t.Errorf("jobs cancel: %+v", r)
+	}
+	if r := run(h, nil, "logs", jobID); r.code != 0 {
+		t.Errorf("logs: %+v", r)
+	}
+}
+
+// Mistakes get a precise message and the right exit code.
+func TestErrors(t *testing.T) {
+	h := apptest.Start(t, "sqlite")
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"frobnicate"}, 2, "unknown command"},
+		{[]string{"jobs", "show"}, 2, "want exactly one job id"},
+		{[]string{"run"}, 2, "no command"},
+		{[]string{"agents", "join-token"}, 2, "--labels is required"},
+		{[]string{"jobs", "show", "job_nope"}, 1, "not found"},
+		{[]string{"tokens", "create", "--name", "x", "--role", "king"}, 1, "role"},
+		{[]string{"--token", "nmbu_wrong", "whoami"}, 1, "unknown token"},
+		{[]string{"--server", "http://127.0.0.1:1", "whoami"}, 1, "connect"},
+	} {
+		r := run(h, nil, tc.args...)
+		if r.code != tc.code || !strings.Contains(r.stderr, tc.want) {
+			t.Errorf("%v: exit %d, stderr %q; want %d and %q", tc.args, r.code, r.stderr, tc.code, tc.want)
+		}
+	}
+	var out, errb syncBuffer
+	code := ctl.Main(context.Background(), []string{"--data-dir", t.TempDir(), "whoami"}, &out, &errb, func(string) string { return "" }, nil)
+	if code != 1 || !strings.Contains(errb.String(), "no server") {
+		t.Errorf("no server: %d %q", code, errb.String())
+	}
+}
