@@ -219,6 +219,9 @@ func TestE2EWebhookToRunner(t *testing.T) {
 				strings.Join(runners[0].Labels, ",") != "nimbus,self-hosted" {
 				t.Errorf("runners registered on GitHub: %+v", runners)
 			}
+			// The fake runner does not deregister itself as the real one
+			// does after its job: Nimbus removes it once the lease ends.
+			waitFor(t, 10*time.Second, func() bool { rs := gh.Runners(); return len(rs) == 1 && rs[0].Deleted })
 			for _, r := range gh.Requests() {
 				if strings.Contains(r.Path, "registration-token") {
 					t.Errorf("a registration token was requested: %+v", r)

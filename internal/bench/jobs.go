@@ -31,6 +31,7 @@ import (
 	"github.com/nimbus-build/nimbus/internal/apiclient"
 	"github.com/nimbus-build/nimbus/internal/apiv1"
 	"github.com/nimbus-build/nimbus/internal/app"
+	"github.com/nimbus-build/nimbus/internal/jobs"
 	"github.com/nimbus-build/nimbus/internal/store"
 )
 
@@ -120,9 +121,11 @@ func printRows(w io.Writer, rows []row) {
 // start latency measures Nimbus alone.
 type benchMinter struct{}
 
-func (benchMinter) MintRunner(ctx context.Context, j store.Job, name string) (string, error) {
-	return "bench-jit-" + name, nil
+func (benchMinter) MintRunner(ctx context.Context, j store.Job, name string) (jobs.Runner, error) {
+	return jobs.Runner{JITConfig: "bench-jit-" + name}, nil
 }
+
+func (benchMinter) RemoveRunner(ctx context.Context, j store.Job, id int64) error { return nil }
 
 type server struct {
 	cp     *app.ControlPlane

@@ -223,26 +223,48 @@ type GitHubRunnerMinter struct {
 }
 
 // MintRunner implements RunnerMinter.
-func (m GitHubRunnerMinter) MintRunner(ctx context.Context, j store.Job, runnerName string) (string, error) {
-	gh := j.GitHub
-	if gh == nil || gh.InstallationID == 0 {
-		return "", permanent(errors.New("the delivery named no GitHub App installation"))
+func (m GitHubRunnerMinter) MintRunner(ctx context.Context, j store.Job, runnerName string) (Runner, error) {
+	t, err := runnerTarget(j)
+	if err != nil {
+		return Runner{}, err
 	}
-	t := github.RunnerTarget{Repo: gh.Repo}
-	if gh.OwnerType == github.AccountOrganization {
-		t = github.RunnerTarget{Org: gh.OwnerLogin}
-	}
-	cfg, err := m.App.GenerateJITConfig(ctx, gh.InstallationID, t, github.JITRequest{
+	cfg, err := m.App.GenerateJITConfig(ctx, j.GitHub.InstallationID, t, github.JITRequest{
 		Name: runnerName, Labels: j.Labels, RunnerGroupID: m.RunnerGroupID,
 	})
 	if err != nil {
 		if !github.Retryable(err) {
-			return "", permanent(err)
+			return Runner{}, permanent(err)
 		}
-		return "", err
+		return Runner{}, err
 	}
 	if strings.TrimSpace(cfg.EncodedJITConfig) == "" {
-		return "", errors.New("GitHub answered an empty runner config")
+		return Runner{}, errors.New("GitHub answered an empty runner config")
 	}
-	return cfg.EncodedJITConfig, nil
+	return Runner{ID: cfg.RunnerID, JITConfig: cfg.EncodedJITConfig}, nil
+}
+
+// RemoveRunner implements RunnerMinter.
+func (m GitHubRunnerMinter) RemoveRunner(ctx context.Context, j store.Job, runnerID int64) error {
+	t, err := runnerTarget(j)
+	if err != nil {
+		return err
+	}
+	err = m.App.RemoveRunner(ctx, j.GitHub.InstallationID, t, runnerID)
+	if errors.Is(err, github.ErrNotFound) {
+		return nil // it removed itself after its job
+	}
+	return err
+}
+
+// runnerTarget is where a job's runners are registered: the organization
+// for an org-owned repository, else the repository.
+func runnerTarget(j store.Job) (github.RunnerTarget, error) {
+	gh := j.GitHub
+	if gh == nil || gh.InstallationID == 0 {
+		return github.RunnerTarget{}, permanent(errors.New("the delivery named no GitHub App installation"))
+	}
+	if gh.OwnerType == github.AccountOrganization {
+		return github.RunnerTarget{Org: gh.OwnerLogin}, nil
+	}
+	return github.RunnerTarget{Repo: gh.Repo}, nil
 }

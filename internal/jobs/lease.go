@@ -87,19 +87,23 @@ func (s *Service) tryLease(ctx context.Context, agent store.Agent) (*Lease, erro
 // reason.
 func (s *Service) leaseRunner(ctx context.Context, agent store.Agent, j store.Job) (*Lease, error) {
 	name := RunnerName(j)
-	var jit string
+	var r Runner
 	var err error
 	if s.runners == nil {
 		err = permanent(errors.New("no GitHub App is configured on this server"))
 	} else {
-		jit, err = s.runners.MintRunner(ctx, j, name)
+		r, err = s.runners.MintRunner(ctx, j, name)
 	}
 	if err == nil {
-		err = s.store.Jobs().SetRunner(ctx, j.ID, j.Fence, name)
+		err = s.store.Jobs().SetRunner(ctx, j.ID, j.Fence, name, r.ID)
+		if err != nil && r.ID != 0 {
+			j.RunnerID = r.ID
+			s.runnerSpent(j)
+		}
 	}
 	if err == nil {
-		j.RunnerName = name
-		return &Lease{Job: j, RunnerName: name, JITConfig: jit}, nil
+		j.RunnerName, j.RunnerID = name, r.ID
+		return &Lease{Job: j, RunnerName: name, JITConfig: r.JITConfig}, nil
 	}
 	now := s.now()
 	reason := "mint runner config: " + err.Error()
@@ -262,6 +266,7 @@ func (s *Service) finish(ctx context.Context, actor, agentID, id string, fence i
 	}
 	s.m.transitions.WithLabelValues(string(j.State)).Inc()
 	s.notify.Notify(jobTopic(id))
+	s.runnerSpent(j)
 	return j, nil
 }
 

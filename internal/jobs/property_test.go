@@ -37,9 +37,11 @@ func (c *fakeClock) Advance(d time.Duration) {
 // minter mints fake runner configs, so GitHub jobs can be leased.
 type minter struct{}
 
-func (minter) MintRunner(ctx context.Context, j store.Job, name string) (string, error) {
-	return "jit-" + name, nil
+func (minter) MintRunner(ctx context.Context, j store.Job, name string) (jobs.Runner, error) {
+	return jobs.Runner{ID: j.Fence, JITConfig: "jit-" + name}, nil
 }
+
+func (minter) RemoveRunner(ctx context.Context, j store.Job, id int64) error { return nil }
 
 type held struct {
 	agent store.Agent

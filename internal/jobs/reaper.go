@@ -62,6 +62,7 @@ func (s *Service) Reap(ctx context.Context) ([]store.Expired, error) {
 			result = "requeued"
 			s.notify.Notify(queueTopic(e.Job.OrgID))
 		}
+		s.runnerSpent(e.Job)
 		s.m.expired.WithLabelValues(result).Inc()
 		s.m.transitions.WithLabelValues(string(e.Job.State)).Inc()
 		s.notify.Notify(jobTopic(e.Job.ID))

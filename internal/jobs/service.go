@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/nimbus-build/nimbus/internal/ids"
 	"github.com/nimbus-build/nimbus/internal/store"
@@ -65,10 +66,19 @@ func DefaultConfig() Config {
 	}
 }
 
-// RunnerMinter mints the just-in-time configuration of an ephemeral
-// GitHub runner for a leased GitHub job.
+// Runner is an ephemeral GitHub runner registered for a lease.
+type Runner struct {
+	ID        int64
+	JITConfig string
+}
+
+// RunnerMinter registers the ephemeral GitHub runner of a leased GitHub job
+// (returning its just-in-time configuration) and removes it when the lease
+// has ended.
 type RunnerMinter interface {
-	MintRunner(ctx context.Context, j store.Job, runnerName string) (jitConfig string, err error)
+	MintRunner(ctx context.Context, j store.Job, runnerName string) (Runner, error)
+	// RemoveRunner deletes a runner; one that is already gone is no error.
+	RemoveRunner(ctx context.Context, j store.Job, runnerID int64) error
 }
 
 // Service is the job loop. It is safe for concurrent use.
@@ -81,6 +91,9 @@ type Service struct {
 	limiter *orgLimiter
 	runners RunnerMinter
 	m       *metrics
+	// spent holds GitHub jobs whose lease ended, for their runner to be
+	// removed from GitHub.
+	spent chan store.Job
 }
 
 // Options are the Service's dependencies.
@@ -125,7 +138,7 @@ func New(o Options) (*Service, error) {
 	return &Service{
 		store: o.Store, cfg: c, log: log.With("component", "jobs"), now: now, notify: NewNotifier(),
 		limiter: newOrgLimiter(c.OrgJobRate, c.OrgJobBurst), runners: o.Runners,
-		m: newMetrics(o.Registry, o.Store, log),
+		m: newMetrics(o.Registry, o.Store, log), spent: make(chan store.Job, 4096),
 	}, nil
 }
 
@@ -223,7 +236,11 @@ func (s *Service) Cancel(ctx context.Context, org, id, actor string) (store.Job,
 	return j, nil
 }
 
-// Run runs the background loops (the lease reaper) until ctx ends.
+// Run runs the background loops (the lease reaper, the runner cleanup)
+// until ctx ends.
 func (s *Service) Run(ctx context.Context) error {
-	return s.runReaperLoop(ctx)
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.runReaperLoop(ctx) })
+	g.Go(func() error { return s.runRunnerCleanupLoop(ctx) })
+	return g.Wait()
 }

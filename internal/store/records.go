@@ -146,9 +146,11 @@ type Job struct {
 	AgentID         string
 	LeaseExpiresAt  time.Time
 	CancelRequested bool
-	// RunnerName is the name of the ephemeral runner Nimbus started for the
-	// current lease (GitHub jobs only).
+	// RunnerName and RunnerID name the ephemeral runner Nimbus started for
+	// the current lease (GitHub jobs only). The id outlives the lease, so
+	// the runner can be removed from GitHub afterwards.
 	RunnerName string
+	RunnerID   int64
 
 	ExitCode *int
 	Reason   string

@@ -104,7 +104,7 @@ type Jobs interface {
 	// fence. ErrNotFound when there is none or the agent is at MaxJobs.
 	Lease(ctx context.Context, r LeaseRequest) (Job, error)
 	// SetRunner records the ephemeral runner started for the current lease.
-	SetRunner(ctx context.Context, id string, fence int64, runnerName string) error
+	SetRunner(ctx context.Context, id string, fence int64, runnerName string, runnerID int64) error
 	// Renew extends a live lease. It returns the job so the agent learns
 	// about cancellation. ErrStaleFence or ErrFinished when the lease is
 	// no longer the agent's.

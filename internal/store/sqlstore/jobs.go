@@ -19,7 +19,7 @@ var _ store.Jobs = jobs{}
 
 const jobColumns = `id, org_id, source, job_key, state, labels, spec, attempt, max_attempts, fence, agent_id,
 	lease_expires_at, cancel_requested, runner_name, exit_code, reason, created_by, created_at, not_before,
-	updated_at, started_at, finished_at, github`
+	updated_at, started_at, finished_at, github, runner_id`
 
 // live is the SQL set of states that hold a lease.
 const live = `('leased', 'running')`
@@ -32,7 +32,7 @@ func scanJob(row interface{ Scan(...any) error }) (store.Job, error) {
 	var leaseExp, created, notBefore, updated, started, finished int64
 	err := row.Scan(&j.ID, &j.OrgID, &j.Source, &key, &j.State, &labels, &spec, &j.Attempt, &j.MaxAttempts,
 		&j.Fence, &j.AgentID, &leaseExp, &j.CancelRequested, &j.RunnerName, &exit, &j.Reason, &j.CreatedBy,
-		&created, &notBefore, &updated, &started, &finished, &gh)
+		&created, &notBefore, &updated, &started, &finished, &gh, &j.RunnerID)
 	if err != nil {
 		return j, err
 	}
@@ -78,11 +78,11 @@ func (x jobs) Create(ctx context.Context, j store.Job) (store.Job, bool, error) 
 	created := false
 	err := x.inTx(ctx, func(q querier) error {
 		res, err := q.ExecContext(ctx, `INSERT INTO jobs (`+jobColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
-			$11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23) ON CONFLICT DO NOTHING`,
+			$11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24) ON CONFLICT DO NOTHING`,
 			j.ID, j.OrgID, j.Source, nullString(j.Key), j.State, jsonText(nonEmpty(j.Labels)), jsonText(j.Spec),
 			j.Attempt, j.MaxAttempts, j.Fence, j.AgentID, micros(j.LeaseExpiresAt), j.CancelRequested, j.RunnerName,
 			nullExit(j.ExitCode), j.Reason, j.CreatedBy, micros(j.CreatedAt), micros(j.NotBefore), micros(j.UpdatedAt),
-			micros(j.StartedAt), micros(j.FinishedAt), githubText(j.GitHub))
+			micros(j.StartedAt), micros(j.FinishedAt), githubText(j.GitHub), j.RunnerID)
 		if err != nil {
 			return fmt.Errorf("create job: %w", err)
 		}
@@ -216,7 +216,7 @@ func (x jobs) Lease(ctx context.Context, r store.LeaseRequest) (store.Job, error
 		}
 		now := micros(r.Now)
 		job, err = scanJob(q.QueryRowContext(ctx, `UPDATE jobs SET state = 'leased', fence = fence + 1, agent_id = $2,
-			lease_expires_at = $3, updated_at = $4, runner_name = '', cancel_requested = FALSE
+			lease_expires_at = $3, updated_at = $4, runner_name = '', runner_id = 0, cancel_requested = FALSE
 			WHERE id = $1 AND state = 'queued' RETURNING `+jobColumns,
 			id, r.AgentID, micros(r.Now.Add(r.TTL)), now))
 		if err != nil {
@@ -258,8 +258,8 @@ func (x jobs) whyNot(ctx context.Context, what, id, agentID string, fence int64)
 	return cur, fmt.Errorf("%s %s (fence %d, current %d, %s): %w", what, id, fence, cur.Fence, cur.State, store.ErrStaleFence)
 }
 
-func (x jobs) SetRunner(ctx context.Context, id string, fence int64, runnerName string) error {
-	res, err := x.exec(ctx, `UPDATE jobs SET runner_name = $3 WHERE id = $1 AND fence = $2 AND state IN `+live, id, fence, runnerName)
+func (x jobs) SetRunner(ctx context.Context, id string, fence int64, runnerName string, runnerID int64) error {
+	res, err := x.exec(ctx, `UPDATE jobs SET runner_name = $3, runner_id = $4 WHERE id = $1 AND fence = $2 AND state IN `+live, id, fence, runnerName, runnerID)
 	if err != nil {
 		return fmt.Errorf("set runner: %w", err)
 	}

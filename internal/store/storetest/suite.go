@@ -344,6 +344,15 @@ func testLeaseLifecycle(t *testing.T, s store.Store) {
 	if _, err := jobs.CheckLease(ctx, job.ID, "agt_1", 1); err != nil {
 		t.Errorf("check lease: %v", err)
 	}
+	if err := jobs.SetRunner(ctx, job.ID, 1, "nimbus-x-1", 77); err != nil {
+		t.Fatal(err)
+	}
+	if err := jobs.SetRunner(ctx, job.ID, 0, "stale", 78); !errors.Is(err, store.ErrStaleFence) {
+		t.Errorf("set runner with a stale fence: %v", err)
+	}
+	if found, err := jobs.FindByRunner(ctx, "nimbus-x-1"); err != nil || found.ID != job.ID || found.RunnerID != 77 {
+		t.Errorf("find by runner: %+v %v", found, err)
+	}
 	code := 3
 	fin, err := jobs.Finish(ctx, job.ID, "agt_1", 1, store.Outcome{State: store.JobFailed, ExitCode: &code, Reason: "exit 3"}, t0.Add(5*time.Second))
 	if err != nil {
