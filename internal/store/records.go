@@ -60,6 +60,19 @@ type Agent struct {
 	CreatedAt     time.Time
 	LastSeenAt    time.Time
 	DisabledAt    time.Time // zero: enabled
+	// RBS is what the agent offers remote Bazel; nil when it offers none.
+	RBS *AgentRBS
+}
+
+// AgentRBS is an agent's remote Bazel offer.
+type AgentRBS struct {
+	// Address is the agent's mTLS tunnel, host:port, as proxies reach it.
+	Address string `json:"address"`
+	// InstallMD5s are the Bazel releases it runs (Bazel's install_md5).
+	InstallMD5s []string `json:"install_md5s"`
+	// Versions name them, for messages.
+	Versions    []string `json:"versions,omitempty"`
+	MaxSessions int      `json:"max_sessions"`
 }
 
 // JobState is where a job is in its life.
@@ -219,4 +232,46 @@ type Delivery struct {
 	ID         string
 	Event      string
 	ReceivedAt time.Time
+}
+
+// SessionState is where a remote Bazel session is.
+type SessionState string
+
+const (
+	// SessionPending: scheduled on an agent, which has not started it yet.
+	SessionPending SessionState = "pending"
+	// SessionReady: its Bazel server runs; proxies may attach.
+	SessionReady SessionState = "ready"
+	// SessionStopping: asked to stop; the agent has not confirmed yet.
+	SessionStopping SessionState = "stopping"
+	SessionStopped  SessionState = "stopped"
+	SessionFailed   SessionState = "failed"
+)
+
+// Live reports whether a session in state s holds an agent's capacity.
+func (s SessionState) Live() bool {
+	return s == SessionPending || s == SessionReady || s == SessionStopping
+}
+
+// Session is a remote Bazel session: one user's Bazel server for one
+// workspace, on one agent.
+type Session struct {
+	ID    string
+	OrgID string
+	User  string
+	// Key is what makes sessions the same: the org, user, repository,
+	// Bazel release and startup options. One live session per key.
+	Key        string
+	RepoHash   string
+	InstallMD5 string
+	// Request is the proxy's request (paths to mirror, options), as JSON.
+	Request    string
+	AgentID    string
+	State      SessionState
+	Address    string
+	Reason     string
+	CreatedAt  time.Time
+	UpdatedAt  time.Time
+	LastUsedAt time.Time
+	StoppedAt  time.Time
 }

@@ -44,6 +44,8 @@ type Agents interface {
 	Register(ctx context.Context, id string, labels []string, maxJobs int, hostname, version string, now time.Time) error
 	Touch(ctx context.Context, id string, now time.Time) error
 	Disable(ctx context.Context, orgID, id string, at time.Time) error
+	// SetRBS records an agent's remote Bazel offer (nil: none).
+	SetRBS(ctx context.Context, id string, rbs *AgentRBS) error
 }
 
 // JobFilter selects jobs for listing, newest first.
@@ -164,6 +166,35 @@ type Keys interface {
 	PutSecret(ctx context.Context, s Secret) error
 	GetSecret(ctx context.Context, name string) (Secret, error)
 	ListSecrets(ctx context.Context) ([]Secret, error)
+}
+
+// SessionFilter selects sessions, newest first.
+type SessionFilter struct {
+	OrgID    string
+	User     string // empty: every user of the org
+	AgentID  string // empty: any agent
+	LiveOnly bool
+	Limit    int
+}
+
+// Sessions holds remote Bazel sessions.
+type Sessions interface {
+	// Create inserts a session; ErrConflict when a live session has its key.
+	Create(ctx context.Context, s Session) error
+	Get(ctx context.Context, id string) (Session, error)
+	// GetLive returns the live session with this key.
+	GetLive(ctx context.Context, key string) (Session, error)
+	List(ctx context.Context, f SessionFilter) ([]Session, error)
+	// CountLive counts the live sessions of an agent.
+	CountLive(ctx context.Context, agentID string) (int, error)
+	// Transition moves a session from one of the states from to state to,
+	// setting address and reason when given; ErrNotFound when it is in
+	// none of them (or does not exist).
+	Transition(ctx context.Context, id string, from []SessionState, to SessionState, address, reason string, now time.Time) (Session, error)
+	// Touch records a use (a proxy's heartbeat), postponing idle reaping.
+	Touch(ctx context.Context, id string, now time.Time) error
+	// Idle lists live sessions not used since before.
+	Idle(ctx context.Context, before time.Time) ([]Session, error)
 }
 
 // Deliveries remembers webhook deliveries so a redelivery is recognised.

@@ -38,6 +38,7 @@ type Repos interface {
 	Audit() Audit
 	Keys() Keys
 	Deliveries() Deliveries
+	Sessions() Sessions
 }
 
 // Store is the whole database.

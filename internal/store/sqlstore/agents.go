@@ -2,6 +2,7 @@ package sqlstore
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -12,14 +13,20 @@ type agents struct{ repos }
 
 var _ store.Agents = agents{}
 
-const agentColumns = `id, org_id, name, allowed_labels, labels, max_jobs, hostname, version, created_at, last_seen_at, disabled_at`
+const agentColumns = `id, org_id, name, allowed_labels, labels, max_jobs, hostname, version, created_at, last_seen_at, disabled_at, rbs`
 
 func scanAgent(row interface{ Scan(...any) error }) (store.Agent, error) {
 	var a store.Agent
-	var allowed, labels string
+	var allowed, labels, rbs string
 	var created, seen, disabled int64
-	if err := row.Scan(&a.ID, &a.OrgID, &a.Name, &allowed, &labels, &a.MaxJobs, &a.Hostname, &a.Version, &created, &seen, &disabled); err != nil {
+	if err := row.Scan(&a.ID, &a.OrgID, &a.Name, &allowed, &labels, &a.MaxJobs, &a.Hostname, &a.Version, &created, &seen, &disabled, &rbs); err != nil {
 		return a, err
+	}
+	if rbs != "" {
+		a.RBS = new(store.AgentRBS)
+		if err := json.Unmarshal([]byte(rbs), a.RBS); err != nil {
+			return a, fmt.Errorf("decode agent rbs: %w", err)
+		}
 	}
 	a.CreatedAt, a.LastSeenAt, a.DisabledAt = fromMicros(created), fromMicros(seen), fromMicros(disabled)
 	var err error
@@ -31,9 +38,9 @@ func scanAgent(row interface{ Scan(...any) error }) (store.Agent, error) {
 }
 
 func (x agents) Create(ctx context.Context, a store.Agent) error {
-	_, err := x.exec(ctx, `INSERT INTO agents (`+agentColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+	_, err := x.exec(ctx, `INSERT INTO agents (`+agentColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
 		a.ID, a.OrgID, a.Name, jsonText(nonEmpty(a.AllowedLabels)), jsonText(nonEmpty(a.Labels)), a.MaxJobs, a.Hostname, a.Version,
-		micros(a.CreatedAt), micros(a.LastSeenAt), micros(a.DisabledAt))
+		micros(a.CreatedAt), micros(a.LastSeenAt), micros(a.DisabledAt), rbsText(a.RBS))
 	if err != nil {
 		return conflict(err, "create agent")
 	}
@@ -89,4 +96,15 @@ func (x agents) one(ctx context.Context, what, q string, args ...any) error {
 		return fmt.Errorf("%s: %w", what, store.ErrNotFound)
 	}
 	return nil
+}
+
+func rbsText(r *store.AgentRBS) string {
+	if r == nil {
+		return ""
+	}
+	return jsonText(r)
+}
+
+func (x agents) SetRBS(ctx context.Context, id string, rbs *store.AgentRBS) error {
+	return x.one(ctx, "set agent rbs "+id, `UPDATE agents SET rbs = $2 WHERE id = $1`, id, rbsText(rbs))
 }

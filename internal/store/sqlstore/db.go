@@ -237,6 +237,7 @@ func (x repos) Logs() store.Logs             { return logs{x} }
 func (x repos) Audit() store.Audit           { return audit{x} }
 func (x repos) Keys() store.Keys             { return keys{x} }
 func (x repos) Deliveries() store.Deliveries { return deliveries{x} }
+func (x repos) Sessions() store.Sessions     { return sessions{x} }
 
 // inTx runs fn in a transaction on the write connection (through the
 // group commit on SQLite), or directly on the current transaction when

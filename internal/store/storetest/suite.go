@@ -651,3 +651,74 @@ func testTxRollback(t *testing.T, s store.Store) {
 		t.Errorf("rolled-back org exists: %v", err)
 	}
 }
+
+func testSessions(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	o := mustOrg(t, s, "a")
+	ag := store.Agent{ID: "agt_r", OrgID: o.ID, Name: "rbs", CreatedAt: t0}
+	if err := s.Agents().Create(ctx, ag); err != nil {
+		t.Fatal(err)
+	}
+	offer := &store.AgentRBS{Address: "10.0.0.2:7443", InstallMD5s: []string{"abc"}, Versions: []string{"4.2.3"}, MaxSessions: 2}
+	if err := s.Agents().SetRBS(ctx, ag.ID, offer); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := s.Agents().Get(ctx, ag.ID)
+	if diff := cmp.Diff(offer, got.RBS); diff != "" {
+		t.Errorf("rbs offer (-want +got):\n%s", diff)
+	}
+	sess := store.Session{ID: "ses_1", OrgID: o.ID, User: "alice", Key: "k1", RepoHash: "r", InstallMD5: "abc", Request: `{"workspace":"/w"}`,
+		AgentID: ag.ID, State: store.SessionPending, CreatedAt: t0, UpdatedAt: t0, LastUsedAt: t0}
+	if err := s.Sessions().Create(ctx, sess); err != nil {
+		t.Fatal(err)
+	}
+	dup := sess
+	dup.ID = "ses_2"
+	if err := s.Sessions().Create(ctx, dup); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("second live session with the same key: %v", err)
+	}
+	live, err := s.Sessions().GetLive(ctx, "k1")
+	if err != nil || live.ID != "ses_1" {
+		t.Fatalf("get live: %+v %v", live, err)
+	}
+	if diff := cmp.Diff(sess, live); diff != "" {
+		t.Errorf("session (-want +got):\n%s", diff)
+	}
+	ready, err := s.Sessions().Transition(ctx, "ses_1", []store.SessionState{store.SessionPending}, store.SessionReady, "10.0.0.2:7443", "", t0.Add(time.Second))
+	if err != nil || ready.State != store.SessionReady || ready.Address != "10.0.0.2:7443" {
+		t.Fatalf("ready: %+v %v", ready, err)
+	}
+	if _, err := s.Sessions().Transition(ctx, "ses_1", []store.SessionState{store.SessionPending}, store.SessionFailed, "", "x", t0); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("transition from the wrong state: %v", err)
+	}
+	if n, _ := s.Sessions().CountLive(ctx, ag.ID); n != 1 {
+		t.Errorf("%d live sessions", n)
+	}
+	if idle, _ := s.Sessions().Idle(ctx, t0.Add(time.Minute)); len(idle) != 1 {
+		t.Errorf("idle: %v", idle)
+	}
+	if err := s.Sessions().Touch(ctx, "ses_1", t0.Add(2*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if idle, _ := s.Sessions().Idle(ctx, t0.Add(time.Minute)); len(idle) != 0 {
+		t.Errorf("touched session is idle: %v", idle)
+	}
+	stopped, err := s.Sessions().Transition(ctx, "ses_1", []store.SessionState{store.SessionReady, store.SessionStopping}, store.SessionStopped, "", "released", t0.Add(time.Hour))
+	if err != nil || !stopped.StoppedAt.Equal(t0.Add(time.Hour)) || stopped.Reason != "released" || stopped.Address != "10.0.0.2:7443" {
+		t.Fatalf("stopped: %+v %v", stopped, err)
+	}
+	// The key is free again once the session is over.
+	if err := s.Sessions().Create(ctx, dup); err != nil {
+		t.Errorf("new session after the old one stopped: %v", err)
+	}
+	list, err := s.Sessions().List(ctx, store.SessionFilter{OrgID: o.ID, User: "alice"})
+	if err != nil || len(list) != 2 || list[0].ID != "ses_2" {
+		t.Errorf("list: %+v %v", list, err)
+	}
+	if list, _ := s.Sessions().List(ctx, store.SessionFilter{OrgID: o.ID, User: "bob"}); len(list) != 0 {
+		t.Errorf("bob sees %v", list)
+	}
+	if list, _ := s.Sessions().List(ctx, store.SessionFilter{AgentID: ag.ID, LiveOnly: true}); len(list) != 1 || list[0].ID != "ses_2" {
+		t.Errorf("live on agent: %v", list)
+	}
+}
