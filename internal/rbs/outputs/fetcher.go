@@ -51,7 +51,7 @@ func (f *Fetcher) Fetch(ctx context.Context, client tunnelpb.TunnelClient, paths
 	var want []string
 	for _, p := range paths {
 		if _, ok := f.rel(p); ok {
-			want = append(want, p, p+".runfiles", p+".runfiles_manifest")
+			want = append(want, p)
 		}
 	}
 	root, err := os.OpenRoot(f.OutputBase)
@@ -60,11 +60,25 @@ func (f *Fetcher) Fetch(ctx context.Context, client tunnelpb.TunnelClient, paths
 	}
 	defer root.Close()
 	if len(want) > 0 {
-		resp, err := client.Stat(ctx, &tunnelpb.StatRequest{Paths: want})
+		entries, err := f.stat(ctx, client, want)
 		if err != nil {
-			return st, fmt.Errorf("fetch outputs: %w", err)
+			return st, err
 		}
-		entries := resp.GetEntries()
+		// Executables (files, or links such as an sh_binary's) come with
+		// their runfiles tree, as after a local build.
+		var runfiles []string
+		for _, e := range entries {
+			if k := e.GetKind(); k == tunnelpb.FileKind_FILE_KIND_SYMLINK || k == tunnelpb.FileKind_FILE_KIND_REGULAR && e.GetExecutable() {
+				runfiles = append(runfiles, e.GetPath()+".runfiles", e.GetPath()+".runfiles_manifest")
+			}
+		}
+		if len(runfiles) > 0 {
+			more, err := f.stat(ctx, client, runfiles)
+			if err != nil {
+				return st, err
+			}
+			entries = append(entries, more...)
+		}
 		slices.SortFunc(entries, func(a, b *tunnelpb.FileEntry) int { return strings.Compare(a.GetPath(), b.GetPath()) })
 		st.Entries = len(entries)
 		download := map[string]*tunnelpb.FileEntry{}
@@ -98,6 +112,14 @@ func (f *Fetcher) Fetch(ctx context.Context, client tunnelpb.TunnelClient, paths
 	return st, nil
 }
 
+func (f *Fetcher) stat(ctx context.Context, client tunnelpb.TunnelClient, paths []string) ([]*tunnelpb.FileEntry, error) {
+	resp, err := client.Stat(ctx, &tunnelpb.StatRequest{Paths: paths})
+	if err != nil {
+		return nil, fmt.Errorf("fetch outputs: %w", err)
+	}
+	return resp.GetEntries(), nil
+}
+
 // rel returns p relative to the output base when the fetcher may write it.
 func (f *Fetcher) rel(p string) (string, bool) {
 	if !path.IsAbs(p) || path.Clean(p) != p {
@@ -117,10 +139,12 @@ func (f *Fetcher) rel(p string) (string, bool) {
 
 // place creates directories and symlinks and records files to download.
 func (f *Fetcher) place(root *os.Root, rel string, e *tunnelpb.FileEntry, download map[string]*tunnelpb.FileEntry) error {
-	if err := root.MkdirAll(path.Dir(rel), 0o755); err != nil {
-		return err
-	}
 	cur, curErr := root.Lstat(rel)
+	if curErr != nil {
+		if err := root.MkdirAll(path.Dir(rel), 0o755); err != nil {
+			return err
+		}
+	}
 	switch e.GetKind() {
 	case tunnelpb.FileKind_FILE_KIND_DIRECTORY:
 		if curErr == nil && cur.IsDir() {
@@ -156,6 +180,9 @@ func (f *Fetcher) place(root *os.Root, rel string, e *tunnelpb.FileEntry, downlo
 				d, _, err := f.cache.Digest(e.GetPath(), lf)
 				lf.Close()
 				if err == nil && string(d[:]) == string(e.GetDigest()) {
+					if cur.Mode().Perm() == fileMode(e) {
+						return nil
+					}
 					return root.Chmod(rel, fileMode(e))
 				}
 			}

@@ -116,13 +116,17 @@ func New(opts Options) (*Proxy, error) {
 	}
 	log := opts.Logger.With("component", "rbs-proxy")
 	stateDir := filepath.Join(opts.Args.OutputBase, "nimbus-rbs")
+	syncer := srcsync.NewClient(opts.Args.Workspace, filepath.Join(stateDir, "sync-state"), log)
+	if err := syncer.Watch(); err != nil {
+		log.Warn("watching the workspace; every command will scan it", "err", err)
+	}
 	return &Proxy{
 		opts:       opts,
 		log:        log,
 		env:        newEnvFilter(opts.ClientEnv),
 		serverDir:  filepath.Join(opts.Args.OutputBase, "server"),
 		info:       serverdir.Info{PID: os.Getpid(), RequestCookie: reqCookie, ResponseCookie: respCookie},
-		syncer:     srcsync.NewClient(opts.Args.Workspace, filepath.Join(stateDir, "sync-state"), log),
+		syncer:     syncer,
 		fetcher:    &outputs.Fetcher{OutputBase: opts.Args.OutputBase, Workspace: opts.Args.Workspace, Log: log},
 		commands:   map[string]*command{},
 		lastActive: time.Now(),
@@ -177,6 +181,7 @@ loop:
 		p.log.Warn("removing server files", "err", err)
 	}
 	p.release()
+	p.syncer.Close()
 	return serveErr
 }
 
@@ -388,11 +393,25 @@ func (p *Proxy) runRemote(ctx context.Context, cmd *command, req *commandserverp
 	if err != nil {
 		return interrupted(ctx, errFinish{exitRemoteError, err})
 	}
+	// The workspace syncs while a new server starts.
+	readyCtx, cancelReady := context.WithCancel(ctx)
+	defer cancelReady()
+	ready := make(chan error, 1)
+	go func() { ready <- p.ensureReady(readyCtx, r, progress) }()
+	var syncErr error
 	if !slices.Contains(noSyncCommands, name) {
-		if err := p.sync(ctx, r, progress); err != nil {
-			p.dropRemote(r)
-			return interrupted(ctx, errRetry{fmt.Errorf("syncing the workspace: %w", err)})
+		if syncErr = p.sync(ctx, r, progress); syncErr != nil {
+			cancelReady()
 		}
+	}
+	readyErr := <-ready
+	if syncErr != nil {
+		p.dropRemote(r)
+		return interrupted(ctx, errRetry{fmt.Errorf("syncing the workspace: %w", syncErr)})
+	}
+	if readyErr != nil {
+		p.dropRemote(r)
+		return interrupted(ctx, errFinish{exitRemoteError, readyErr})
 	}
 	args, dropped := p.env.filterArgs(req.GetArg())
 	if dropped > 0 {
@@ -467,51 +486,58 @@ func (p *Proxy) runRemote(ctx context.Context, cmd *command, req *commandserverp
 	}
 }
 
-// ensureRemote returns the session, provisioning it on first use.
+// ensureRemote returns the session, asking the provider for one on first
+// use. The session's server may still be starting (see ensureReady).
 func (p *Proxy) ensureRemote(ctx context.Context, progress io.Writer) (*remote, error) {
 	p.remoteMu.Lock()
 	defer p.remoteMu.Unlock()
-	if p.remote != nil && p.remote.ready {
+	if p.remote != nil {
 		return p.remote, nil
 	}
-	if p.remote == nil {
-		a := p.opts.Args
-		fmt.Fprintf(progress, "nimbus: requesting a remote Bazel server for %s…\n", a.Workspace)
-		ep, err := p.opts.Provider.GetServer(ctx, rbs.ServerRequest{
-			RepoHash:       rbs.RepoHash(p.opts.ClientHost, a.Workspace),
-			Workspace:      a.Workspace,
-			OutputBase:     a.OutputBase,
-			OutputUserRoot: a.OutputUserRoot,
-			InstallMD5:     a.InstallMD5,
-			StartupOptions: a.StartupOptions,
-			ClientHost:     p.opts.ClientHost,
-		})
-		if err != nil {
-			return nil, err
-		}
-		r, err := dial(ep)
-		if err != nil {
-			return nil, err
-		}
-		if ep.Reused {
-			fmt.Fprintf(progress, "nimbus: attached to warm session %s on %s\n", ep.SessionID, ep.Agent)
-		} else {
-			fmt.Fprintf(progress, "nimbus: started session %s on %s\n", ep.SessionID, ep.Agent)
-		}
-		p.log.Info("session", "session_id", ep.SessionID, "agent", ep.Agent, "address", ep.Address, "reused", ep.Reused)
-		p.remote = r
-		p.mu.Lock()
-		p.lastBeat = time.Now()
-		p.mu.Unlock()
+	a := p.opts.Args
+	fmt.Fprintf(progress, "nimbus: requesting a remote Bazel server for %s…\n", a.Workspace)
+	ep, err := p.opts.Provider.GetServer(ctx, rbs.ServerRequest{
+		RepoHash:       rbs.RepoHash(p.opts.ClientHost, a.Workspace),
+		Workspace:      a.Workspace,
+		OutputBase:     a.OutputBase,
+		OutputUserRoot: a.OutputUserRoot,
+		InstallMD5:     a.InstallMD5,
+		StartupOptions: a.StartupOptions,
+		ClientHost:     p.opts.ClientHost,
+	})
+	if err != nil {
+		return nil, err
 	}
-	r := p.remote
+	r, err := dial(ep)
+	if err != nil {
+		return nil, err
+	}
+	if ep.Reused {
+		fmt.Fprintf(progress, "nimbus: attached to warm session %s on %s\n", ep.SessionID, ep.Agent)
+	} else {
+		fmt.Fprintf(progress, "nimbus: started session %s on %s\n", ep.SessionID, ep.Agent)
+	}
+	p.log.Info("session", "session_id", ep.SessionID, "agent", ep.Agent, "address", ep.Address, "reused", ep.Reused)
+	p.remote = r
+	p.mu.Lock()
+	p.lastBeat = time.Now()
+	p.mu.Unlock()
+	return r, nil
+}
+
+// ensureReady waits, once per session, until its server answers, printing
+// the agent's progress.
+func (p *Proxy) ensureReady(ctx context.Context, r *remote, progress io.Writer) error {
+	r.readyMu.Lock()
+	defer r.readyMu.Unlock()
+	if r.ready {
+		return nil
+	}
 	if err := r.waitReady(ctx, progress); err != nil {
-		p.remote = nil
-		r.conn.Close()
-		return nil, fmt.Errorf("waiting for the remote Bazel server: %w", err)
+		return fmt.Errorf("waiting for the remote Bazel server: %w", err)
 	}
 	r.ready = true
-	return r, nil
+	return nil
 }
 
 // dropRemote forgets a session that failed, so the next command asks for
@@ -535,6 +561,10 @@ func (p *Proxy) sync(ctx context.Context, r *remote, progress io.Writer) error {
 	}
 	if err != nil {
 		return err
+	}
+	if st.Skipped {
+		p.log.Debug("workspace unchanged", "session_id", r.ep.SessionID, "duration", st.Duration)
+		return nil
 	}
 	p.log.Info("synced workspace", "session_id", r.ep.SessionID, "full", st.Full, "entries", st.Scan.Entries,
 		"hashed", st.Scan.Hashed, "upserted", st.Upserted, "deleted", st.Deleted, "blobs", st.Blobs, "bytes", st.Bytes,
@@ -585,11 +615,11 @@ func execPaths(er *commandserverpb.ExecRequest, outputBase string) []string {
 			continue
 		}
 		if before, _, ok := strings.Cut(w, ".runfiles/"); ok {
-			out = append(out, before)
+			out = append(out, before, before+".runfiles")
 			continue
 		}
 		if before, ok := strings.CutSuffix(w, ".runfiles"); ok {
-			out = append(out, before)
+			out = append(out, before, w)
 			continue
 		}
 		out = append(out, w)

@@ -123,7 +123,7 @@ func TestExecPaths(t *testing.T) {
 		WorkingDirectory: []byte(bin + "/hello.runfiles/__main__"),
 		Argv:             [][]byte{[]byte("/bin/bash"), []byte("-c"), []byte("'" + bin + "/hello' 'world'")},
 	}
-	want := []string{bin + "/hello"}
+	want := []string{bin + "/hello", bin + "/hello.runfiles"}
 	if diff := cmp.Diff(want, execPaths(er, ob)); diff != "" {
 		t.Errorf("execPaths (-want +got):\n%s", diff)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -21,7 +22,9 @@ type remote struct {
 	ep     rbs.Endpoint
 	conn   *grpc.ClientConn
 	tunnel tunnelpb.TunnelClient
-	ready  bool // guarded by Proxy.remoteMu
+
+	readyMu sync.Mutex
+	ready   bool
 }
 
 // ctx adds the session's metadata to ctx for tunnel calls.

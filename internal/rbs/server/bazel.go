@@ -69,6 +69,7 @@ func (b Bazel) ServerCommand(m Mirror, startupOptions []string) []string {
 		"-XX:HeapDumpPath=" + ob,
 		"--add-opens=java.base/java.nio=ALL-UNNAMED",
 		"--add-opens=java.base/java.lang=ALL-UNNAMED",
+		"-Xverify:none", // as the client passes it: faster start-up
 		"-Djava.util.logging.config.file=" + filepath.Join(ob, "javalog.properties"),
 		"-Dcom.google.devtools.build.lib.util.LogHandlerQuerier.class=com.google.devtools.build.lib.util.SimpleLogHandler$HandlerQuerier",
 		"-XX:-MaxFDLimit",

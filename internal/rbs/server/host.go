@@ -339,7 +339,7 @@ func (h *Host) newSession(spec SessionSpec, startupOptions []string, uid int) (*
 		started: time.Now(), done: make(chan struct{}),
 	}
 	s.touch()
-	s.tree = srcsync.NewTree(dirs.Workspace, filepath.Join(dirs.Agent, "staging"), uid, gid, log)
+	s.tree = srcsync.NewTree(dirs.Workspace, filepath.Join(dirs.Agent, "staging"), filepath.Join(dirs.Agent, "sync-state"), uid, gid, log)
 	s.lister = &outputs.Lister{Root: root, ToStorage: s.toStorage, Follow: s.followOutput, Cache: &outputs.DigestCache{}}
 	binds := []Bind{{Source: dirs.Workspace, Target: spec.Workspace}, {Source: dirs.OutputUserRoot, Target: spec.OutputUserRoot}}
 	if _, under := within(spec.OutputUserRoot, spec.OutputBase); !under {

@@ -31,6 +31,9 @@ type Stats struct {
 	Blobs    int   // contents uploaded
 	Bytes    int64 // content bytes uploaded
 	Written  int64 // files the agent wrote
+	// Skipped: nothing changed since the last sync to this session
+	// (according to inotify), so neither a scan nor a call was needed.
+	Skipped  bool
 	Duration time.Duration
 }
 
@@ -49,6 +52,26 @@ type Client struct {
 	sessionID string
 	version   string
 	synced    Manifest
+	watch     *watcher
+}
+
+// Watch makes later syncs skip the scan, and the agent, when inotify saw
+// nothing change in the workspace since the last sync. Without it (or when
+// the watches fail) every sync scans.
+func (c *Client) Watch() error {
+	w, err := newWatcher(filepath.Join(filepath.Dir(c.statePath), "watch"))
+	if err != nil {
+		return err
+	}
+	c.watch = w
+	return nil
+}
+
+// Close stops watching.
+func (c *Client) Close() {
+	if c.watch != nil {
+		c.watch.close()
+	}
 }
 
 // NewClient returns a client for the workspace at root, persisting its
@@ -65,10 +88,25 @@ func NewClient(root, statePath string, log *slog.Logger, opts ...ScannerOption) 
 // (tunnelpb.TunnelClient.Sync with the session's metadata).
 func (c *Client) Sync(ctx context.Context, sessionID string, open func(context.Context) (SyncStreamClient, error)) (Stats, error) {
 	start := time.Now()
+	if c.watch != nil && sessionID == c.sessionID && c.version != "" && c.watch.settle() && c.watch.unchanged() {
+		return Stats{Skipped: true, Duration: time.Since(start)}, nil
+	}
+	if c.watch != nil {
+		c.watch.reset()
+	}
 	m, scan, err := c.scanner.Scan(ctx)
 	if err != nil {
+		if c.watch != nil {
+			c.watch.dirty.Store(true)
+		}
 		return Stats{}, err
 	}
+	ok := false
+	defer func() {
+		if c.watch != nil && !ok {
+			c.watch.dirty.Store(true)
+		}
+	}()
 	st := Stats{Scan: scan}
 	if sessionID != c.sessionID {
 		c.version, c.synced = "", Manifest{}
@@ -117,6 +155,10 @@ func (c *Client) Sync(ctx context.Context, sessionID string, open func(context.C
 		return st, errors.New("sync: agent did not confirm")
 	}
 	st.Written = done.GetWritten()
+	ok = true
+	if c.watch != nil {
+		c.watch.track(c.workspace, m)
+	}
 	changed := c.version != done.GetVersion() || c.sessionID != sessionID || st.Scan.Hashed > 0
 	c.sessionID, c.version, c.synced = sessionID, done.GetVersion(), m
 	if changed {

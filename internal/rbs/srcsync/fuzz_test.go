@@ -86,7 +86,7 @@ func FuzzTreeSync(f *testing.F) {
 		tmp := t.TempDir()
 		ws := filepath.Join(tmp, "a", "ws")
 		os.MkdirAll(ws, 0o755)
-		tree := NewTree(ws, filepath.Join(tmp, "staging"), -1, -1, slog.New(slog.DiscardHandler))
+		tree := NewTree(ws, filepath.Join(tmp, "staging"), "", -1, -1, slog.New(slog.DiscardHandler))
 		tree.Serve(&fakeStream{ctx: context.Background(), reqs: reqs})
 		// Only a/ws (and the staging dir, removed after the sync) may exist.
 		ents, _ := os.ReadDir(tmp)

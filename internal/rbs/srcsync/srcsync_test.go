@@ -40,7 +40,7 @@ func startAgent(t testing.TB, dir string) *agent {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	tree := NewTree(dir, dir+".staging", -1, -1, slog.New(slog.DiscardHandler))
+	tree := NewTree(dir, dir+".staging", dir+".state", -1, -1, slog.New(slog.DiscardHandler))
 	srv := grpc.NewServer()
 	tunnelpb.RegisterTunnelServer(srv, &syncServer{tree: tree})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -290,5 +290,55 @@ func TestTreeRefusesEscapes(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(tmp, "x")); err == nil {
 			t.Fatalf("manifest %v wrote outside the tree", entries)
 		}
+	}
+}
+
+func TestSyncWatchSkipsUnchanged(t *testing.T) {
+	ctx := context.Background()
+	tmp := t.TempDir()
+	ws := filepath.Join(tmp, "ws")
+	write(t, ws, "a/b/c.txt", "1", 0o644)
+	a := startAgent(t, filepath.Join(tmp, "agent"))
+	c := NewClient(ws, filepath.Join(tmp, "state"), slog.New(slog.DiscardHandler))
+	if err := c.Watch(); err != nil {
+		t.Skipf("no inotify: %v", err)
+	}
+	defer c.Close()
+	sync := func() Stats {
+		t.Helper()
+		st, err := c.Sync(ctx, "s", a.open)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	sync() // full
+	sync() // new directories were watched after the scan: scans once more
+	if st := sync(); !st.Skipped {
+		t.Fatalf("unchanged workspace not skipped: %+v", st)
+	}
+	// Every kind of change is seen: edit, new file in a deep directory,
+	// new directory, removal, chmod.
+	for _, change := range []func(){
+		func() { os.WriteFile(filepath.Join(ws, "a/b/c.txt"), []byte("2"), 0o644) },
+		func() { os.WriteFile(filepath.Join(ws, "a/b/new.txt"), []byte("n"), 0o644) },
+		func() { os.MkdirAll(filepath.Join(ws, "d/e"), 0o755) },
+		func() { os.WriteFile(filepath.Join(ws, "d/e/f.txt"), []byte("f"), 0o644) },
+		func() { os.Remove(filepath.Join(ws, "a/b/new.txt")) },
+		func() { os.Chmod(filepath.Join(ws, "a/b/c.txt"), 0o755) },
+	} {
+		change() // seen at once: no waiting for the event
+		if st := sync(); st.Skipped {
+			t.Fatalf("a change was skipped")
+		}
+		for i := 0; i < 2 && !sync().Skipped; i++ {
+		}
+	}
+	if diff := cmp.Diff(snapshot(t, ws), snapshot(t, a.dir)); diff != "" {
+		t.Errorf("agent copy differs (-want +got):\n%s", diff)
+	}
+	// Another session is always synced.
+	if st, err := c.Sync(ctx, "other", a.open); err != nil || st.Skipped {
+		t.Errorf("sync to a new session: %+v, %v", st, err)
 	}
 }

@@ -40,11 +40,12 @@ type Result struct {
 // Tree is the agent's copy of a workspace. Its Serve method handles one
 // Tunnel.Sync call at a time.
 type Tree struct {
-	dir     string
-	staging string
-	uid     int // owner of what is written; -1 to leave it alone
-	gid     int
-	log     *slog.Logger
+	dir       string
+	staging   string
+	statePath string
+	uid       int // owner of what is written; -1 to leave it alone
+	gid       int
+	log       *slog.Logger
 
 	mu       sync.Mutex
 	version  string
@@ -56,9 +57,32 @@ type Tree struct {
 // NewTree returns the tree rooted at dir (which must exist). Received
 // contents are staged in staging (created, and emptied on each sync), which
 // must be outside dir. When uid is not -1, everything written is owned by
-// uid:gid.
-func NewTree(dir, staging string, uid, gid int, log *slog.Logger) *Tree {
-	return &Tree{dir: dir, staging: staging, uid: uid, gid: gid, log: log, manifest: Manifest{}, scanner: NewScanner(dir, WithHashWorkers(2))}
+// uid:gid. When statePath is set, the stat cache of the copy is kept there
+// (outside dir), so a later Tree over the same copy (a new session of the
+// same repository) rescans it without hashing it again.
+func NewTree(dir, staging, statePath string, uid, gid int, log *slog.Logger) *Tree {
+	t := &Tree{dir: dir, staging: staging, statePath: statePath, uid: uid, gid: gid, log: log, manifest: Manifest{}, scanner: NewScanner(dir, WithHashWorkers(2))}
+	if statePath != "" {
+		if b, err := os.ReadFile(statePath); err == nil {
+			if st, err := decodeState(b); err == nil {
+				t.scanner.cache = st.Cache
+			}
+		}
+	}
+	return t
+}
+
+// saveState keeps the copy's stat cache for a later Tree; the version is
+// not kept, so the next client sends a full manifest.
+func (t *Tree) saveState() {
+	if t.statePath == "" {
+		return
+	}
+	b := stateFile{Synced: Manifest{}, Cache: t.scanner.cache}.encode()
+	tmp := t.statePath + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err == nil {
+		os.Rename(tmp, t.statePath)
+	}
 }
 
 // Last returns the result of the last applied sync.
@@ -92,8 +116,12 @@ func (t *Tree) Serve(stream SyncStreamServer) error {
 	if req.full {
 		// What is on disk is the truth: after an agent restart the
 		// remembered manifest is empty, yet most files are already there.
-		if base, _, err = t.scanner.Scan(ctx); err != nil {
+		var scan ScanStats
+		if base, scan, err = t.scanner.Scan(ctx); err != nil {
 			return fmt.Errorf("sync: scan copy: %w", err)
+		}
+		if scan.Hashed > 0 {
+			t.saveState()
 		}
 		req.upsert, req.del = Diff(base, req.entries)
 	}

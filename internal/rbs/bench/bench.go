@@ -1,0 +1,289 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/nimbus-build/nimbus/internal/pki"
+	"github.com/nimbus-build/nimbus/internal/rbs"
+	"github.com/nimbus-build/nimbus/internal/rbs/protocol/tunnelpb"
+	"github.com/nimbus-build/nimbus/internal/rbs/srcsync"
+)
+
+// config is the command line of nimbus bench rbs.
+type config struct {
+	files    int
+	runs     int
+	proxyCmd []string
+	workdir  string
+	keep     bool
+	local    bool
+}
+
+// Main runs the benchmark and prints its table on stdout.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("nimbus bench rbs", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	files := fs.Int("files", 10000, "source files in the generated workspace (packages of 100)")
+	runs := fs.Int("runs", 5, "repetitions of each warm measurement (the median is printed)")
+	proxyCmd := fs.String("proxy-cmd", "", "command the javabase's bin/java runs, space separated (default: this executable with \"rbs proxy\")")
+	workdir := fs.String("workdir", "", "directory for workspaces and storage (default: a new temporary directory)")
+	keep := fs.Bool("keep", false, "keep the work directory")
+	withLocal := fs.Bool("local", true, "also measure a local Bazel, for comparison")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg := config{files: *files, runs: max(*runs, 1), workdir: *workdir, keep: *keep, local: *withLocal}
+	if *proxyCmd != "" {
+		cfg.proxyCmd = strings.Fields(*proxyCmd)
+	} else {
+		exe, err := os.Executable()
+		if err != nil {
+			fmt.Fprintf(stderr, "nimbus bench rbs: %v\n", err)
+			return 1
+		}
+		cfg.proxyCmd = []string{exe, "rbs", "proxy"}
+	}
+	res, err := run(ctx, cfg, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "nimbus bench rbs: %v\n", err)
+		return 1
+	}
+	res.print(stdout, cfg)
+	return 0
+}
+
+// side is one way of running Bazel: local or remote.
+type side struct {
+	name      string
+	workspace string
+	env       []string
+}
+
+func (s side) bazel(ctx context.Context, args ...string) (time.Duration, error) {
+	cmd := exec.CommandContext(ctx, "bazel", args...)
+	cmd.Dir = s.workspace
+	cmd.Env = s.env
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	start := time.Now()
+	err := cmd.Run()
+	d := time.Since(start)
+	if err != nil {
+		return d, fmt.Errorf("%s: bazel %s: %v\n%s", s.name, strings.Join(args, " "), err, out.String())
+	}
+	return d, nil
+}
+
+type measurements struct {
+	first, noop, edit, cold time.Duration
+}
+
+type results struct {
+	local, remote measurements
+	sync          time.Duration
+	syncEntries   int
+}
+
+func run(ctx context.Context, cfg config, progress io.Writer) (results, error) {
+	var res results
+	for _, tool := range []string{"bazel", "bwrap"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return res, fmt.Errorf("%s is needed (apt-get install bazel-bootstrap bubblewrap)", tool)
+		}
+	}
+	dir := cfg.workdir
+	if dir == "" {
+		var err error
+		if dir, err = os.MkdirTemp("", "nimbus-bench-rbs-"); err != nil {
+			return res, err
+		}
+		if !cfg.keep {
+			defer os.RemoveAll(dir)
+		}
+	}
+	// Sandboxes run as other uids: they must reach their storage.
+	if err := os.Chmod(dir, 0o711); err != nil {
+		return res, err
+	}
+	log := slog.New(slog.NewTextHandler(progress, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	c, err := startCluster(ctx, dir, log)
+	if err != nil {
+		return res, err
+	}
+	defer c.stop()
+
+	home := filepath.Join(dir, "home")
+	env := []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + home, "USER=bench"}
+	local := side{name: "local", workspace: filepath.Join(dir, "local", "ws"), env: env}
+	remote := side{name: "remote", workspace: filepath.Join(dir, "remote", "ws"), env: env}
+	for _, s := range []side{local, remote} {
+		if err := writeWorkspace(s.workspace, cfg.files); err != nil {
+			return res, err
+		}
+		rc := fmt.Sprintf("startup --output_user_root=%s\nbuild --curses=no --color=no\n", filepath.Join(filepath.Dir(s.workspace), "out"))
+		if err := os.WriteFile(filepath.Join(s.workspace, ".bazelrc"), []byte(rc), 0o644); err != nil {
+			return res, err
+		}
+	}
+	creds := filepath.Join(dir, "credentials")
+	if err := os.WriteFile(creds, []byte(benchToken+"\n"), 0o600); err != nil {
+		return res, err
+	}
+	javabase := filepath.Join(dir, "remote", "javabase")
+	if err := rbs.WriteJavabase(javabase, cfg.proxyCmd, rbs.ProxyConfig{Server: c.url, Credentials: creds, CAFile: c.caFile}); err != nil {
+		return res, err
+	}
+	if err := rbs.AddToBazelrc(remote.workspace, javabase); err != nil {
+		return res, err
+	}
+	defer local.bazel(context.WithoutCancel(ctx), "shutdown")
+	defer remote.bazel(context.WithoutCancel(ctx), "shutdown")
+
+	type measured struct {
+		side
+		m *measurements
+	}
+	sides := []measured{{local, &res.local}, {remote, &res.remote}}
+	if !cfg.local {
+		sides = sides[1:]
+	}
+	for _, s := range sides {
+		fmt.Fprintf(progress, "%s: first build of %d files…\n", s.name, cfg.files)
+		if s.m.first, err = s.bazel(ctx, "build", "//..."); err != nil {
+			return res, err
+		}
+		fmt.Fprintf(progress, "%s: warm no-op builds…\n", s.name)
+		// Two untimed no-op builds first: "warm" includes the server's JIT.
+		for range 2 {
+			if _, err := s.bazel(ctx, "build", "//..."); err != nil {
+				return res, err
+			}
+		}
+		if s.m.noop, err = median(cfg.runs, func(int) (time.Duration, error) { return s.bazel(ctx, "build", "//...") }); err != nil {
+			return res, err
+		}
+		fmt.Fprintf(progress, "%s: one-file-changed rebuilds…\n", s.name)
+		if s.m.edit, err = median(cfg.runs, func(i int) (time.Duration, error) {
+			if err := editFile(s.workspace, i); err != nil {
+				return 0, err
+			}
+			return s.bazel(ctx, "build", "//...")
+		}); err != nil {
+			return res, err
+		}
+		fmt.Fprintf(progress, "%s: cold start…\n", s.name)
+		if _, err := s.bazel(ctx, "shutdown"); err != nil {
+			return res, err
+		}
+		if s.name == "remote" {
+			if err := c.stopSessions(ctx); err != nil {
+				return res, err
+			}
+		}
+		if s.m.cold, err = s.bazel(ctx, "build", "//..."); err != nil {
+			return res, err
+		}
+	}
+	fmt.Fprintf(progress, "remote: source sync of one changed file…\n")
+	res.sync, res.syncEntries, err = measureSync(ctx, c, remote.workspace, filepath.Join(dir, "sync-state"), cfg.runs)
+	return res, err
+}
+
+// measureSync syncs the workspace over the real mTLS tunnel of the live
+// session, then measures syncs after one edit each.
+func measureSync(ctx context.Context, c *cluster, ws, state string, runs int) (time.Duration, int, error) {
+	sessions := c.broker.Sessions()
+	if len(sessions) != 1 {
+		return 0, 0, fmt.Errorf("want one session, have %d", len(sessions))
+	}
+	id := sessions[0].ID
+	cert, err := c.ca.Issue(pki.UserIdentity(c.user.Org, c.user.Name), pki.IssueOptions{TTL: time.Hour})
+	if err != nil {
+		return 0, 0, err
+	}
+	conn, err := grpc.NewClient("passthrough:///"+c.host.Addr(), grpc.WithTransportCredentials(credentials.NewTLS(pki.ClientConfig(c.ca.Pool(), cert, c.host.Identity()))))
+	if err != nil {
+		return 0, 0, err
+	}
+	defer conn.Close()
+	tun := tunnelpb.NewTunnelClient(conn)
+	open := func(ctx context.Context) (srcsync.SyncStreamClient, error) {
+		return tun.Sync(metadata.AppendToOutgoingContext(ctx, rbs.SessionMetadataKey, id))
+	}
+	client := srcsync.NewClient(ws, state, slog.New(slog.DiscardHandler))
+	if _, err := client.Sync(ctx, id, open); err != nil {
+		return 0, 0, err
+	}
+	entries := 0
+	d, err := median(runs, func(i int) (time.Duration, error) {
+		if err := editFile(ws, 1000+i); err != nil {
+			return 0, err
+		}
+		st, err := client.Sync(ctx, id, open)
+		if err == nil && st.Blobs != 1 {
+			err = fmt.Errorf("sync moved %d contents, want 1", st.Blobs)
+		}
+		entries = st.Scan.Entries
+		return st.Duration, err
+	})
+	return d, entries, err
+}
+
+func median(n int, f func(i int) (time.Duration, error)) (time.Duration, error) {
+	var ds []time.Duration
+	for i := 0; i < n; i++ {
+		d, err := f(i)
+		if err != nil {
+			return 0, err
+		}
+		ds = append(ds, d)
+	}
+	if len(ds) == 0 {
+		return 0, errors.New("no runs")
+	}
+	slices.Sort(ds)
+	return ds[len(ds)/2], nil
+}
+
+func (r results) print(w io.Writer, cfg config) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(w, "remote Bazel benchmark: %d source files, median of %d runs\n\n", cfg.files, cfg.runs)
+	fmt.Fprintln(tw, "\tlocal\tremote\tremote/local\tgoal\t")
+	row := func(name string, l, rm time.Duration, goal string) {
+		if !cfg.local {
+			fmt.Fprintf(tw, "%s\t-\t%s\t-\t%s\t\n", name, secs(rm), goal)
+			return
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%.2f×\t%s\t\n", name, secs(l), secs(rm), float64(rm)/float64(max(l, 1)), goal)
+	}
+	row("first build (empty caches)", r.local.first, r.remote.first, "")
+	row("warm no-op build", r.local.noop, r.remote.noop, "≤ 1.30×")
+	row("one-file-changed rebuild", r.local.edit, r.remote.edit, "")
+	row("cold start (new server, no-op)", r.local.cold, r.remote.cold, "remote < 10s")
+	fmt.Fprintf(tw, "sync, one file changed\t\t%s\t\t< 200ms (%d entries)\t\n", secs(r.sync), r.syncEntries)
+	tw.Flush()
+}
+
+func secs(d time.Duration) string {
+	if d < time.Second {
+		return fmt.Sprintf("%dms", d.Milliseconds())
+	}
+	return fmt.Sprintf("%.2fs", d.Seconds())
+}
