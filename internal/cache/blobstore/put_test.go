@@ -10,11 +10,10 @@ import (
 	"testing/iotest"
 )
 
-// TestPutRoundTrip covers both copy paths (chunked below 2 MiB, pipelined
-// above) with whole and dribbling readers, and sizes around the chunk
-// boundaries.
+// TestPutRoundTrip covers whole and dribbling readers, and sizes around
+// Put's 1 MiB buffer.
 func TestPutRoundTrip(t *testing.T) {
-	for _, size := range []int{0, 1, putChunk - 1, putChunk, 2*putChunk - 1, 2 * putChunk, 2*putChunk + 1, 5*putChunk + 3} {
+	for _, size := range []int{0, 1, (1 << 20) - 1, (1 << 20), 2*(1<<20) - 1, 2 * (1 << 20), 2*(1<<20) + 1, 5*(1<<20) + 3} {
 		data := make([]byte, size)
 		rand.Read(data)
 		for name, r := range map[string]io.Reader{
@@ -42,7 +41,7 @@ func TestPutRoundTrip(t *testing.T) {
 // TestPutFailures: a short body, a long body and a failing body commit
 // nothing.
 func TestPutFailures(t *testing.T) {
-	data := make([]byte, 3*putChunk+5)
+	data := make([]byte, 3*(1<<20)+5)
 	rand.Read(data)
 	boom := errors.New("connection reset")
 	for _, tc := range []struct {
@@ -52,13 +51,13 @@ func TestPutFailures(t *testing.T) {
 	}{
 		{"short", bytes.NewReader(data[:len(data)-1]), ErrInvalid},
 		{"long", bytes.NewReader(append(bytes.Clone(data), 'x')), ErrInvalid},
-		{"failing", io.MultiReader(bytes.NewReader(data[:putChunk+7]), iotest.ErrReader(boom)), boom},
+		{"failing", io.MultiReader(bytes.NewReader(data[:(1<<20)+7]), iotest.ErrReader(boom)), boom},
 	} {
-		for _, size := range []int{len(data), putChunk / 2} {
+		for _, size := range []int{len(data), (1 << 20) / 2} {
 			d := data[:size]
 			r := tc.r
 			if size != len(data) {
-				// Same cases on the chunked path.
+				// Same cases below the buffer size.
 				switch tc.name {
 				case "short":
 					r = bytes.NewReader(d[:size-1])
@@ -104,12 +103,12 @@ func (s failingStore) NewWriter(ctx context.Context, ref Ref, size int64) (Write
 	return &failingWriter{Writer: w, left: s.after}, err
 }
 
-// TestPutWriteFailure: a store that fails mid-way stops the pipelined copy
-// (its reader goroutine ends) and nothing is committed.
+// TestPutWriteFailure: a store that fails mid-way stops the copy and
+// nothing is committed.
 func TestPutWriteFailure(t *testing.T) {
-	data := make([]byte, 6*putChunk)
+	data := make([]byte, 6*(1<<20))
 	rand.Read(data)
-	s := failingStore{Memory: NewMemory(), after: 2 * putChunk}
+	s := failingStore{Memory: NewMemory(), after: 2 * (1 << 20)}
 	ref := Ref{Org: "o", Kind: KindCAS, Digest: DigestOf(data)}
 	if err := Put(context.Background(), s, ref, int64(len(data)), bytes.NewReader(data)); err == nil {
 		t.Fatal("Put succeeded through a failing writer")

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"sync"
 )
 
 // Store is a blob store. Implementations are safe for concurrent use.
@@ -32,23 +31,15 @@ type Writer interface {
 	Close() error
 }
 
-// Put writes size bytes from r to ref. Large blobs are copied in 1 MiB
-// chunks with the next chunk read while the previous one is written, so
-// that receiving, hashing and storing overlap.
+// Put writes size bytes from r to ref.
 func Put(ctx context.Context, s Store, ref Ref, size int64, r io.Reader) error {
 	w, err := s.NewWriter(ctx, ref, size)
 	if err != nil {
 		return err
 	}
 	defer w.Close()
-	lr := io.LimitReader(r, size+1)
-	var n int64
-	if size >= 2*putChunk {
-		n, err = copyPipelined(w, lr)
-	} else {
-		buf := make([]byte, min(max(size+1, 512), putChunk))
-		n, err = copyChunks(w, lr, buf)
-	}
+	buf := make([]byte, min(max(size+1, 512), 1<<20))
+	n, err := io.CopyBuffer(w, io.LimitReader(r, size+1), buf)
 	if err != nil {
 		return fmt.Errorf("write %s: %w", ref, err)
 	}
@@ -56,102 +47,6 @@ func Put(ctx context.Context, s Store, ref Ref, size int64, r io.Reader) error {
 		return fmt.Errorf("%w: %s: got %d bytes, want %d", ErrInvalid, ref, n, size)
 	}
 	return w.Commit(ctx)
-}
-
-// putChunk is the size of the writes Put makes.
-const putChunk = 1 << 20
-
-var chunkPool = sync.Pool{New: func() any { b := make([]byte, putChunk); return &b }}
-
-// copyChunks copies r to w in writes of len(buf) bytes (but the last).
-func copyChunks(w io.Writer, r io.Reader, buf []byte) (int64, error) {
-	var total int64
-	for {
-		n, err := io.ReadFull(r, buf)
-		if n > 0 {
-			if _, werr := w.Write(buf[:n]); werr != nil {
-				return total, werr
-			}
-			total += int64(n)
-		}
-		if err == io.EOF || err == io.ErrUnexpectedEOF {
-			return total, nil
-		}
-		if err != nil {
-			return total, err
-		}
-	}
-}
-
-// copyPipelined copies r to w in putChunk writes, reading the next chunk
-// (in a goroutine it waits for) while writing the previous one.
-func copyPipelined(w io.Writer, r io.Reader) (int64, error) {
-	type chunk struct {
-		buf *[]byte
-		n   int
-		err error
-	}
-	full := make(chan chunk, 1)
-	free := make(chan *[]byte, 2)
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		defer close(full)
-		for {
-			var b *[]byte
-			select {
-			case b = <-free:
-			case <-stop:
-				return
-			}
-			n, err := io.ReadFull(r, *b)
-			if err == io.ErrUnexpectedEOF {
-				err = io.EOF
-			}
-			select {
-			case full <- chunk{buf: b, n: n, err: err}:
-			case <-stop:
-				chunkPool.Put(b)
-				return
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
-	for range 2 {
-		free <- chunkPool.Get().(*[]byte)
-	}
-	var total int64
-	var err error
-	for c := range full {
-		if c.n > 0 && err == nil {
-			_, err = w.Write((*c.buf)[:c.n])
-			total += int64(c.n)
-		}
-		if c.err != nil && c.err != io.EOF && err == nil {
-			err = c.err
-		}
-		if err != nil || c.err != nil {
-			chunkPool.Put(c.buf)
-			break
-		}
-		free <- c.buf
-	}
-	close(stop)
-	wg.Wait()
-	for {
-		select {
-		case b := <-free:
-			chunkPool.Put(b)
-			continue
-		default:
-		}
-		break
-	}
-	return total, err
 }
 
 // PutBytes writes b to ref.

@@ -70,10 +70,6 @@ func (s *Store) NewWriter(ctx context.Context, ref blobstore.Ref, size int64) (b
 	return w, nil
 }
 
-// parallelHashMin is the smallest write hashed in parallel with its copy
-// to the file; below it, starting a goroutine costs more than it saves.
-const parallelHashMin = 128 << 10
-
 // writer writes a blob to a temporary file, hashing CAS content as it goes.
 // When the org already holds the CAS blob, it only counts the bytes.
 type writer struct {
@@ -93,22 +89,6 @@ func (w *writer) Write(p []byte) (int, error) {
 	}
 	if w.n+int64(len(p)) > w.size {
 		return 0, fmt.Errorf("%w: %s: more than %d bytes", blobstore.ErrInvalid, w.ref, w.size)
-	}
-	if w.h != nil && w.f != nil && len(p) >= parallelHashMin {
-		// Hash on another core while this one copies to the file: the
-		// two together cost what the slower of them does.
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			w.h.Write(p)
-		}()
-		n, err := w.f.Write(p)
-		<-done
-		w.n += int64(n)
-		if err != nil {
-			return n, fmt.Errorf("write %s: %w", w.ref, err)
-		}
-		return n, nil
 	}
 	if w.h != nil {
 		w.h.Write(p)
