@@ -91,7 +91,15 @@ type Host struct {
 	mu       sync.Mutex
 	closed   bool
 	sessions map[string]*Session
+	pending  map[string]pending // sessions being prepared, by id
 	wg       sync.WaitGroup
+}
+
+// pending reserves a session's storage and uid while it is prepared
+// outside the lock (preparing may chown a large tree).
+type pending struct {
+	base string
+	uid  int
 }
 
 // NewHost checks the options, finds Bazel and bubblewrap and binds the
@@ -151,6 +159,7 @@ func NewHost(opts Options) (*Host, error) {
 	h := &Host{
 		opts: opts, log: log, storage: storage, bazel: bazel, identity: identity, ln: ln,
 		sessions: map[string]*Session{},
+		pending:  map[string]pending{},
 		reserved: []string{bazel.InstallBase, bazel.JavaHome, storage.Root()},
 	}
 	tun := &Tunnel{lookup: h.lookup, log: log}
@@ -255,29 +264,55 @@ func (h *Host) StartSession(ctx context.Context, spec SessionSpec) (Endpoint, er
 	ep := Endpoint{SessionID: spec.ID, Address: h.Addr(), Agent: h.identity}
 
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	if h.closed {
+		h.mu.Unlock()
 		return Endpoint{}, ErrClosed
 	}
 	if s, ok := h.sessions[spec.ID]; ok {
+		h.mu.Unlock()
 		if s.spec.User != spec.User || s.spec.RepoHash != spec.RepoHash {
 			return Endpoint{}, fmt.Errorf("start session: id %s is taken by another session", spec.ID)
 		}
 		return ep, nil
 	}
+	if _, ok := h.pending[spec.ID]; ok {
+		h.mu.Unlock()
+		return Endpoint{}, fmt.Errorf("start session: %w (session %s is starting)", ErrBusy, spec.ID)
+	}
 	base, _ := h.storage.Dir(spec.User.Org, spec.User.Name, spec.RepoHash)
 	for _, s := range h.sessions {
 		if s.dirs.Base == base {
+			h.mu.Unlock()
 			return Endpoint{}, fmt.Errorf("start session: %w (session %s)", ErrBusy, s.spec.ID)
 		}
 	}
-	if len(h.sessions) >= h.opts.MaxSessions {
-		return Endpoint{}, fmt.Errorf("start session: %w (%d running)", ErrNoCapacity, len(h.sessions))
+	for id, p := range h.pending {
+		if p.base == base {
+			h.mu.Unlock()
+			return Endpoint{}, fmt.Errorf("start session: %w (session %s)", ErrBusy, id)
+		}
+	}
+	if len(h.sessions)+len(h.pending) >= h.opts.MaxSessions {
+		n := len(h.sessions) + len(h.pending)
+		h.mu.Unlock()
+		return Endpoint{}, fmt.Errorf("start session: %w (%d running)", ErrNoCapacity, n)
 	}
 	uid := h.pickUID(spec)
+	h.pending[spec.ID] = pending{base: base, uid: uid}
+	h.mu.Unlock()
+
 	s, err := h.newSession(spec, opts, uid)
+
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.pending, spec.ID)
 	if err != nil {
 		return Endpoint{}, fmt.Errorf("start session: %w", err)
+	}
+	if h.closed {
+		s.root.Close()
+		s.logFile.Close()
+		return Endpoint{}, ErrClosed
 	}
 	h.sessions[spec.ID] = s
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -305,6 +340,9 @@ func (h *Host) pickUID(spec SessionSpec) int {
 	used := map[int]bool{}
 	for _, s := range h.sessions {
 		used[s.uid] = true
+	}
+	for _, p := range h.pending {
+		used[p.uid] = true
 	}
 	if owner, ok := h.storage.OwnerOf(spec.User.Org, spec.User.Name, spec.RepoHash); ok &&
 		owner >= h.opts.UIDs.First && owner < h.opts.UIDs.First+h.opts.UIDs.Count && !used[owner] {

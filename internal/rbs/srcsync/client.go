@@ -59,12 +59,25 @@ type Client struct {
 // nothing change in the workspace since the last sync. Without it (or when
 // the watches fail) every sync scans.
 func (c *Client) Watch() error {
-	w, err := newWatcher(filepath.Join(filepath.Dir(c.statePath), "watch"))
+	w, err := newWatcher(c.workspace, filepath.Join(filepath.Dir(c.statePath), "watch"))
 	if err != nil {
 		return err
 	}
 	c.watch = w
 	return nil
+}
+
+// changes says what to scan: nothing (no directory listed, not full), the
+// directories inotify saw change, or everything.
+func (c *Client) changes(sessionID string) (dirs []string, full bool) {
+	if c.watch == nil {
+		return nil, true
+	}
+	if sessionID != c.sessionID || c.version == "" || !c.watch.settle() {
+		c.watch.take()
+		return nil, true
+	}
+	return c.watch.take()
 }
 
 // Close stops watching.
@@ -88,23 +101,29 @@ func NewClient(root, statePath string, log *slog.Logger, opts ...ScannerOption) 
 // (tunnelpb.TunnelClient.Sync with the session's metadata).
 func (c *Client) Sync(ctx context.Context, sessionID string, open func(context.Context) (SyncStreamClient, error)) (Stats, error) {
 	start := time.Now()
-	if c.watch != nil && sessionID == c.sessionID && c.version != "" && c.watch.settle() && c.watch.unchanged() {
+	var (
+		m    Manifest
+		scan ScanStats
+		err  error
+	)
+	switch dirs, full := c.changes(sessionID); {
+	case !full && len(dirs) == 0:
 		return Stats{Skipped: true, Duration: time.Since(start)}, nil
+	case !full:
+		m, scan, err = c.scanner.Rescan(ctx, c.synced, dirs)
+	default:
+		m, scan, err = c.scanner.Scan(ctx)
 	}
-	if c.watch != nil {
-		c.watch.reset()
-	}
-	m, scan, err := c.scanner.Scan(ctx)
 	if err != nil {
 		if c.watch != nil {
-			c.watch.dirty.Store(true)
+			c.watch.setFull()
 		}
 		return Stats{}, err
 	}
 	ok := false
 	defer func() {
 		if c.watch != nil && !ok {
-			c.watch.dirty.Store(true)
+			c.watch.setFull()
 		}
 	}()
 	st := Stats{Scan: scan}
@@ -157,7 +176,7 @@ func (c *Client) Sync(ctx context.Context, sessionID string, open func(context.C
 	st.Written = done.GetWritten()
 	ok = true
 	if c.watch != nil {
-		c.watch.track(c.workspace, m)
+		c.watch.track(m)
 	}
 	changed := c.version != done.GetVersion() || c.sessionID != sessionID || st.Scan.Hashed > 0
 	c.sessionID, c.version, c.synced = sessionID, done.GetVersion(), m

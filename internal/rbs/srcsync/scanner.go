@@ -7,9 +7,13 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
+	"path"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -87,6 +91,19 @@ type hashJob struct {
 // bazel-* symlinks at the root and special files are left out. Directories
 // are read in parallel and files are stat'ed relative to their directory.
 func (s *Scanner) Scan(ctx context.Context) (Manifest, ScanStats, error) {
+	return s.scan(ctx, nil, nil)
+}
+
+// Rescan updates prev, the result of an earlier scan, by reading again
+// only dirs (slash-separated, "" for the root): their entries are
+// replaced, entries gone from them are removed with everything below, and
+// new subdirectories are walked. Use it when something (inotify) says
+// nothing else changed.
+func (s *Scanner) Rescan(ctx context.Context, prev Manifest, dirs []string) (Manifest, ScanStats, error) {
+	return s.scan(ctx, prev, dirs)
+}
+
+func (s *Scanner) scan(ctx context.Context, prev Manifest, dirs []string) (Manifest, ScanStats, error) {
 	start := s.now()
 	var stats ScanStats
 	ignoreContent, err := os.ReadFile(filepath.Join(s.root, ".bazelignore"))
@@ -97,54 +114,125 @@ func (s *Scanner) Scan(ctx context.Context) (Manifest, ScanStats, error) {
 
 	var (
 		mu   sync.Mutex
-		m    = make(Manifest, len(s.cache)+len(s.cache)/8)
-		next = make(map[string]cacheEntry, len(s.cache))
+		m    Manifest
+		next map[string]cacheEntry
 		jobs []hashJob
 	)
+	partial := prev != nil
+	if partial {
+		m = maps.Clone(prev)
+		next = maps.Clone(s.cache)
+	} else {
+		m = make(Manifest, len(s.cache)+len(s.cache)/8)
+		next = make(map[string]cacheEntry, len(s.cache))
+	}
+	// drop removes p and everything below it (partial scans only).
+	drop := func(p string) {
+		for q := range m {
+			if q == p || strings.HasPrefix(q, p+"/") {
+				delete(m, q)
+				delete(next, q)
+			}
+		}
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(s.workers)
-	var visit func(dir string) error
-	visit = func(dir string) error {
+	// visit reads dir; with walk it descends into every subdirectory,
+	// otherwise only into the new ones.
+	var visit func(dir string, walk bool) error
+	visit = func(dir string, walk bool) error {
 		if err := gctx.Err(); err != nil {
 			return err
 		}
-		found, subdirs, err := s.readDir(dir, ig)
+		found, _, err := s.readDir(dir, ig)
 		if err != nil {
 			if dir == "" {
 				return fmt.Errorf("scan %s: %w", s.root, err)
 			}
 			mu.Lock()
-			stats.unreadable(dir)
+			if partial && errors.Is(err, fs.ErrNotExist) {
+				drop(dir)
+			} else {
+				stats.unreadable(dir)
+			}
 			mu.Unlock()
 			return nil
 		}
+		var descend []string
 		mu.Lock()
+		if !walk {
+			present := make(map[string]bool, len(found))
+			for _, f := range found {
+				present[f.rel] = true
+			}
+			for q := range m {
+				if path.Dir(q) == dir || dir == "" && !strings.Contains(q, "/") {
+					if !present[q] {
+						drop(q)
+					}
+				}
+			}
+		}
 		for _, f := range found {
+			old, had := m[f.rel]
+			if partial && had && old.Kind == Dir && f.entry.Kind != Dir {
+				drop(f.rel)
+			}
 			switch {
 			case f.bad:
 				stats.unreadable(f.rel)
+			case f.entry.Kind == Dir:
+				if walk || !had || old.Kind != Dir {
+					if partial && had && old.Kind != Dir {
+						delete(m, f.rel)
+						delete(next, f.rel)
+					}
+					descend = append(descend, f.rel)
+				}
+				m[f.rel] = f.entry
 			case f.entry.Kind != Regular:
 				m[f.rel] = f.entry
+				delete(next, f.rel)
 			default:
 				if c, ok := s.cache[f.rel]; ok && c.Key == f.key && !c.Racy {
 					m[f.rel] = c.Entry
 					next[f.rel] = c
 				} else {
+					delete(m, f.rel)
 					jobs = append(jobs, hashJob{rel: f.rel, key: f.key, abs: filepath.Join(s.root, filepath.FromSlash(f.rel))})
 				}
 			}
 		}
 		mu.Unlock()
-		for _, sub := range subdirs {
-			if !g.TryGo(func() error { return visit(sub) }) {
-				if err := visit(sub); err != nil {
+		for _, sub := range descend {
+			if !g.TryGo(func() error { return visit(sub, true) }) {
+				if err := visit(sub, true); err != nil {
 					return err
 				}
 			}
 		}
 		return nil
 	}
-	g.Go(func() error { return visit("") })
+	if partial {
+		slices.Sort(dirs)
+		dirs = slices.Compact(dirs)
+		g.Go(func() error {
+			for _, d := range dirs {
+				mu.Lock()
+				e, known := m[d]
+				mu.Unlock()
+				if d != "" && (!known || e.Kind != Dir) {
+					continue // gone, or below a directory already replaced
+				}
+				if err := visit(d, false); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	} else {
+		g.Go(func() error { return visit("", true) })
+	}
 	if err := g.Wait(); err != nil {
 		return nil, stats, err
 	}
@@ -175,6 +263,7 @@ func (s *Scanner) Scan(ctx context.Context) (Manifest, ScanStats, error) {
 	now := s.now()
 	for i, j := range jobs {
 		if !results[i].ok {
+			delete(next, j.rel)
 			if _, err := os.Lstat(j.abs); err == nil {
 				stats.unreadable(j.rel)
 			}

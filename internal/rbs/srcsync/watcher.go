@@ -3,6 +3,7 @@ package srcsync
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -10,18 +11,24 @@ import (
 	"github.com/fsnotify/fsnotify"
 )
 
-// watcher says whether anything in a workspace may have changed since it
-// was last reset, from inotify events on every synced directory. When it
-// cannot be sure (a watch failed, the event queue overflowed) it says so,
-// and every sync scans.
+// maxDirtyDirs: beyond this many changed directories a full scan is as
+// cheap as a partial one.
+const maxDirtyDirs = 1000
+
+// watcher records, from inotify events on every synced directory, which
+// directories changed since it was last asked. When it cannot be sure (a
+// watch failed, the event queue overflowed) it says so, and the next sync
+// scans everything.
 type watcher struct {
 	w       *fsnotify.Watcher
-	dirty   atomic.Bool
-	broken  atomic.Bool
+	root    string
+	broken  atomic.Bool   // a watch could not be added: never trusted again
 	barrier string        // a file outside the workspace, see settle
 	settled chan struct{} // an event of barrier was read
 
 	mu      sync.Mutex
+	full    bool            // everything must be scanned
+	dirty   map[string]bool // workspace-relative directories that changed
 	watched map[string]bool
 	done    chan struct{}
 }
@@ -29,7 +36,7 @@ type watcher struct {
 // newWatcher watches nothing yet; barrierDir (outside the workspace,
 // created when missing, used for nothing else) holds the barrier file of
 // settle.
-func newWatcher(barrierDir string) (*watcher, error) {
+func newWatcher(root, barrierDir string) (*watcher, error) {
 	if err := os.MkdirAll(barrierDir, 0o700); err != nil {
 		return nil, err
 	}
@@ -41,9 +48,8 @@ func newWatcher(barrierDir string) (*watcher, error) {
 		fw.Close()
 		return nil, err
 	}
-	w := &watcher{w: fw, barrier: filepath.Join(barrierDir, "watch-barrier"), settled: make(chan struct{}, 1),
-		watched: map[string]bool{}, done: make(chan struct{})}
-	w.dirty.Store(true)
+	w := &watcher{w: fw, root: root, barrier: filepath.Join(barrierDir, "watch-barrier"), settled: make(chan struct{}, 1),
+		full: true, dirty: map[string]bool{}, watched: map[string]bool{}, done: make(chan struct{})}
 	go w.run()
 	return w, nil
 }
@@ -63,18 +69,51 @@ func (w *watcher) run() {
 				}
 				continue
 			}
-			w.dirty.Store(true)
+			w.changed(ev.Name)
 		case _, ok := <-w.w.Errors:
 			if !ok {
 				return
 			}
-			w.broken.Store(true)
+			w.setFull()
 		}
 	}
 }
 
-// unchanged reports whether no event was seen since the last reset.
-func (w *watcher) unchanged() bool { return !w.dirty.Load() && !w.broken.Load() }
+// changed records an event about name: its directory must be read again.
+func (w *watcher) changed(name string) {
+	rel, err := filepath.Rel(w.root, filepath.Dir(name))
+	if err != nil || !filepath.IsLocal(rel) && rel != "." || name == w.root || name == filepath.Join(w.root, ".bazelignore") {
+		w.setFull()
+		return
+	}
+	if rel == "." {
+		rel = ""
+	}
+	w.mu.Lock()
+	w.dirty[filepath.ToSlash(rel)] = true
+	w.mu.Unlock()
+}
+
+func (w *watcher) setFull() {
+	w.mu.Lock()
+	w.full = true
+	w.mu.Unlock()
+}
+
+// take returns what changed since the last take and starts a new
+// observation. Call it before scanning, so a change during the scan is
+// seen by the next sync.
+func (w *watcher) take() (dirs []string, full bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	full = w.full || w.broken.Load() || len(w.dirty) > maxDirtyDirs
+	for d := range w.dirty {
+		dirs = append(dirs, d)
+	}
+	slices.Sort(dirs)
+	w.full, w.dirty = false, map[string]bool{}
+	return dirs, full
+}
 
 // settle makes sure every change made before it was called has been seen:
 // inotify delivers one instance's events in order, so once the event of
@@ -95,23 +134,19 @@ func (w *watcher) settle() bool {
 	}
 }
 
-// reset starts a new observation; call it before scanning, so a change
-// during the scan is seen by the next sync.
-func (w *watcher) reset() { w.dirty.Store(false) }
-
-// track watches exactly the directories of m under root.
-func (w *watcher) track(root string, m Manifest) {
-	want := map[string]bool{root: true}
+// track watches exactly the directories of m.
+func (w *watcher) track(m Manifest) {
+	want := map[string]bool{"": true}
 	for p, e := range m {
 		if e.Kind == Dir {
-			want[filepath.Join(root, filepath.FromSlash(p))] = true
+			want[p] = true
 		}
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for d := range w.watched {
 		if !want[d] {
-			w.w.Remove(d)
+			w.w.Remove(filepath.Join(w.root, filepath.FromSlash(d)))
 			delete(w.watched, d)
 		}
 	}
@@ -119,16 +154,15 @@ func (w *watcher) track(root string, m Manifest) {
 		if w.watched[d] {
 			continue
 		}
-		if err := w.w.Add(d); err != nil {
-			// Out of watches, or the directory went away: a later scan
-			// will tell; until then nothing is trusted.
+		if err := w.w.Add(filepath.Join(w.root, filepath.FromSlash(d))); err != nil {
+			// Out of watches, or the directory went away: nothing is
+			// trusted any more; every sync scans.
 			w.broken.Store(true)
 			return
 		}
 		w.watched[d] = true
-		// A change in d between the scan and this watch was not seen:
-		// the next sync scans again, now under watch.
-		w.dirty.Store(true)
+		// A change in d between the scan and this watch was not seen.
+		w.dirty[d] = true
 	}
 }
 
