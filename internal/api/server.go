@@ -18,8 +18,11 @@ import (
 
 	"github.com/nimbus-build/nimbus/internal/auth"
 	"github.com/nimbus-build/nimbus/internal/jobs"
+	"github.com/nimbus-build/nimbus/internal/pki"
 	"github.com/nimbus-build/nimbus/internal/policy"
+	"github.com/nimbus-build/nimbus/internal/rbs/session"
 	"github.com/nimbus-build/nimbus/internal/secrets"
+	"github.com/nimbus-build/nimbus/internal/sessions"
 	"github.com/nimbus-build/nimbus/internal/store"
 )
 
@@ -40,6 +43,10 @@ type Options struct {
 	// AgentCredentialTTL is how long an agent credential lives; agents
 	// refresh it before it expires.
 	AgentCredentialTTL time.Duration
+	// Sessions is remote Bazel's session broker, CA its certificate
+	// authority; nil: remote Bazel is off.
+	Sessions *sessions.Broker
+	CA       *pki.CA
 	// Extra routes mounted on the same server (the cache's HTTP API).
 	Mounts map[string]http.Handler
 	Now    func() time.Time
@@ -116,6 +123,14 @@ func (s *Server) routes() {
 	m.Handle("POST /api/v1/agent/jobs/{id}/logs", s.agent("agent.report", s.appendLogs))
 	m.Handle("POST /api/v1/agent/jobs/{id}/complete", s.agent("agent.report", s.completeJob))
 
+	if s.Sessions != nil {
+		m.Handle("/api/v1/rbs/", s.rbsAPI(session.Handler(s.Sessions, s.log)))
+		m.Handle("GET /api/v1/sessions", s.user("sessions.read", s.listSessions))
+		m.Handle("POST /api/v1/sessions/{id}/stop", s.user("sessions.read", s.stopSession))
+		m.Handle("POST /api/v1/agent/rbs/register", s.agent("agent.sessions", s.registerRBS))
+		m.Handle("POST /api/v1/agent/sessions", s.agent("agent.sessions", s.sessionOrders))
+		m.Handle("POST /api/v1/agent/sessions/{id}/state", s.agent("agent.sessions", s.sessionReport))
+	}
 	for prefix, h := range s.Mounts {
 		m.Handle(prefix, h)
 	}

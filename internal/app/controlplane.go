@@ -24,6 +24,7 @@ import (
 	"github.com/nimbus-build/nimbus/internal/jobs"
 	"github.com/nimbus-build/nimbus/internal/policy"
 	"github.com/nimbus-build/nimbus/internal/secrets"
+	"github.com/nimbus-build/nimbus/internal/sessions"
 	"github.com/nimbus-build/nimbus/internal/store"
 	"github.com/nimbus-build/nimbus/internal/store/sqlstore"
 )
@@ -37,6 +38,7 @@ type ControlPlane struct {
 	API      *api.Server
 	Registry *prometheus.Registry
 	Cache    *cache.Service
+	Sessions *sessions.Broker
 	// Bootstrap is set when this start created the installation.
 	Bootstrap *Bootstrap
 	log       *slog.Logger
@@ -139,8 +141,13 @@ func (cp *ControlPlane) build(ctx context.Context, sealer *auth.Sealer) error {
 	if err != nil {
 		return fmt.Errorf("build cache: %w", err)
 	}
+	ca, err := loadCA(ctx, sec)
+	if err != nil {
+		return fmt.Errorf("certificate authority: %w", err)
+	}
+	cp.Sessions = sessions.New(sessions.Options{Store: cp.Store, CA: ca, Policy: pol, IdleTTL: c.SessionIdleTTL, Logger: cp.log})
 	cp.API = api.New(api.Options{
-		Store: cp.Store, Jobs: svc, Auth: authn, Keyring: ring, Policy: pol,
+		Store: cp.Store, Jobs: svc, Auth: authn, Keyring: ring, Policy: pol, Sessions: cp.Sessions, CA: ca,
 		Secrets: sec, Gatherer: cp.Registry, Logger: cp.log, JobEnv: cp.jobEnv,
 		Mounts: map[string]http.Handler{
 			cache.BazelHTTPPrefix: cp.Cache.Handler(), actionscache.Prefix: cp.Cache.Handler(), actionscache.TwirpPrefix: cp.Cache.Handler(),
@@ -224,6 +231,7 @@ func (cp *ControlPlane) Serve(ctx context.Context, ln net.Listener) error {
 		return nil
 	})
 	g.Go(func() error { return cp.Jobs.Run(gctx) })
+	g.Go(func() error { return cp.Sessions.Run(gctx) })
 	if cp.grpcLn != nil {
 		gs := grpc.NewServer(cache.GRPCServerOptions()...)
 		cp.Cache.RegisterGRPC(gs)

@@ -32,6 +32,8 @@ type ServerConfig struct {
 	OrgJobBurst    int
 	PoolLabels     []string
 
+	SessionIdleTTL time.Duration
+
 	CacheDir        string
 	CacheMaxBytes   int64
 	CacheGRPCListen string
@@ -67,6 +69,7 @@ func (c *ServerConfig) Register(s *config.Set) {
 	s.IntVar(&c.OrgJobBurst, "org-job-burst", d.OrgJobBurst, "jobs an org may create at once before the rate applies")
 	c.PoolLabels = d.Pools[0].Labels
 	s.Var(config.ListValue{List: &c.PoolLabels}, "pool-labels", "runner labels this server serves: a GitHub job is taken when all its labels are among them")
+	s.DurationVar(&c.SessionIdleTTL, "rbs-session-idle-ttl", 3*time.Hour, "a remote Bazel session no proxy used for this long is stopped")
 	s.StringVar(&c.CacheDir, "cache-dir", "", "build cache storage (default <data-dir>/cache)")
 	c.CacheMaxBytes = 20 << 30
 	s.Var(config.SizeValue{Size: &c.CacheMaxBytes}, "cache-max-size", "bound of the build cache on disk (0: none)")

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/nimbus-build/nimbus/internal/ids"
+	"github.com/nimbus-build/nimbus/internal/notify"
 	"github.com/nimbus-build/nimbus/internal/store"
 )
 
@@ -87,7 +88,7 @@ type Service struct {
 	cfg     Config
 	log     *slog.Logger
 	now     func() time.Time
-	notify  *Notifier
+	notify  *notify.Notifier
 	limiter *orgLimiter
 	runners RunnerMinter
 	m       *metrics
@@ -136,7 +137,7 @@ func New(o Options) (*Service, error) {
 		now = time.Now
 	}
 	return &Service{
-		store: o.Store, cfg: c, log: log.With("component", "jobs"), now: now, notify: NewNotifier(),
+		store: o.Store, cfg: c, log: log.With("component", "jobs"), now: now, notify: notify.New(),
 		limiter: newOrgLimiter(c.OrgJobRate, c.OrgJobBurst), runners: o.Runners,
 		m: newMetrics(o.Registry, o.Store, log), spent: make(chan store.Job, 4096),
 	}, nil

@@ -1,0 +1,140 @@
+package api
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nimbus-build/nimbus/internal/apiv1"
+	"github.com/nimbus-build/nimbus/internal/auth"
+	"github.com/nimbus-build/nimbus/internal/ids"
+	"github.com/nimbus-build/nimbus/internal/pki"
+	"github.com/nimbus-build/nimbus/internal/rbs"
+	"github.com/nimbus-build/nimbus/internal/sessions"
+	"github.com/nimbus-build/nimbus/internal/store"
+)
+
+// rbsAPI authenticates a user for the remote Bazel sessions API (served by
+// internal/rbs/session) and passes the principal on in the context.
+func (s *Server) rbsAPI(h http.Handler) http.Handler {
+	return s.wrap(func(w http.ResponseWriter, r *http.Request) error {
+		p, err := s.authenticate(r)
+		if err != nil {
+			return err
+		}
+		h.ServeHTTP(w, r.WithContext(auth.WithPrincipal(r.Context(), p)))
+		return nil
+	})
+}
+
+func sessionJSON(x store.Session) apiv1.Session {
+	out := apiv1.Session{ID: x.ID, User: x.User, RepoHash: x.RepoHash, InstallMD5: x.InstallMD5, AgentID: x.AgentID,
+		State: string(x.State), Address: x.Address, Reason: x.Reason, CreatedAt: x.CreatedAt, LastUsedAt: x.LastUsedAt, StoppedAt: x.StoppedAt}
+	if req, err := decodeRequest(x.Request); err == nil {
+		out.Workspace = req.Workspace
+	}
+	return out
+}
+
+func (s *Server) listSessions(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	list, err := s.Sessions.List(r.Context(), p, r.URL.Query().Get("all") != "1")
+	if err != nil {
+		return err
+	}
+	out := make([]apiv1.Session, len(list))
+	for i, x := range list {
+		out[i] = sessionJSON(x)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"sessions": out})
+	return nil
+}
+
+func sessionID(r *http.Request) (string, error) {
+	id := r.PathValue("id")
+	if !ids.Valid("ses", id) {
+		return "", notFound("session " + strconv.Quote(id))
+	}
+	return id, nil
+}
+
+func (s *Server) stopSession(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	id, err := sessionID(r)
+	if err != nil {
+		return err
+	}
+	x, err := s.Sessions.Stop(r.Context(), p, id)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, sessionJSON(x))
+	return nil
+}
+
+func (s *Server) registerRBS(w http.ResponseWriter, r *http.Request, a store.Agent) error {
+	var req apiv1.RBSRegister
+	if err := decode(w, r, maxBody, &req); err != nil {
+		return err
+	}
+	csr, err := pki.ParseCSR([]byte(req.CSR))
+	if err != nil {
+		return badRequest("csr: %v", err)
+	}
+	cert, id, err := s.Sessions.RegisterAgent(r.Context(), a, store.AgentRBS{Address: req.Address, InstallMD5s: req.InstallMD5s,
+		Versions: req.Versions, MaxSessions: req.MaxSessions}, csr)
+	if err != nil {
+		return sessionsError(err)
+	}
+	s.auditEntry(r.Context(), store.AuditEntry{OrgID: a.OrgID, Actor: "agent:" + a.ID, Action: "agent.rbs_registered", Target: a.ID,
+		Detail: map[string]string{"address": req.Address, "install_md5s": strings.Join(req.InstallMD5s, ",")}})
+	writeJSON(w, http.StatusOK, apiv1.RBSRegistered{CertPEM: string(cert), CAPEM: string(s.CA.CertPEM()), Identity: id.String()})
+	return nil
+}
+
+func (s *Server) sessionOrders(w http.ResponseWriter, r *http.Request, a store.Agent) error {
+	var req apiv1.SessionsSync
+	if err := decode(w, r, maxBody, &req); err != nil {
+		return err
+	}
+	wait := time.Duration(req.WaitSeconds) * time.Second
+	if wait < 0 || wait > maxLeaseWait || len(req.Sessions) > maxAgentJobs {
+		return badRequest("wait_seconds: 0-%d; sessions: at most %d", int(maxLeaseWait/time.Second), maxAgentJobs)
+	}
+	if a.RBS == nil {
+		return errorf(http.StatusConflict, apiv1.CodeConflict, "this agent has not offered remote Bazel: register first")
+	}
+	orders, err := s.Sessions.Orders(r.Context(), a, req.Sessions, wait)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, orders)
+	return nil
+}
+
+func (s *Server) sessionReport(w http.ResponseWriter, r *http.Request, a store.Agent) error {
+	id, err := sessionID(r)
+	if err != nil {
+		return err
+	}
+	var req apiv1.SessionReport
+	if err := decode(w, r, maxBody, &req); err != nil {
+		return err
+	}
+	x, err := s.Sessions.Report(r.Context(), a, id, req)
+	if err != nil {
+		return sessionsError(err)
+	}
+	writeJSON(w, http.StatusOK, sessionJSON(x))
+	return nil
+}
+
+func sessionsError(err error) error {
+	if errors.Is(err, sessions.ErrInvalid) {
+		return badRequest("%v", err)
+	}
+	if errors.Is(err, rbs.ErrNoAgent) {
+		return errorf(http.StatusServiceUnavailable, apiv1.CodeUnavailable, "%v", err)
+	}
+	return err
+}
