@@ -45,7 +45,7 @@ func TestMainPrintsTable(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("Main returned %d", code)
 	}
-	for _, row := range []string{"warm no-op build", "one-file-changed rebuild", "cold start", "sync, one file changed"} {
+	for _, row := range []string{"warm no-op build", "one-file-changed rebuild", "cold start", "sync, one file changed, inotify"} {
 		if !strings.Contains(stdout.String(), row) {
 			t.Errorf("table lacks %q", row)
 		}
