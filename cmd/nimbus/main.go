@@ -24,6 +24,7 @@ Commands:
   server   the control plane alone
   agent    a host agent: enroll with a join token, then run jobs
   ctl      the admin and user CLI (run, jobs, logs, agents, tokens, orgs, audit)
+  rbs      remote Bazel on a developer machine (init; proxy is what bazel starts)
   admin    maintenance with the server stopped (rotate-master-key)
   bench    benchmarks that print tables (jobs, cache)
   version  print the version
@@ -65,6 +66,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return app.ServerMain(ctx, rest, stdout, stderr, getenv)
 	case "ctl":
 		return ctl.Main(ctx, rest, stdout, stderr, getenv, interrupts)
+	case "rbs":
+		return app.RBSMain(ctx, rest, stdout, stderr, getenv)
 	case "admin":
 		return app.AdminMain(ctx, rest, stdout, stderr, getenv)
 	case "bench":

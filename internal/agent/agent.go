@@ -90,6 +90,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer endLoops(nil)
 	g.Go(func() error { return a.runRefreshLoop(loopsCtx) })
 	g.Go(func() error { return a.runSyncLoop(loopsCtx) })
+	if a.cfg.RBS != nil {
+		g.Go(func() error { return a.runSessionsLoop(loopsCtx) })
+	}
 	g.Go(func() error {
 		var jobs sync.WaitGroup
 		err := a.runLeaseLoop(gctx, func(lease apiv1.Lease, grantedAt time.Time, slot int) {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"path/filepath"
@@ -77,6 +78,9 @@ type Config struct {
 	// own its runner clone: (*bwrap.Executor).Identity. Required with
 	// RunnerDir.
 	RunnerUIDs func(slot int) (uid, gid int, err error)
+
+	// RBS makes the agent offer remote Bazel sessions; nil: none.
+	RBS *RBSConfig
 
 	// HTTPClient sends the API calls. Default: a client without timeout
 	// (every call carries its own deadline).
@@ -185,6 +189,20 @@ func (c Config) validate() error {
 		checkAbs("runner clones", c.RunnerClones, true)
 		if c.RunnerUIDs == nil {
 			bad("runner uids", "required with a runner dir")
+		}
+	}
+	if r := c.RBS; r != nil {
+		if _, _, err := net.SplitHostPort(r.Address); err != nil || r.Address == "" {
+			bad("rbs address", "%q: want host:port as proxies reach it", r.Address)
+		}
+		if len(r.InstallMD5) != 32 {
+			bad("rbs install md5", "%q: want Bazel's 32-digit install_md5", r.InstallMD5)
+		}
+		if r.MaxSessions < 1 {
+			bad("rbs max sessions", "%d: must be at least 1", r.MaxSessions)
+		}
+		if r.NewHost == nil {
+			bad("rbs new host", "required")
 		}
 	}
 	positive := func(field string, d time.Duration) {

@@ -80,7 +80,7 @@ func status(t *testing.T, c *apiclient.Client, method, path string, in any) int 
 		if !asAPIError(err, &ae) {
 			t.Fatalf("%s %s: %v", method, path, err)
 		}
-		if ae.Status >= 500 {
+		if ae.Status >= 500 && ae.Status != http.StatusServiceUnavailable {
 			t.Errorf("%s %s: %d %s", method, path, ae.Status, ae.Message)
 		}
 		return ae.Status
@@ -276,11 +276,15 @@ func TestEveryDocumentedRouteIsTested(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	src, err := os.ReadFile("matrix_test.go")
-	if err != nil {
-		t.Fatal(err)
+	var src []byte
+	for _, f := range []string{"matrix_test.go", "sessions_test.go"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		src = append(src, b...)
 	}
-	re := regexp.MustCompile("\\| `(GET|POST) (/[^` ?]*)")
+	re := regexp.MustCompile("\\| `(GET|POST) (/[^` ?,]*)")
 	for _, m := range re.FindAllStringSubmatch(string(doc), -1) {
 		path := m[2]
 		generic := regexp.MustCompile(`\{[a-z]+\}`).ReplaceAllString(path, "{")
@@ -290,7 +294,9 @@ func TestEveryDocumentedRouteIsTested(t *testing.T) {
 				found = true
 			}
 		}
-		if !found && !strings.Contains(string(src), `"`+path+`"`) && !strings.Contains(string(src), strings.TrimPrefix(path, "/api/v1/agent/jobs/{id}/")) {
+		known := strings.Contains(string(src), `"`+path+`"`) || strings.Contains(string(src), strings.TrimPrefix(path, "/api/v1/agent/jobs/{id}/")) ||
+			strings.Contains(string(src), `"`+strings.Split(path, "{")[0]+`"`)
+		if !found && !known {
 			t.Errorf("route %s %s is documented but not in the authorization matrix", m[1], path)
 		}
 	}

@@ -3,18 +3,23 @@ package app
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 
 	"github.com/nimbus-build/nimbus/internal/agent"
 	"github.com/nimbus-build/nimbus/internal/config"
 	"github.com/nimbus-build/nimbus/internal/executor/bwrap"
+	"github.com/nimbus-build/nimbus/internal/rbs/server"
 )
 
 // AgentConfig configures a host agent.
@@ -30,6 +35,13 @@ type AgentConfig struct {
 	UIDBase   int
 	LogLevel  string
 	LogFormat string
+
+	RBSListen      string
+	RBSAdvertise   string
+	RBSStorageRoot string
+	RBSMaxSessions int
+	RBSInstallBase string
+	RBSUIDBase     int
 }
 
 // Register binds the agent's settings to flags. Within `nimbus up` the
@@ -50,6 +62,12 @@ func (c *AgentConfig) Register(s *config.Set, standalone bool) {
 	s.IntVar(&c.MaxJobs, "max-jobs", runtime.NumCPU(), "jobs to run at once")
 	s.StringVar(&c.RunnerDir, "runner-dir", "", "GitHub Actions runner directory (with run.sh), for GitHub jobs")
 	s.IntVar(&c.UIDBase, "sandbox-uid-base", bwrap.DefaultUIDBase, "as root, the job in slot n runs as host uid base+n")
+	s.StringVar(&c.RBSListen, "rbs-listen", "", "offer remote Bazel: address of the sessions' mTLS tunnel, e.g. :7443 (empty: off)")
+	s.StringVar(&c.RBSAdvertise, "rbs-advertise", "", "host:port proxies reach the tunnel at (default: the listen address)")
+	s.StringVar(&c.RBSStorageRoot, "rbs-storage-root", "/var/lib/nimbus/rbs", "where remote Bazel sessions keep workspaces and output bases (<root>/<org>/<user>/<repo>)")
+	s.IntVar(&c.RBSMaxSessions, "rbs-max-sessions", 4, "remote Bazel sessions at once")
+	s.StringVar(&c.RBSInstallBase, "rbs-bazel-install-base", "/usr/share/bazel", "the Bazel installation sessions run (its A-server.jar and install_base_key)")
+	s.IntVar(&c.RBSUIDBase, "rbs-uid-base", 160000, "as root, remote Bazel sessions run as host uids base, base+1, …")
 }
 
 // Validate checks the settings and fills derived ones.
@@ -120,6 +138,13 @@ func NewAgent(ctx context.Context, c AgentConfig, log *slog.Logger) (*agent.Agen
 	if c.RunnerDir != "" {
 		cfg.RunnerDir, cfg.RunnerClones, cfg.RunnerUIDs = c.RunnerDir, filepath.Join(c.WorkDir, "runners"), ex.Identity
 	}
+	if c.RBSListen != "" {
+		r, err := rbsOffer(c, log)
+		if err != nil {
+			return nil, err
+		}
+		cfg.RBS = r
+	}
 	return agent.New(cfg)
 }
 
@@ -164,4 +189,40 @@ func runAgent(ctx context.Context, c AgentConfig, log *slog.Logger, stderr io.Wr
 		return 1
 	}
 	return 0
+}
+
+// rbsOffer prepares the agent's remote Bazel offer: the Bazel installation,
+// the tunnel's listener and how to build the session host once the
+// control plane has signed the tunnel's certificate.
+func rbsOffer(c AgentConfig, log *slog.Logger) (*agent.RBSConfig, error) {
+	bz, err := server.Bazel{InstallBase: c.RBSInstallBase}.Resolve()
+	if err != nil {
+		return nil, fmt.Errorf("rbs: %w", err)
+	}
+	advertise := c.RBSAdvertise
+	if advertise == "" {
+		advertise = c.RBSListen
+		if host, port, err := net.SplitHostPort(advertise); err == nil && (host == "" || host == "0.0.0.0" || host == "::") {
+			h, _ := os.Hostname()
+			advertise = net.JoinHostPort(h, port)
+		}
+	}
+	version := "unknown"
+	if b, err := os.ReadFile(filepath.Join(bz.InstallBase, "build-label.txt")); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		version = strings.TrimSpace(string(b))
+	}
+	if err := os.MkdirAll(c.RBSStorageRoot, 0o711); err != nil {
+		return nil, fmt.Errorf("rbs storage root: %w", err)
+	}
+	return &agent.RBSConfig{
+		Address: advertise, InstallMD5: bz.InstallMD5, Version: version, MaxSessions: c.RBSMaxSessions,
+		NewHost: func(cert tls.Certificate, roots *x509.CertPool) (agent.SessionHost, error) {
+			opts := server.Options{StorageRoot: c.RBSStorageRoot, Listen: c.RBSListen, Advertise: advertise, Certificate: cert,
+				Roots: roots, Bazel: bz, MaxSessions: c.RBSMaxSessions, Logger: log}
+			if os.Geteuid() == 0 {
+				opts.UIDs = server.UIDRange{First: c.RBSUIDBase, Count: c.RBSMaxSessions}
+			}
+			return server.NewHost(opts)
+		},
+	}, nil
 }

@@ -50,6 +50,10 @@ func commands() []command {
 		{name: "webhook-secrets rotate", help: "Add a new GitHub webhook secret; old ones stay valid until retired (owner).", run: webhookRotate},
 		{name: "webhook-secrets retire", help: "Keep only the newest GitHub webhook secret (owner).", run: webhookRetire},
 		{name: "whoami", help: "Show who the token is.", run: whoami},
+		{name: "sessions list", help: "List remote Bazel sessions (your own; an admin sees the org's).", flags: func(fs *flag.FlagSet) {
+			fs.Bool("all", false, "include ended sessions")
+		}, run: sessionsList},
+		{name: "sessions stop", args: "SESSION", help: "Stop a remote Bazel session (its Bazel server on the agent).", run: sessionsStop},
 	}
 }
 
@@ -531,5 +535,48 @@ func whoami(e *env, g *globals, fs *flag.FlagSet) error {
 		return printJSON(e.stdout, w)
 	}
 	fmt.Fprintf(e.stdout, "%s %s (%s) in org %s, role %s, server %s\n", w.Kind, w.ID, w.Name, w.Org, w.Role, c.BaseURL)
+	return nil
+}
+
+func sessionsList(e *env, g *globals, fs *flag.FlagSet) error {
+	c, err := g.client(e)
+	if err != nil {
+		return err
+	}
+	path := "/api/v1/sessions"
+	if flagString(fs, "all") == "true" {
+		path += "?all=1"
+	}
+	var out struct {
+		Sessions []apiv1.Session `json:"sessions"`
+	}
+	if _, err := c.Do(e.ctx, http.MethodGet, path, nil, &out); err != nil {
+		return err
+	}
+	if g.json {
+		return printJSON(e.stdout, out)
+	}
+	var rows [][]string
+	for _, s := range out.Sessions {
+		rows = append(rows, []string{s.ID, s.User, s.State, s.Workspace, s.AgentID, ago(s.LastUsedAt)})
+	}
+	table(e, "ID\tUSER\tSTATE\tWORKSPACE\tAGENT\tLAST USED", rows)
+	return nil
+}
+
+func sessionsStop(e *env, g *globals, fs *flag.FlagSet) error {
+	id, err := oneArg(fs, "session id")
+	if err != nil {
+		return err
+	}
+	c, err := g.client(e)
+	if err != nil {
+		return err
+	}
+	var s apiv1.Session
+	if _, err := c.Do(e.ctx, http.MethodPost, "/api/v1/sessions/"+url.PathEscape(id)+"/stop", struct{}{}, &s); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "%s %s\n", s.ID, s.State)
 	return nil
 }
