@@ -70,6 +70,10 @@ type Options struct {
 	Logger       *slog.Logger
 }
 
+// maxServerLog is the size past which a session's server log (its
+// stdout and stderr, agent/jvm.out) is rotated when the session starts.
+const maxServerLog = 16 << 20
+
 // Endpoint is where a started session's proxy connects.
 type Endpoint struct {
 	SessionID string
@@ -366,7 +370,11 @@ func (h *Host) newSession(spec SessionSpec, startupOptions []string, uid int) (*
 	if err != nil {
 		return nil, err
 	}
-	logFile, err := os.OpenFile(filepath.Join(dirs.Agent, "jvm.out"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	logPath := filepath.Join(dirs.Agent, "jvm.out")
+	if st, err := os.Stat(logPath); err == nil && st.Size() > maxServerLog {
+		os.Rename(logPath, logPath+".1") // keep one previous log
+	}
+	logFile, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		root.Close()
 		return nil, err
