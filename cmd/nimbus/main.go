@@ -14,6 +14,7 @@ import (
 	"github.com/nimbus-build/nimbus/internal/app"
 	"github.com/nimbus-build/nimbus/internal/bench"
 	"github.com/nimbus-build/nimbus/internal/cache/cachebench"
+	rbsbench "github.com/nimbus-build/nimbus/internal/rbs/bench"
 	"github.com/nimbus-build/nimbus/internal/ctl"
 )
 
@@ -26,7 +27,7 @@ Commands:
   ctl      the admin and user CLI (run, jobs, logs, agents, tokens, orgs, audit)
   rbs      remote Bazel on a developer machine (init; proxy is what bazel starts)
   admin    maintenance with the server stopped (rotate-master-key)
-  bench    benchmarks that print tables (jobs, cache)
+  bench    benchmarks that print tables (jobs, cache, rbs)
   version  print the version
 
 Run "nimbus <command> --help" for a command's flags.
@@ -84,7 +85,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 }
 
 func benchMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	const usage = "Usage: nimbus bench jobs|cache [flags]\n\n  jobs   the job loop: webhooks/s, lease cycles/s, webhook → process start, idle RSS\n  cache  a load generator for any Bazel remote cache (gRPC or HTTP)\n"
+	const usage = "Usage: nimbus bench jobs|cache|rbs [flags]\n\n  jobs   the job loop: webhooks/s, lease cycles/s, webhook → process start, idle RSS\n  cache  a load generator for any Bazel remote cache (gRPC or HTTP)\n  rbs    remote Bazel beside a local Bazel: cold start, warm no-op, one-file rebuild, sync\n"
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return 2
@@ -94,6 +95,8 @@ func benchMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return bench.JobsMain(ctx, args[1:], stdout, stderr)
 	case "cache":
 		return cachebench.Main(ctx, args[1:], stdout, stderr)
+	case "rbs":
+		return rbsbench.Main(ctx, args[1:], stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "nimbus bench: unknown benchmark %q\n\n%s", args[0], usage)
 	return 2
