@@ -83,6 +83,9 @@ func (s *Server) Write(stream bytestream.ByteStream_WriteServer) error {
 	if err != nil {
 		return err
 	}
+	// Each request's data may live in a buffer of the codec's: give it
+	// back once the chunk is written (or the stream ends).
+	defer func() { release(req) }()
 	res, err := ParseWriteResource(req.GetResourceName())
 	if err != nil {
 		return s.status(ctx, err)
@@ -146,6 +149,7 @@ func (s *Server) Write(stream bytestream.ByteStream_WriteServer) error {
 			}
 			return stream.SendAndClose(&bytestream.WriteResponse{CommittedSize: up.offset})
 		}
+		release(req)
 		req, err = stream.Recv()
 		if err == io.EOF {
 			// Closed without finish_write: keep the upload for a later

@@ -290,8 +290,8 @@ func (l *ledger) seen(dir string, key itemKey, size, mtime int64) {
 }
 
 // endListing drops the entries the finished listing did not see (and that
-// were not written during it), marks the ledger complete and returns what
-// the quotas now require evicting.
+// were not written during it) and returns what the quotas now require
+// evicting; markComplete follows once that is done.
 func (l *ledger) endListing(now int64) []victim {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -306,8 +306,14 @@ func (l *ledger) endListing(now int64) []victim {
 		}
 		vs = append(vs, l.trimLocked(dir, o, nil, now)...)
 	}
-	l.complete = true
 	return vs
+}
+
+// markComplete makes the ledger authoritative for existence answers.
+func (l *ledger) markComplete() {
+	l.mu.Lock()
+	l.complete = true
+	l.mu.Unlock()
 }
 
 // stats returns the entries and bytes the ledger holds.

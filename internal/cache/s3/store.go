@@ -183,10 +183,10 @@ func (s *Store) Get(ctx context.Context, ref blobstore.Ref, offset, limit int64)
 		return io.NopCloser(bytes.NewReader(nil)), 0, nil
 	}
 	dir := orgDir(ref.Org)
+	// A blob the ledger does not know is still asked for (one GET): another
+	// replica may have written it since the last listing.
 	st, size := s.ledger.lookup(dir, ref.Kind, ref.Digest, s.now())
 	switch st {
-	case absent:
-		return nil, 0, fmt.Errorf("%s: %w", ref, blobstore.ErrNotFound)
 	case present:
 		n, err := blobstore.CheckRange(size, offset, limit)
 		if err != nil {
@@ -212,7 +212,7 @@ func (s *Store) Get(ctx context.Context, ref blobstore.Ref, offset, limit int64)
 		r.Close()
 		return nil, 0, fmt.Errorf("%s: object of %d bytes: %w", ref, size, blobstore.ErrNotFound)
 	}
-	if st == unknown {
+	if st != present {
 		s.ledger.add(dir, key, size, s.now())
 	}
 	return r, size, nil
@@ -363,6 +363,7 @@ func (s *Store) listOnce(ctx context.Context) error {
 		token = next
 	}
 	s.evict(ctx, s.ledger.endListing(s.now()))
+	s.ledger.markComplete()
 	s.log.Debug("bucket listed", "objects", n, "duration", time.Since(start))
 	return nil
 }
