@@ -14,8 +14,8 @@ import (
 	"github.com/nimbus-build/nimbus/internal/app"
 	"github.com/nimbus-build/nimbus/internal/bench"
 	"github.com/nimbus-build/nimbus/internal/cache/cachebench"
-	rbsbench "github.com/nimbus-build/nimbus/internal/rbs/bench"
 	"github.com/nimbus-build/nimbus/internal/ctl"
+	rbsbench "github.com/nimbus-build/nimbus/internal/rbs/bench"
 )
 
 const usage = `Usage: nimbus <command> [flags]

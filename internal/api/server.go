@@ -47,6 +47,9 @@ type Options struct {
 	// authority; nil: remote Bazel is off.
 	Sessions *sessions.Broker
 	CA       *pki.CA
+	// RBSRequireClientCert: remote Bazel calls must come with a user
+	// certificate of the CA (mutual TLS).
+	RBSRequireClientCert bool
 	// Extra routes mounted on the same server (the cache's HTTP API).
 	Mounts map[string]http.Handler
 	Now    func() time.Time
@@ -125,6 +128,7 @@ func (s *Server) routes() {
 
 	if s.Sessions != nil {
 		m.Handle("/api/v1/rbs/", s.rbsAPI(session.Handler(s.Sessions, s.log)))
+		m.Handle("POST /api/v1/rbs/certificate", s.user("sessions.use", s.userCertificate))
 		m.Handle("GET /api/v1/sessions", s.user("sessions.read", s.listSessions))
 		m.Handle("POST /api/v1/sessions/{id}/stop", s.user("sessions.read", s.stopSession))
 		m.Handle("POST /api/v1/agent/rbs/register", s.agent("agent.sessions", s.registerRBS))

@@ -17,16 +17,68 @@ import (
 )
 
 // rbsAPI authenticates a user for the remote Bazel sessions API (served by
-// internal/rbs/session) and passes the principal on in the context.
+// internal/rbs/session) and passes the principal on in the context. A
+// client certificate, when the connection carries one (mutual TLS), must
+// name the token's user; with RBSRequireClientCert it must be there.
 func (s *Server) rbsAPI(h http.Handler) http.Handler {
 	return s.wrap(func(w http.ResponseWriter, r *http.Request) error {
 		p, err := s.authenticate(r)
 		if err != nil {
 			return err
 		}
+		if err := s.checkClientCert(r, p); err != nil {
+			return err
+		}
 		h.ServeHTTP(w, r.WithContext(auth.WithPrincipal(r.Context(), p)))
 		return nil
 	})
+}
+
+func (s *Server) checkClientCert(r *http.Request, p auth.Principal) error {
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		if s.RBSRequireClientCert {
+			return errorf(http.StatusForbidden, apiv1.CodeForbidden,
+				"remote Bazel on this server needs your user certificate (mutual TLS): run `nimbus rbs init` again")
+		}
+		return nil
+	}
+	// The TLS layer verified the chain against the CA; the identity must
+	// be the token's user.
+	id, err := pki.IdentityFromCert(r.TLS.PeerCertificates[0])
+	if err != nil {
+		return errorf(http.StatusForbidden, apiv1.CodeForbidden, "client certificate: %v", err)
+	}
+	if want := pki.UserIdentity(p.Org, p.Name); id != want {
+		return errorf(http.StatusForbidden, apiv1.CodeForbidden, "client certificate names %s, the token %s", id, want)
+	}
+	return nil
+}
+
+// userCertificate issues the caller a user certificate of the CA for a
+// CSR, which a remote Bazel proxy presents to the control plane (mutual
+// TLS). The tunnel to an agent uses a shorter-lived one from GetServer.
+func (s *Server) userCertificate(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	var req struct {
+		CSR string `json:"csr"`
+	}
+	if err := decode(w, r, maxBody, &req); err != nil {
+		return err
+	}
+	csr, err := pki.ParseCSR([]byte(req.CSR))
+	if err != nil {
+		return badRequest("csr: %v", err)
+	}
+	id := pki.UserIdentity(p.Org, p.Name)
+	if err := id.Validate(); err != nil {
+		return errorf(http.StatusForbidden, apiv1.CodeForbidden, "token name %q cannot name a remote Bazel user: %v", p.Name, err)
+	}
+	cert, err := s.CA.SignCSR(csr, id, pki.IssueOptions{TTL: 30 * 24 * time.Hour})
+	if err != nil {
+		return badRequest("csr: %v", err)
+	}
+	s.auditEntry(r.Context(), store.AuditEntry{OrgID: p.Org, Actor: actor(p), Action: "rbs.certificate_issued", Target: id.String()})
+	writeJSON(w, http.StatusOK, apiv1.RBSRegistered{CertPEM: string(cert), CAPEM: string(s.CA.CertPEM()), Identity: id.String()})
+	return nil
 }
 
 func sessionJSON(x store.Session) apiv1.Session {

@@ -88,6 +88,15 @@ func TestMatrixSessions(t *testing.T) {
 	if got := status(t, w.tokens["a"][auth.RoleDeveloper], "POST", "/api/v1/rbs/sessions:get", body); got != http.StatusServiceUnavailable {
 		t.Errorf("developer GetServer with no agent offering remote Bazel: %d, want 503", got)
 	}
+	// The user certificate: a developer gets one naming themself, a viewer none.
+	if got := status(t, w.tokens["a"][auth.RoleViewer], "POST", "/api/v1/rbs/certificate", map[string]string{"csr": string(csr)}); got != http.StatusForbidden {
+		t.Errorf("viewer asks for a user certificate: %d, want 403", got)
+	}
+	var reg apiv1.RBSRegistered
+	if _, err := w.tokens["a"][auth.RoleDeveloper].Do(ctx, "POST", "/api/v1/rbs/certificate", map[string]string{"csr": string(csr)}, &reg); err != nil ||
+		reg.Identity != pki.UserIdentity(w.orgID["a"], "developer").String() {
+		t.Errorf("developer's user certificate: %+v %v", reg, err)
+	}
 	for _, p := range []string{"/api/v1/rbs/sessions/" + sess["a"] + ":heartbeat", "/api/v1/rbs/sessions/" + sess["a"] + ":release"} {
 		if got := status(t, w.tokens["b"][auth.RoleAdmin], "POST", p, struct{}{}); got != http.StatusNotFound && got != http.StatusForbidden {
 			t.Errorf("org b on %s: %d", p, got)

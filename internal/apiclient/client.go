@@ -5,11 +5,14 @@ package apiclient
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -133,4 +136,28 @@ func Backoff(n int, max time.Duration) time.Duration {
 		d = max
 	}
 	return d/2 + time.Duration(randInt63n(int64(d/2)+1))
+}
+
+// HTTPClientTrusting returns an HTTP client that trusts the PEM bundle in
+// caFile (Nimbus's own CA, for a server run with --tls-auto), besides
+// nothing else; an empty caFile gives the system's roots. cert, when not
+// nil, is presented to the server (mutual TLS).
+func HTTPClientTrusting(caFile string, cert *tls.Certificate) (*http.Client, error) {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		b, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("ca file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(b) {
+			return nil, fmt.Errorf("ca file %s: no PEM certificate", caFile)
+		}
+		tr.TLSClientConfig.RootCAs = pool
+	}
+	if cert != nil {
+		tr.TLSClientConfig.Certificates = []tls.Certificate{*cert}
+	}
+	return &http.Client{Transport: tr}, nil
 }

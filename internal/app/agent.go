@@ -17,6 +17,7 @@ import (
 	"strings"
 
 	"github.com/nimbus-build/nimbus/internal/agent"
+	"github.com/nimbus-build/nimbus/internal/apiclient"
 	"github.com/nimbus-build/nimbus/internal/config"
 	"github.com/nimbus-build/nimbus/internal/executor/bwrap"
 	"github.com/nimbus-build/nimbus/internal/rbs/server"
@@ -25,6 +26,7 @@ import (
 // AgentConfig configures a host agent.
 type AgentConfig struct {
 	Server    string
+	CAFile    string
 	JoinToken string
 	StateDir  string
 	WorkDir   string
@@ -50,6 +52,7 @@ func (c *AgentConfig) Register(s *config.Set, standalone bool) {
 	if standalone {
 		s.String("config", "", "YAML file of settings (keys are these flags' names)")
 		s.StringVar(&c.Server, "server", "", "control plane URL (required)")
+		s.StringVar(&c.CAFile, "ca-file", "", "PEM bundle to trust for the control plane's HTTPS (its <data-dir>/ca.crt with --tls-auto)")
 		s.StringVar(&c.JoinToken, "join-token", "", "one-time join `token` from nimbus ctl agents join-token (needed only for the first start)")
 		s.StringVar(&c.StateDir, "state-dir", "/var/lib/nimbus/agent", "directory for the agent's credential")
 		s.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
@@ -134,6 +137,11 @@ func NewAgent(ctx context.Context, c AgentConfig, log *slog.Logger) (*agent.Agen
 	}
 	if host, err := os.Hostname(); err == nil {
 		cfg.Hostname = host
+	}
+	if c.CAFile != "" {
+		if cfg.HTTPClient, err = apiclient.HTTPClientTrusting(c.CAFile, nil); err != nil {
+			return nil, err
+		}
 	}
 	if c.RunnerDir != "" {
 		cfg.RunnerDir, cfg.RunnerClones, cfg.RunnerUIDs = c.RunnerDir, filepath.Join(c.WorkDir, "runners"), ex.Identity

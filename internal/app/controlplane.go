@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,6 +23,7 @@ import (
 	"github.com/nimbus-build/nimbus/internal/cache/actionscache"
 	"github.com/nimbus-build/nimbus/internal/github"
 	"github.com/nimbus-build/nimbus/internal/jobs"
+	"github.com/nimbus-build/nimbus/internal/pki"
 	"github.com/nimbus-build/nimbus/internal/policy"
 	"github.com/nimbus-build/nimbus/internal/secrets"
 	"github.com/nimbus-build/nimbus/internal/sessions"
@@ -39,6 +41,7 @@ type ControlPlane struct {
 	Registry *prometheus.Registry
 	Cache    *cache.Service
 	Sessions *sessions.Broker
+	CA       *pki.CA
 	// Bootstrap is set when this start created the installation.
 	Bootstrap *Bootstrap
 	log       *slog.Logger
@@ -145,10 +148,16 @@ func (cp *ControlPlane) build(ctx context.Context, sealer *auth.Sealer) error {
 	if err != nil {
 		return fmt.Errorf("certificate authority: %w", err)
 	}
+	cp.CA = ca
+	// The CA's certificate is public: clients trust it for --tls-auto.
+	if err := os.WriteFile(filepath.Join(c.DataDir, "ca.crt"), ca.CertPEM(), 0o644); err != nil {
+		return err
+	}
 	cp.Sessions = sessions.New(sessions.Options{Store: cp.Store, CA: ca, Policy: pol, IdleTTL: c.SessionIdleTTL, Logger: cp.log})
 	cp.API = api.New(api.Options{
 		Store: cp.Store, Jobs: svc, Auth: authn, Keyring: ring, Policy: pol, Sessions: cp.Sessions, CA: ca,
-		Secrets: sec, Gatherer: cp.Registry, Logger: cp.log, JobEnv: cp.jobEnv,
+		RBSRequireClientCert: c.RBSRequireClientCert,
+		Secrets:              sec, Gatherer: cp.Registry, Logger: cp.log, JobEnv: cp.jobEnv,
 		Mounts: map[string]http.Handler{
 			cache.BazelHTTPPrefix: cp.Cache.Handler(), actionscache.Prefix: cp.Cache.Handler(), actionscache.TwirpPrefix: cp.Cache.Handler(),
 		},
@@ -223,6 +232,13 @@ func (cp *ControlPlane) Serve(ctx context.Context, ln net.Listener) error {
 		// Long polls and log streams end when the server stops.
 		BaseContext: func(net.Listener) context.Context { return ctx },
 	}
+	if cp.Config.TLS() {
+		tc, err := cp.tlsConfig()
+		if err != nil {
+			return err
+		}
+		ln = tls.NewListener(ln, tc)
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
@@ -255,6 +271,44 @@ func (cp *ControlPlane) Serve(ctx context.Context, ln net.Listener) error {
 		return srv.Shutdown(sctx)
 	})
 	return g.Wait()
+}
+
+// tlsConfig is the HTTPS configuration: the operator's certificate, or
+// one from Nimbus's CA (--tls-auto). Client certificates of the CA are
+// asked for and verified when given (remote Bazel proxies present one).
+func (cp *ControlPlane) tlsConfig() (*tls.Config, error) {
+	c := cp.Config
+	var cert tls.Certificate
+	var err error
+	if c.TLSCertFile != "" {
+		cert, err = tls.LoadX509KeyPair(c.TLSCertFile, c.TLSKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls-cert-file: %w", err)
+		}
+	} else {
+		opts := pki.IssueOptions{TTL: 90 * 24 * time.Hour}
+		hosts := c.TLSHosts
+		if len(hosts) == 0 {
+			hosts = []string{"localhost", "127.0.0.1", "::1"}
+			if h, err := os.Hostname(); err == nil {
+				hosts = append(hosts, h)
+			}
+		}
+		for _, h := range hosts {
+			if ip := net.ParseIP(h); ip != nil {
+				opts.IPAddresses = append(opts.IPAddresses, ip)
+			} else {
+				opts.DNSNames = append(opts.DNSNames, h)
+			}
+		}
+		if cert, err = cp.CA.Issue(pki.Identity{Org: "nimbus", Kind: pki.KindServer, Name: "control-plane"}, opts); err != nil {
+			return nil, fmt.Errorf("tls-auto: %w", err)
+		}
+	}
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert},
+		ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: cp.CA.Pool(),
+	}, nil
 }
 
 // ListenGRPC opens the cache's gRPC listener (before Serve), so that jobs

@@ -2,16 +2,23 @@ package app
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
+	"github.com/nimbus-build/nimbus/internal/apiclient"
+	"github.com/nimbus-build/nimbus/internal/apiv1"
+	"github.com/nimbus-build/nimbus/internal/pki"
 	"github.com/nimbus-build/nimbus/internal/rbs"
 	"github.com/nimbus-build/nimbus/internal/rbs/proxy"
+	"github.com/nimbus-build/nimbus/internal/rbs/session"
 )
 
 // RBSMain is `nimbus rbs`: remote Bazel on the developer's machine.
@@ -113,7 +120,21 @@ func rbsInit(args []string, stdout, stderr io.Writer, getenv func(string) string
 	if ca != "" {
 		ca, _ = filepath.Abs(ca)
 	}
+	if ca == "" && *server == "" && getenv("NIMBUS_SERVER") == "" && strings.HasPrefix(srv, "https:") {
+		if local, err := filepath.Abs(filepath.Join(dir, "ca.crt")); err == nil {
+			ca = local // a local nimbus up with --tls-auto
+		}
+	}
 	cfg := rbs.ProxyConfig{Server: srv, Credentials: credPath, CAFile: ca, Outputs: *outputs}
+	if strings.HasPrefix(srv, "https:") {
+		// Mutual TLS to the control plane: a user certificate of its CA,
+		// obtained once with the token.
+		certFile, keyFile, err := userCertificate(srv, credPath, ca, filepath.Dir(credPath))
+		if err != nil {
+			return fail("user certificate: %v", err)
+		}
+		cfg.ClientCert, cfg.ClientKey = certFile, keyFile
+	}
 	if err := rbs.WriteJavabase(jb, []string{exe, "rbs", "proxy"}, cfg); err != nil {
 		return fail("%v", err)
 	}
@@ -136,4 +157,41 @@ func first(vals ...string) string {
 		}
 	}
 	return ""
+}
+
+// userCertificate asks the control plane for a user certificate over a
+// fresh key, and saves both (0600) beside the credentials.
+func userCertificate(server, credPath, caFile, dir string) (certFile, keyFile string, err error) {
+	tok, err := session.ReadToken(credPath)
+	if err != nil {
+		return "", "", err
+	}
+	key, csr, err := pki.NewCSR()
+	if err != nil {
+		return "", "", err
+	}
+	hc, err := apiclient.HTTPClientTrusting(caFile, nil)
+	if err != nil {
+		return "", "", err
+	}
+	c := apiclient.New(server, tok)
+	c.HTTP = hc
+	var out apiv1.RBSRegistered
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := c.Do(ctx, "POST", "/api/v1/rbs/certificate", map[string]string{"csr": string(csr)}, &out); err != nil {
+		return "", "", err
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return "", "", err
+	}
+	certFile, keyFile = filepath.Join(dir, "rbs-client.crt"), filepath.Join(dir, "rbs-client.key")
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		return "", "", err
+	}
+	if err := os.WriteFile(certFile, []byte(out.CertPEM), 0o600); err != nil {
+		return "", "", err
+	}
+	return certFile, keyFile, nil
 }

@@ -38,11 +38,13 @@ func TestE2ERemoteBazelThroughControlPlane(t *testing.T) {
 		testenv.Missing(t, "remote Bazel sandboxes need root for their uids")
 	}
 	ctx := context.Background()
-	h := apptest.Start(t, "sqlite")
+	// HTTPS from Nimbus's own CA, and mutual TLS required of proxies.
+	h := apptest.Start(t, "sqlite", func(c *app.ServerConfig) { c.TLSAuto, c.RBSRequireClientCert = true, true })
 	root := sharedDir(t, "rbs")
 	storage := filepath.Join(root, "storage")
 	startAgent(t, h, "bazel-agent", func(c *app.AgentConfig) {
 		c.RBSListen, c.RBSStorageRoot, c.RBSMaxSessions, c.RBSInstallBase, c.RBSUIDBase = freePort(t), storage, 2, "/usr/share/bazel", 185000
+		c.CAFile = h.CAFile()
 	})
 	var tok apiv1.Token
 	if _, err := h.Owner().Do(ctx, "POST", "/api/v1/tokens", apiv1.CreateToken{Name: "alice", Role: "developer"}, &tok); err != nil {
@@ -56,7 +58,15 @@ func TestE2ERemoteBazelThroughControlPlane(t *testing.T) {
 	os.WriteFile(filepath.Join(ws, "WORKSPACE"), nil, 0o644)
 	os.WriteFile(filepath.Join(ws, "BUILD"), []byte(`genrule(name = "hello", outs = ["hello.txt"], cmd = "echo hello from $$(hostname) > $@")`+"\n"), 0o644)
 	env := []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + home, "USER=alice"}
-	init := exec.Command(nimbusBin, "rbs", "init", "--server", h.URL, "--token", tok.Secret, "--workspace", ws)
+	// Without a client certificate the control plane refuses the proxy's
+	// calls, even with a good token.
+	if got := h.Client(tok.Secret); true {
+		_, err := got.Do(ctx, "POST", "/api/v1/rbs/sessions:get", map[string]string{}, nil)
+		if err == nil || !strings.Contains(err.Error(), "certificate") {
+			t.Errorf("GetServer without a client certificate: %v", err)
+		}
+	}
+	init := exec.Command(nimbusBin, "rbs", "init", "--server", h.URL, "--token", tok.Secret, "--workspace", ws, "--ca-file", h.CAFile())
 	init.Env = env
 	if b, err := init.CombinedOutput(); err != nil {
 		t.Fatalf("nimbus rbs init: %v\n%s", err, b)

@@ -44,7 +44,7 @@ func ServerMain(ctx context.Context, args []string, stdout, stderr io.Writer, ge
 	}
 	url := c.PublicURL
 	if strings.HasSuffix(c.Listen, ":0") && strings.HasSuffix(url, ":0") {
-		url = "http://" + ln.Addr().String()
+		url = c.scheme() + "://" + ln.Addr().String()
 	}
 	if err := cp.SetURL(url); err != nil {
 		fmt.Fprintf(stderr, "nimbus server: %v\n", err)

@@ -32,7 +32,13 @@ type ServerConfig struct {
 	OrgJobBurst    int
 	PoolLabels     []string
 
-	SessionIdleTTL time.Duration
+	SessionIdleTTL       time.Duration
+	RBSRequireClientCert bool
+
+	TLSCertFile string
+	TLSKeyFile  string
+	TLSAuto     bool
+	TLSHosts    []string
 
 	CacheDir        string
 	CacheMaxBytes   int64
@@ -70,6 +76,11 @@ func (c *ServerConfig) Register(s *config.Set) {
 	c.PoolLabels = d.Pools[0].Labels
 	s.Var(config.ListValue{List: &c.PoolLabels}, "pool-labels", "runner labels this server serves: a GitHub job is taken when all its labels are among them")
 	s.DurationVar(&c.SessionIdleTTL, "rbs-session-idle-ttl", 3*time.Hour, "a remote Bazel session no proxy used for this long is stopped")
+	s.BoolVar(&c.RBSRequireClientCert, "rbs-require-client-cert", false, "remote Bazel proxies must present a user certificate from Nimbus's CA (mutual TLS; needs HTTPS)")
+	s.StringVar(&c.TLSCertFile, "tls-cert-file", "", "serve HTTPS with this certificate (PEM; with --tls-key-file)")
+	s.StringVar(&c.TLSKeyFile, "tls-key-file", "", "the key of --tls-cert-file")
+	s.BoolVar(&c.TLSAuto, "tls-auto", false, "serve HTTPS with a certificate from Nimbus's own CA for --tls-hosts (clients trust <data-dir>/ca.crt)")
+	s.Var(config.ListValue{List: &c.TLSHosts}, "tls-hosts", "names and addresses --tls-auto's certificate is valid for (default: localhost, 127.0.0.1, this host's name)")
 	s.StringVar(&c.CacheDir, "cache-dir", "", "build cache storage (default <data-dir>/cache)")
 	c.CacheMaxBytes = 20 << 30
 	s.Var(config.SizeValue{Size: &c.CacheMaxBytes}, "cache-max-size", "bound of the build cache on disk (0: none)")
@@ -100,8 +111,17 @@ func (c *ServerConfig) Validate() error {
 	if c.CacheQuotaHard != 0 && c.CacheQuotaSoft > c.CacheQuotaHard {
 		return fmt.Errorf("cache-org-soft-quota %d is above cache-org-hard-quota %d", c.CacheQuotaSoft, c.CacheQuotaHard)
 	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		return errors.New("tls-cert-file and tls-key-file go together")
+	}
+	if c.TLSAuto && c.TLSCertFile != "" {
+		return errors.New("tls-auto and tls-cert-file: choose one")
+	}
+	if c.RBSRequireClientCert && !c.TLS() {
+		return errors.New("rbs-require-client-cert needs HTTPS: --tls-auto or --tls-cert-file")
+	}
 	if c.PublicURL == "" {
-		c.PublicURL = "http://" + c.Listen
+		c.PublicURL = c.scheme() + "://" + c.Listen
 	}
 	switch {
 	case c.LeaseTTL < 2*time.Second:
@@ -133,4 +153,14 @@ func (c *ServerConfig) jobsConfig() jobs.Config {
 	d.OrgJobRate, d.OrgJobBurst = c.OrgJobRate, c.OrgJobBurst
 	d.Pools = []jobs.Pool{{Name: "default", Labels: c.PoolLabels}}
 	return d
+}
+
+// TLS reports whether the server serves HTTPS.
+func (c *ServerConfig) TLS() bool { return c.TLSAuto || c.TLSCertFile != "" }
+
+func (c *ServerConfig) scheme() string {
+	if c.TLS() {
+		return "https"
+	}
+	return "http"
 }

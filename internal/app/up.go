@@ -63,7 +63,10 @@ func UpMain(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 	}
 	url := sc.PublicURL
 	if strings.HasSuffix(sc.Listen, ":0") && strings.HasSuffix(url, ":0") {
-		url = "http://" + ln.Addr().String()
+		url = sc.scheme() + "://" + ln.Addr().String()
+	}
+	if sc.TLSAuto {
+		ac.CAFile = filepath.Join(sc.DataDir, "ca.crt")
 	}
 	if err := cp.SetURL(url); err != nil {
 		fmt.Fprintf(stderr, "nimbus up: %v\n", err)

@@ -31,6 +31,7 @@ type globals struct {
 	server  string
 	token   string
 	dataDir string
+	caFile  string
 	json    bool
 }
 
@@ -40,6 +41,7 @@ func (g *globals) register(fs *flag.FlagSet) {
 	fs.StringVar(&g.server, "server", g.server, "server URL (env NIMBUS_SERVER; default: the URL of a local nimbus up found in --data-dir)")
 	fs.StringVar(&g.token, "token", g.token, "API token (env NIMBUS_TOKEN; default: <data-dir>/admin.token)")
 	fs.StringVar(&g.dataDir, "data-dir", g.dataDir, "data dir of a local nimbus up (env NIMBUS_DATA_DIR; default .nimbus)")
+	fs.StringVar(&g.caFile, "ca-file", g.caFile, "PEM bundle to trust for an HTTPS server (env NIMBUS_CA_FILE; default <data-dir>/ca.crt for a local nimbus up)")
 	fs.BoolVar(&g.json, "json", g.json, "print JSON instead of tables")
 }
 
@@ -48,12 +50,16 @@ func (g *globals) register(fs *flag.FlagSet) {
 func (g *globals) client(e *env) (*apiclient.Client, error) {
 	dir := first(g.dataDir, e.getenv("NIMBUS_DATA_DIR"), ".nimbus")
 	server := first(g.server, e.getenv("NIMBUS_SERVER"))
+	caFile := first(g.caFile, e.getenv("NIMBUS_CA_FILE"))
 	if server == "" {
 		b, err := os.ReadFile(filepath.Join(dir, "url"))
 		if err != nil {
 			return nil, fmt.Errorf("no server: pass --server URL or set NIMBUS_SERVER (no local `nimbus up` found in %s)", dir)
 		}
 		server = strings.TrimSpace(string(b))
+		if local := filepath.Join(dir, "ca.crt"); caFile == "" && strings.HasPrefix(server, "https:") {
+			caFile = local
+		}
 	}
 	token := first(g.token, e.getenv("NIMBUS_TOKEN"))
 	if token == "" {
@@ -65,6 +71,13 @@ func (g *globals) client(e *env) (*apiclient.Client, error) {
 	}
 	c := apiclient.New(server, token)
 	c.UserAgent = "nimbus-ctl"
+	if caFile != "" {
+		hc, err := apiclient.HTTPClientTrusting(caFile, nil)
+		if err != nil {
+			return nil, err
+		}
+		c.HTTP = hc
+	}
 	return c, nil
 }
 

@@ -201,3 +201,18 @@ func TestErrors(t *testing.T) {
 		t.Errorf("no server: %d %q", code, errb.String())
 	}
 }
+
+// Against a server with --tls-auto, ctl finds the server's CA in its data
+// dir; without it the server's certificate is refused.
+func TestHTTPS(t *testing.T) {
+	h := apptest.Start(t, "sqlite", func(c *app.ServerConfig) { c.TLSAuto = true })
+	if !strings.HasPrefix(h.URL, "https://") {
+		t.Fatalf("URL %s", h.URL)
+	}
+	if r := run(h, nil, "whoami"); r.code != 0 || !strings.Contains(r.stdout, "role owner") {
+		t.Errorf("whoami over HTTPS: %+v", r)
+	}
+	if r := run(h, nil, "--server", h.URL, "--ca-file", "/etc/ssl/certs/ca-certificates.crt", "whoami"); r.code != 1 || !strings.Contains(r.stderr, "certificate") {
+		t.Errorf("whoami trusting only the system roots: %+v", r)
+	}
+}

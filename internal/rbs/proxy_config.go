@@ -34,6 +34,11 @@ type ProxyConfig struct {
 	// CAFile, when set, is a PEM bundle trusted for the control plane's
 	// certificate instead of the system roots.
 	CAFile string `json:"ca_file,omitempty"`
+	// ClientCert and ClientKey, when set, are the user's certificate (from
+	// the control plane's CA, obtained by `nimbus rbs init`) and key,
+	// presented to the control plane: mutual TLS on that hop too.
+	ClientCert string `json:"client_cert,omitempty"`
+	ClientKey  string `json:"client_key,omitempty"`
 	// ClientEnv adds environment variable names (NAME, or a NAME* prefix)
 	// to those the proxy lets through to the remote server as --client_env
 	// (see proxy.DefaultClientEnv).
@@ -60,6 +65,14 @@ func (c ProxyConfig) Validate() error {
 	}
 	if c.CAFile != "" && !filepath.IsAbs(c.CAFile) {
 		return fmt.Errorf("ca_file: %q must be an absolute path", c.CAFile)
+	}
+	if (c.ClientCert == "") != (c.ClientKey == "") {
+		return errors.New("client_cert and client_key go together")
+	}
+	for name, p := range map[string]string{"client_cert": c.ClientCert, "client_key": c.ClientKey} {
+		if p != "" && !filepath.IsAbs(p) {
+			return fmt.Errorf("%s: %q must be an absolute path", name, p)
+		}
 	}
 	switch c.Outputs {
 	case "", OutputsTopLevel, OutputsNone:

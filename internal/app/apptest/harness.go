@@ -99,6 +99,9 @@ func (h *Harness) start() {
 	}
 	h.addr = ln.Addr().String()
 	h.URL = "http://" + h.addr
+	if h.Config.TLS() {
+		h.URL = "https://" + h.addr
+	}
 	if err := cp.SetURL(h.URL); err != nil {
 		h.t.Fatal(err)
 	}
@@ -139,10 +142,22 @@ func (h *Harness) Restart() {
 	h.start()
 }
 
-// Client is an API client with a credential.
+// Client is an API client with a credential (trusting the server's own CA
+// when it serves HTTPS).
 func (h *Harness) Client(token string) *apiclient.Client {
-	return apiclient.New(h.URL, token)
+	c := apiclient.New(h.URL, token)
+	if h.Config.TLS() {
+		hc, err := apiclient.HTTPClientTrusting(h.CAFile(), nil)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		c.HTTP = hc
+	}
+	return c
 }
+
+// CAFile is the server's CA certificate, which clients of --tls-auto trust.
+func (h *Harness) CAFile() string { return filepath.Join(h.Config.DataDir, "ca.crt") }
 
 // Owner is a client with the bootstrap owner token.
 func (h *Harness) Owner() *apiclient.Client { return h.Client(h.OwnerToken) }

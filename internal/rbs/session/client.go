@@ -42,6 +42,7 @@ func NewClient(cfg rbs.ProxyConfig) (*Client, error) {
 		return nil, err
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 	if cfg.CAFile != "" {
 		pemCerts, err := os.ReadFile(cfg.CAFile)
 		if err != nil {
@@ -51,7 +52,14 @@ func NewClient(cfg rbs.ProxyConfig) (*Client, error) {
 		if err != nil {
 			return nil, fmt.Errorf("sessions client: %s: %w", cfg.CAFile, err)
 		}
-		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		tr.TLSClientConfig.RootCAs = pool
+	}
+	if cfg.ClientCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.ClientCert, cfg.ClientKey)
+		if err != nil {
+			return nil, fmt.Errorf("sessions client: client certificate: %w", err)
+		}
+		tr.TLSClientConfig.Certificates = []tls.Certificate{cert}
 	}
 	return &Client{base: base, token: token, http: &http.Client{Transport: tr, Timeout: 5 * time.Minute}}, nil
 }
