@@ -28,6 +28,15 @@ if ((${#pkgs[@]})); then
 	apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >&2
 fi
 
+# versitygw: a real S3-compatible server for the cache's S3 tier tests,
+# installed through the Go module proxy into GOPATH/bin (where the tests
+# look for it).
+gobin="$(go env GOPATH)/bin"
+if [ ! -x "$gobin/versitygw" ] && ! command -v versitygw >/dev/null; then
+	log "installing versitygw"
+	GOBIN="$gobin" GOFLAGS=-mod=mod go install github.com/versity/versitygw/cmd/versitygw@v1.8.0 >&2
+fi
+
 # Node packages of the tests that drive real JavaScript clients.
 for d in internal/cache/actionscache/testdata/client; do
 	if [ -f "$d/package-lock.json" ] && [ ! -d "$d/node_modules" ]; then
