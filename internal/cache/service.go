@@ -233,7 +233,8 @@ func (s *Service) sweepLoop(ctx context.Context) {
 
 // RegisterGRPC registers the REAPI cache services (Capabilities,
 // ContentAddressableStorage, ActionCache, ByteStream) on g, and the gRPC
-// health service unless g already has one.
+// health service unless g already has one. Build g with
+// GRPCServerOptions().
 func (s *Service) RegisterGRPC(g *grpc.Server) {
 	s.reapi.Register(g)
 	if _, ok := g.GetServiceInfo()[healthpb.Health_ServiceDesc.ServiceName]; !ok {
