@@ -174,7 +174,9 @@ func startProxy(t *testing.T, provider rbs.SessionProvider, maxIdle time.Duratio
 	var info serverdir.Info
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if info, err = serverdir.Read(serverDir); err == nil {
+		// server_info.rawproto (with the pid) is written last: wait for it,
+		// not only for the files Bazel 4 reads.
+		if info, err = serverdir.Read(serverDir); err == nil && info.PID != 0 {
 			break
 		}
 		if time.Now().After(deadline) {
