@@ -124,14 +124,9 @@ func (h *Handler) azurePut(w http.ResponseWriter, r *http.Request, p *pending) e
 		}
 		p.blocks[id] = path
 	case "blocklist":
-		var list struct {
-			Items []struct {
-				XMLName xml.Name
-				ID      string `xml:",chardata"`
-			} `xml:",any"`
-		}
-		if err := xml.NewDecoder(io.LimitReader(r.Body, 8<<20)).Decode(&list); err != nil {
-			return fmt.Errorf("%w: block list: %v", blobstore.ErrInvalid, err)
+		ids, err := parseBlockList(r.Body)
+		if err != nil {
+			return err
 		}
 		out, err := os.OpenFile(p.path, os.O_WRONLY|os.O_TRUNC, 0)
 		if err != nil {
@@ -139,10 +134,10 @@ func (h *Handler) azurePut(w http.ResponseWriter, r *http.Request, p *pending) e
 		}
 		defer out.Close()
 		var total int64
-		for _, it := range list.Items {
-			bp, ok := p.blocks[strings.TrimSpace(it.ID)]
+		for _, id := range ids {
+			bp, ok := p.blocks[id]
 			if !ok {
-				return fmt.Errorf("%w: block %q was not uploaded", blobstore.ErrInvalid, it.ID)
+				return fmt.Errorf("%w: block %q was not uploaded", blobstore.ErrInvalid, id)
 			}
 			in, err := os.Open(bp)
 			if err != nil {
@@ -168,6 +163,29 @@ func (h *Handler) azurePut(w http.ResponseWriter, r *http.Request, p *pending) e
 	w.Header().Set("Last-Modified", h.now().UTC().Format(http.TimeFormat))
 	w.WriteHeader(http.StatusCreated)
 	return nil
+}
+
+// maxBlockList bounds a Put Block List body.
+const maxBlockList = 8 << 20
+
+// parseBlockList reads a Put Block List body, <BlockList> with <Latest>,
+// <Committed> or <Uncommitted> block ids (all mean "the block uploaded with
+// this id" here), in order. Ids are trimmed of surrounding white space.
+func parseBlockList(r io.Reader) ([]string, error) {
+	var list struct {
+		Items []struct {
+			XMLName xml.Name
+			ID      string `xml:",chardata"`
+		} `xml:",any"`
+	}
+	if err := xml.NewDecoder(io.LimitReader(r, maxBlockList)).Decode(&list); err != nil {
+		return nil, fmt.Errorf("%w: block list: %v", blobstore.ErrInvalid, err)
+	}
+	ids := make([]string, len(list.Items))
+	for i, it := range list.Items {
+		ids[i] = strings.TrimSpace(it.ID)
+	}
+	return ids, nil
 }
 
 func (h *Handler) writeFile(path string, body io.Reader) error {

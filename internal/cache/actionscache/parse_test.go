@@ -80,3 +80,34 @@ func FuzzTwirpBody(f *testing.F) {
 		}
 	})
 }
+
+func TestParseBlockList(t *testing.T) {
+	ids, err := parseBlockList(bytes.NewReader([]byte(`<?xml version="1.0" encoding="utf-8"?><BlockList><Latest>AAA=</Latest><Uncommitted> BBB= </Uncommitted><Committed>AAA=</Committed></BlockList>`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"AAA=", "BBB=", "AAA="}; len(ids) != len(want) || ids[0] != want[0] || ids[1] != want[1] || ids[2] != want[2] {
+		t.Errorf("ids = %q, want %q", ids, want)
+	}
+	if _, err := parseBlockList(bytes.NewReader([]byte("<BlockList><Latest>"))); !errors.Is(err, blobstore.ErrInvalid) {
+		t.Errorf("truncated list: %v, want ErrInvalid", err)
+	}
+}
+
+// FuzzParseBlockList: any Put Block List body yields ids or ErrInvalid.
+func FuzzParseBlockList(f *testing.F) {
+	f.Add([]byte(`<BlockList><Latest>AAA=</Latest></BlockList>`))
+	f.Add([]byte(`<BlockList><Latest><x/></Latest>`))
+	f.Add([]byte(`<!DOCTYPE a [<!ENTITY b "c">]><BlockList><Latest>&b;</Latest></BlockList>`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ids, err := parseBlockList(bytes.NewReader(b))
+		if err != nil && !errors.Is(err, blobstore.ErrInvalid) {
+			t.Fatalf("error %v is not ErrInvalid", err)
+		}
+		for _, id := range ids {
+			if len(id) > len(b) {
+				t.Fatalf("id %q longer than the body", id)
+			}
+		}
+	})
+}
