@@ -20,7 +20,7 @@ func TestRotateMasterKey(t *testing.T) {
 	h := apptest.Start(t, "sqlite")
 	ctx := context.Background()
 	var en apiv1.Enrolled
-	if _, err := h.Client(joinToken(t, h, "linux")).Do(ctx, "POST", apiv1.PathAgentEnroll, apiv1.Enroll{Name: "a", MaxJobs: 1}, &en); err != nil {
+	if _, err := h.Client(h.JoinToken("linux")).Do(ctx, "POST", apiv1.PathAgentEnroll, apiv1.Enroll{Name: "a", MaxJobs: 1}, &en); err != nil {
 		t.Fatal(err)
 	}
 	before, _ := auth.LoadMasterKeys(h.Config.MasterKeyFile)

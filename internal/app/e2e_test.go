@@ -3,7 +3,6 @@ package app_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -46,55 +45,6 @@ func TestMain(m *testing.M) {
 func needSandbox(t *testing.T) {
 	t.Helper()
 	testenv.NeedCommand(t, "bwrap", "apt-get install bubblewrap")
-}
-
-// sharedDir is a directory the sandbox uids can traverse (t.TempDir is 0700).
-func sharedDir(t *testing.T, name string) string {
-	t.Helper()
-	d, err := os.MkdirTemp("", "nimbus-e2e-"+name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(d, 0o711)
-	t.Cleanup(func() { os.RemoveAll(d) })
-	return d
-}
-
-func joinToken(t *testing.T, h *apptest.Harness, labels ...string) string {
-	t.Helper()
-	var jt apiv1.JoinToken
-	if _, err := h.Owner().Do(context.Background(), "POST", "/api/v1/agents/join-tokens", apiv1.CreateJoinToken{Labels: labels}, &jt); err != nil {
-		t.Fatal(err)
-	}
-	return jt.Token
-}
-
-// startAgent runs an agent in this process until the test ends.
-func startAgent(t *testing.T, h *apptest.Harness, name string, cfg func(*app.AgentConfig)) {
-	t.Helper()
-	c := app.AgentConfig{Server: h.URL, JoinToken: joinToken(t, h, "self-hosted", "linux", "x64", "nimbus"), StateDir: t.TempDir(),
-		WorkDir: sharedDir(t, "work"), Name: name, MaxJobs: 2, UIDBase: 100000 + 10*len(name),
-		Labels: []string{"self-hosted", "linux", "x64", "nimbus"}}
-	if cfg != nil {
-		cfg(&c)
-	}
-	if err := c.Validate(true); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	a, err := app.NewAgent(ctx, c, apptest.Logger(t))
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-			t.Errorf("agent %s: %v", name, err)
-		}
-	})
 }
 
 func submit(t *testing.T, h *apptest.Harness, argv ...string) string {
@@ -186,9 +136,9 @@ func TestE2EWebhookToRunner(t *testing.T) {
 			if _, err := h.Owner().Do(ctx, "POST", "/api/v1/orgs/"+h.OrgID+"/github", apiv1.CreateOrg{GitHubLogin: "octo-org", GitHubID: 6811672}, nil); err != nil {
 				t.Fatal(err)
 			}
-			runnerDir := sharedDir(t, "runner")
+			runnerDir := apptest.SharedDir(t, "runner")
 			os.WriteFile(filepath.Join(runnerDir, "run.sh"), []byte(fakeRunner), 0o755)
-			startAgent(t, h, "gh-agent", func(c *app.AgentConfig) { c.RunnerDir = runnerDir })
+			h.StartAgent(t, "gh-agent", func(c *app.AgentConfig) { c.RunnerDir = runnerDir })
 
 			body := githubtest.WorkflowJobPayload(githubtest.WorkflowJobOptions{Action: "queued", InstallationID: 4242,
 				Labels: []string{"self-hosted", "nimbus"}})
@@ -249,8 +199,8 @@ func TestE2EWebhookToRunner(t *testing.T) {
 func runAgentProcess(t *testing.T, h *apptest.Harness, name string) (*exec.Cmd, string) {
 	t.Helper()
 	state := t.TempDir()
-	cmd := exec.Command(nimbusBin, "agent", "--server", h.URL, "--join-token", joinToken(t, h, "linux"), "--state-dir", state,
-		"--work-dir", sharedDir(t, "work"), "--agent-name", name, "--labels", "linux", "--max-jobs", "1", "--sandbox-uid-base", "120000")
+	cmd := exec.Command(nimbusBin, "agent", "--server", h.URL, "--join-token", h.JoinToken("linux"), "--state-dir", state,
+		"--work-dir", apptest.SharedDir(t, "work"), "--agent-name", name, "--labels", "linux", "--max-jobs", "1", "--sandbox-uid-base", "120000")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -279,8 +229,8 @@ func TestE2EAgentKilledMidJob(t *testing.T) {
 				t.Fatal(err)
 			}
 			first.Wait()
-			startAgent(t, h, "rescuer", func(c *app.AgentConfig) {
-				c.JoinToken, c.Labels = joinToken(t, h, "linux"), []string{"linux"}
+			h.StartAgent(t, "rescuer", func(c *app.AgentConfig) {
+				c.JoinToken, c.Labels = h.JoinToken("linux"), []string{"linux"}
 			})
 			j = waitJob(t, h, id, 60*time.Second, finished)
 			if j.State != "succeeded" || j.Fence != 2 || j.Attempt != 1 {
@@ -328,7 +278,7 @@ func TestE2ERestartLosesNothing(t *testing.T) {
 				ids = append(ids, submit(t, h, "sh", "-c", fmt.Sprintf("echo job %d", i)))
 			}
 			h.Restart()
-			startAgent(t, h, "after-restart", nil)
+			h.StartAgent(t, "after-restart", nil)
 			for i, id := range ids {
 				j := waitJob(t, h, id, 60*time.Second, finished)
 				if j.State != "succeeded" {

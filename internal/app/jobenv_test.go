@@ -20,7 +20,7 @@ func TestLeasedJobGetsACacheCredential(t *testing.T) {
 	ctx := context.Background()
 	h := apptest.Start(t, "sqlite")
 	var en apiv1.Enrolled
-	if _, err := h.Client(joinToken(t, h, "linux")).Do(ctx, "POST", apiv1.PathAgentEnroll, apiv1.Enroll{Name: "a", MaxJobs: 1}, &en); err != nil {
+	if _, err := h.Client(h.JoinToken("linux")).Do(ctx, "POST", apiv1.PathAgentEnroll, apiv1.Enroll{Name: "a", MaxJobs: 1}, &en); err != nil {
 		t.Fatal(err)
 	}
 	id := submit(t, h, "true")

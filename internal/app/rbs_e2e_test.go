@@ -40,11 +40,10 @@ func TestE2ERemoteBazelThroughControlPlane(t *testing.T) {
 	ctx := context.Background()
 	// HTTPS from Nimbus's own CA, and mutual TLS required of proxies.
 	h := apptest.Start(t, "sqlite", func(c *app.ServerConfig) { c.TLSAuto, c.RBSRequireClientCert = true, true })
-	root := sharedDir(t, "rbs")
+	root := apptest.SharedDir(t, "rbs")
 	storage := filepath.Join(root, "storage")
-	startAgent(t, h, "bazel-agent", func(c *app.AgentConfig) {
+	h.StartAgent(t, "bazel-agent", func(c *app.AgentConfig) {
 		c.RBSListen, c.RBSStorageRoot, c.RBSMaxSessions, c.RBSInstallBase, c.RBSUIDBase = freePort(t), storage, 2, "/usr/share/bazel", 185000
-		c.CAFile = h.CAFile()
 	})
 	var tok apiv1.Token
 	if _, err := h.Owner().Do(ctx, "POST", "/api/v1/tokens", apiv1.CreateToken{Name: "alice", Role: "developer"}, &tok); err != nil {

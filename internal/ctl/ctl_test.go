@@ -2,7 +2,6 @@ package ctl_test
 
 import (
 	"context"
-	"errors"
 	"os"
 	"strings"
 	"sync"
@@ -12,7 +11,6 @@ import (
 	"github.com/nimbus-build/nimbus/internal/app"
 	"github.com/nimbus-build/nimbus/internal/app/apptest"
 	"github.com/nimbus-build/nimbus/internal/ctl"
-	"github.com/nimbus-build/nimbus/internal/testenv"
 )
 
 // syncBuffer is a strings.Builder safe to read while a command writes.
@@ -46,44 +44,10 @@ func run(h *apptest.Harness, interrupts chan os.Signal, args ...string) result {
 	return result{code, out.String(), errb.String()}
 }
 
-func startAgent(t *testing.T, h *apptest.Harness) {
-	t.Helper()
-	testenv.NeedCommand(t, "bwrap", "apt-get install bubblewrap")
-	r := run(h, nil, "agents", "join-token", "--labels", "linux")
-	if r.code != 0 {
-		t.Fatalf("join-token: %+v", r)
-	}
-	work, err := os.MkdirTemp("", "nimbus-ctl-work")
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(work, 0o711)
-	t.Cleanup(func() { os.RemoveAll(work) })
-	c := app.AgentConfig{Server: h.URL, JoinToken: strings.TrimSpace(r.stdout), StateDir: t.TempDir(), WorkDir: work, Name: "ctl-test",
-		MaxJobs: 2, UIDBase: 140000}
-	if err := c.Validate(true); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	a, err := app.NewAgent(ctx, c, apptest.Logger(t))
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-			t.Errorf("agent: %v", err)
-		}
-	})
-}
-
 // `nimbus ctl run` streams the output and exits with the job's code.
 func TestRun(t *testing.T) {
 	h := apptest.Start(t, "sqlite")
-	startAgent(t, h)
+	h.StartAgent(t, "ctl-test", nil)
 	r := run(h, nil, "run", "--env", "GREETING=hi", "--", "sh", "-c", `echo "$GREETING"; echo oops >&2; exit 3`)
 	if r.code != 3 || r.stdout != "hi\noops\n" || !strings.Contains(r.stderr, "queued") {
 		t.Errorf("run: %+v", r)
@@ -99,7 +63,7 @@ func TestRun(t *testing.T) {
 // Ctrl-C while a job runs cancels it; the command exits 130.
 func TestRunInterrupt(t *testing.T) {
 	h := apptest.Start(t, "sqlite")
-	startAgent(t, h)
+	h.StartAgent(t, "ctl-test", nil)
 	interrupts := make(chan os.Signal, 2)
 	var out, errb syncBuffer
 	done := make(chan int, 1)

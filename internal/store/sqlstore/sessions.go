@@ -87,6 +87,10 @@ func (x sessions) List(ctx context.Context, f store.SessionFilter) ([]store.Sess
 	if err != nil {
 		return nil, fmt.Errorf("list sessions: %w", err)
 	}
+	return scanSessions(rows)
+}
+
+func scanSessions(rows *sql.Rows) ([]store.Session, error) {
 	defer rows.Close()
 	var out []store.Session
 	for rows.Next() {
@@ -151,14 +155,5 @@ func (x sessions) Idle(ctx context.Context, before time.Time) ([]store.Session, 
 	if err != nil {
 		return nil, fmt.Errorf("idle sessions: %w", err)
 	}
-	defer rows.Close()
-	var out []store.Session
-	for rows.Next() {
-		s, err := scanSession(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, s)
-	}
-	return out, rows.Err()
+	return scanSessions(rows)
 }
