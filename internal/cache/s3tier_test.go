@@ -2,6 +2,7 @@ package cache_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"testing"
 	"time"
@@ -10,6 +11,8 @@ import (
 
 	"github.com/nimbus-build/nimbus/internal/cache"
 	"github.com/nimbus-build/nimbus/internal/cache/blobstore"
+	"github.com/nimbus-build/nimbus/internal/cache/disk"
+	"github.com/nimbus-build/nimbus/internal/cache/s3"
 	"github.com/nimbus-build/nimbus/internal/cache/s3/s3test"
 )
 
@@ -59,6 +62,61 @@ func TestS3TierAcrossReplicas(t *testing.T) {
 		resp, err := cas.FindMissingBlobs(context.Background(), &repb.FindMissingBlobsRequest{BlobDigests: []*repb.Digest{pd(d)}})
 		if err != nil || len(resp.GetMissingBlobDigests()) != 1 {
 			t.Errorf("org b FindMissingBlobs = %v, %v; want the digest missing", resp, err)
+		}
+	}
+}
+
+// TestS3Backfill: blobs the disk held before the S3 tier was configured
+// (or whose copy was dropped) reach the bucket, each under its own org.
+func TestS3Backfill(t *testing.T) {
+	srv := s3test.Start(t)
+	srv.Bucket(t, "backfill")
+	dir := t.TempDir()
+	d, err := disk.Open(dir, disk.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refs []blobstore.Ref
+	for i := range 30 {
+		b := []byte(fmt.Sprintf("blob %d", i))
+		ref := blobstore.Ref{Org: []string{"org-a", "org-b"}[i%2], Kind: blobstore.KindCAS, Digest: blobstore.DigestOf(b)}
+		if err := blobstore.PutBytes(context.Background(), d, ref, b); err != nil {
+			t.Fatal(err)
+		}
+		refs = append(refs, ref)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	startEnv(t, cache.Config{Dir: dir, S3: s3Config(srv, "backfill")})
+
+	c, err := s3.NewClient(srv.Config("backfill"), s3.NewTransport(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for _, ref := range refs {
+		for {
+			st, err := s3.Open(c, s3.Options{Prefix: "nimbus/"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			missing, err := st.FindMissing(context.Background(), ref.Org, ref.Kind, []blobstore.Digest{ref.Digest})
+			st.Close()
+			if err == nil && len(missing) == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s of %s never reached the bucket (%v)", ref, ref.Org, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		other := map[string]string{"org-a": "org-b", "org-b": "org-a"}[ref.Org]
+		st, _ := s3.Open(c, s3.Options{Prefix: "nimbus/"})
+		missing, err := st.FindMissing(context.Background(), other, ref.Kind, []blobstore.Digest{ref.Digest})
+		st.Close()
+		if err != nil || len(missing) != 1 {
+			t.Errorf("%s copied for %s too (%v)", ref, other, err)
 		}
 	}
 }

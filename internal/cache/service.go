@@ -115,6 +115,13 @@ func New(cfg Config, authn Authenticator, authz Authorizer, log *slog.Logger, re
 		defer s.wg.Done()
 		s.sweepLoop(ctx)
 	}()
+	if s.tier != nil {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.backfillLoop(ctx)
+		}()
+	}
 	return s, nil
 }
 

@@ -104,6 +104,10 @@ func (t *Tiered) copyWithRetry(ctx context.Context, ref Ref) {
 		switch {
 		case err == nil, ctx.Err() != nil:
 			return
+		case errors.Is(err, ErrQuotaExceeded), errors.Is(err, ErrTooLarge):
+			// The slow tier's own limits: the blob stays in the fast tier.
+			t.log.Debug("copy blob to slow tier", "kind", ref.Kind.String(), "org", ref.Org, "err", err)
+			return
 		case !errors.Is(err, ErrUnavailable):
 			t.log.Warn("copy blob to slow tier", "kind", ref.Kind.String(), "org", ref.Org, "err", err)
 			return
@@ -218,6 +222,31 @@ func (w *tieredWriter) Commit(ctx context.Context) error {
 	}
 	w.t.enqueue(w.ref)
 	return nil
+}
+
+// Backfill queues a copy of ref (which the fast tier holds) to the slow
+// tier, waiting for room in the queue; it fails only when ctx ends or the
+// store is closing.
+func (t *Tiered) Backfill(ctx context.Context, ref Ref) error {
+	for {
+		t.qmu.RLock()
+		if t.closed {
+			t.qmu.RUnlock()
+			return fmt.Errorf("backfill %s: %w", ref, ErrUnavailable)
+		}
+		select {
+		case t.queue <- ref:
+			t.qmu.RUnlock()
+			return nil
+		default:
+		}
+		t.qmu.RUnlock()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 func (t *Tiered) enqueue(ref Ref) {

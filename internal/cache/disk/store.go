@@ -181,6 +181,30 @@ func (s *Store) Len() int {
 	return s.ix.live
 }
 
+// Refs returns up to max entries from position from of the index, and the
+// position to continue at (0 when done). Entries written meanwhile may be
+// missed or seen twice; a caller wanting all of them walks again later.
+func (s *Store) Refs(from uint32, max int) ([]blobstore.Ref, uint32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if from == 0 {
+		from = 1
+	}
+	var refs []blobstore.Ref
+	i := from
+	for ; i < s.ix.n && len(refs) < max; i++ {
+		e := s.ix.at(i)
+		if e.flags&flagInUse == 0 {
+			continue
+		}
+		refs = append(refs, blobstore.Ref{Org: s.orgs[e.org].name, Kind: e.kind, Digest: blobstore.Digest{Hash: e.hash, Size: e.size}})
+	}
+	if i >= s.ix.n {
+		i = 0
+	}
+	return refs, i
+}
+
 // OrgBytes returns the bytes charged to org (each org pays for what it
 // holds, deduplicated or not).
 func (s *Store) OrgBytes(org string) int64 {

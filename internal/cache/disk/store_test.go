@@ -425,3 +425,43 @@ func TestConcurrentWriters(t *testing.T) {
 		t.Errorf("physical bytes = %d, want %d", got, 20*1000)
 	}
 }
+
+// TestRefsPages: paging through the index sees every entry once, with its
+// org, kind and size, also after removals left holes.
+func TestRefsPages(t *testing.T) {
+	s := openStore(t, t.TempDir(), Options{})
+	waitReady(t, s)
+	want := map[blobstore.Ref]bool{}
+	for i := range 25 {
+		b := blob(i, 10+i)
+		ref := cas(fmt.Sprintf("org%d", i%3), b)
+		put(t, s, ref, b)
+		want[ref] = true
+	}
+	ac := blobstore.Ref{Org: "org1", Kind: blobstore.KindAC, Digest: blobstore.Digest{Hash: blobstore.DigestOf([]byte("k")).Hash, Size: 3}}
+	put(t, s, ac, []byte("res"))
+	want[ac] = true
+	gone := cas("org0", blob(0, 10))
+	os.Remove(s.path(s.orgs[s.orgByName["org0"]], blobstore.KindCAS, &gone.Digest.Hash))
+	s.forget(gone)
+	delete(want, gone)
+
+	got := map[blobstore.Ref]bool{}
+	var pos uint32
+	for {
+		refs, next := s.Refs(pos, 4)
+		for _, r := range refs {
+			if got[r] {
+				t.Fatalf("%s seen twice", r)
+			}
+			got[r] = true
+		}
+		if next == 0 {
+			break
+		}
+		pos = next
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Refs (-want +got):\n%s", diff)
+	}
+}
