@@ -302,6 +302,25 @@ func TestPartialUploadsNeverVisible(t *testing.T) {
 		}
 	}
 
+	// Every byte written but no Commit (the caller found the upload bad):
+	// an action cache entry has no hash for the service to check, so only
+	// the held-back last byte keeps it invisible.
+	for _, size := range []int{1, 3000, 11 << 20} {
+		ac := blobstore.Ref{Org: "org-a", Kind: blobstore.KindAC, Digest: blobstore.DigestOf(randBytes(8))}
+		w, err := s.NewWriter(ctx, ac, int64(size))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write(randBytes(size)); err != nil {
+			t.Fatal(err)
+		}
+		w.Close()
+		if keys := f.objects(t); len(keys) != 0 {
+			t.Errorf("AC of %d bytes written but not committed is visible: %v", size, keys)
+		}
+	}
+	f.waitNoUploads(t)
+
 	// The server dies in the middle of an upload: nothing appears once it
 	// is back.
 	data := randBytes(11 << 20)
