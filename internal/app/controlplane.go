@@ -137,10 +137,15 @@ func (cp *ControlPlane) build(ctx context.Context, sealer *auth.Sealer) error {
 	if err != nil {
 		return err
 	}
-	cp.Cache, err = cache.New(cache.Config{
+	cc := cache.Config{
 		Dir: c.CacheDir, MaxBytes: c.CacheMaxBytes, DefaultQuota: cache.Quota{Soft: c.CacheQuotaSoft, Hard: c.CacheQuotaHard},
 		ActionsSigningKey: urlKey,
-	}, authn, policy.OrgAuthorizer{Engine: pol}, cp.log, cp.Registry)
+	}
+	if c.CacheS3.Endpoint != "" {
+		s3 := c.CacheS3
+		cc.S3 = &s3
+	}
+	cp.Cache, err = cache.New(cc, authn, policy.OrgAuthorizer{Engine: pol}, cp.log, cp.Registry)
 	if err != nil {
 		return fmt.Errorf("build cache: %w", err)
 	}

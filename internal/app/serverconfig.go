@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/nimbus-build/nimbus/internal/cache"
 	"github.com/nimbus-build/nimbus/internal/config"
 	"github.com/nimbus-build/nimbus/internal/jobs"
 )
@@ -45,6 +46,7 @@ type ServerConfig struct {
 	CacheGRPCListen string
 	CacheQuotaSoft  int64
 	CacheQuotaHard  int64
+	CacheS3         cache.S3Config
 
 	GitHubAppID         int64
 	GitHubClientID      string
@@ -87,6 +89,13 @@ func (c *ServerConfig) Register(s *config.Set) {
 	s.StringVar(&c.CacheGRPCListen, "cache-grpc-listen", "127.0.0.1:9092", "address of the Bazel remote cache gRPC API (REAPI v2), plaintext h2c; empty: off")
 	s.Var(config.SizeValue{Size: &c.CacheQuotaSoft}, "cache-org-soft-quota", "bytes an org may keep before its least recently used blobs are evicted (0: none)")
 	s.Var(config.SizeValue{Size: &c.CacheQuotaHard}, "cache-org-hard-quota", "bytes beyond which an org's writes are refused (0: none)")
+	s.StringVar(&c.CacheS3.Endpoint, "cache-s3-endpoint", "", "S3-compatible endpoint URL for a storage tier behind the cache's disk (empty: no S3 tier)")
+	s.StringVar(&c.CacheS3.Region, "cache-s3-region", "us-east-1", "S3 region")
+	s.StringVar(&c.CacheS3.Bucket, "cache-s3-bucket", "", "S3 bucket")
+	s.StringVar(&c.CacheS3.Prefix, "cache-s3-prefix", "", "prefix of every object key in the bucket")
+	s.StringVar(&c.CacheS3.AccessKeyID, "cache-s3-access-key-id", "", "S3 access key id")
+	s.StringVar(&c.CacheS3.SecretAccessKey, "cache-s3-secret-access-key", "", "S3 secret key: set it as NIMBUS_CACHE_S3_SECRET_ACCESS_KEY or in the config file, not on the command line")
+	s.BoolVar(&c.CacheS3.PathStyle, "cache-s3-path-style", false, "address the bucket in the URL path (MinIO, versitygw) rather than the host name")
 	s.Int64Var(&c.GitHubAppID, "github-app-id", 0, "GitHub App id (JIT runner configs are minted with it)")
 	s.StringVar(&c.GitHubClientID, "github-client-id", "", "GitHub App client id (used as the JWT issuer when set)")
 	s.StringVar(&c.GitHubAppKeyFile, "github-app-key-file", "", "GitHub App private key (PEM); stored sealed in the database, so later starts need no file")
