@@ -23,7 +23,11 @@ func parseRange(h string, size int64) (off, n int64, err error) {
 		if x == "" || len(x) > 19 || strings.Trim(x, "0123456789") != "" {
 			return 0, fmt.Errorf("%w: range %q", blobstore.ErrInvalid, h)
 		}
-		return strconv.ParseInt(x, 10, 64)
+		v, err := strconv.ParseInt(x, 10, 64)
+		if err != nil { // 19 digits may still overflow
+			return 0, fmt.Errorf("%w: range %q: %v", blobstore.ErrInvalid, h, err)
+		}
+		return v, nil
 	}
 	if s == "" { // suffix: the last N bytes
 		last, err := num(e)
