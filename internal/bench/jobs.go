@@ -58,7 +58,7 @@ func JobsMain(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.Postgres, "postgres", "", "also measure on PostgreSQL: URL of a server where a scratch database may be created and dropped")
 	fs.IntVar(&o.Webhooks, "webhooks", 5000, "signed workflow_job deliveries to send")
-	fs.IntVar(&o.Concurrency, "concurrency", 32, "concurrent senders and agents")
+	fs.IntVar(&o.Concurrency, "concurrency", 16, "concurrent webhook senders and agents")
 	fs.IntVar(&o.Cycles, "cycles", 3000, "lease+complete cycles")
 	fs.IntVar(&o.Starts, "starts", 50, "webhook → sandboxed process start measurements (one at a time, idle agent)")
 	fs.BoolVar(&o.NoSandbox, "no-sandbox", false, "skip the rows that need bubblewrap")
