@@ -32,6 +32,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		"KeysAndSecrets":      testKeysAndSecrets,
 		"Deliveries":          testDeliveries,
 		"TxRollback":          testTxRollback,
+		"Sessions":            testSessions,
 	}
 	for name, fn := range tests {
 		t.Run(name, func(t *testing.T) { fn(t, open(t)) })
