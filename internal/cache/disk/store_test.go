@@ -166,6 +166,49 @@ func TestVerifiesContent(t *testing.T) {
 	}
 }
 
+// TestLargeBlobInChunks writes blobs larger than kickBytes a chunk at a
+// time, as uploads arrive, so the early writeback runs: the content read
+// back is the content written, and a byte changed after the first
+// writeback is still caught by the hash.
+func TestLargeBlobInChunks(t *testing.T) {
+	s := openStore(t, t.TempDir(), Options{})
+	data := make([]byte, 3*kickBytes+12345)
+	for i := range data {
+		data[i] = byte(i * 31 / 7)
+	}
+	ref := cas("org1", data)
+	put := func(content []byte) error {
+		w, err := s.NewWriter(context.Background(), ref, int64(len(content)))
+		if err != nil {
+			return err
+		}
+		defer w.Close()
+		for p := content; len(p) > 0; {
+			n := min(len(p), 1<<20)
+			if _, err := w.Write(p[:n]); err != nil {
+				return err
+			}
+			p = p[n:]
+		}
+		return w.Commit(context.Background())
+	}
+	bad := bytes.Clone(data)
+	bad[kickBytes+1] ^= 1
+	if err := put(bad); !errors.Is(err, blobstore.ErrInvalid) {
+		t.Fatalf("corrupted upload: %v, want ErrInvalid", err)
+	}
+	if err := put(data); err != nil {
+		t.Fatal(err)
+	}
+	got, err := get(t, s, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatal("content read back differs from the content written")
+	}
+}
+
 func TestOrgIsolationAndDedup(t *testing.T) {
 	s := openStore(t, t.TempDir(), Options{})
 	waitReady(t, s)

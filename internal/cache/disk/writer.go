@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/nimbus-build/nimbus/internal/cache/blobstore"
 )
 
@@ -81,7 +83,14 @@ type writer struct {
 	f      *os.File
 	exists bool
 	done   bool
+	kicked int64 // bytes handed to writeback early (see kick)
 }
+
+// kickBytes is how much written data a writer lets accumulate before it
+// asks the kernel to start writing it back (sync_file_range, no waiting).
+// A large upload then reaches the disk while the rest of it is still
+// arriving and being hashed, and the commit's sync waits only for the tail.
+const kickBytes = 8 << 20
 
 func (w *writer) Write(p []byte) (int, error) {
 	if w.done {
@@ -99,10 +108,21 @@ func (w *writer) Write(p []byte) (int, error) {
 		if err != nil {
 			return n, fmt.Errorf("write %s: %w", w.ref, err)
 		}
+		if !w.s.opts.NoSync && w.n-w.kicked >= kickBytes {
+			w.kick()
+		}
 		return n, nil
 	}
 	w.n += int64(len(p))
 	return len(p), nil
+}
+
+// kick starts writeback of what was written since the last kick. It is
+// only a head start for the group commit's syncfs, so errors are ignored
+// (the sync reports them).
+func (w *writer) kick() {
+	_ = unix.SyncFileRange(int(w.f.Fd()), w.kicked, w.n-w.kicked, unix.SYNC_FILE_RANGE_WRITE)
+	w.kicked = w.n
 }
 
 func (w *writer) Close() error {
