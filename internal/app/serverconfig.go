@@ -32,6 +32,7 @@ type ServerConfig struct {
 	OrgJobRate     float64
 	OrgJobBurst    int
 	PoolLabels     []string
+	MaxLogBytes    int64
 
 	SessionIdleTTL       time.Duration
 	RBSRequireClientCert bool
@@ -75,6 +76,8 @@ func (c *ServerConfig) Register(s *config.Set) {
 	s.DurationVar(&c.MaxTimeout, "max-job-timeout", d.MaxTimeout, "largest run time limit a job may ask for")
 	s.Float64Var(&c.OrgJobRate, "org-job-rate", d.OrgJobRate, "new jobs per second per org before further ones are deferred (0: no limit)")
 	s.IntVar(&c.OrgJobBurst, "org-job-burst", d.OrgJobBurst, "jobs an org may create at once before the rate applies")
+	c.MaxLogBytes = d.MaxLogBytes
+	s.Var(config.SizeValue{Size: &c.MaxLogBytes}, "max-log-size", "output kept per job; past it the log ends with a notice (0: no limit)")
 	c.PoolLabels = d.Pools[0].Labels
 	s.Var(config.ListValue{List: &c.PoolLabels}, "pool-labels", "runner labels this server serves: a GitHub job is taken when all its labels are among them")
 	s.DurationVar(&c.SessionIdleTTL, "rbs-session-idle-ttl", 3*time.Hour, "a remote Bazel session no proxy used for this long is stopped")
@@ -141,6 +144,8 @@ func (c *ServerConfig) Validate() error {
 		return fmt.Errorf("default-job-timeout %v must be positive and at most max-job-timeout %v", c.DefaultTimeout, c.MaxTimeout)
 	case c.OrgJobRate < 0:
 		return fmt.Errorf("org-job-rate: must not be negative")
+	case c.MaxLogBytes < 0:
+		return fmt.Errorf("max-log-size: must not be negative")
 	case c.LogLevel != "debug" && c.LogLevel != "info" && c.LogLevel != "warn" && c.LogLevel != "error":
 		return fmt.Errorf("log-level: %q: debug, info, warn or error", c.LogLevel)
 	case c.LogFormat != "text" && c.LogFormat != "json":
@@ -160,6 +165,7 @@ func (c *ServerConfig) jobsConfig() jobs.Config {
 	d := jobs.DefaultConfig()
 	d.LeaseTTL, d.MaxAttempts, d.DefaultTimeout, d.MaxTimeout = c.LeaseTTL, c.MaxAttempts, c.DefaultTimeout, c.MaxTimeout
 	d.OrgJobRate, d.OrgJobBurst = c.OrgJobRate, c.OrgJobBurst
+	d.MaxLogBytes = c.MaxLogBytes
 	d.Pools = []jobs.Pool{{Name: "default", Labels: c.PoolLabels}}
 	return d
 }

@@ -228,7 +228,7 @@ func (s *Service) AppendLogs(ctx context.Context, agent store.Agent, id string, 
 		for i := range chunks {
 			chunks[i].JobID, chunks[i].Fence, chunks[i].At = id, fence, now
 		}
-		_, err := r.Logs().Append(ctx, chunks)
+		_, err := r.Logs().Append(ctx, chunks, s.cfg.MaxLogBytes)
 		return err
 	})
 	if err != nil {

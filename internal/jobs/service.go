@@ -44,6 +44,9 @@ type Config struct {
 	// PollInterval bounds how long a long poll goes without re-reading
 	// the database (other replicas do not notify this one).
 	PollInterval time.Duration
+	// MaxLogBytes bounds the output kept for one job (all its attempts);
+	// past it the log ends with store.TruncationNotice. Zero: no limit.
+	MaxLogBytes int64
 }
 
 // Pool is a named set of runner labels.
@@ -64,6 +67,7 @@ func DefaultConfig() Config {
 		Pools:          []Pool{{Name: "default", Labels: []string{"self-hosted", "linux", "x64", "nimbus"}}},
 		ReapInterval:   time.Second,
 		PollInterval:   time.Second,
+		MaxLogBytes:    64 << 20,
 	}
 }
 

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"fmt"
 	"slices"
 	"time"
 )
@@ -186,6 +187,12 @@ type LogChunk struct {
 	Seq   int64
 	Data  []byte
 	At    time.Time
+}
+
+// TruncationNotice ends a job's log once its output reached the limit of
+// limit bytes; what the job wrote after that is not kept.
+func TruncationNotice(limit int64) string {
+	return fmt.Sprintf("\n[nimbus: output truncated: this job's log reached its limit of %d bytes]\n", limit)
 }
 
 // LogCursor is a position in a job's log: after (Fence, Seq).

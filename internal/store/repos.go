@@ -133,9 +133,12 @@ type Jobs interface {
 
 // Logs holds job output.
 type Logs interface {
-	// Append stores chunks; a chunk already stored (same job, fence, seq)
-	// is skipped. It returns how many were new.
-	Append(ctx context.Context, chunks []LogChunk) (int, error)
+	// Append stores chunks of one job; a chunk already stored (same job,
+	// fence, seq) is skipped. It returns how many were new. With limit > 0
+	// the job's stored output never exceeds limit bytes plus one
+	// TruncationNotice: the chunk that reaches the limit is cut there and
+	// ends with the notice, and later chunks are dropped (not counted).
+	Append(ctx context.Context, chunks []LogChunk, limit int64) (int, error)
 	// Read returns up to limit chunks after the cursor, in order.
 	Read(ctx context.Context, jobID string, after LogCursor, limit int) ([]LogChunk, error)
 }

@@ -28,6 +28,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		"Release":             testRelease,
 		"ConcurrentLeases":    testConcurrentLeases,
 		"Logs":                testLogs,
+		"LogLimit":            testLogLimit,
 		"Audit":               testAudit,
 		"KeysAndSecrets":      testKeysAndSecrets,
 		"Deliveries":          testDeliveries,
@@ -525,12 +526,12 @@ func testLogs(t *testing.T, s store.Store) {
 	chunk := func(fence, seq int64, data string) store.LogChunk {
 		return store.LogChunk{JobID: job.ID, Fence: fence, Seq: seq, Data: []byte(data), At: t0}
 	}
-	n, err := s.Logs().Append(ctx, []store.LogChunk{chunk(1, 0, "a"), chunk(1, 1, "b")})
+	n, err := s.Logs().Append(ctx, []store.LogChunk{chunk(1, 0, "a"), chunk(1, 1, "b")}, 0)
 	if err != nil || n != 2 {
 		t.Fatalf("append: %d %v", n, err)
 	}
 	// A retried upload overlaps: only the new chunk is stored.
-	n, err = s.Logs().Append(ctx, []store.LogChunk{chunk(1, 1, "b"), chunk(1, 2, "c"), chunk(2, 0, "d")})
+	n, err = s.Logs().Append(ctx, []store.LogChunk{chunk(1, 1, "b"), chunk(1, 2, "c"), chunk(2, 0, "d")}, 0)
 	if err != nil || n != 2 {
 		t.Fatalf("retried append: %d %v", n, err)
 	}
@@ -548,6 +549,57 @@ func testLogs(t *testing.T, s store.Store) {
 	rest, err := s.Logs().Read(ctx, job.ID, store.LogCursor{Fence: 1, Seq: 1}, 1)
 	if err != nil || len(rest) != 1 || string(rest[0].Data) != "c" {
 		t.Errorf("read after (1,1) limit 1: %+v %v", rest, err)
+	}
+}
+
+// testLogLimit: a job's stored output stops at the limit with one notice,
+// retried chunks count once, and another job's log is unaffected.
+func testLogLimit(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	o := mustOrg(t, s, "a")
+	job := mustCreate(t, s, newJob(o.ID))
+	other := mustCreate(t, s, newJob(o.ID))
+	chunk := func(id string, fence, seq int64, data string) store.LogChunk {
+		return store.LogChunk{JobID: id, Fence: fence, Seq: seq, Data: []byte(data), At: t0}
+	}
+	read := func(id string) string {
+		t.Helper()
+		all, err := s.Logs().Read(ctx, id, store.LogCursor{Fence: 0, Seq: -1}, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var text string
+		for _, c := range all {
+			text += string(c.Data)
+		}
+		return text
+	}
+	const limit = 10
+	// Retries of chunk 0 must not use up the budget.
+	for range 3 {
+		if _, err := s.Logs().Append(ctx, []store.LogChunk{chunk(job.ID, 1, 0, "0123")}, limit); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := s.Logs().Append(ctx, []store.LogChunk{chunk(job.ID, 1, 1, "4567"), chunk(job.ID, 1, 2, "89abcdef"), chunk(job.ID, 1, 3, "ghij")}, limit)
+	if err != nil || n != 2 {
+		t.Fatalf("append past the limit: %d %v, want 2 stored", n, err)
+	}
+	// A later attempt's output is dropped too.
+	if n, err := s.Logs().Append(ctx, []store.LogChunk{chunk(job.ID, 2, 0, "klmn")}, limit); err != nil || n != 0 {
+		t.Fatalf("append to a full log: %d %v, want 0", n, err)
+	}
+	if got, want := read(job.ID), "0123456789"+store.TruncationNotice(limit); got != want {
+		t.Errorf("log %q, want %q", got, want)
+	}
+	if _, err := s.Logs().Append(ctx, []store.LogChunk{chunk(other.ID, 1, 0, "other job")}, limit); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(other.ID); got != "other job" {
+		t.Errorf("other job's log %q", got)
+	}
+	if _, err := s.Logs().Append(ctx, []store.LogChunk{chunk("job_nosuch", 1, 0, "x")}, limit); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("append to a job that does not exist: %v, want ErrNotFound", err)
 	}
 }
 
