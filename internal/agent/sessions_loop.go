@@ -37,6 +37,8 @@ type SessionHost interface {
 	Sessions() []server.SessionInfo
 	StartSession(ctx context.Context, spec server.SessionSpec) (server.Endpoint, error)
 	StopSession(ctx context.Context, id string) error
+	// SetCertificate renews the tunnel's certificate.
+	SetCertificate(cert tls.Certificate) error
 }
 
 var _ SessionHost = (*server.Host)(nil)
@@ -47,9 +49,39 @@ var _ SessionHost = (*server.Host)(nil)
 // failed; each stop is reported stopped.
 func (a *Agent) runSessionsLoop(ctx context.Context) error {
 	r := a.cfg.RBS
+	cert, roots, err := a.registerRBS(ctx)
+	if err != nil || ctx.Err() != nil {
+		return err
+	}
+	host, err := r.NewHost(cert, roots)
+	if err != nil {
+		return fmt.Errorf("session host: %w", err)
+	}
+	a.log.Info("offering remote Bazel", "address", r.Address, "bazel", r.Version, "max_sessions", r.MaxSessions,
+		"certificate_expires", cert.Leaf.NotAfter)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return host.Serve(gctx) })
+	g.Go(func() error {
+		defer host.Close()
+		return a.followOrders(gctx, g, host)
+	})
+	g.Go(func() error { return a.renewTunnelCert(gctx, host, cert.Leaf) })
+	err = g.Wait()
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// registerRBS offers remote Bazel to the control plane, which answers with
+// the tunnel's certificate (for a new key) and the CA of users'
+// certificates. Transient failures are retried; it returns a zero
+// certificate and no error when ctx ends first.
+func (a *Agent) registerRBS(ctx context.Context) (tls.Certificate, *x509.CertPool, error) {
+	r := a.cfg.RBS
 	key, csr, err := pki.NewCSR()
 	if err != nil {
-		return err
+		return tls.Certificate{}, nil, err
 	}
 	var reg apiv1.RBSRegistered
 	for attempt := 0; ; attempt++ {
@@ -60,36 +92,54 @@ func (a *Agent) runSessionsLoop(ctx context.Context) error {
 			break
 		}
 		if errors.Is(err, ErrUnauthenticated) || !apiclient.Retryable(err) {
-			return fmt.Errorf("offer remote Bazel: %w", err)
+			return tls.Certificate{}, nil, fmt.Errorf("offer remote Bazel: %w", err)
 		}
 		if err := sleepCtx(ctx, apiclient.Backoff(attempt, a.cfg.MaxBackoff)); err != nil {
-			return nil
+			return tls.Certificate{}, nil, nil
 		}
 	}
 	cert, err := pki.KeyPair([]byte(reg.CertPEM), key)
 	if err != nil {
-		return fmt.Errorf("tunnel certificate: %w", err)
+		return tls.Certificate{}, nil, fmt.Errorf("tunnel certificate: %w", err)
 	}
 	roots, err := pki.PoolFromPEM([]byte(reg.CAPEM))
 	if err != nil {
-		return fmt.Errorf("control plane CA: %w", err)
+		return tls.Certificate{}, nil, fmt.Errorf("control plane CA: %w", err)
 	}
-	host, err := r.NewHost(cert, roots)
-	if err != nil {
-		return fmt.Errorf("session host: %w", err)
+	return cert, roots, nil
+}
+
+// renewTunnelCert registers again when two thirds of the tunnel
+// certificate's remaining validity have passed, and has the host present
+// the new certificate; sessions and their connections carry on. A failed
+// renewal is retried with backoff (the old certificate serves meanwhile).
+// It returns nil when ctx ends.
+func (a *Agent) renewTunnelCert(ctx context.Context, host SessionHost, leaf *x509.Certificate) error {
+	failures := 0
+	for {
+		wait := max(time.Until(leaf.NotAfter)*2/3, time.Second)
+		if failures > 0 {
+			wait = apiclient.Backoff(failures, a.cfg.MaxBackoff)
+		}
+		if sleepCtx(ctx, wait) != nil {
+			return nil
+		}
+		cert, _, err := a.registerRBS(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err == nil {
+			err = host.SetCertificate(cert)
+		}
+		if err != nil {
+			failures++
+			a.log.Warn("renew the tunnel certificate", "err", err, "failures", failures, "expires", leaf.NotAfter)
+			continue
+		}
+		failures = 0
+		leaf = cert.Leaf
+		a.log.Info("tunnel certificate renewed", "expires", leaf.NotAfter)
 	}
-	a.log.Info("offering remote Bazel", "address", r.Address, "bazel", r.Version, "max_sessions", r.MaxSessions)
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return host.Serve(gctx) })
-	g.Go(func() error {
-		defer host.Close()
-		return a.followOrders(gctx, g, host)
-	})
-	err = g.Wait()
-	if ctx.Err() != nil {
-		return nil
-	}
-	return err
 }
 
 func (a *Agent) followOrders(ctx context.Context, g *errgroup.Group, host SessionHost) error {

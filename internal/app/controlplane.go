@@ -158,7 +158,7 @@ func (cp *ControlPlane) build(ctx context.Context, sealer *auth.Sealer) error {
 	if err := os.WriteFile(filepath.Join(c.DataDir, "ca.crt"), ca.CertPEM(), 0o644); err != nil {
 		return err
 	}
-	cp.Sessions = sessions.New(sessions.Options{Store: cp.Store, CA: ca, Policy: pol, IdleTTL: c.SessionIdleTTL, Logger: cp.log})
+	cp.Sessions = sessions.New(sessions.Options{Store: cp.Store, CA: ca, Policy: pol, IdleTTL: c.SessionIdleTTL, AgentCertTTL: c.RBSAgentCertTTL, Logger: cp.log})
 	cp.API = api.New(api.Options{
 		Store: cp.Store, Jobs: svc, Auth: authn, Keyring: ring, Policy: pol, Sessions: cp.Sessions, CA: ca,
 		RBSRequireClientCert: c.RBSRequireClientCert,

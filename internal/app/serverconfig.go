@@ -12,6 +12,7 @@ import (
 	"github.com/nimbus-build/nimbus/internal/cache"
 	"github.com/nimbus-build/nimbus/internal/config"
 	"github.com/nimbus-build/nimbus/internal/jobs"
+	"github.com/nimbus-build/nimbus/internal/sessions"
 )
 
 // ServerConfig configures the control plane.
@@ -35,6 +36,7 @@ type ServerConfig struct {
 	MaxLogBytes    int64
 
 	SessionIdleTTL       time.Duration
+	RBSAgentCertTTL      time.Duration
 	RBSRequireClientCert bool
 
 	TLSCertFile string
@@ -81,6 +83,7 @@ func (c *ServerConfig) Register(s *config.Set) {
 	c.PoolLabels = d.Pools[0].Labels
 	s.Var(config.ListValue{List: &c.PoolLabels}, "pool-labels", "runner labels this server serves: a GitHub job is taken when all its labels are among them")
 	s.DurationVar(&c.SessionIdleTTL, "rbs-session-idle-ttl", 3*time.Hour, "a remote Bazel session no proxy used for this long is stopped")
+	s.DurationVar(&c.RBSAgentCertTTL, "rbs-agent-cert-ttl", sessions.DefaultAgentCertTTL, "validity of agents' session tunnel certificates; agents renew them after two thirds")
 	s.BoolVar(&c.RBSRequireClientCert, "rbs-require-client-cert", false, "remote Bazel proxies must present a user certificate from Nimbus's CA (mutual TLS; needs HTTPS)")
 	s.StringVar(&c.TLSCertFile, "tls-cert-file", "", "serve HTTPS with this certificate (PEM; with --tls-key-file)")
 	s.StringVar(&c.TLSKeyFile, "tls-key-file", "", "the key of --tls-cert-file")
@@ -144,6 +147,9 @@ func (c *ServerConfig) Validate() error {
 		return fmt.Errorf("default-job-timeout %v must be positive and at most max-job-timeout %v", c.DefaultTimeout, c.MaxTimeout)
 	case c.OrgJobRate < 0:
 		return fmt.Errorf("org-job-rate: must not be negative")
+	case c.RBSAgentCertTTL != 0 && c.RBSAgentCertTTL <= 5*time.Minute:
+		// Certificates start 5 minutes in the past, for clock skew.
+		return fmt.Errorf("rbs-agent-cert-ttl: %v is too short: certificates are backdated 5m for clock skew, so it must be longer", c.RBSAgentCertTTL)
 	case c.MaxLogBytes < 0:
 		return fmt.Errorf("max-log-size: must not be negative")
 	case c.LogLevel != "debug" && c.LogLevel != "info" && c.LogLevel != "warn" && c.LogLevel != "error":

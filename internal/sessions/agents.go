@@ -15,9 +15,10 @@ import (
 	"github.com/nimbus-build/nimbus/internal/store"
 )
 
-// AgentCertTTL bounds an agent's tunnel certificate; agents register again
-// (and get a new one) before it expires.
-const AgentCertTTL = 7 * 24 * time.Hour
+// DefaultAgentCertTTL bounds an agent's tunnel certificate unless
+// Options.AgentCertTTL says otherwise; agents register again (and get a
+// new one) when two thirds of it have passed.
+const DefaultAgentCertTTL = 7 * 24 * time.Hour
 
 // RegisterAgent records an agent's remote Bazel offer and signs its tunnel
 // certificate for the agent's own identity.
@@ -37,7 +38,7 @@ func (b *Broker) RegisterAgent(ctx context.Context, a store.Agent, offer store.A
 		return nil, id, fmt.Errorf("%w: max_sessions: 1-1024", ErrInvalid)
 	}
 	id = pki.AgentIdentity(a.OrgID, a.ID)
-	certPEM, err = b.o.CA.SignCSR(csr, id, pki.IssueOptions{TTL: AgentCertTTL})
+	certPEM, err = b.o.CA.SignCSR(csr, id, pki.IssueOptions{TTL: b.o.AgentCertTTL})
 	if err != nil {
 		return nil, id, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}

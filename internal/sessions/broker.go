@@ -41,6 +41,9 @@ type Options struct {
 	IdleTTL time.Duration
 	// CertTTL bounds users' tunnel certificates.
 	CertTTL time.Duration
+	// AgentCertTTL bounds agents' tunnel certificates (default
+	// DefaultAgentCertTTL).
+	AgentCertTTL time.Duration
 	// HeartbeatInterval is how often a proxy in use says so.
 	HeartbeatInterval time.Duration
 	// StartTimeout bounds the wait for an agent to start a session.
@@ -69,6 +72,9 @@ func New(o Options) *Broker {
 	}
 	if o.CertTTL <= 0 {
 		o.CertTTL = 12 * time.Hour
+	}
+	if o.AgentCertTTL <= 0 {
+		o.AgentCertTTL = DefaultAgentCertTTL
 	}
 	if o.HeartbeatInterval <= 0 {
 		o.HeartbeatInterval = 30 * time.Second

@@ -88,6 +88,7 @@ type Host struct {
 	storage  *Storage
 	bazel    Bazel
 	identity pki.Identity
+	certs    *pki.CertHolder
 	ln       net.Listener
 	srv      *grpc.Server
 	reserved []string
@@ -116,17 +117,11 @@ func NewHost(opts Options) (*Host, error) {
 	if len(opts.Certificate.Certificate) == 0 || opts.Roots == nil {
 		return nil, errors.New("rbs host: certificate and roots are required")
 	}
-	leaf := opts.Certificate.Leaf
-	if leaf == nil {
-		var err error
-		if leaf, err = x509.ParseCertificate(opts.Certificate.Certificate[0]); err != nil {
-			return nil, fmt.Errorf("rbs host: %w", err)
-		}
-	}
-	identity, err := pki.IdentityFromCert(leaf)
-	if err != nil || identity.Kind != pki.KindAgent {
+	certs, err := pki.NewCertHolder(opts.Certificate)
+	if err != nil || certs.Identity().Kind != pki.KindAgent {
 		return nil, fmt.Errorf("rbs host: certificate must carry an agent identity (%v)", err)
 	}
+	identity := certs.Identity()
 	if os.Geteuid() == 0 && opts.UIDs.Count <= 0 {
 		return nil, errors.New("rbs host: running as root needs a range of unprivileged uids (UIDs) for the sandboxes")
 	}
@@ -161,13 +156,13 @@ func NewHost(opts Options) (*Host, error) {
 		return nil, fmt.Errorf("rbs host: %w", err)
 	}
 	h := &Host{
-		opts: opts, log: log, storage: storage, bazel: bazel, identity: identity, ln: ln,
+		opts: opts, log: log, storage: storage, bazel: bazel, identity: identity, certs: certs, ln: ln,
 		sessions: map[string]*Session{},
 		pending:  map[string]pending{},
 		reserved: []string{bazel.InstallBase, bazel.JavaHome, storage.Root()},
 	}
 	tun := &Tunnel{lookup: h.lookup, log: log}
-	tlsCfg := pki.ServerConfig(opts.Roots, opts.Certificate, func(id pki.Identity) error {
+	tlsCfg := pki.ServerConfigFrom(opts.Roots, certs, func(id pki.Identity) error {
 		if id.Kind != pki.KindUser {
 			return fmt.Errorf("%s is not a user", id)
 		}
@@ -182,6 +177,10 @@ func NewHost(opts Options) (*Host, error) {
 	tunnelpb.RegisterTunnelServer(h.srv, tun)
 	return h, nil
 }
+
+// SetCertificate renews the tunnel's certificate: handshakes from now on
+// present cert, which must carry the agent's identity.
+func (h *Host) SetCertificate(cert tls.Certificate) error { return h.certs.Set(cert) }
 
 // Identity is the agent's identity, which proxies verify.
 func (h *Host) Identity() pki.Identity { return h.identity }
