@@ -23,6 +23,7 @@ import (
 	"github.com/nimbus-build/nimbus/internal/cache/actionscache"
 	"github.com/nimbus-build/nimbus/internal/github"
 	"github.com/nimbus-build/nimbus/internal/jobs"
+	"github.com/nimbus-build/nimbus/internal/notify"
 	"github.com/nimbus-build/nimbus/internal/pki"
 	"github.com/nimbus-build/nimbus/internal/policy"
 	"github.com/nimbus-build/nimbus/internal/secrets"
@@ -48,6 +49,9 @@ type ControlPlane struct {
 	minter    jobs.RunnerMinter
 	grpcLn    net.Listener
 	grpcAddr  string
+	// jobsWake and sessionsWake wake long polls, across replicas on
+	// PostgreSQL.
+	jobsWake, sessionsWake *notify.Notifier
 }
 
 // Option adjusts how a control plane is built.
@@ -78,7 +82,7 @@ func OpenControlPlane(ctx context.Context, c ServerConfig, log *slog.Logger, opt
 	if err != nil {
 		return nil, err
 	}
-	cp := &ControlPlane{Config: c, Store: st, log: log}
+	cp := &ControlPlane{Config: c, Store: st, log: log, jobsWake: notify.New(), sessionsWake: notify.New()}
 	for _, o := range opts {
 		o(cp)
 	}
@@ -127,7 +131,8 @@ func (cp *ControlPlane) build(ctx context.Context, sealer *auth.Sealer) error {
 	}
 	cp.Registry = prometheus.NewRegistry()
 	cp.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	svc, err := jobs.New(jobs.Options{Store: cp.Store, Config: c.jobsConfig(), Logger: cp.log, Registry: cp.Registry, Runners: minter})
+	svc, err := jobs.New(jobs.Options{Store: cp.Store, Config: c.jobsConfig(), Logger: cp.log, Registry: cp.Registry, Runners: minter,
+		Notifier: cp.jobsWake})
 	if err != nil {
 		return err
 	}
@@ -158,7 +163,8 @@ func (cp *ControlPlane) build(ctx context.Context, sealer *auth.Sealer) error {
 	if err := os.WriteFile(filepath.Join(c.DataDir, "ca.crt"), ca.CertPEM(), 0o644); err != nil {
 		return err
 	}
-	cp.Sessions = sessions.New(sessions.Options{Store: cp.Store, CA: ca, Policy: pol, IdleTTL: c.SessionIdleTTL, AgentCertTTL: c.RBSAgentCertTTL, Logger: cp.log})
+	cp.Sessions = sessions.New(sessions.Options{Store: cp.Store, CA: ca, Policy: pol, IdleTTL: c.SessionIdleTTL, AgentCertTTL: c.RBSAgentCertTTL,
+		Notifier: cp.sessionsWake, Logger: cp.log})
 	cp.API = api.New(api.Options{
 		Store: cp.Store, Jobs: svc, Auth: authn, Keyring: ring, Policy: pol, Sessions: cp.Sessions, CA: ca,
 		RBSRequireClientCert: c.RBSRequireClientCert,
@@ -253,6 +259,11 @@ func (cp *ControlPlane) Serve(ctx context.Context, ln net.Listener) error {
 	})
 	g.Go(func() error { return cp.Jobs.Run(gctx) })
 	g.Go(func() error { return cp.Sessions.Run(gctx) })
+	// Replicas sharing PostgreSQL wake each other's long polls.
+	if r := cp.Store.Relay("nimbus_jobs"); r != nil {
+		g.Go(func() error { cp.jobsWake.Connect(gctx, r, cp.log); return nil })
+		g.Go(func() error { cp.sessionsWake.Connect(gctx, cp.Store.Relay("nimbus_sessions"), cp.log); return nil })
+	}
 	if cp.grpcLn != nil {
 		gs := grpc.NewServer(cache.GRPCServerOptions()...)
 		cp.Cache.RegisterGRPC(gs)

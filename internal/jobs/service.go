@@ -42,7 +42,7 @@ type Config struct {
 	// ReapInterval is how often expired leases are collected.
 	ReapInterval time.Duration
 	// PollInterval bounds how long a long poll goes without re-reading
-	// the database (other replicas do not notify this one).
+	// the database (in case a wake-up from another replica was lost).
 	PollInterval time.Duration
 	// MaxLogBytes bounds the output kept for one job (all its attempts);
 	// past it the log ends with store.TruncationNotice. Zero: no limit.
@@ -109,7 +109,10 @@ type Options struct {
 	Registry prometheus.Registerer
 	// Runners mints runner configs for GitHub jobs; nil refuses them.
 	Runners RunnerMinter
-	Now     func() time.Time
+	// Notifier wakes long polls; connect it to a relay to wake the other
+	// replicas' too. Default: a new one for this process.
+	Notifier *notify.Notifier
+	Now      func() time.Time
 }
 
 // New builds a Service.
@@ -140,8 +143,11 @@ func New(o Options) (*Service, error) {
 	if now == nil {
 		now = time.Now
 	}
+	if o.Notifier == nil {
+		o.Notifier = notify.New()
+	}
 	return &Service{
-		store: o.Store, cfg: c, log: log.With("component", "jobs"), now: now, notify: notify.New(),
+		store: o.Store, cfg: c, log: log.With("component", "jobs"), now: now, notify: o.Notifier,
 		limiter: newOrgLimiter(c.OrgJobRate, c.OrgJobBurst), runners: o.Runners,
 		m: newMetrics(o.Registry, o.Store, log), spent: make(chan store.Job, 4096),
 	}, nil

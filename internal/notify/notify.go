@@ -1,7 +1,8 @@
-// Package notify wakes long polls inside one process: a waiter takes a
-// channel for a topic and is woken when the topic is notified. Replicas do
-// not see each other's notifications, so waiters also re-read their source
-// of truth at a bounded interval.
+// Package notify wakes long polls: a waiter takes a channel for a topic
+// and is woken when the topic is notified. Connected to a Relay, a
+// Notifier also wakes the waiters of the other processes sharing its
+// database (best effort), so waiters still re-read their source of truth
+// at a bounded interval.
 package notify
 
 import "sync"
@@ -10,6 +11,7 @@ import "sync"
 type Notifier struct {
 	mu     sync.Mutex
 	topics map[string]chan struct{}
+	relay  *relayState
 }
 
 // New returns an empty Notifier.
@@ -28,13 +30,23 @@ func (n *Notifier) Wait(topic string) <-chan struct{} {
 	return ch
 }
 
-// Notify wakes every waiter of topic.
+// Notify wakes every waiter of topic, in this process and, when
+// connected to a relay, in the others.
 func (n *Notifier) Notify(topic string) {
+	if rs := n.wake(topic); rs != nil {
+		rs.queue(topic)
+	}
+}
+
+// wake wakes this process's waiters of topic and returns the relay, if any.
+func (n *Notifier) wake(topic string) *relayState {
 	n.mu.Lock()
 	ch, ok := n.topics[topic]
 	delete(n.topics, topic)
+	rs := n.relay
 	n.mu.Unlock()
 	if ok {
 		close(ch)
 	}
+	return rs
 }

@@ -52,8 +52,11 @@ type Options struct {
 	AgentOnline time.Duration
 	// PollInterval bounds waits between database checks.
 	PollInterval time.Duration
-	Logger       *slog.Logger
-	Now          func() time.Time
+	// Notifier wakes long polls; connect it to a relay to wake the other
+	// replicas' too. Default: a new one for this process.
+	Notifier *notify.Notifier
+	Logger   *slog.Logger
+	Now      func() time.Time
 }
 
 // Broker implements session.Broker on the store. Safe for concurrent use.
@@ -94,7 +97,10 @@ func New(o Options) *Broker {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Broker{o: o, log: o.Logger.With("component", "sessions"), notify: notify.New()}
+	if o.Notifier == nil {
+		o.Notifier = notify.New()
+	}
+	return &Broker{o: o, log: o.Logger.With("component", "sessions"), notify: o.Notifier}
 }
 
 // ErrInvalid marks a request the caller must fix.

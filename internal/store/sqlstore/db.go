@@ -36,6 +36,7 @@ type DB struct {
 	repos
 	readDB  *sql.DB
 	writeDB *sql.DB
+	dsn     string // PostgreSQL's, for connections outside the pool
 }
 
 var _ store.Store = (*DB)(nil)
@@ -85,7 +86,7 @@ func openPostgres(dsn string, maxConns int) (*DB, error) {
 	db.SetMaxOpenConns(maxConns)
 	db.SetMaxIdleConns(maxConns)
 	d := &postgresDialect
-	return &DB{repos: repos{d: d, r: db, w: db, db: db}, readDB: db, writeDB: db}, nil
+	return &DB{repos: repos{d: d, r: db, w: db, db: db}, readDB: db, writeDB: db, dsn: dsn}, nil
 }
 
 func openSQLite(file string) (*DB, error) {
