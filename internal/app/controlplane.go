@@ -52,6 +52,7 @@ type ControlPlane struct {
 	// jobsWake and sessionsWake wake long polls, across replicas on
 	// PostgreSQL.
 	jobsWake, sessionsWake *notify.Notifier
+	ghApp                  *github.App // nil without a GitHub App
 }
 
 // Option adjusts how a control plane is built.
@@ -205,6 +206,7 @@ func (cp *ControlPlane) githubApp(ctx context.Context, sec *secrets.Store) (jobs
 	if err != nil {
 		return nil, fmt.Errorf("github app: %w", err)
 	}
+	cp.ghApp = app
 	return jobs.GitHubRunnerMinter{App: app, RunnerGroupID: c.GitHubRunnerGroupID}, nil
 }
 
@@ -259,6 +261,10 @@ func (cp *ControlPlane) Serve(ctx context.Context, ln net.Listener) error {
 	})
 	g.Go(func() error { return cp.Jobs.Run(gctx) })
 	g.Go(func() error { return cp.Sessions.Run(gctx) })
+	if cp.ghApp != nil && cp.Config.GitHubRedeliverInterval > 0 {
+		r := &github.Redeliverer{App: cp.ghApp, Seen: cp.Store.Deliveries().Seen}
+		g.Go(func() error { return r.Run(gctx, cp.Config.GitHubRedeliverInterval) })
+	}
 	// Replicas sharing PostgreSQL wake each other's long polls.
 	if r := cp.Store.Relay("nimbus_jobs"); r != nil {
 		g.Go(func() error { cp.jobsWake.Connect(gctx, r, cp.log); return nil })

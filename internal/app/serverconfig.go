@@ -56,6 +56,9 @@ type ServerConfig struct {
 	GitHubAppKeyFile    string
 	GitHubAPIURL        string
 	GitHubRunnerGroupID int64
+	// GitHubRedeliverInterval is how often failed webhook deliveries are
+	// looked for and redelivered (0: never).
+	GitHubRedeliverInterval time.Duration
 }
 
 // Register binds the settings to flags (and so to the environment and the
@@ -107,6 +110,7 @@ func (c *ServerConfig) Register(s *config.Set) {
 	s.StringVar(&c.GitHubAppKeyFile, "github-app-key-file", "", "GitHub App private key (PEM); stored sealed in the database, so later starts need no file")
 	s.StringVar(&c.GitHubAPIURL, "github-api-url", "https://api.github.com", "GitHub API root (GHES: https://HOST/api/v3)")
 	s.Int64Var(&c.GitHubRunnerGroupID, "github-runner-group-id", 1, "runner group of the ephemeral runners")
+	s.DurationVar(&c.GitHubRedeliverInterval, "github-redeliver-interval", 5*time.Minute, "how often to ask GitHub to redeliver workflow_job webhooks that failed (e.g. while the server was down); 0: never")
 }
 
 // Validate checks the settings and fills derived ones.
@@ -156,6 +160,8 @@ func (c *ServerConfig) Validate() error {
 		return fmt.Errorf("log-level: %q: debug, info, warn or error", c.LogLevel)
 	case c.LogFormat != "text" && c.LogFormat != "json":
 		return fmt.Errorf("log-format: %q: text or json", c.LogFormat)
+	case c.GitHubRedeliverInterval < 0:
+		return fmt.Errorf("github-redeliver-interval: must not be negative")
 	case c.GitHubAppID < 0:
 		return fmt.Errorf("github-app-id: must not be negative")
 	}

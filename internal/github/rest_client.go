@@ -40,8 +40,14 @@ type restClient struct {
 // status is want is decoded into out (unless out is nil); any other status is
 // an *APIError. Retryable failures are retried.
 func (c *restClient) do(ctx context.Context, method, path, auth string, reqBody []byte, want int, out any) error {
+	return c.doHeader(ctx, method, path, auth, reqBody, want, out, nil)
+}
+
+// doHeader is do that also stores the successful response's headers in
+// hdr (when not nil), for pagination links.
+func (c *restClient) doHeader(ctx context.Context, method, path, auth string, reqBody []byte, want int, out any, hdr *http.Header) error {
 	for attempt := 1; ; attempt++ {
-		err := c.once(ctx, method, path, auth, reqBody, want, out)
+		err := c.once(ctx, method, path, auth, reqBody, want, out, hdr)
 		if err == nil || attempt >= c.maxAttempts || !Retryable(err) || ctx.Err() != nil {
 			return err
 		}
@@ -74,7 +80,7 @@ func (c *restClient) backoff(attempt int) time.Duration {
 	return half + rand.N(d-half+1)
 }
 
-func (c *restClient) once(ctx context.Context, method, path, auth string, reqBody []byte, want int, out any) error {
+func (c *restClient) once(ctx context.Context, method, path, auth string, reqBody []byte, want int, out any, hdr *http.Header) error {
 	var body io.Reader
 	if reqBody != nil {
 		body = bytes.NewReader(reqBody)
@@ -104,6 +110,9 @@ func (c *restClient) once(ctx context.Context, method, path, auth string, reqBod
 	}
 	if resp.StatusCode != want {
 		return c.apiError(method, path, resp, data)
+	}
+	if hdr != nil {
+		*hdr = resp.Header
 	}
 	if out == nil {
 		return nil

@@ -204,6 +204,8 @@ type Sessions interface {
 type Deliveries interface {
 	// Record stores d and reports whether it was new.
 	Record(ctx context.Context, d Delivery) (bool, error)
+	// Seen reports whether the delivery id was recorded (and not pruned).
+	Seen(ctx context.Context, id string) (bool, error)
 	// Prune forgets deliveries received before t.
 	Prune(ctx context.Context, before time.Time) (int, error)
 }

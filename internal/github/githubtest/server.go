@@ -90,6 +90,11 @@ type Server struct {
 	requests      []Request
 	tokenGate     chan struct{} // non-nil while token issuance is paused
 	tokensPending int
+
+	hookURL        string
+	hookSecret     []byte
+	hookDeliveries []HookDelivery
+	nextDeliveryID int64
 }
 
 // NewServer starts an emulator on 127.0.0.1 with a random port and closes it
@@ -117,6 +122,8 @@ func NewServer(tb testing.TB, cfg Config) *Server {
 	mux.HandleFunc("POST /repos/{owner}/{repo}/actions/runners/generate-jitconfig", s.generateJITConfig)
 	mux.HandleFunc("DELETE /orgs/{org}/actions/runners/{runner_id}", s.deleteRunner)
 	mux.HandleFunc("DELETE /repos/{owner}/{repo}/actions/runners/{runner_id}", s.deleteRunner)
+	mux.HandleFunc("GET /app/hook/deliveries", s.listHookDeliveries)
+	mux.HandleFunc("POST /app/hook/deliveries/{delivery_id}/attempts", s.redeliverHook)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "Not Found")
 	})

@@ -22,6 +22,14 @@ func (x deliveries) Record(ctx context.Context, d store.Delivery) (bool, error) 
 	return n == 1, nil
 }
 
+func (x deliveries) Seen(ctx context.Context, id string) (bool, error) {
+	var n int
+	if err := x.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM webhook_deliveries WHERE id = $1`, id).Scan(&n); err != nil {
+		return false, fmt.Errorf("look up delivery: %w", err)
+	}
+	return n > 0, nil
+}
+
 func (x deliveries) Prune(ctx context.Context, before time.Time) (int, error) {
 	res, err := x.exec(ctx, `DELETE FROM webhook_deliveries WHERE received_at < $1`, micros(before))
 	if err != nil {

@@ -680,8 +680,17 @@ func testDeliveries(t *testing.T, s store.Store) {
 	if first, err := s.Deliveries().Record(ctx, d); err != nil || first {
 		t.Fatalf("redelivery: %v %v", first, err)
 	}
+	if seen, err := s.Deliveries().Seen(ctx, d.ID); err != nil || !seen {
+		t.Fatalf("seen: %v %v", seen, err)
+	}
+	if seen, err := s.Deliveries().Seen(ctx, "0b7c5d7e-0000-11e3-81ab-4c9367dc0958"); err != nil || seen {
+		t.Fatalf("seen, never recorded: %v %v", seen, err)
+	}
 	if n, err := s.Deliveries().Prune(ctx, t0.Add(time.Second)); err != nil || n != 1 {
 		t.Fatalf("prune: %d %v", n, err)
+	}
+	if seen, err := s.Deliveries().Seen(ctx, d.ID); err != nil || seen {
+		t.Fatalf("seen after prune: %v %v", seen, err)
 	}
 }
 
