@@ -123,14 +123,15 @@ func (c *controlPlane) start(ctx context.Context, jobID string, fence int64) err
 	return nil
 }
 
-// logs uploads chunks and returns the sequence number up to which the
-// server holds every chunk.
-func (c *controlPlane) logs(ctx context.Context, jobID string, req apiv1.Logs) (int64, error) {
+// logs uploads chunks and returns the server's acknowledgement: the
+// sequence number up to which it holds every chunk, and whether the job's
+// log is full.
+func (c *controlPlane) logs(ctx context.Context, jobID string, req apiv1.Logs) (apiv1.LogsAck, error) {
 	var out apiv1.LogsAck
 	if _, err := c.call(ctx, c.requestTimeout, "", apiv1.PathAgentJob(jobID, "logs"), req, &out); err != nil {
-		return 0, fmt.Errorf("upload logs of job %s: %w", jobID, err)
+		return apiv1.LogsAck{}, fmt.Errorf("upload logs of job %s: %w", jobID, err)
 	}
-	return out.Seq, nil
+	return out, nil
 }
 
 func (c *controlPlane) complete(ctx context.Context, jobID string, req apiv1.Complete) error {

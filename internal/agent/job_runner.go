@@ -102,7 +102,7 @@ func (r *jobRunner) runAndStream(leaseCtx, jobCtx context.Context, lose context.
 	ref := apiv1.LeaseRef{JobID: r.lease.Job.ID, Fence: r.lease.Fence}
 	stream := newLogStreamer(logStreamerOptions{
 		fence: ref.Fence,
-		upload: func(ctx context.Context, chunks []apiv1.LogChunk) (int64, error) {
+		upload: func(ctx context.Context, chunks []apiv1.LogChunk) (apiv1.LogsAck, error) {
 			return r.cp.logs(ctx, ref.JobID, apiv1.Logs{Fence: ref.Fence, Chunks: chunks})
 		},
 		maxChunk:      r.cfg.MaxChunk,
@@ -142,6 +142,9 @@ func (r *jobRunner) runAndStream(leaseCtx, jobCtx context.Context, lose context.
 	case <-drain.C:
 		stopUpload(errLogDrainTimeout)
 		<-uploaded
+	}
+	if past := stream.pastLimit(); past > 0 {
+		r.log.Info("job output past the server's log limit was not sent", "bytes", past)
 	}
 	if unsent, dropped := stream.lost(); unsent > 0 || dropped > 0 {
 		r.log.Warn("job output lost", "unsent_bytes", unsent, "dropped_bytes", dropped, "cause", context.Cause(uploadCtx))

@@ -14,8 +14,9 @@ import (
 )
 
 // uploadFunc sends chunks, in order, and returns the sequence number up to
-// which the server holds every chunk of the lease.
-type uploadFunc func(ctx context.Context, chunks []apiv1.LogChunk) (int64, error)
+// which the server holds every chunk of the lease, and whether the job's
+// log is full (the server keeps nothing more).
+type uploadFunc func(ctx context.Context, chunks []apiv1.LogChunk) (apiv1.LogsAck, error)
 
 // logStreamerOptions configure a logStreamer.
 type logStreamerOptions struct {
@@ -49,10 +50,14 @@ type logStreamer struct {
 	// dropWrites: writes are discarded (the workload is being killed, or
 	// uploads stopped for good).
 	dropWrites bool
-	dropped    int64         // bytes written but discarded
-	unsent     int64         // bytes held when uploads stopped for good
-	wake       chan struct{} // to run: a chunk was sealed, or finish was called
-	freed      chan struct{} // closed and replaced when writers may go on
+	dropped    int64 // bytes written but discarded
+	unsent     int64 // bytes held when uploads stopped for good
+	// full: the server's log of the job is full; output is discarded
+	// (counted in past) rather than sent.
+	full  bool
+	past  int64
+	wake  chan struct{} // to run: a chunk was sealed, or finish was called
+	freed chan struct{} // closed and replaced when writers may go on
 }
 
 func newLogStreamer(opts logStreamerOptions) *logStreamer {
@@ -67,6 +72,10 @@ func (s *logStreamer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for len(p) > 0 {
+		if s.full {
+			s.past += int64(len(p))
+			return n, nil
+		}
 		if s.dropWrites || s.finished {
 			s.dropped += int64(len(p))
 			return n, nil
@@ -181,6 +190,27 @@ func (s *logStreamer) stopUploads() {
 	s.broadcastLocked()
 }
 
+// logFull: the server keeps no more of the job's output. What is held and
+// what is written from now on is discarded, not sent.
+func (s *logStreamer) logFull() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.full {
+		return
+	}
+	s.full = true
+	s.past += int64(s.held)
+	s.open, s.sealed, s.held = nil, nil, 0
+	s.broadcastLocked()
+}
+
+// pastLimit returns the bytes not sent because the job's log was full.
+func (s *logStreamer) pastLimit() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.past
+}
+
 // lost returns the bytes of output that never reached the server: those
 // held when uploads stopped, and those written after that or after
 // abortWrites.
@@ -234,13 +264,16 @@ func (s *logStreamer) run(ctx context.Context) error {
 // uploadOnce sends one batch; an answer that acknowledges none of it is an
 // error, retried like a transient one.
 func (s *logStreamer) uploadOnce(ctx context.Context, batch []apiv1.LogChunk) error {
-	seq, err := s.opts.upload(ctx, batch)
+	a, err := s.opts.upload(ctx, batch)
 	if err != nil {
 		return err
 	}
-	if !s.ack(seq) {
+	if !s.ack(a.Seq) {
 		return fmt.Errorf("upload logs: the server acknowledged up to chunk %d, none of chunks %d..%d: %w",
-			seq, batch[0].Seq, batch[len(batch)-1].Seq, errNoProgress)
+			a.Seq, batch[0].Seq, batch[len(batch)-1].Seq, errNoProgress)
+	}
+	if a.Full {
+		s.logFull()
 	}
 	return nil
 }

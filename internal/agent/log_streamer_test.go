@@ -83,22 +83,31 @@ type uploadServer struct {
 	chunks  []apiv1.LogChunk
 	fail    []error // answers forced on the next uploads
 	maxAcks int     // when > 0: acknowledge at most this many new chunks per call
+	// limit > 0: the log is full once it holds this many bytes (the
+	// server keeps the chunk that crosses it and nothing after).
+	limit int
+	bytes int
+	calls int
 }
 
-func (u *uploadServer) upload(_ context.Context, chunks []apiv1.LogChunk) (int64, error) {
+func (u *uploadServer) upload(_ context.Context, chunks []apiv1.LogChunk) (apiv1.LogsAck, error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	u.calls++
 	if len(u.fail) > 0 {
 		err := u.fail[0]
 		u.fail = u.fail[1:]
-		return 0, err
+		return apiv1.LogsAck{}, err
 	}
 	for _, c := range chunks {
 		if c.Seq == int64(len(u.chunks)) && (u.maxAcks == 0 || c.Seq < chunks[0].Seq+int64(u.maxAcks)) {
+			if u.limit == 0 || u.bytes < u.limit {
+				u.bytes += len(c.Data)
+			}
 			u.chunks = append(u.chunks, c)
 		}
 	}
-	return int64(len(u.chunks)) - 1, nil
+	return apiv1.LogsAck{Seq: int64(len(u.chunks)) - 1, Full: u.limit > 0 && u.bytes >= u.limit}, nil
 }
 
 func (u *uploadServer) sizes() []int {
@@ -221,6 +230,39 @@ func TestLogStreamerStopsForGood(t *testing.T) {
 			})
 		})
 	}
+}
+
+// Once the server says the job's log is full, the streamer sends nothing
+// more: held and later output is discarded (counted apart from lost
+// output), writes never block, and run ends when the workload does.
+func TestLogStreamerStopsSendingWhenTheLogIsFull(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		u := &uploadServer{limit: 30}
+		s := newTestStreamer(u)
+		done := make(chan error)
+		go func() { done <- s.run(t.Context()) }()
+		for range 10 {
+			s.Write([]byte(strings.Repeat("e", 10)))
+			time.Sleep(time.Second) // uploaded at the flush
+		}
+		s.Write(make([]byte, 5000)) // past maxUnacked: must not block
+		s.finish()
+		if err := <-done; err != nil {
+			t.Fatalf("run: %v", err)
+		}
+		u.mu.Lock()
+		calls, sent := u.calls, len(u.chunks)
+		u.mu.Unlock()
+		if sent != 3 || calls != 3 {
+			t.Errorf("%d chunks in %d uploads, want 3 in 3 (none after the log was full)", sent, calls)
+		}
+		if past := s.pastLimit(); past != 7*10+5000 {
+			t.Errorf("%d bytes past the limit, want %d", past, 7*10+5000)
+		}
+		if unsent, dropped := s.lost(); unsent != 0 || dropped != 0 {
+			t.Errorf("lost %d unsent, %d dropped; want none", unsent, dropped)
+		}
+	})
 }
 
 func TestLogStreamerAbortUnblocksWriters(t *testing.T) {

@@ -230,10 +230,11 @@ func (s *Server) appendLogs(w http.ResponseWriter, r *http.Request, a store.Agen
 		chunks[i] = store.LogChunk{Seq: c.Seq, Data: c.Data}
 		ack = max(ack, c.Seq)
 	}
-	if err := s.Jobs.AppendLogs(r.Context(), a, id, req.Fence, chunks); err != nil {
+	full, err := s.Jobs.AppendLogs(r.Context(), a, id, req.Fence, chunks)
+	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, apiv1.LogsAck{Seq: ack})
+	writeJSON(w, http.StatusOK, apiv1.LogsAck{Seq: ack, Full: full})
 	return nil
 }
 

@@ -105,6 +105,9 @@ type Logs struct {
 // stored.
 type LogsAck struct {
 	Seq int64 `json:"seq"`
+	// Full: the job's log reached the server's limit; it keeps nothing
+	// more, so the agent may stop sending.
+	Full bool `json:"full,omitempty"`
 }
 
 // Complete is the body of POST /api/v1/agent/jobs/{id}/complete.

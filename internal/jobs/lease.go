@@ -218,24 +218,34 @@ func (s *Service) Start(ctx context.Context, agent store.Agent, id string, fence
 }
 
 // AppendLogs stores chunks of the job's output sent under the agent's
-// lease. A chunk already stored is kept once.
-func (s *Service) AppendLogs(ctx context.Context, agent store.Agent, id string, fence int64, chunks []store.LogChunk) error {
+// lease. A chunk already stored is kept once. full reports that the job's
+// log has reached Config.MaxLogBytes: nothing more will be kept.
+func (s *Service) AppendLogs(ctx context.Context, agent store.Agent, id string, fence int64, chunks []store.LogChunk) (full bool, err error) {
 	now := s.now()
-	err := s.store.InTx(ctx, func(r store.Repos) error {
+	err = s.store.InTx(ctx, func(r store.Repos) error {
 		if _, err := r.Jobs().CheckLease(ctx, id, agent.ID, fence); err != nil {
 			return err
 		}
 		for i := range chunks {
 			chunks[i].JobID, chunks[i].Fence, chunks[i].At = id, fence, now
 		}
-		_, err := r.Logs().Append(ctx, chunks, s.cfg.MaxLogBytes)
-		return err
+		if _, err := r.Logs().Append(ctx, chunks, s.cfg.MaxLogBytes); err != nil {
+			return err
+		}
+		if s.cfg.MaxLogBytes > 0 {
+			n, err := r.Logs().Bytes(ctx, id)
+			if err != nil {
+				return err
+			}
+			full = n >= s.cfg.MaxLogBytes
+		}
+		return nil
 	})
 	if err != nil {
-		return err
+		return false, err
 	}
 	s.notify.Notify(jobTopic(id))
-	return nil
+	return full, nil
 }
 
 // Complete ends the agent's lease of a job with an outcome, exactly once.

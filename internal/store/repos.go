@@ -139,6 +139,9 @@ type Logs interface {
 	// TruncationNotice: the chunk that reaches the limit is cut there and
 	// ends with the notice, and later chunks are dropped (not counted).
 	Append(ctx context.Context, chunks []LogChunk, limit int64) (int, error)
+	// Bytes returns how many bytes of output are stored for the job (a
+	// full log counts as its limit).
+	Bytes(ctx context.Context, jobID string) (int64, error)
 	// Read returns up to limit chunks after the cursor, in order.
 	Read(ctx context.Context, jobID string, after LogCursor, limit int) ([]LogChunk, error)
 }

@@ -69,6 +69,17 @@ func (x logs) Append(ctx context.Context, chunks []store.LogChunk, limit int64) 
 	return added, nil
 }
 
+func (x logs) Bytes(ctx context.Context, jobID string) (int64, error) {
+	var n int64
+	if err := x.r.QueryRowContext(ctx, `SELECT log_bytes FROM jobs WHERE id = $1`, jobID).Scan(&n); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return 0, fmt.Errorf("log size of job %s: %w", jobID, store.ErrNotFound)
+		}
+		return 0, fmt.Errorf("log size: %w", err)
+	}
+	return n, nil
+}
+
 func (x logs) Read(ctx context.Context, jobID string, after store.LogCursor, limit int) ([]store.LogChunk, error) {
 	if limit <= 0 || limit > 10000 {
 		limit = 1000

@@ -592,11 +592,17 @@ func testLogLimit(t *testing.T, s store.Store) {
 	if got, want := read(job.ID), "0123456789"+store.TruncationNotice(limit); got != want {
 		t.Errorf("log %q, want %q", got, want)
 	}
+	if n, err := s.Logs().Bytes(ctx, job.ID); err != nil || n != limit {
+		t.Errorf("bytes of a full log: %d %v, want %d", n, err, limit)
+	}
 	if _, err := s.Logs().Append(ctx, []store.LogChunk{chunk(other.ID, 1, 0, "other job")}, limit); err != nil {
 		t.Fatal(err)
 	}
 	if got := read(other.ID); got != "other job" {
 		t.Errorf("other job's log %q", got)
+	}
+	if n, err := s.Logs().Bytes(ctx, other.ID); err != nil || n != int64(len("other job")) {
+		t.Errorf("bytes of the other job's log: %d %v", n, err)
 	}
 	if _, err := s.Logs().Append(ctx, []store.LogChunk{chunk("job_nosuch", 1, 0, "x")}, limit); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("append to a job that does not exist: %v, want ErrNotFound", err)
