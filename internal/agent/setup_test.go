@@ -46,7 +46,14 @@ func TestEnrollsOnceThenReusesTheSavedCredential(t *testing.T) {
 	}
 
 	// Restarted without the join token (spent anyway): the saved
-	// credential is used; no second enrollment.
+	// credential is used; no second enrollment. The stopped agent
+	// abandoned its lease poll; the server may notice only a moment later,
+	// and one agent id may have one poll in flight.
+	f.waitFor(t, "the abandoned lease poll to end", func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.leasePolls == 0
+	})
 	cfg.JoinToken = ""
 	second := startAgent(t, cfg)
 	f.waitFor(t, "second registration", func() bool { return f.agentsCopy()["agent-1"].registered == 2 })
