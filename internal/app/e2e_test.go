@@ -124,12 +124,7 @@ func TestE2EWebhookToRunner(t *testing.T) {
 	for _, engine := range storetest.Engines {
 		t.Run(engine, func(t *testing.T) {
 			ctx := context.Background()
-			gh := githubtest.NewServer(t, githubtest.Config{})
-			key := githubtest.SharedKey(t)
-			gh.AddApp(githubtest.App{ID: 777, PublicKey: &key.PublicKey})
-			gh.AddInstallation(githubtest.Installation{ID: 4242, AppID: 777, Account: "octo-org", AccountID: 6811672, AccountType: "Organization"})
-			keyFile := filepath.Join(t.TempDir(), "app.pem")
-			os.WriteFile(keyFile, githubtest.PKCS1PEM(key), 0o600)
+			gh, keyFile := githubEmulator(t)
 			h := apptest.Start(t, engine, func(c *app.ServerConfig) {
 				c.GitHubAppID, c.GitHubAppKeyFile, c.GitHubAPIURL = 777, keyFile, gh.URL
 			})
@@ -193,6 +188,21 @@ func TestE2EWebhookToRunner(t *testing.T) {
 			}
 		})
 	}
+}
+
+// githubEmulator starts a GitHub API emulator with App 777 installed (4242)
+// on the org octo-org (id 6811672), and writes the App's key to a file.
+func githubEmulator(t *testing.T) (*githubtest.Server, string) {
+	t.Helper()
+	gh := githubtest.NewServer(t, githubtest.Config{})
+	key := githubtest.SharedKey(t)
+	gh.AddApp(githubtest.App{ID: 777, PublicKey: &key.PublicKey})
+	gh.AddInstallation(githubtest.Installation{ID: 4242, AppID: 777, Account: "octo-org", AccountID: 6811672, AccountType: "Organization"})
+	keyFile := filepath.Join(t.TempDir(), "app.pem")
+	if err := os.WriteFile(keyFile, githubtest.PKCS1PEM(key), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return gh, keyFile
 }
 
 // runAgentProcess starts `nimbus agent` as its own process.

@@ -2,8 +2,6 @@ package app_test
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -18,12 +16,7 @@ import (
 // the App's deliveries API, and its job is created.
 func TestE2ELostWebhookRedelivered(t *testing.T) {
 	ctx := context.Background()
-	gh := githubtest.NewServer(t, githubtest.Config{})
-	key := githubtest.SharedKey(t)
-	gh.AddApp(githubtest.App{ID: 777, PublicKey: &key.PublicKey})
-	gh.AddInstallation(githubtest.Installation{ID: 4242, AppID: 777, Account: "octo-org", AccountID: 6811672, AccountType: "Organization"})
-	keyFile := filepath.Join(t.TempDir(), "app.pem")
-	os.WriteFile(keyFile, githubtest.PKCS1PEM(key), 0o600)
+	gh, keyFile := githubEmulator(t)
 	h := apptest.Start(t, "sqlite", func(c *app.ServerConfig) {
 		c.GitHubAppID, c.GitHubAppKeyFile, c.GitHubAPIURL = 777, keyFile, gh.URL
 		c.GitHubRedeliverInterval = 200 * time.Millisecond
