@@ -85,12 +85,12 @@ func (s *Server) listAgents(w http.ResponseWriter, r *http.Request, p auth.Princ
 }
 
 func (s *Server) disableAgent(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
-	id := r.PathValue("id")
-	if !ids.Valid("agt", id) {
-		return notFound("agent " + strconv.Quote(id))
+	id, err := pathID(r, "agt", "agent")
+	if err != nil {
+		return err
 	}
 	now := s.Now()
-	err := s.Store.InTx(r.Context(), func(rs store.Repos) error {
+	err = s.Store.InTx(r.Context(), func(rs store.Repos) error {
 		if err := rs.Agents().Disable(r.Context(), p.Org, id, now); err != nil {
 			return err
 		}
@@ -173,12 +173,12 @@ func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, p auth.Princ
 }
 
 func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
-	id := r.PathValue("id")
-	if !ids.Valid("tok", id) {
-		return notFound("token " + strconv.Quote(id))
+	id, err := pathID(r, "tok", "token")
+	if err != nil {
+		return err
 	}
 	now := s.Now()
-	err := s.Store.InTx(r.Context(), func(rs store.Repos) error {
+	err = s.Store.InTx(r.Context(), func(rs store.Repos) error {
 		if err := rs.Tokens().RevokeAPIToken(r.Context(), p.Org, id, now); err != nil {
 			return err
 		}
@@ -341,9 +341,9 @@ func (s *Server) retireWebhookSecrets(w http.ResponseWriter, r *http.Request, p 
 // create jobs in it. Only an owner may: whoever links an account receives
 // its jobs, and with them its code.
 func (s *Server) linkOrg(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
-	id := r.PathValue("id")
-	if !ids.Valid("org", id) {
-		return notFound("org " + strconv.Quote(id))
+	id, err := pathID(r, "org", "org")
+	if err != nil {
+		return err
 	}
 	var req apiv1.CreateOrg
 	if err := decode(w, r, maxBody, &req); err != nil {
@@ -356,7 +356,7 @@ func (s *Server) linkOrg(w http.ResponseWriter, r *http.Request, p auth.Principa
 		return badRequest("github_id and github_login: the GitHub account's numeric id and login")
 	}
 	now := s.Now()
-	err := s.Store.InTx(r.Context(), func(rs store.Repos) error {
+	err = s.Store.InTx(r.Context(), func(rs store.Repos) error {
 		if err := rs.Orgs().LinkGitHub(r.Context(), id, req.GitHubID, req.GitHubLogin); err != nil {
 			return err
 		}

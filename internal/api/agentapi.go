@@ -193,7 +193,7 @@ func (s *Server) sync(w http.ResponseWriter, r *http.Request, a store.Agent) err
 }
 
 func (s *Server) startJob(w http.ResponseWriter, r *http.Request, a store.Agent) error {
-	id, err := jobID(r)
+	id, err := pathID(r, "job", "job")
 	if err != nil {
 		return err
 	}
@@ -210,7 +210,7 @@ func (s *Server) startJob(w http.ResponseWriter, r *http.Request, a store.Agent)
 }
 
 func (s *Server) appendLogs(w http.ResponseWriter, r *http.Request, a store.Agent) error {
-	id, err := jobID(r)
+	id, err := pathID(r, "job", "job")
 	if err != nil {
 		return err
 	}
@@ -239,7 +239,7 @@ func (s *Server) appendLogs(w http.ResponseWriter, r *http.Request, a store.Agen
 }
 
 func (s *Server) completeJob(w http.ResponseWriter, r *http.Request, a store.Agent) error {
-	id, err := jobID(r)
+	id, err := pathID(r, "job", "job")
 	if err != nil {
 		return err
 	}

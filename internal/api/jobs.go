@@ -38,18 +38,19 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request, p auth.Princi
 	return nil
 }
 
-// jobID reads the {id} path value, refusing anything that is not a job id
-// before it reaches the database.
-func jobID(r *http.Request) (string, error) {
+// pathID reads the {id} path value, refusing anything that is not an id
+// with the prefix (what names the kind in the 404) before it reaches the
+// database.
+func pathID(r *http.Request, prefix, what string) (string, error) {
 	id := r.PathValue("id")
-	if !ids.Valid("job", id) {
-		return "", notFound("job " + strconv.Quote(id))
+	if !ids.Valid(prefix, id) {
+		return "", notFound(what + " " + strconv.Quote(id))
 	}
 	return id, nil
 }
 
 func (s *Server) getJob(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
-	id, err := jobID(r)
+	id, err := pathID(r, "job", "job")
 	if err != nil {
 		return err
 	}
@@ -93,7 +94,7 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request, p auth.Princip
 }
 
 func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
-	id, err := jobID(r)
+	id, err := pathID(r, "job", "job")
 	if err != nil {
 		return err
 	}
@@ -120,7 +121,7 @@ func parseCursor(s string) (store.LogCursor, error) {
 }
 
 func (s *Server) jobLogs(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
-	id, err := jobID(r)
+	id, err := pathID(r, "job", "job")
 	if err != nil {
 		return err
 	}

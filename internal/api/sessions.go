@@ -3,13 +3,11 @@ package api
 import (
 	"errors"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/nimbus-build/nimbus/internal/apiv1"
 	"github.com/nimbus-build/nimbus/internal/auth"
-	"github.com/nimbus-build/nimbus/internal/ids"
 	"github.com/nimbus-build/nimbus/internal/pki"
 	"github.com/nimbus-build/nimbus/internal/rbs"
 	"github.com/nimbus-build/nimbus/internal/sessions"
@@ -103,16 +101,8 @@ func (s *Server) listSessions(w http.ResponseWriter, r *http.Request, p auth.Pri
 	return nil
 }
 
-func sessionID(r *http.Request) (string, error) {
-	id := r.PathValue("id")
-	if !ids.Valid("ses", id) {
-		return "", notFound("session " + strconv.Quote(id))
-	}
-	return id, nil
-}
-
 func (s *Server) stopSession(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
-	id, err := sessionID(r)
+	id, err := pathID(r, "ses", "session")
 	if err != nil {
 		return err
 	}
@@ -165,7 +155,7 @@ func (s *Server) sessionOrders(w http.ResponseWriter, r *http.Request, a store.A
 }
 
 func (s *Server) sessionReport(w http.ResponseWriter, r *http.Request, a store.Agent) error {
-	id, err := sessionID(r)
+	id, err := pathID(r, "ses", "session")
 	if err != nil {
 		return err
 	}
