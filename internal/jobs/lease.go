@@ -229,17 +229,9 @@ func (s *Service) AppendLogs(ctx context.Context, agent store.Agent, id string, 
 		for i := range chunks {
 			chunks[i].JobID, chunks[i].Fence, chunks[i].At = id, fence, now
 		}
-		if _, err := r.Logs().Append(ctx, chunks, s.cfg.MaxLogBytes); err != nil {
-			return err
-		}
-		if s.cfg.MaxLogBytes > 0 {
-			n, err := r.Logs().Bytes(ctx, id)
-			if err != nil {
-				return err
-			}
-			full = n >= s.cfg.MaxLogBytes
-		}
-		return nil
+		_, stored, err := r.Logs().Append(ctx, chunks, s.cfg.MaxLogBytes)
+		full = s.cfg.MaxLogBytes > 0 && stored >= s.cfg.MaxLogBytes
+		return err
 	})
 	if err != nil {
 		return false, err

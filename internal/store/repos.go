@@ -134,14 +134,12 @@ type Jobs interface {
 // Logs holds job output.
 type Logs interface {
 	// Append stores chunks of one job; a chunk already stored (same job,
-	// fence, seq) is skipped. It returns how many were new. With limit > 0
-	// the job's stored output never exceeds limit bytes plus one
-	// TruncationNotice: the chunk that reaches the limit is cut there and
-	// ends with the notice, and later chunks are dropped (not counted).
-	Append(ctx context.Context, chunks []LogChunk, limit int64) (int, error)
-	// Bytes returns how many bytes of output are stored for the job (a
-	// full log counts as its limit).
-	Bytes(ctx context.Context, jobID string) (int64, error)
+	// fence, seq) is skipped. It returns how many were new and the bytes
+	// of output now stored for the job. With limit > 0 the stored output
+	// never exceeds limit bytes plus one TruncationNotice: the chunk that
+	// reaches the limit is cut there and ends with the notice, later
+	// chunks are dropped (not counted), and a full log reports limit bytes.
+	Append(ctx context.Context, chunks []LogChunk, limit int64) (added int, stored int64, err error)
 	// Read returns up to limit chunks after the cursor, in order.
 	Read(ctx context.Context, jobID string, after LogCursor, limit int) ([]LogChunk, error)
 }

@@ -14,34 +14,37 @@ type logs struct{ repos }
 
 var _ store.Logs = logs{}
 
-func (x logs) Append(ctx context.Context, chunks []store.LogChunk, limit int64) (int, error) {
-	added := 0
-	err := x.inTx(ctx, func(q querier) error {
-		// The chunks of one call belong to one job; keep a running total
-		// per job all the same.
-		total, changed := map[string]int64{}, map[string]bool{}
-		for _, c := range chunks {
-			stored, ok := total[c.JobID]
-			if !ok {
-				if err := q.QueryRowContext(ctx, `SELECT log_bytes FROM jobs WHERE id = $1`, c.JobID).Scan(&stored); err != nil {
-					if errors.Is(err, sql.ErrNoRows) {
-						return fmt.Errorf("append log chunk: job %s: %w", c.JobID, store.ErrNotFound)
-					}
-					return fmt.Errorf("append log chunk: %w", err)
-				}
-				total[c.JobID] = stored
+func (x logs) Append(ctx context.Context, chunks []store.LogChunk, limit int64) (added int, stored int64, err error) {
+	if len(chunks) == 0 {
+		return 0, 0, nil
+	}
+	jobID := chunks[0].JobID
+	for _, c := range chunks {
+		if c.JobID != jobID {
+			return 0, 0, fmt.Errorf("append log chunk: chunks of jobs %s and %s in one call", jobID, c.JobID)
+		}
+	}
+	err = x.inTx(ctx, func(q querier) error {
+		added = 0
+		if err := q.QueryRowContext(ctx, `SELECT log_bytes FROM jobs WHERE id = $1`, jobID).Scan(&stored); err != nil {
+			if errors.Is(err, sql.ErrNoRows) {
+				return fmt.Errorf("append log chunk: job %s: %w", jobID, store.ErrNotFound)
 			}
+			return fmt.Errorf("append log chunk: %w", err)
+		}
+		before := stored
+		for _, c := range chunks {
 			data := c.Data
 			if limit > 0 {
 				if stored >= limit {
-					continue // the log is full; the notice is already there
+					break // the log is full; the notice is already there
 				}
 				if stored+int64(len(data)) > limit {
 					data = append(data[:limit-stored:limit-stored], store.TruncationNotice(limit)...)
 				}
 			}
 			res, err := q.ExecContext(ctx, `INSERT INTO log_chunks (job_id, fence, seq, data, created_at) VALUES ($1, $2, $3, $4, $5)
-				ON CONFLICT DO NOTHING`, c.JobID, c.Fence, c.Seq, data, micros(c.At))
+				ON CONFLICT DO NOTHING`, jobID, c.Fence, c.Seq, data, micros(c.At))
 			if err != nil {
 				return fmt.Errorf("append log chunk: %w", err)
 			}
@@ -51,33 +54,20 @@ func (x logs) Append(ctx context.Context, chunks []store.LogChunk, limit int64) 
 				if limit > 0 {
 					stored = min(stored, limit) // a cut chunk fills the log
 				}
-				changed[c.JobID] = true
-				total[c.JobID] = stored
 			}
 		}
-		for id := range changed {
-			n := total[id]
-			if _, err := q.ExecContext(ctx, `UPDATE jobs SET log_bytes = $1 WHERE id = $2`, n, id); err != nil {
-				return fmt.Errorf("append log chunk: %w", err)
-			}
+		if stored == before {
+			return nil
+		}
+		if _, err := q.ExecContext(ctx, `UPDATE jobs SET log_bytes = $1 WHERE id = $2`, stored, jobID); err != nil {
+			return fmt.Errorf("append log chunk: %w", err)
 		}
 		return nil
 	})
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return added, nil
-}
-
-func (x logs) Bytes(ctx context.Context, jobID string) (int64, error) {
-	var n int64
-	if err := x.r.QueryRowContext(ctx, `SELECT log_bytes FROM jobs WHERE id = $1`, jobID).Scan(&n); err != nil {
-		if errors.Is(err, sql.ErrNoRows) {
-			return 0, fmt.Errorf("log size of job %s: %w", jobID, store.ErrNotFound)
-		}
-		return 0, fmt.Errorf("log size: %w", err)
-	}
-	return n, nil
+	return added, stored, nil
 }
 
 func (x logs) Read(ctx context.Context, jobID string, after store.LogCursor, limit int) ([]store.LogChunk, error) {
