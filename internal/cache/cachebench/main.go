@@ -33,7 +33,7 @@ of 1,000 digests, BatchUpdateBlobs and BatchReadBlobs of 100 x 4 KiB, and
 
 Without --target, an in-process Nimbus cache is started on loopback (in a
 temporary directory, durable writes unless --no-sync) and measured over both
-protocols.
+protocols, or the one --protocol names.
 
 Flags:
 `
@@ -48,6 +48,7 @@ type options struct {
 	rows        string
 	noSync      bool
 	dir         string
+	protocol    string
 }
 
 // Main runs the benchmark; it returns the process exit code.
@@ -64,6 +65,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.rows, "rows", "", "comma-separated rows to run (default: all that the protocol has): "+strings.Join(rowNames(), ","))
 	fs.BoolVar(&o.noSync, "no-sync", false, "in-process server only: acknowledge writes before they are durable")
 	fs.StringVar(&o.dir, "dir", "", "in-process server only: storage directory (default: a temporary one, removed after)")
+	fs.StringVar(&o.protocol, "protocol", "", "in-process server only: measure grpc or http alone (default: both)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, usage)
 		fs.PrintDefaults()
@@ -79,6 +81,14 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return 2
 	}
+	switch {
+	case o.protocol != "" && o.protocol != "grpc" && o.protocol != "http":
+		fmt.Fprintf(stderr, "--protocol: want grpc or http, got %q\n", o.protocol)
+		return 2
+	case o.protocol != "" && o.target != "":
+		fmt.Fprintln(stderr, "--protocol applies to the in-process server only; the scheme of --target names the protocol")
+		return 2
+	}
 	var targets []string
 	if o.target != "" {
 		targets = []string{o.target}
@@ -89,7 +99,11 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		defer stop()
-		targets = ts
+		for _, t := range ts {
+			if o.protocol == "" || strings.HasPrefix(t, o.protocol+"://") {
+				targets = append(targets, t)
+			}
+		}
 	}
 	for _, target := range targets {
 		cl, err := newClient(target, o.token, o.concurrency)

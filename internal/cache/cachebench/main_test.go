@@ -26,6 +26,21 @@ func TestMainInProcess(t *testing.T) {
 	}
 }
 
+// TestMainOneProtocol measures only the protocol --protocol names.
+func TestMainOneProtocol(t *testing.T) {
+	var out, errb bytes.Buffer
+	code := Main(context.Background(), []string{"--protocol=http", "--rows=put-64m", "--big-size=65536", "--big-count=2", "--dir=" + t.TempDir()}, &out, &errb)
+	if code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), errb.String())
+	}
+	if !strings.Contains(out.String(), "target http://") || strings.Contains(out.String(), "grpc://") {
+		t.Errorf("want the http target alone, got\n%s", out.String())
+	}
+	if strings.Count(out.String(), "put-64m") != 1 || strings.Contains(out.String(), "error") {
+		t.Errorf("want one error-free put-64m row, got\n%s", out.String())
+	}
+}
+
 func TestMainFlags(t *testing.T) {
 	tests := []struct {
 		args []string
@@ -35,6 +50,8 @@ func TestMainFlags(t *testing.T) {
 		{[]string{"--target=ftp://x"}, 2},
 		{[]string{"--nosuchflag"}, 2},
 		{[]string{"extra"}, 2},
+		{[]string{"--protocol=ftp"}, 2},
+		{[]string{"--protocol=http", "--target=http://127.0.0.1:1/cache"}, 2},
 	}
 	for _, tc := range tests {
 		var out, errb bytes.Buffer
