@@ -10,6 +10,7 @@ import (
 	"github.com/nimbus-build/nimbus/internal/auth"
 	"github.com/nimbus-build/nimbus/internal/ids"
 	"github.com/nimbus-build/nimbus/internal/jobs"
+	"github.com/nimbus-build/nimbus/internal/logs"
 	"github.com/nimbus-build/nimbus/internal/store"
 )
 
@@ -221,16 +222,16 @@ func (s *Server) appendLogs(w http.ResponseWriter, r *http.Request, a store.Agen
 	if len(req.Chunks) == 0 {
 		return badRequest("chunks: empty")
 	}
-	chunks := make([]store.LogChunk, len(req.Chunks))
+	chunks := make([]logs.Chunk, len(req.Chunks))
 	ack := int64(-1)
 	for i, c := range req.Chunks {
 		if c.Seq < 0 || len(c.Data) > maxChunk || c.Fence != 0 && c.Fence != req.Fence {
 			return badRequest("chunks[%d]: seq must be ≥ 0, data at most %d bytes, fence that of the request", i, maxChunk)
 		}
-		chunks[i] = store.LogChunk{Seq: c.Seq, Data: c.Data}
+		chunks[i] = logs.Chunk{Seq: c.Seq, Data: c.Data}
 		ack = max(ack, c.Seq)
 	}
-	full, err := s.Jobs.AppendLogs(r.Context(), a, id, req.Fence, chunks)
+	full, err := s.Logs.Append(r.Context(), a, id, req.Fence, chunks)
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/nimbus-build/nimbus/internal/auth"
 	"github.com/nimbus-build/nimbus/internal/ids"
 	"github.com/nimbus-build/nimbus/internal/jobs"
+	"github.com/nimbus-build/nimbus/internal/logs"
 	"github.com/nimbus-build/nimbus/internal/store"
 )
 
@@ -107,17 +108,17 @@ func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request, p auth.Princi
 }
 
 // parseCursor reads "FENCE.SEQ" (the position after which to read).
-func parseCursor(s string) (store.LogCursor, error) {
+func parseCursor(s string) (logs.Cursor, error) {
 	if s == "" {
-		return store.LogCursor{Fence: 0, Seq: -1}, nil
+		return logs.Start, nil
 	}
 	f, q, ok := strings.Cut(s, ".")
 	fence, err1 := strconv.ParseInt(f, 10, 64)
 	seq, err2 := strconv.ParseInt(q, 10, 64)
 	if !ok || err1 != nil || err2 != nil || fence < 0 || seq < -1 {
-		return store.LogCursor{}, badRequest("after: want FENCE.SEQ, e.g. 1.41")
+		return logs.Cursor{}, badRequest("after: want FENCE.SEQ, e.g. 1.41")
 	}
-	return store.LogCursor{Fence: fence, Seq: seq}, nil
+	return logs.Cursor{Fence: fence, Seq: seq}, nil
 }
 
 func (s *Server) jobLogs(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
@@ -149,7 +150,7 @@ func (s *Server) jobLogs(w http.ResponseWriter, r *http.Request, p auth.Principa
 	enc := json.NewEncoder(bw)
 	flusher, _ := w.(http.Flusher)
 	w.WriteHeader(http.StatusOK)
-	err = s.Jobs.FollowLogs(r.Context(), p.Org, id, after, follow, func(chunks []store.LogChunk) error {
+	err = s.Logs.Follow(r.Context(), p.Org, id, after, follow, func(chunks []logs.Chunk) error {
 		for _, c := range chunks {
 			if ndjson {
 				if err := enc.Encode(apiv1.LogChunk{Fence: c.Fence, Seq: c.Seq, Data: c.Data}); err != nil {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/nimbus-build/nimbus/internal/auth"
 	"github.com/nimbus-build/nimbus/internal/jobs"
+	"github.com/nimbus-build/nimbus/internal/logs"
 	"github.com/nimbus-build/nimbus/internal/pki"
 	"github.com/nimbus-build/nimbus/internal/policy"
 	"github.com/nimbus-build/nimbus/internal/rbs/session"
@@ -30,6 +31,7 @@ import (
 type Options struct {
 	Store   store.Store
 	Jobs    *jobs.Service
+	Logs    *logs.Service
 	Auth    *auth.Authenticator
 	Keyring *auth.Keyring
 	Policy  *policy.Engine

@@ -23,6 +23,7 @@ import (
 	"github.com/nimbus-build/nimbus/internal/cache/actionscache"
 	"github.com/nimbus-build/nimbus/internal/github"
 	"github.com/nimbus-build/nimbus/internal/jobs"
+	"github.com/nimbus-build/nimbus/internal/logs"
 	"github.com/nimbus-build/nimbus/internal/notify"
 	"github.com/nimbus-build/nimbus/internal/pki"
 	"github.com/nimbus-build/nimbus/internal/policy"
@@ -38,6 +39,7 @@ type ControlPlane struct {
 	Store    *sqlstore.DB
 	Keyring  *auth.Keyring
 	Jobs     *jobs.Service
+	Logs     *logs.Service
 	API      *api.Server
 	Registry *prometheus.Registry
 	Cache    *cache.Service
@@ -138,6 +140,11 @@ func (cp *ControlPlane) build(ctx context.Context, sealer *auth.Sealer) error {
 		return err
 	}
 	cp.Jobs = svc
+	cp.Logs, err = logs.New(logs.Options{Store: cp.Store.Logs(), Jobs: svc, Config: logs.Config{MaxBytes: c.MaxLogBytes},
+		Notifier: cp.jobsWake, Logger: cp.log})
+	if err != nil {
+		return err
+	}
 	authn := auth.NewAuthenticator(cp.Store, ring, nil)
 	urlKey, err := sec.GetOrCreate(ctx, secrets.CacheURLKey, 32)
 	if err != nil {
@@ -167,7 +174,7 @@ func (cp *ControlPlane) build(ctx context.Context, sealer *auth.Sealer) error {
 	cp.Sessions = sessions.New(sessions.Options{Store: cp.Store, CA: ca, Policy: pol, IdleTTL: c.SessionIdleTTL, AgentCertTTL: c.RBSAgentCertTTL,
 		Notifier: cp.sessionsWake, Logger: cp.log})
 	cp.API = api.New(api.Options{
-		Store: cp.Store, Jobs: svc, Auth: authn, Keyring: ring, Policy: pol, Sessions: cp.Sessions, CA: ca,
+		Store: cp.Store, Jobs: svc, Logs: cp.Logs, Auth: authn, Keyring: ring, Policy: pol, Sessions: cp.Sessions, CA: ca,
 		RBSRequireClientCert: c.RBSRequireClientCert,
 		Secrets:              sec, Gatherer: cp.Registry, Logger: cp.log, JobEnv: cp.jobEnv,
 		Mounts: map[string]http.Handler{

@@ -8,7 +8,7 @@ import (
 
 	"github.com/nimbus-build/nimbus/internal/app"
 	"github.com/nimbus-build/nimbus/internal/app/apptest"
-	"github.com/nimbus-build/nimbus/internal/store"
+	nimbuslogs "github.com/nimbus-build/nimbus/internal/logs"
 )
 
 // A job that writes more than --max-log-size keeps the first bytes of its
@@ -28,7 +28,7 @@ func TestJobLogIsBounded(t *testing.T) {
 	for i := range 3000 {
 		fmt.Fprintf(&full, "line %d\n", i)
 	}
-	want := full.String()[:limit] + store.TruncationNotice(limit)
+	want := full.String()[:limit] + nimbuslogs.Notice(limit)
 	if got := logs(t, h, id); got != want {
 		t.Errorf("log: %d bytes ending %q, want %d bytes ending %q", len(got), tail(got), len(want), tail(want))
 	}

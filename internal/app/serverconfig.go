@@ -12,6 +12,7 @@ import (
 	"github.com/nimbus-build/nimbus/internal/cache"
 	"github.com/nimbus-build/nimbus/internal/config"
 	"github.com/nimbus-build/nimbus/internal/jobs"
+	"github.com/nimbus-build/nimbus/internal/logs"
 	"github.com/nimbus-build/nimbus/internal/sessions"
 )
 
@@ -81,7 +82,7 @@ func (c *ServerConfig) Register(s *config.Set) {
 	s.DurationVar(&c.MaxTimeout, "max-job-timeout", d.MaxTimeout, "largest run time limit a job may ask for")
 	s.Float64Var(&c.OrgJobRate, "org-job-rate", d.OrgJobRate, "new jobs per second per org before further ones are deferred (0: no limit)")
 	s.IntVar(&c.OrgJobBurst, "org-job-burst", d.OrgJobBurst, "jobs an org may create at once before the rate applies")
-	c.MaxLogBytes = d.MaxLogBytes
+	c.MaxLogBytes = logs.DefaultConfig().MaxBytes
 	s.Var(config.SizeValue{Size: &c.MaxLogBytes}, "max-log-size", "output kept per job; past it the log ends with a notice (0: no limit)")
 	c.PoolLabels = d.Pools[0].Labels
 	s.Var(config.ListValue{List: &c.PoolLabels}, "pool-labels", "runner labels this server serves: a GitHub job is taken when all its labels are among them")
@@ -177,7 +178,6 @@ func (c *ServerConfig) jobsConfig() jobs.Config {
 	d := jobs.DefaultConfig()
 	d.LeaseTTL, d.MaxAttempts, d.DefaultTimeout, d.MaxTimeout = c.LeaseTTL, c.MaxAttempts, c.DefaultTimeout, c.MaxTimeout
 	d.OrgJobRate, d.OrgJobBurst = c.OrgJobRate, c.OrgJobBurst
-	d.MaxLogBytes = c.MaxLogBytes
 	d.Pools = []jobs.Pool{{Name: "default", Labels: c.PoolLabels}}
 	return d
 }

@@ -213,31 +213,16 @@ func (s *Service) Start(ctx context.Context, agent store.Agent, id string, fence
 	s.m.transitions.WithLabelValues(string(store.JobRunning)).Inc()
 	s.audit(ctx, store.AuditEntry{At: now, OrgID: j.OrgID, Actor: "agent:" + agent.ID, Action: "job.started", Target: id,
 		Detail: map[string]string{"fence": strconv.FormatInt(fence, 10)}})
-	s.notify.Notify(jobTopic(id))
+	s.notify.Notify(Topic(id))
 	return j, nil
 }
 
-// AppendLogs stores chunks of the job's output sent under the agent's
-// lease. A chunk already stored is kept once. full reports that the job's
-// log has reached Config.MaxLogBytes: nothing more will be kept.
-func (s *Service) AppendLogs(ctx context.Context, agent store.Agent, id string, fence int64, chunks []store.LogChunk) (full bool, err error) {
-	now := s.now()
-	err = s.store.InTx(ctx, func(r store.Repos) error {
-		if _, err := r.Jobs().CheckLease(ctx, id, agent.ID, fence); err != nil {
-			return err
-		}
-		for i := range chunks {
-			chunks[i].JobID, chunks[i].Fence, chunks[i].At = id, fence, now
-		}
-		_, stored, err := r.Logs().Append(ctx, chunks, s.cfg.MaxLogBytes)
-		full = s.cfg.MaxLogBytes > 0 && stored >= s.cfg.MaxLogBytes
-		return err
-	})
-	if err != nil {
-		return false, err
-	}
-	s.notify.Notify(jobTopic(id))
-	return full, nil
+// CheckLease returns the job when the agent holds its live lease with
+// this fence, and store.ErrStaleFence or store.ErrFinished when it does
+// not (or no longer) hold it. Reports that are not state changes (log
+// uploads) check here first.
+func (s *Service) CheckLease(ctx context.Context, agent store.Agent, id string, fence int64) (store.Job, error) {
+	return s.store.Jobs().CheckLease(ctx, id, agent.ID, fence)
 }
 
 // Complete ends the agent's lease of a job with an outcome, exactly once.
@@ -267,7 +252,7 @@ func (s *Service) finish(ctx context.Context, actor, agentID, id string, fence i
 		return j, err
 	}
 	s.m.transitions.WithLabelValues(string(j.State)).Inc()
-	s.notify.Notify(jobTopic(id))
+	s.notify.Notify(Topic(id))
 	s.runnerSpent(j)
 	return j, nil
 }

@@ -1,6 +1,6 @@
 // Package jobs is the job loop's control-plane side: it turns API
 // submissions and GitHub webhooks into jobs, leases them to agents with
-// fencing tokens, follows their leases, logs and completion, cancels them,
+// fencing tokens, follows their leases and completion, cancels them,
 // and requeues the leases that expire. The state machine itself is
 // enforced by the store (one conditional statement per transition); this
 // package decides which transition to ask for and records each in the
@@ -44,9 +44,6 @@ type Config struct {
 	// PollInterval bounds how long a long poll goes without re-reading
 	// the database (in case a wake-up from another replica was lost).
 	PollInterval time.Duration
-	// MaxLogBytes bounds the output kept for one job (all its attempts);
-	// past it the log ends with store.TruncationNotice. Zero: no limit.
-	MaxLogBytes int64
 }
 
 // Pool is a named set of runner labels.
@@ -67,7 +64,6 @@ func DefaultConfig() Config {
 		Pools:          []Pool{{Name: "default", Labels: []string{"self-hosted", "linux", "x64", "nimbus"}}},
 		ReapInterval:   time.Second,
 		PollInterval:   time.Second,
-		MaxLogBytes:    64 << 20,
 	}
 }
 
@@ -239,7 +235,7 @@ func (s *Service) Cancel(ctx context.Context, org, id, actor string) (store.Job,
 	}
 	if j.State == store.JobCancelled {
 		s.m.transitions.WithLabelValues(string(store.JobCancelled)).Inc()
-		s.notify.Notify(jobTopic(j.ID))
+		s.notify.Notify(Topic(j.ID))
 	}
 	if j.State.Live() {
 		s.notify.Notify(agentTopic(j.AgentID))

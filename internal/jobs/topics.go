@@ -1,5 +1,9 @@
 package jobs
 
 func queueTopic(org string) string { return "queue/" + org }
-func jobTopic(id string) string    { return "job/" + id }
-func agentTopic(id string) string  { return "agent/" + id }
+
+// Topic is the notify topic of a job: it is notified when the job's state
+// changes, and by internal/logs when output arrives.
+func Topic(id string) string { return "job/" + id }
+
+func agentTopic(id string) string { return "agent/" + id }

@@ -1,7 +1,6 @@
 package store
 
 import (
-	"fmt"
 	"slices"
 	"time"
 )
@@ -177,28 +176,6 @@ type Job struct {
 	FinishedAt time.Time
 
 	GitHub *GitHubJob
-}
-
-// LogChunk is a piece of a job's output. Chunks are numbered by the agent
-// per lease (Fence) from 0, so a retried upload is recognised and kept once.
-type LogChunk struct {
-	JobID string
-	Fence int64
-	Seq   int64
-	Data  []byte
-	At    time.Time
-}
-
-// TruncationNotice ends a job's log once its output reached the limit of
-// limit bytes; what the job wrote after that is not kept.
-func TruncationNotice(limit int64) string {
-	return fmt.Sprintf("\n[nimbus: output truncated: this job's log reached its limit of %d bytes]\n", limit)
-}
-
-// LogCursor is a position in a job's log: after (Fence, Seq).
-type LogCursor struct {
-	Fence int64
-	Seq   int64
 }
 
 // AuditEntry is one security-relevant event. The log is append-only.

@@ -131,19 +131,6 @@ type Jobs interface {
 	CountByState(ctx context.Context) (map[JobState]int, error)
 }
 
-// Logs holds job output.
-type Logs interface {
-	// Append stores chunks of one job; a chunk already stored (same job,
-	// fence, seq) is skipped. It returns how many were new and the bytes
-	// of output now stored for the job. With limit > 0 the stored output
-	// never exceeds limit bytes plus one TruncationNotice: the chunk that
-	// reaches the limit is cut there and ends with the notice, later
-	// chunks are dropped (not counted), and a full log reports limit bytes.
-	Append(ctx context.Context, chunks []LogChunk, limit int64) (added int, stored int64, err error)
-	// Read returns up to limit chunks after the cursor, in order.
-	Read(ctx context.Context, jobID string, after LogCursor, limit int) ([]LogChunk, error)
-}
-
 // AuditFilter selects audit entries, newest first.
 type AuditFilter struct {
 	OrgID string

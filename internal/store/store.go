@@ -34,7 +34,6 @@ type Repos interface {
 	Tokens() Tokens
 	Agents() Agents
 	Jobs() Jobs
-	Logs() Logs
 	Audit() Audit
 	Keys() Keys
 	Deliveries() Deliveries

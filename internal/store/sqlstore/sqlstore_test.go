@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/nimbus-build/nimbus/internal/logs/logstest"
 	"github.com/nimbus-build/nimbus/internal/store"
 	"github.com/nimbus-build/nimbus/internal/store/sqlstore"
 	"github.com/nimbus-build/nimbus/internal/store/storetest"
@@ -13,6 +14,17 @@ func TestConformance(t *testing.T) {
 	for _, engine := range storetest.Engines {
 		t.Run(engine, func(t *testing.T) {
 			storetest.Run(t, func(t *testing.T) store.Store { return storetest.Open(t, engine) })
+		})
+	}
+}
+
+func TestLogsConformance(t *testing.T) {
+	for _, engine := range storetest.Engines {
+		t.Run(engine, func(t *testing.T) {
+			logstest.Run(t, func(t *testing.T) logstest.Env {
+				db := storetest.Open(t, engine)
+				return logstest.Env{Store: db.Logs(), NewJob: func(t *testing.T, org string) string { return storetest.NewJob(t, db, org) }}
+			})
 		})
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
+	"errors"
 	"net/url"
 	"testing"
 
@@ -102,4 +103,21 @@ func Backup(t testing.TB, db *sqlstore.DB, path string) string {
 		t.Fatalf("backup: %v", err)
 	}
 	return dest
+}
+
+// NewJob creates a queued job of org (and the org, named after its id,
+// when it does not exist yet) and returns the job's id.
+func NewJob(t testing.TB, s store.Store, org string) string {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := s.Orgs().Get(ctx, org); errors.Is(err, store.ErrNotFound) {
+		if err := s.Orgs().Create(ctx, store.Org{ID: org, Name: org, CreatedAt: t0}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	j := newJob(org)
+	if _, _, err := s.Jobs().Create(ctx, j); err != nil {
+		t.Fatal(err)
+	}
+	return j.ID
 }

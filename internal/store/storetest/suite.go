@@ -27,8 +27,6 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		"Cancel":              testCancel,
 		"Release":             testRelease,
 		"ConcurrentLeases":    testConcurrentLeases,
-		"Logs":                testLogs,
-		"LogLimit":            testLogLimit,
 		"Audit":               testAudit,
 		"KeysAndSecrets":      testKeysAndSecrets,
 		"Deliveries":          testDeliveries,
@@ -516,93 +514,6 @@ func testConcurrentLeases(t *testing.T, s store.Store) {
 		if i == 2 && !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("lease beyond MaxJobs: %v", err)
 		}
-	}
-}
-
-func testLogs(t *testing.T, s store.Store) {
-	ctx := context.Background()
-	o := mustOrg(t, s, "a")
-	job := mustCreate(t, s, newJob(o.ID))
-	chunk := func(fence, seq int64, data string) store.LogChunk {
-		return store.LogChunk{JobID: job.ID, Fence: fence, Seq: seq, Data: []byte(data), At: t0}
-	}
-	n, stored, err := s.Logs().Append(ctx, []store.LogChunk{chunk(1, 0, "a"), chunk(1, 1, "b")}, 0)
-	if err != nil || n != 2 || stored != 2 {
-		t.Fatalf("append: %d new, %d bytes, %v", n, stored, err)
-	}
-	// A retried upload overlaps: only the new chunk is stored.
-	n, stored, err = s.Logs().Append(ctx, []store.LogChunk{chunk(1, 1, "b"), chunk(1, 2, "c"), chunk(2, 0, "d")}, 0)
-	if err != nil || n != 2 || stored != 4 {
-		t.Fatalf("retried append: %d new, %d bytes, %v", n, stored, err)
-	}
-	all, err := s.Logs().Read(ctx, job.ID, store.LogCursor{Fence: 0, Seq: -1}, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var text string
-	for _, c := range all {
-		text += string(c.Data)
-	}
-	if text != "abcd" {
-		t.Errorf("log %q, want abcd", text)
-	}
-	rest, err := s.Logs().Read(ctx, job.ID, store.LogCursor{Fence: 1, Seq: 1}, 1)
-	if err != nil || len(rest) != 1 || string(rest[0].Data) != "c" {
-		t.Errorf("read after (1,1) limit 1: %+v %v", rest, err)
-	}
-}
-
-// testLogLimit: a job's stored output stops at the limit with one notice,
-// retried chunks count once, and another job's log is unaffected.
-func testLogLimit(t *testing.T, s store.Store) {
-	ctx := context.Background()
-	o := mustOrg(t, s, "a")
-	job := mustCreate(t, s, newJob(o.ID))
-	other := mustCreate(t, s, newJob(o.ID))
-	chunk := func(id string, fence, seq int64, data string) store.LogChunk {
-		return store.LogChunk{JobID: id, Fence: fence, Seq: seq, Data: []byte(data), At: t0}
-	}
-	read := func(id string) string {
-		t.Helper()
-		all, err := s.Logs().Read(ctx, id, store.LogCursor{Fence: 0, Seq: -1}, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var text string
-		for _, c := range all {
-			text += string(c.Data)
-		}
-		return text
-	}
-	const limit = 10
-	// Retries of chunk 0 must not use up the budget.
-	for range 3 {
-		if _, stored, err := s.Logs().Append(ctx, []store.LogChunk{chunk(job.ID, 1, 0, "0123")}, limit); err != nil || stored != 4 {
-			t.Fatalf("append: %d bytes, %v; want 4", stored, err)
-		}
-	}
-	n, stored, err := s.Logs().Append(ctx, []store.LogChunk{chunk(job.ID, 1, 1, "4567"), chunk(job.ID, 1, 2, "89abcdef"), chunk(job.ID, 1, 3, "ghij")}, limit)
-	if err != nil || n != 2 || stored != limit {
-		t.Fatalf("append past the limit: %d new, %d bytes, %v; want 2 and %d", n, stored, err, limit)
-	}
-	// A later attempt's output is dropped too.
-	if n, stored, err := s.Logs().Append(ctx, []store.LogChunk{chunk(job.ID, 2, 0, "klmn")}, limit); err != nil || n != 0 || stored != limit {
-		t.Fatalf("append to a full log: %d new, %d bytes, %v; want 0 and %d", n, stored, err, limit)
-	}
-	if got, want := read(job.ID), "0123456789"+store.TruncationNotice(limit); got != want {
-		t.Errorf("log %q, want %q", got, want)
-	}
-	if _, stored, err := s.Logs().Append(ctx, []store.LogChunk{chunk(other.ID, 1, 0, "other job")}, limit); err != nil || stored != int64(len("other job")) {
-		t.Fatalf("other job: %d bytes, %v", stored, err)
-	}
-	if got := read(other.ID); got != "other job" {
-		t.Errorf("other job's log %q", got)
-	}
-	if _, _, err := s.Logs().Append(ctx, []store.LogChunk{chunk(job.ID, 2, 1, "a"), chunk(other.ID, 2, 2, "b")}, limit); err == nil {
-		t.Error("one append took chunks of two jobs")
-	}
-	if _, _, err := s.Logs().Append(ctx, []store.LogChunk{chunk("job_nosuch", 1, 0, "x")}, limit); !errors.Is(err, store.ErrNotFound) {
-		t.Errorf("append to a job that does not exist: %v, want ErrNotFound", err)
 	}
 }
 

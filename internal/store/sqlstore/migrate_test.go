@@ -1,0 +1,51 @@
+package sqlstore_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/nimbus-build/nimbus/internal/logs"
+	"github.com/nimbus-build/nimbus/internal/store/sqlstore"
+	"github.com/nimbus-build/nimbus/internal/store/storetest"
+)
+
+// Migration 6 moves each job's log usage out of the jobs table and gives
+// every stored chunk its job's org, so logs written before it read back.
+func TestMigrateLogsToTheirOwnTables(t *testing.T) {
+	for _, engine := range storetest.Engines {
+		t.Run(engine, func(t *testing.T) {
+			ctx := context.Background()
+			dsn := storetest.DSN(t, engine)
+			db, err := sqlstore.OpenAtVersion(ctx, dsn, 5)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			for _, q := range []string{
+				`INSERT INTO orgs (id, name, created_at) VALUES ('org_a', 'a', 1)`,
+				`INSERT INTO jobs (id, org_id, source, state, labels, spec, attempt, max_attempts, fence, agent_id, lease_expires_at,
+					cancel_requested, runner_name, reason, created_by, created_at, not_before, updated_at, started_at, finished_at, log_bytes)
+					VALUES ('job_1', 'org_a', 'api', 'succeeded', '[]', '{}', 0, 3, 1, '', 0, FALSE, '', '', 'test', 1, 1, 1, 1, 1, 5)`,
+				`INSERT INTO log_chunks (job_id, fence, seq, data, created_at) VALUES ('job_1', 1, 0, 'hello', 1)`,
+			} {
+				if err := db.ExecForTest(ctx, q); err != nil {
+					t.Fatalf("%s: %v", q, err)
+				}
+			}
+			if err := db.Migrate(ctx); err != nil {
+				t.Fatal(err)
+			}
+			used, stored, err := db.Logs().Stored(ctx, "org_a", "job_1", []logs.Key{{Fence: 1, Seq: 0}})
+			if err != nil || used != 5 || len(stored) != 1 {
+				t.Errorf("after migrating: used %d, stored %v, %v; want 5 and the chunk", used, stored, err)
+			}
+			got, err := db.Logs().Read(ctx, "org_a", "job_1", logs.Start, 0)
+			if err != nil || len(got) != 1 || string(got[0].Data) != "hello" {
+				t.Errorf("after migrating: read %+v, %v", got, err)
+			}
+			if _, err := db.Jobs().Get(ctx, "job_1"); err != nil {
+				t.Errorf("job after migrating: %v", err)
+			}
+		})
+	}
+}
