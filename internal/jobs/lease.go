@@ -21,34 +21,22 @@ type Lease struct {
 }
 
 // Lease waits up to wait for a job the agent may run and leases it. It
-// returns (nil, nil) when none came in time.
+// returns (nil, nil) when none came in time, and the context's error when
+// it ended first (notify.LongPoll).
 func (s *Service) Lease(ctx context.Context, agent store.Agent, wait time.Duration) (*Lease, error) {
-	deadline := s.now().Add(wait)
-	for {
-		// Take the wake-up channel before looking, so a job created in
-		// between is not missed.
-		woken := s.notify.Wait(queueTopic(agent.OrgID))
-		l, err := s.tryLease(ctx, agent)
-		if err == nil {
-			return l, nil
+	var l *Lease
+	err := s.notify.LongPoll(ctx, queueTopic(agent.OrgID), wait, s.cfg.PollInterval, func() (bool, error) {
+		var err error
+		l, err = s.tryLease(ctx, agent)
+		if errors.Is(err, store.ErrNotFound) {
+			return false, nil
 		}
-		if !errors.Is(err, store.ErrNotFound) {
-			return nil, err
-		}
-		left := deadline.Sub(s.now())
-		if left <= 0 {
-			return nil, nil
-		}
-		t := time.NewTimer(min(left, s.cfg.PollInterval))
-		select {
-		case <-woken:
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return nil, ctx.Err()
-		}
-		t.Stop()
+		return err == nil, err
+	})
+	if err != nil {
+		return nil, err
 	}
+	return l, nil
 }
 
 func (s *Service) tryLease(ctx context.Context, agent store.Agent) (*Lease, error) {
@@ -155,39 +143,30 @@ type LeaseState struct {
 }
 
 // Sync renews every lease of the agent it names. When all are fine it
-// waits up to wait for one of them to be cancelled, then answers.
+// waits up to wait for one of them to be cancelled, then answers; when
+// the context ends first it returns its error (notify.LongPoll).
 func (s *Service) Sync(ctx context.Context, agent store.Agent, refs []LeaseRef, wait time.Duration) ([]LeaseState, error) {
 	if err := s.store.Agents().Touch(ctx, agent.ID, s.now()); err != nil {
 		return nil, err
 	}
 	wait = min(wait, s.cfg.LeaseTTL/2)
-	deadline := s.now().Add(wait)
 	states := make([]LeaseState, len(refs))
-	for {
-		woken := s.notify.Wait(agentTopic(agent.ID))
+	err := s.notify.LongPoll(ctx, agentTopic(agent.ID), wait, s.cfg.PollInterval, func() (bool, error) {
 		quiet := true
 		for i, ref := range refs {
 			st, err := s.renew(ctx, agent, ref)
 			if err != nil {
-				return nil, err
+				return false, err
 			}
 			states[i] = st
 			quiet = quiet && st.Status == "ok"
 		}
-		left := deadline.Sub(s.now())
-		if !quiet || left <= 0 {
-			return states, nil
-		}
-		t := time.NewTimer(min(left, s.cfg.PollInterval))
-		select {
-		case <-woken:
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return states, nil
-		}
-		t.Stop()
+		return !quiet, nil
+	})
+	if err != nil {
+		return nil, err
 	}
+	return states, nil
 }
 
 func (s *Service) renew(ctx context.Context, agent store.Agent, ref LeaseRef) (LeaseState, error) {

@@ -137,57 +137,36 @@ func (s *Service) Append(ctx context.Context, agent store.Agent, job string, fen
 
 // Follow calls fn with org's job's output after the cursor, in order, as
 // it arrives, until the job has finished and everything is delivered
-// (follow) or until what is stored now is delivered (!follow).
+// (follow) or until what is stored now is delivered (!follow). It returns
+// the context's error when the context ends first (notify.LongPoll).
 func (s *Service) Follow(ctx context.Context, org, job string, after Cursor, follow bool, fn func([]Chunk) error) error {
 	if _, err := s.jobs.Get(ctx, org, job); err != nil {
 		return err
 	}
-	for {
-		woken := s.notify.Wait(jobs.Topic(job))
-		chunks, err := s.store.Read(ctx, org, job, after, 1000)
-		if err != nil {
-			return err
-		}
-		if len(chunks) > 0 {
+	// drain delivers everything stored after the cursor.
+	drain := func() error {
+		for {
+			chunks, err := s.store.Read(ctx, org, job, after, 1000)
+			if err != nil || len(chunks) == 0 {
+				return err
+			}
 			if err := fn(chunks); err != nil {
 				return err
 			}
 			last := chunks[len(chunks)-1]
 			after = Cursor{Fence: last.Fence, Seq: last.Seq}
-			continue
 		}
-		if !follow {
-			return nil
+	}
+	return s.notify.LongPoll(ctx, jobs.Topic(job), notify.Forever, s.cfg.PollInterval, func() (bool, error) {
+		if err := drain(); err != nil || !follow {
+			return true, err
 		}
 		j, err := s.jobs.Get(ctx, org, job)
-		if err != nil {
-			return err
+		if err != nil || !j.State.Terminal() {
+			return false, err
 		}
-		if j.State.Terminal() {
-			// Chunks may have landed between the read and the state
-			// check: read once more before ending.
-			rest, err := s.store.Read(ctx, org, job, after, 1000)
-			if err != nil {
-				return err
-			}
-			if len(rest) > 0 {
-				if err := fn(rest); err != nil {
-					return err
-				}
-				last := rest[len(rest)-1]
-				after = Cursor{Fence: last.Fence, Seq: last.Seq}
-				continue
-			}
-			return nil
-		}
-		t := time.NewTimer(s.cfg.PollInterval)
-		select {
-		case <-woken:
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		}
-		t.Stop()
-	}
+		// Chunks may have landed between the read and the state check:
+		// read once more before ending.
+		return true, drain()
+	})
 }

@@ -2,7 +2,9 @@
 // and is woken when the topic is notified. Connected to a Relay, a
 // Notifier also wakes the waiters of the other processes sharing its
 // database (best effort), so waiters still re-read their source of truth
-// at a bounded interval.
+// at a bounded interval. LongPoll is that loop, written once: every long
+// poll of the control plane (job leases, lease sync, log tails, session
+// orders, session waits) runs on it and ends the same way.
 package notify
 
 import "sync"

@@ -58,32 +58,22 @@ func hexOnly(s string) bool {
 }
 
 // Orders tells an agent which sessions to start and stop, given what it
-// runs. When there is nothing to do it waits up to wait for a change.
+// runs. When there is nothing to do it waits up to wait for a change; when
+// the context ends first it returns its error (notify.LongPoll).
 func (b *Broker) Orders(ctx context.Context, a store.Agent, running []apiv1.SessionStatus, wait time.Duration) (apiv1.SessionOrders, error) {
 	if err := b.o.Store.Agents().Touch(ctx, a.ID, b.o.Now()); err != nil {
 		return apiv1.SessionOrders{}, err
 	}
-	deadline := b.o.Now().Add(wait)
-	for {
-		woken := b.notify.Wait(agentTopic(a.ID))
-		orders, err := b.orders(ctx, a, running)
-		if err != nil || len(orders.Start)+len(orders.Stop) > 0 {
-			return orders, err
-		}
-		left := deadline.Sub(b.o.Now())
-		if left <= 0 {
-			return orders, nil
-		}
-		t := time.NewTimer(min(left, b.o.PollInterval))
-		select {
-		case <-woken:
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return orders, nil
-		}
-		t.Stop()
+	var orders apiv1.SessionOrders
+	err := b.notify.LongPoll(ctx, agentTopic(a.ID), wait, b.o.PollInterval, func() (bool, error) {
+		var err error
+		orders, err = b.orders(ctx, a, running)
+		return len(orders.Start)+len(orders.Stop) > 0, err
+	})
+	if err != nil {
+		return apiv1.SessionOrders{}, err
 	}
+	return orders, nil
 }
 
 func (b *Broker) orders(ctx context.Context, a store.Agent, running []apiv1.SessionStatus) (apiv1.SessionOrders, error) {

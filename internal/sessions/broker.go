@@ -181,7 +181,7 @@ func (b *Broker) findOrCreate(ctx context.Context, p auth.Principal, user pki.Id
 			if attempt > 0 {
 				return store.Session{}, false, fmt.Errorf("%w: the previous session %s is still stopping; try again", rbs.ErrNoAgent, live.ID)
 			}
-			if _, err := b.waitState(ctx, live.ID, 10*time.Second, func(s store.Session) bool { return !s.State.Live() }); err != nil {
+			if _, _, err := b.waitState(ctx, live.ID, 10*time.Second, func(s store.Session) bool { return !s.State.Live() }); err != nil {
 				return store.Session{}, false, err
 			}
 			continue
@@ -286,13 +286,13 @@ func (b *Broker) waitReady(ctx context.Context, s store.Session) (store.Session,
 	if s.State == store.SessionReady {
 		return s, nil
 	}
-	got, err := b.waitState(ctx, s.ID, b.o.StartTimeout, func(s store.Session) bool { return s.State != store.SessionPending })
-	if errors.Is(err, context.DeadlineExceeded) {
-		b.stop(context.WithoutCancel(ctx), s, "the agent did not start it in time")
-		return got, fmt.Errorf("%w: the agent did not start the session within %v", rbs.ErrNoAgent, b.o.StartTimeout)
-	}
+	got, met, err := b.waitState(ctx, s.ID, b.o.StartTimeout, func(s store.Session) bool { return s.State != store.SessionPending })
 	if err != nil {
 		return got, err
+	}
+	if !met {
+		b.stop(context.WithoutCancel(ctx), s, "the agent did not start it in time")
+		return got, fmt.Errorf("%w: the agent did not start the session within %v", rbs.ErrNoAgent, b.o.StartTimeout)
 	}
 	if got.State != store.SessionReady {
 		return got, fmt.Errorf("%w: the agent could not start the session: %s", rbs.ErrNoAgent, got.Reason)
@@ -300,29 +300,17 @@ func (b *Broker) waitReady(ctx context.Context, s store.Session) (store.Session,
 	return got, nil
 }
 
-// waitState polls a session (woken by agent reports) until cond holds.
-func (b *Broker) waitState(ctx context.Context, id string, within time.Duration, cond func(store.Session) bool) (store.Session, error) {
-	ctx, cancel := context.WithTimeout(ctx, within)
-	defer cancel()
-	for {
-		woken := b.notify.Wait(sessionTopic(id))
-		s, err := b.o.Store.Sessions().Get(ctx, id)
-		if err != nil {
-			return s, err
-		}
-		if cond(s) {
-			return s, nil
-		}
-		t := time.NewTimer(b.o.PollInterval)
-		select {
-		case <-woken:
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return s, ctx.Err()
-		}
-		t.Stop()
-	}
+// waitState polls a session (woken by agent reports) until cond holds
+// (met) or within has passed; it returns the context's error when the
+// context ends first (notify.LongPoll).
+func (b *Broker) waitState(ctx context.Context, id string, within time.Duration, cond func(store.Session) bool) (s store.Session, met bool, err error) {
+	err = b.notify.LongPoll(ctx, sessionTopic(id), within, b.o.PollInterval, func() (bool, error) {
+		var err error
+		s, err = b.o.Store.Sessions().Get(ctx, id)
+		met = err == nil && cond(s)
+		return met, err
+	})
+	return s, met, err
 }
 
 // own returns a session of p's, refusing any other user's as not found.
