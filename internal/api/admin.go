@@ -7,12 +7,10 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/nimbus-build/nimbus/internal/admin"
 	"github.com/nimbus-build/nimbus/internal/apiv1"
 	"github.com/nimbus-build/nimbus/internal/auth"
-	"github.com/nimbus-build/nimbus/internal/ids"
 	"github.com/nimbus-build/nimbus/internal/jobs"
-	"github.com/nimbus-build/nimbus/internal/policy"
-	"github.com/nimbus-build/nimbus/internal/secrets"
 	"github.com/nimbus-build/nimbus/internal/store"
 )
 
@@ -53,26 +51,16 @@ func (s *Server) createJoinToken(w http.ResponseWriter, r *http.Request, p auth.
 			return badRequest("expires_seconds: 60 to %d", int(maxJoinTokenTTL/time.Second))
 		}
 	}
-	secret, hash := auth.NewSecret(auth.JoinTokenPrefix)
-	now := s.Now()
-	jt := store.JoinToken{ID: ids.New("jtk"), OrgID: p.Org, Hash: hash, Labels: labels, MaxJobs: req.MaxJobs,
-		CreatedBy: actor(p), CreatedAt: now, ExpiresAt: now.Add(ttl)}
-	err = s.Store.InTx(r.Context(), func(rs store.Repos) error {
-		if err := rs.Tokens().CreateJoinToken(r.Context(), jt); err != nil {
-			return err
-		}
-		return rs.Audit().Append(r.Context(), store.AuditEntry{At: now, OrgID: p.Org, Actor: actor(p), Action: "agent.join_token_created",
-			Target: jt.ID, Detail: map[string]string{"labels": strings.Join(labels, ","), "expires_at": jt.ExpiresAt.Format(time.RFC3339)}})
-	})
+	jt, err := s.Fleet.CreateJoinToken(r.Context(), p, labels, req.MaxJobs, ttl)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, apiv1.JoinToken{ID: jt.ID, Token: secret, Labels: labels, MaxJobs: jt.MaxJobs, ExpiresAt: jt.ExpiresAt})
+	writeJSON(w, http.StatusCreated, apiv1.JoinToken{ID: jt.ID, Token: jt.Secret, Labels: labels, MaxJobs: jt.MaxJobs, ExpiresAt: jt.ExpiresAt})
 	return nil
 }
 
 func (s *Server) listAgents(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
-	list, err := s.Store.Agents().List(r.Context(), p.Org)
+	list, err := s.Fleet.List(r.Context(), p.Org)
 	if err != nil {
 		return err
 	}
@@ -89,21 +77,11 @@ func (s *Server) disableAgent(w http.ResponseWriter, r *http.Request, p auth.Pri
 	if err != nil {
 		return err
 	}
-	now := s.Now()
-	err = s.Store.InTx(r.Context(), func(rs store.Repos) error {
-		if err := rs.Agents().Disable(r.Context(), p.Org, id, now); err != nil {
-			return err
-		}
-		return rs.Audit().Append(r.Context(), store.AuditEntry{At: now, OrgID: p.Org, Actor: actor(p), Action: "agent.disabled", Target: id})
-	})
+	a, err := s.Fleet.Disable(r.Context(), p, id)
 	if err != nil {
 		return err
 	}
-	a, err := s.Store.Agents().Get(r.Context(), id)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, agentJSON(a, now))
+	writeJSON(w, http.StatusOK, agentJSON(a, s.Now()))
 	return nil
 }
 
@@ -118,49 +96,26 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, p auth.Prin
 	if !auth.Role(req.Role).Valid() {
 		return badRequest("role: %q is not one of viewer, developer, ci, admin, owner", req.Role)
 	}
-	if err := s.Policy.Authorize(r.Context(), p, "tokens.create", policy.Resource{Org: p.Org, Role: req.Role}); err != nil {
-		return err
-	}
 	if req.ExpiresSeconds < 0 || req.ExpiresSeconds > 10*365*24*3600 {
 		return badRequest("expires_seconds: 0 (never) to ten years")
 	}
-	tok, err := s.issueToken(r, p.Org, req.Name, req.Role, time.Duration(req.ExpiresSeconds)*time.Second, actor(p), nil)
+	tok, err := s.Admin.CreateToken(r.Context(), p, req.Name, req.Role, time.Duration(req.ExpiresSeconds)*time.Second)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, tok)
+	writeJSON(w, http.StatusCreated, newTokenJSON(tok))
 	return nil
 }
 
-// issueToken creates an API token in rs (or its own transaction) and
-// returns it with its secret, shown this once.
-func (s *Server) issueToken(r *http.Request, org, name, role string, ttl time.Duration, by string, rs store.Repos) (apiv1.Token, error) {
-	secret, hash := auth.NewSecret(auth.APITokenPrefix)
-	now := s.Now()
-	t := store.APIToken{ID: ids.New("tok"), OrgID: org, Name: name, Role: role, Hash: hash, CreatedBy: by, CreatedAt: now}
-	if ttl > 0 {
-		t.ExpiresAt = now.Add(ttl)
-	}
-	write := func(rs store.Repos) error {
-		if err := rs.Tokens().CreateAPIToken(r.Context(), t); err != nil {
-			return err
-		}
-		return rs.Audit().Append(r.Context(), store.AuditEntry{At: now, OrgID: org, Actor: by, Action: "token.created", Target: t.ID,
-			Detail: map[string]string{"name": name, "role": role}})
-	}
-	var err error
-	if rs != nil {
-		err = write(rs)
-	} else {
-		err = s.Store.InTx(r.Context(), write)
-	}
-	out := tokenJSON(t)
-	out.Secret = secret
-	return out, err
+// newTokenJSON shows a token just created, with its secret (this once).
+func newTokenJSON(t admin.Token) apiv1.Token {
+	out := tokenJSON(t.APIToken)
+	out.Secret = t.Secret
+	return out
 }
 
 func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
-	list, err := s.Store.Tokens().ListAPITokens(r.Context(), p.Org)
+	list, err := s.Admin.ListTokens(r.Context(), p.Org)
 	if err != nil {
 		return err
 	}
@@ -177,31 +132,16 @@ func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request, p auth.Prin
 	if err != nil {
 		return err
 	}
-	now := s.Now()
-	err = s.Store.InTx(r.Context(), func(rs store.Repos) error {
-		if err := rs.Tokens().RevokeAPIToken(r.Context(), p.Org, id, now); err != nil {
-			return err
-		}
-		return rs.Audit().Append(r.Context(), store.AuditEntry{At: now, OrgID: p.Org, Actor: actor(p), Action: "token.revoked", Target: id})
-	})
+	t, err := s.Admin.RevokeToken(r.Context(), p, id)
 	if err != nil {
 		return err
 	}
-	list, err := s.Store.Tokens().ListAPITokens(r.Context(), p.Org)
-	if err != nil {
-		return err
-	}
-	for _, t := range list {
-		if t.ID == id {
-			writeJSON(w, http.StatusOK, tokenJSON(t))
-			return nil
-		}
-	}
-	return notFound("token")
+	writeJSON(w, http.StatusOK, tokenJSON(t))
+	return nil
 }
 
 func (s *Server) listOrgs(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
-	list, err := s.Store.Orgs().List(r.Context())
+	list, err := s.Admin.ListOrgs(r.Context())
 	if err != nil {
 		return err
 	}
@@ -239,25 +179,11 @@ func (s *Server) createOrg(w http.ResponseWriter, r *http.Request, p auth.Princi
 	if (req.GitHubID == 0) != (req.GitHubLogin == "") {
 		return badRequest("github_id and github_login go together: give both (the account's numeric id and login) or neither")
 	}
-	now := s.Now()
-	o := store.Org{ID: ids.New("org"), Name: req.Name, GitHubOwnerID: req.GitHubID, GitHubLogin: req.GitHubLogin, CreatedAt: now}
-	var out apiv1.CreatedOrg
-	err := s.Store.InTx(r.Context(), func(rs store.Repos) error {
-		if err := rs.Orgs().Create(r.Context(), o); err != nil {
-			return err
-		}
-		if err := rs.Audit().Append(r.Context(), store.AuditEntry{At: now, OrgID: o.ID, Actor: actor(p), Action: "org.created", Target: o.ID,
-			Detail: map[string]string{"name": o.Name, "by_org": p.Org}}); err != nil {
-			return err
-		}
-		tok, err := s.issueToken(r, o.ID, "admin", string(auth.RoleAdmin), 0, actor(p), rs)
-		out = apiv1.CreatedOrg{Org: orgJSON(o), AdminToken: tok}
-		return err
-	})
+	o, err := s.Admin.CreateOrg(r.Context(), p, req.Name, req.GitHubID, req.GitHubLogin)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, out)
+	writeJSON(w, http.StatusCreated, apiv1.CreatedOrg{Org: orgJSON(o.Org), AdminToken: newTokenJSON(o.Admin)})
 	return nil
 }
 
@@ -304,35 +230,26 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request, p auth.Princip
 }
 
 func (s *Server) rotateKeys(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
-	// Credentials signed by the old key keep working for as long as the
-	// longest credential lives.
-	id, err := s.Keyring.Rotate(r.Context(), s.AgentCredentialTTL)
-	if err != nil {
+	if _, err := s.Admin.RotateSigningKey(r.Context(), p); err != nil {
 		return err
 	}
-	s.auditEntry(r.Context(), store.AuditEntry{OrgID: p.Org, Actor: actor(p), Action: "key.rotated", Target: id})
 	return s.listKeys(w, r, p)
 }
 
 func (s *Server) rotateWebhookSecret(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
-	secret := secrets.NewWebhookSecret()
-	n, err := s.Secrets.AddWebhook(r.Context(), secret)
+	secret, n, err := s.Admin.AddWebhookSecret(r.Context(), p)
 	if err != nil {
 		return err
 	}
-	s.auditEntry(r.Context(), store.AuditEntry{OrgID: p.Org, Actor: actor(p), Action: "webhook_secret.added", Target: "webhook",
-		Detail: map[string]string{"accepted": strconv.Itoa(n)}})
 	writeJSON(w, http.StatusCreated, apiv1.WebhookSecret{Secret: secret, Count: n})
 	return nil
 }
 
 func (s *Server) retireWebhookSecrets(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
-	n, err := s.Secrets.RetireWebhook(r.Context())
+	n, err := s.Admin.RetireWebhookSecrets(r.Context(), p)
 	if err != nil {
 		return err
 	}
-	s.auditEntry(r.Context(), store.AuditEntry{OrgID: p.Org, Actor: actor(p), Action: "webhook_secret.retired", Target: "webhook",
-		Detail: map[string]string{"accepted": strconv.Itoa(n)}})
 	writeJSON(w, http.StatusOK, apiv1.WebhookSecret{Count: n})
 	return nil
 }
@@ -355,18 +272,7 @@ func (s *Server) linkOrg(w http.ResponseWriter, r *http.Request, p auth.Principa
 	if req.GitHubID <= 0 || req.GitHubLogin == "" || len(req.GitHubLogin) > 100 {
 		return badRequest("github_id and github_login: the GitHub account's numeric id and login")
 	}
-	now := s.Now()
-	err = s.Store.InTx(r.Context(), func(rs store.Repos) error {
-		if err := rs.Orgs().LinkGitHub(r.Context(), id, req.GitHubID, req.GitHubLogin); err != nil {
-			return err
-		}
-		return rs.Audit().Append(r.Context(), store.AuditEntry{At: now, OrgID: id, Actor: actor(p), Action: "org.github_linked", Target: id,
-			Detail: map[string]string{"github_login": req.GitHubLogin, "github_id": strconv.FormatInt(req.GitHubID, 10)}})
-	})
-	if err != nil {
-		return err
-	}
-	o, err := s.Store.Orgs().Get(r.Context(), id)
+	o, err := s.Admin.LinkGitHub(r.Context(), p, id, req.GitHubID, req.GitHubLogin)
 	if err != nil {
 		return err
 	}

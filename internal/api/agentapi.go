@@ -1,13 +1,13 @@
 package api
 
 import (
-	"errors"
 	"net/http"
 	"strings"
 	"time"
 
 	"github.com/nimbus-build/nimbus/internal/apiv1"
 	"github.com/nimbus-build/nimbus/internal/auth"
+	"github.com/nimbus-build/nimbus/internal/fleet"
 	"github.com/nimbus-build/nimbus/internal/ids"
 	"github.com/nimbus-build/nimbus/internal/jobs"
 	"github.com/nimbus-build/nimbus/internal/logs"
@@ -44,31 +44,8 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request) error {
 	if req.MaxJobs < 1 || req.MaxJobs > maxAgentJobs {
 		return badRequest("max_jobs: 1-%d", maxAgentJobs)
 	}
-	now := s.Now()
-	a := store.Agent{ID: ids.New("agt"), Name: req.Name, Labels: labels, MaxJobs: req.MaxJobs,
-		Hostname: trimTo(req.Hostname, 255), Version: trimTo(req.Version, 64), CreatedAt: now, LastSeenAt: now}
-	// One transaction: a refused enrollment leaves the token unused.
-	err = s.Store.InTx(r.Context(), func(rs store.Repos) error {
-		jt, err := rs.Tokens().ConsumeJoinToken(r.Context(), auth.HashSecret(tok), a.ID, now)
-		if err != nil {
-			return err
-		}
-		if len(a.Labels) == 0 {
-			a.Labels = jt.Labels
-		}
-		if !jobs.Subset(a.Labels, jt.Labels) {
-			return errorf(http.StatusForbidden, apiv1.CodeForbidden, "labels %v: this join token allows only %v", a.Labels, jt.Labels)
-		}
-		if jt.MaxJobs > 0 && a.MaxJobs > jt.MaxJobs {
-			return errorf(http.StatusForbidden, apiv1.CodeForbidden, "max_jobs %d: this join token allows at most %d", a.MaxJobs, jt.MaxJobs)
-		}
-		a.OrgID, a.AllowedLabels = jt.OrgID, jt.Labels
-		if err := rs.Agents().Create(r.Context(), a); err != nil {
-			return err
-		}
-		return rs.Audit().Append(r.Context(), store.AuditEntry{At: now, OrgID: a.OrgID, Actor: "join_token:" + jt.ID, Action: "agent.enrolled",
-			Target: a.ID, Detail: map[string]string{"name": a.Name, "labels": strings.Join(a.Labels, ",")}})
-	})
+	a, err := s.Fleet.Enroll(r.Context(), tok, fleet.Enrollment{Name: req.Name, Labels: labels, MaxJobs: req.MaxJobs,
+		Hostname: trimTo(req.Hostname, 255), Version: trimTo(req.Version, 64)})
 	if err != nil {
 		return err
 	}
@@ -76,12 +53,11 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) writeCredential(w http.ResponseWriter, status int, a store.Agent) error {
-	cred, err := s.Keyring.Sign(auth.Claims{Kind: auth.KindAgent, Subject: a.ID, Org: a.OrgID, Name: a.Name}, s.AgentCredentialTTL)
+	cred, expires, err := s.Fleet.Credential(a)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, status, apiv1.Enrolled{AgentID: a.ID, Org: a.OrgID, Credential: cred, ExpiresAt: s.Now().Add(s.AgentCredentialTTL),
-		AllowedLabels: a.AllowedLabels})
+	writeJSON(w, status, apiv1.Enrolled{AgentID: a.ID, Org: a.OrgID, Credential: cred, ExpiresAt: expires, AllowedLabels: a.AllowedLabels})
 	return nil
 }
 
@@ -105,23 +81,14 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request, a store.Agent)
 	if err != nil {
 		return err
 	}
-	if len(labels) == 0 {
-		labels = a.AllowedLabels
-	}
-	// Capabilities are verified, not trusted: an agent serves only what
-	// its enrollment allowed.
-	if !jobs.Subset(labels, a.AllowedLabels) {
-		s.auditEntry(r.Context(), store.AuditEntry{OrgID: a.OrgID, Actor: "agent:" + a.ID, Action: "agent.labels_refused", Target: a.ID,
-			Detail: map[string]string{"declared": strings.Join(labels, ","), "allowed": strings.Join(a.AllowedLabels, ",")}})
-		return errorf(http.StatusForbidden, apiv1.CodeForbidden, "labels %v: this agent's enrollment allows only %v", labels, a.AllowedLabels)
-	}
 	if req.MaxJobs < 1 || req.MaxJobs > maxAgentJobs {
 		return badRequest("max_jobs: 1-%d", maxAgentJobs)
 	}
-	if err := s.Store.Agents().Register(r.Context(), a.ID, labels, req.MaxJobs, trimTo(req.Hostname, 255), trimTo(req.Version, 64), s.Now()); err != nil {
+	a, err = s.Fleet.Register(r.Context(), a, fleet.Registration{Labels: labels, MaxJobs: req.MaxJobs,
+		Hostname: trimTo(req.Hostname, 255), Version: trimTo(req.Version, 64)})
+	if err != nil {
 		return err
 	}
-	a.Labels, a.MaxJobs = labels, req.MaxJobs
 	writeJSON(w, http.StatusOK, agentJSON(a, s.Now()))
 	return nil
 }
@@ -256,9 +223,6 @@ func (s *Server) completeJob(w http.ResponseWriter, r *http.Request, a store.Age
 		return badRequest("reason: at most 4096 bytes")
 	}
 	j, err := s.Jobs.Complete(r.Context(), a, id, req.Fence, store.Outcome{State: st, ExitCode: req.ExitCode, Reason: req.Reason})
-	if errors.Is(err, store.ErrStaleFence) {
-		s.auditEntry(r.Context(), store.AuditEntry{OrgID: a.OrgID, Actor: "agent:" + a.ID, Action: "job.stale_report_refused", Target: id})
-	}
 	if err != nil {
 		return err
 	}

@@ -14,9 +14,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"golang.org/x/time/rate"
 
+	"github.com/nimbus-build/nimbus/internal/admin"
+	"github.com/nimbus-build/nimbus/internal/audit"
 	"github.com/nimbus-build/nimbus/internal/auth"
+	"github.com/nimbus-build/nimbus/internal/fleet"
 	"github.com/nimbus-build/nimbus/internal/jobs"
 	"github.com/nimbus-build/nimbus/internal/logs"
 	"github.com/nimbus-build/nimbus/internal/pki"
@@ -29,9 +31,12 @@ import (
 
 // Options are the Server's dependencies.
 type Options struct {
-	Store   store.Store
-	Jobs    *jobs.Service
-	Logs    *logs.Service
+	Store store.Store
+	Jobs  *jobs.Service
+	Logs  *logs.Service
+	// Fleet manages agents, Admin orgs, tokens, keys and webhook secrets.
+	Fleet   *fleet.Service
+	Admin   *admin.Service
 	Auth    *auth.Authenticator
 	Keyring *auth.Keyring
 	Policy  *policy.Engine
@@ -42,9 +47,6 @@ type Options struct {
 	// JobEnv returns environment variables added to a leased job (the
 	// cache endpoints and a job-scoped credential); nil adds none.
 	JobEnv func(ctx context.Context, j store.Job) (map[string]string, error)
-	// AgentCredentialTTL is how long an agent credential lives; agents
-	// refresh it before it expires.
-	AgentCredentialTTL time.Duration
 	// Sessions is remote Bazel's session broker, CA its certificate
 	// authority; nil: remote Bazel is off.
 	Sessions *sessions.Broker
@@ -62,10 +64,6 @@ type Server struct {
 	Options
 	log *slog.Logger
 	mux *http.ServeMux
-	// rejectAudit bounds how many rejected webhooks are written to the
-	// audit log, so a flood of forgeries cannot fill the database; all of
-	// them are counted in the metrics.
-	rejectAudit *rate.Limiter
 }
 
 // New builds the Server and its routes.
@@ -76,11 +74,7 @@ func New(o Options) *Server {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	if o.AgentCredentialTTL == 0 {
-		o.AgentCredentialTTL = 24 * time.Hour
-	}
-	s := &Server{Options: o, log: o.Logger.With("component", "api"), mux: http.NewServeMux(),
-		rejectAudit: rate.NewLimiter(1, 20)}
+	s := &Server{Options: o, log: o.Logger.With("component", "api"), mux: http.NewServeMux()}
 	s.routes()
 	return s
 }
@@ -232,13 +226,4 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (s *Server) auditEntry(ctx context.Context, e store.AuditEntry) {
-	if e.At.IsZero() {
-		e.At = s.Now()
-	}
-	if err := s.Store.Audit().Append(context.WithoutCancel(ctx), e); err != nil {
-		s.log.Error("audit", "action", e.Action, "err", err)
-	}
-}
-
-func actor(p auth.Principal) string { return string(p.Kind) + ":" + p.ID }
+func actor(p auth.Principal) string { return audit.Actor(p) }

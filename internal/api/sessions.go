@@ -3,7 +3,6 @@ package api
 import (
 	"errors"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/nimbus-build/nimbus/internal/apiv1"
@@ -66,15 +65,10 @@ func (s *Server) userCertificate(w http.ResponseWriter, r *http.Request, p auth.
 	if err != nil {
 		return badRequest("csr: %v", err)
 	}
-	id := pki.UserIdentity(p.Org, p.Name)
-	if err := id.Validate(); err != nil {
-		return errorf(http.StatusForbidden, apiv1.CodeForbidden, "token name %q cannot name a remote Bazel user: %v", p.Name, err)
-	}
-	cert, err := s.CA.SignCSR(csr, id, pki.IssueOptions{TTL: 30 * 24 * time.Hour})
+	cert, id, err := s.Sessions.UserCertificate(r.Context(), p, csr)
 	if err != nil {
-		return badRequest("csr: %v", err)
+		return sessionsError(err)
 	}
-	s.auditEntry(r.Context(), store.AuditEntry{OrgID: p.Org, Actor: actor(p), Action: "rbs.certificate_issued", Target: id.String()})
 	writeJSON(w, http.StatusOK, apiv1.RBSRegistered{CertPEM: string(cert), CAPEM: string(s.CA.CertPEM()), Identity: id.String()})
 	return nil
 }
@@ -128,8 +122,6 @@ func (s *Server) registerRBS(w http.ResponseWriter, r *http.Request, a store.Age
 	if err != nil {
 		return sessionsError(err)
 	}
-	s.auditEntry(r.Context(), store.AuditEntry{OrgID: a.OrgID, Actor: "agent:" + a.ID, Action: "agent.rbs_registered", Target: a.ID,
-		Detail: map[string]string{"address": req.Address, "install_md5s": strings.Join(req.InstallMD5s, ",")}})
 	writeJSON(w, http.StatusOK, apiv1.RBSRegistered{CertPEM: string(cert), CAPEM: string(s.CA.CertPEM()), Identity: id.String()})
 	return nil
 }

@@ -8,7 +8,6 @@ import (
 	"github.com/nimbus-build/nimbus/internal/apiv1"
 	"github.com/nimbus-build/nimbus/internal/github"
 	"github.com/nimbus-build/nimbus/internal/jobs"
-	"github.com/nimbus-build/nimbus/internal/store"
 )
 
 // maxWebhookBody is GitHub's own cap on a delivery.
@@ -36,11 +35,7 @@ func (s *Server) githubWebhook(w http.ResponseWriter, r *http.Request) error {
 		return errorf(http.StatusServiceUnavailable, apiv1.CodeUnavailable, "no webhook secret is configured on this server")
 	}
 	if err := github.VerifySignature(body, r.Header.Get(github.SignatureHeader), secrets); err != nil {
-		s.Jobs.ObserveWebhook("rejected")
-		if s.rejectAudit.Allow() {
-			s.auditEntry(r.Context(), store.AuditEntry{Actor: "github", Action: "webhook.rejected", Target: r.Header.Get(github.HeaderDelivery),
-				Detail: map[string]string{"reason": err.Error(), "remote": r.RemoteAddr}})
-		}
+		s.Jobs.RejectWebhook(r.Context(), r.Header.Get(github.HeaderDelivery), err.Error(), r.RemoteAddr)
 		return errorf(http.StatusUnauthorized, apiv1.CodeUnauthenticated, "%v", err)
 	}
 	d, err := github.DeliveryFromHeaders(r.Header)

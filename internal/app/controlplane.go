@@ -17,10 +17,12 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 
+	"github.com/nimbus-build/nimbus/internal/admin"
 	"github.com/nimbus-build/nimbus/internal/api"
 	"github.com/nimbus-build/nimbus/internal/auth"
 	"github.com/nimbus-build/nimbus/internal/cache"
 	"github.com/nimbus-build/nimbus/internal/cache/actionscache"
+	"github.com/nimbus-build/nimbus/internal/fleet"
 	"github.com/nimbus-build/nimbus/internal/github"
 	"github.com/nimbus-build/nimbus/internal/jobs"
 	"github.com/nimbus-build/nimbus/internal/logs"
@@ -174,7 +176,10 @@ func (cp *ControlPlane) build(ctx context.Context, sealer *auth.Sealer) error {
 	cp.Sessions = sessions.New(sessions.Options{Store: cp.Store, CA: ca, Policy: pol, IdleTTL: c.SessionIdleTTL, AgentCertTTL: c.RBSAgentCertTTL,
 		Notifier: cp.sessionsWake, Logger: cp.log})
 	cp.API = api.New(api.Options{
-		Store: cp.Store, Jobs: svc, Logs: cp.Logs, Auth: authn, Keyring: ring, Policy: pol, Sessions: cp.Sessions, CA: ca,
+		Store: cp.Store, Jobs: svc, Logs: cp.Logs, Auth: authn,
+		Fleet:   fleet.New(fleet.Options{Store: cp.Store, Keyring: ring, Logger: cp.log}),
+		Admin:   admin.New(admin.Options{Store: cp.Store, Policy: pol, Keyring: ring, Secrets: sec, Logger: cp.log}),
+		Keyring: ring, Policy: pol, Sessions: cp.Sessions, CA: ca,
 		RBSRequireClientCert: c.RBSRequireClientCert,
 		Secrets:              sec, Gatherer: cp.Registry, Logger: cp.log, JobEnv: cp.jobEnv,
 		Mounts: map[string]http.Handler{

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nimbus-build/nimbus/internal/audit"
 	"github.com/nimbus-build/nimbus/internal/github"
 	"github.com/nimbus-build/nimbus/internal/ids"
 	"github.com/nimbus-build/nimbus/internal/store"
@@ -51,7 +52,7 @@ func (s *Service) IngestWorkflowJob(ctx context.Context, d github.Delivery, ev g
 	now := s.now()
 	var res WebhookResult
 	var notifyOrg string
-	err := s.store.InTx(ctx, func(r store.Repos) error {
+	err := s.audit.Do(ctx, func(r *audit.Tx) error {
 		res, notifyOrg = WebhookResult{}, ""
 		first, err := r.Deliveries().Record(ctx, store.Delivery{ID: d.ID, Event: d.Event, ReceivedAt: now})
 		if err != nil {
@@ -98,7 +99,18 @@ func (s *Service) IngestWorkflowJob(ctx context.Context, d github.Delivery, ev g
 // ObserveWebhook counts a delivery's outcome in the metrics.
 func (s *Service) ObserveWebhook(outcome string) { s.m.webhooks.WithLabelValues(outcome).Inc() }
 
-func (s *Service) createGitHubJob(ctx context.Context, r store.Repos, org store.Org, key string, ev github.WorkflowJobEvent, now time.Time) (WebhookResult, error) {
+// RejectWebhook records a delivery refused for its signature: it is
+// counted in the metrics, and audited at a bounded rate so that a flood of
+// forgeries cannot fill the database.
+func (s *Service) RejectWebhook(ctx context.Context, delivery, reason, remote string) {
+	s.ObserveWebhook("rejected")
+	if s.rejectAudit.Allow() {
+		s.audit.Record(ctx, store.AuditEntry{Actor: "github", Action: "webhook.rejected", Target: delivery,
+			Detail: map[string]string{"reason": reason, "remote": remote}})
+	}
+}
+
+func (s *Service) createGitHubJob(ctx context.Context, r *audit.Tx, org store.Org, key string, ev github.WorkflowJobEvent, now time.Time) (WebhookResult, error) {
 	if ev.Action == github.ActionWaiting {
 		return WebhookResult{Outcome: WebhookIgnored, Reason: "the job waits for an approval; a runner starts when it is queued"}, nil
 	}
@@ -137,13 +149,13 @@ func (s *Service) createGitHubJob(ctx context.Context, r store.Repos, org store.
 		// replicas racing on the same new key. Treat as an update.
 		return s.updateGitHubJob(ctx, r, created, ev, now)
 	}
-	err = r.Audit().Append(ctx, store.AuditEntry{At: now, OrgID: org.ID, Actor: "github", Action: "job.created", Target: j.ID,
+	r.Audit(store.AuditEntry{At: now, OrgID: org.ID, Actor: "github", Action: "job.created", Target: j.ID,
 		Detail: map[string]string{"source": store.SourceGitHub, "repository": gh.Repo, "github_job_id": fmt.Sprint(gh.JobID),
 			"action": string(ev.Action), "state": string(j.State)}})
-	return WebhookResult{Outcome: WebhookCreated, JobID: j.ID, Reason: j.Reason}, err
+	return WebhookResult{Outcome: WebhookCreated, JobID: j.ID, Reason: j.Reason}, nil
 }
 
-func (s *Service) updateGitHubJob(ctx context.Context, r store.Repos, cur store.Job, ev github.WorkflowJobEvent, now time.Time) (WebhookResult, error) {
+func (s *Service) updateGitHubJob(ctx context.Context, r *audit.Tx, cur store.Job, ev github.WorkflowJobEvent, now time.Time) (WebhookResult, error) {
 	res := WebhookResult{Outcome: WebhookUpdated, JobID: cur.ID}
 	if cur.GitHub == nil {
 		return res, fmt.Errorf("job %s has a GitHub key but no GitHub data", cur.ID)
@@ -178,8 +190,9 @@ func (s *Service) updateGitHubJob(ctx context.Context, r store.Repos, cur store.
 		return res, err
 	}
 	res.Reason = reason
-	return res, r.Audit().Append(ctx, store.AuditEntry{At: now, OrgID: cur.OrgID, Actor: "github", Action: "job.cancelled",
+	r.Audit(store.AuditEntry{At: now, OrgID: cur.OrgID, Actor: "github", Action: "job.cancelled",
 		Target: cur.ID, Detail: map[string]string{"reason": reason}})
+	return res, nil
 }
 
 // mergeGitHub folds a delivery into the recorded GitHub state, moving only

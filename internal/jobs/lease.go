@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nimbus-build/nimbus/internal/audit"
 	"github.com/nimbus-build/nimbus/internal/store"
 )
 
@@ -42,16 +43,17 @@ func (s *Service) Lease(ctx context.Context, agent store.Agent, wait time.Durati
 func (s *Service) tryLease(ctx context.Context, agent store.Agent) (*Lease, error) {
 	now := s.now()
 	var j store.Job
-	err := s.store.InTx(ctx, func(r store.Repos) error {
+	err := s.audit.Do(ctx, func(tx *audit.Tx) error {
 		var err error
-		j, err = r.Jobs().Lease(ctx, store.LeaseRequest{
+		j, err = tx.Jobs().Lease(ctx, store.LeaseRequest{
 			OrgID: agent.OrgID, AgentID: agent.ID, Labels: agent.Labels, MaxJobs: agent.MaxJobs, TTL: s.cfg.LeaseTTL, Now: now,
 		})
 		if err != nil {
 			return err
 		}
-		return r.Audit().Append(ctx, store.AuditEntry{At: now, OrgID: j.OrgID, Actor: "agent:" + agent.ID, Action: "job.leased",
+		tx.Audit(store.AuditEntry{At: now, OrgID: j.OrgID, Actor: "agent:" + agent.ID, Action: "job.leased",
 			Target: j.ID, Detail: map[string]string{"fence": strconv.FormatInt(j.Fence, 10), "attempt": strconv.Itoa(j.Attempt)}})
+		return nil
 	})
 	if err != nil {
 		return nil, err
@@ -106,7 +108,7 @@ func (s *Service) leaseRunner(ctx context.Context, agent store.Agent, j store.Jo
 	if _, rerr := s.store.Jobs().Release(ctx, j.ID, j.Fence, now.Add(backoff), reason, now); rerr != nil {
 		return nil, rerr
 	}
-	s.audit(ctx, store.AuditEntry{At: now, OrgID: j.OrgID, Actor: "system", Action: "job.released", Target: j.ID,
+	s.audit.Record(ctx, store.AuditEntry{At: now, OrgID: j.OrgID, Actor: "system", Action: "job.released", Target: j.ID,
 		Detail: map[string]string{"reason": reason}})
 	s.log.Warn("runner config not minted; job requeued", "job_id", j.ID, "err", err, "retry_in", backoff)
 	return nil, fmt.Errorf("lease %s: %w", j.ID, store.ErrNotFound)
@@ -190,7 +192,7 @@ func (s *Service) Start(ctx context.Context, agent store.Agent, id string, fence
 		return j, err
 	}
 	s.m.transitions.WithLabelValues(string(store.JobRunning)).Inc()
-	s.audit(ctx, store.AuditEntry{At: now, OrgID: j.OrgID, Actor: "agent:" + agent.ID, Action: "job.started", Target: id,
+	s.audit.Record(ctx, store.AuditEntry{At: now, OrgID: j.OrgID, Actor: "agent:" + agent.ID, Action: "job.started", Target: id,
 		Detail: map[string]string{"fence": strconv.FormatInt(fence, 10)}})
 	s.notify.Notify(Topic(id))
 	return j, nil
@@ -205,16 +207,23 @@ func (s *Service) CheckLease(ctx context.Context, agent store.Agent, id string, 
 }
 
 // Complete ends the agent's lease of a job with an outcome, exactly once.
+// A report under a stale fence is refused and recorded
+// (job.stale_report_refused).
 func (s *Service) Complete(ctx context.Context, agent store.Agent, id string, fence int64, o store.Outcome) (store.Job, error) {
-	return s.finish(ctx, "agent:"+agent.ID, agent.ID, id, fence, o)
+	j, err := s.finish(ctx, "agent:"+agent.ID, agent.ID, id, fence, o)
+	if errors.Is(err, store.ErrStaleFence) {
+		s.audit.Record(ctx, store.AuditEntry{OrgID: agent.OrgID, Actor: "agent:" + agent.ID, Action: "job.stale_report_refused", Target: id,
+			Detail: map[string]string{"fence": strconv.FormatInt(fence, 10)}})
+	}
+	return j, err
 }
 
 func (s *Service) finish(ctx context.Context, actor, agentID, id string, fence int64, o store.Outcome) (store.Job, error) {
 	now := s.now()
 	var j store.Job
-	err := s.store.InTx(ctx, func(r store.Repos) error {
+	err := s.audit.Do(ctx, func(tx *audit.Tx) error {
 		var err error
-		j, err = r.Jobs().Finish(ctx, id, agentID, fence, o, now)
+		j, err = tx.Jobs().Finish(ctx, id, agentID, fence, o, now)
 		if err != nil {
 			return err
 		}
@@ -225,7 +234,8 @@ func (s *Service) finish(ctx context.Context, actor, agentID, id string, fence i
 		if o.Reason != "" {
 			d["reason"] = o.Reason
 		}
-		return r.Audit().Append(ctx, store.AuditEntry{At: now, OrgID: j.OrgID, Actor: actor, Action: "job.finished", Target: id, Detail: d})
+		tx.Audit(store.AuditEntry{At: now, OrgID: j.OrgID, Actor: actor, Action: "job.finished", Target: id, Detail: d})
+		return nil
 	})
 	if err != nil {
 		return j, err
@@ -234,12 +244,4 @@ func (s *Service) finish(ctx context.Context, actor, agentID, id string, fence i
 	s.notify.Notify(Topic(id))
 	s.runnerSpent(j)
 	return j, nil
-}
-
-// audit appends an entry outside a transaction; a failure is logged, not
-// returned: the change it describes has already happened.
-func (s *Service) audit(ctx context.Context, e store.AuditEntry) {
-	if err := s.store.Audit().Append(context.WithoutCancel(ctx), e); err != nil {
-		s.log.Error("audit", "action", e.Action, "target", e.Target, "err", err)
-	}
 }

@@ -16,7 +16,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/time/rate"
 
+	"github.com/nimbus-build/nimbus/internal/audit"
 	"github.com/nimbus-build/nimbus/internal/ids"
 	"github.com/nimbus-build/nimbus/internal/notify"
 	"github.com/nimbus-build/nimbus/internal/store"
@@ -92,6 +94,9 @@ type Service struct {
 	limiter *orgLimiter
 	runners RunnerMinter
 	m       *metrics
+	audit   *audit.Log
+	// rejectAudit bounds how many rejected webhooks are audited.
+	rejectAudit *rate.Limiter
 	// spent holds GitHub jobs whose lease ended, for their runner to be
 	// removed from GitHub.
 	spent chan store.Job
@@ -145,7 +150,8 @@ func New(o Options) (*Service, error) {
 	return &Service{
 		store: o.Store, cfg: c, log: log.With("component", "jobs"), now: now, notify: o.Notifier,
 		limiter: newOrgLimiter(c.OrgJobRate, c.OrgJobBurst), runners: o.Runners,
-		m: newMetrics(o.Registry, o.Store, log), spent: make(chan store.Job, 4096),
+		m: newMetrics(o.Registry, o.Store, log), spent: make(chan store.Job, 4096), audit: audit.New(o.Store, now, log),
+		rejectAudit: rate.NewLimiter(1, 20),
 	}, nil
 }
 
@@ -179,15 +185,16 @@ func (s *Service) Submit(ctx context.Context, sub Submission) (store.Job, bool, 
 		j.Key = "api/" + sub.OrgID + "/" + sub.IdempotencyKey
 	}
 	var created bool
-	err := s.store.InTx(ctx, func(r store.Repos) error {
+	err := s.audit.Do(ctx, func(tx *audit.Tx) error {
 		var err error
 		j.NotBefore = now
-		j, created, err = r.Jobs().Create(ctx, j)
+		j, created, err = tx.Jobs().Create(ctx, j)
 		if err != nil || !created {
 			return err
 		}
-		return r.Audit().Append(ctx, store.AuditEntry{At: now, OrgID: j.OrgID, Actor: sub.CreatedBy, Action: "job.created",
+		tx.Audit(store.AuditEntry{At: now, OrgID: j.OrgID, Actor: sub.CreatedBy, Action: "job.created",
 			Target: j.ID, Detail: map[string]string{"source": store.SourceAPI}})
+		return nil
 	})
 	if err != nil {
 		return store.Job{}, false, err
@@ -221,14 +228,15 @@ func (s *Service) List(ctx context.Context, f store.JobFilter) ([]store.Job, err
 func (s *Service) Cancel(ctx context.Context, org, id, actor string) (store.Job, error) {
 	now := s.now()
 	var j store.Job
-	err := s.store.InTx(ctx, func(r store.Repos) error {
+	err := s.audit.Do(ctx, func(tx *audit.Tx) error {
 		var err error
-		j, err = r.Jobs().RequestCancel(ctx, org, id, "cancelled by "+actor, now)
+		j, err = tx.Jobs().RequestCancel(ctx, org, id, "cancelled by "+actor, now)
 		if err != nil {
 			return err
 		}
-		return r.Audit().Append(ctx, store.AuditEntry{At: now, OrgID: org, Actor: actor, Action: "job.cancel_requested",
+		tx.Audit(store.AuditEntry{At: now, OrgID: org, Actor: actor, Action: "job.cancel_requested",
 			Target: id, Detail: map[string]string{"state": string(j.State)}})
+		return nil
 	})
 	if err != nil {
 		return j, err

@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/nimbus-build/nimbus/internal/apiv1"
+	"github.com/nimbus-build/nimbus/internal/audit"
 	"github.com/nimbus-build/nimbus/internal/pki"
 	"github.com/nimbus-build/nimbus/internal/rbs"
 	"github.com/nimbus-build/nimbus/internal/store"
@@ -42,7 +44,12 @@ func (b *Broker) RegisterAgent(ctx context.Context, a store.Agent, offer store.A
 	if err != nil {
 		return nil, id, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	if err := b.o.Store.Agents().SetRBS(ctx, a.ID, &offer); err != nil {
+	err = b.rec.Do(ctx, func(tx *audit.Tx) error {
+		tx.Audit(store.AuditEntry{OrgID: a.OrgID, Actor: "agent:" + a.ID, Action: "agent.rbs_registered", Target: a.ID,
+			Detail: map[string]string{"address": offer.Address, "install_md5s": strings.Join(offer.InstallMD5s, ",")}})
+		return tx.Agents().SetRBS(ctx, a.ID, &offer)
+	})
+	if err != nil {
 		return nil, id, err
 	}
 	return certPEM, id, nil

@@ -22,6 +22,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nimbus-build/nimbus/internal/audit"
 	"github.com/nimbus-build/nimbus/internal/auth"
 	"github.com/nimbus-build/nimbus/internal/ids"
 	"github.com/nimbus-build/nimbus/internal/notify"
@@ -64,6 +65,7 @@ type Broker struct {
 	o      Options
 	log    *slog.Logger
 	notify *notify.Notifier
+	rec    *audit.Log
 }
 
 var _ session.Broker = (*Broker)(nil)
@@ -100,7 +102,7 @@ func New(o Options) *Broker {
 	if o.Notifier == nil {
 		o.Notifier = notify.New()
 	}
-	return &Broker{o: o, log: o.Logger.With("component", "sessions"), notify: o.Notifier}
+	return &Broker{o: o, log: o.Logger.With("component", "sessions"), notify: o.Notifier, rec: audit.New(o.Store, o.Now, o.Logger)}
 }
 
 // ErrInvalid marks a request the caller must fix.
@@ -120,6 +122,25 @@ func (b *Broker) user(ctx context.Context, p auth.Principal) (pki.Identity, erro
 		return pki.Identity{}, fmt.Errorf("%w: token name %q cannot name a remote Bazel user: %v", auth.ErrForbidden, p.Name, err)
 	}
 	return id, nil
+}
+
+// UserCertificate issues p a user certificate of the CA over csr, which a
+// remote Bazel proxy presents to the control plane (mutual TLS), valid for
+// 30 days. The tunnel to an agent uses a shorter-lived one from GetServer.
+func (b *Broker) UserCertificate(ctx context.Context, p auth.Principal, csr *x509.CertificateRequest) ([]byte, pki.Identity, error) {
+	if p.Kind != auth.KindUser {
+		return nil, pki.Identity{}, fmt.Errorf("%w: only users have remote Bazel certificates", auth.ErrForbidden)
+	}
+	id := pki.UserIdentity(p.Org, p.Name)
+	if err := id.Validate(); err != nil {
+		return nil, id, fmt.Errorf("%w: token name %q cannot name a remote Bazel user: %v", auth.ErrForbidden, p.Name, err)
+	}
+	cert, err := b.o.CA.SignCSR(csr, id, pki.IssueOptions{TTL: 30 * 24 * time.Hour})
+	if err != nil {
+		return nil, id, fmt.Errorf("%w: csr: %v", ErrInvalid, err)
+	}
+	b.rec.Record(ctx, store.AuditEntry{OrgID: p.Org, Actor: audit.Actor(p), Action: "rbs.certificate_issued", Target: id.String()})
+	return cert, id, nil
 }
 
 // sessionKey makes sessions the same: user, repository, Bazel release and
@@ -400,16 +421,15 @@ func (b *Broker) stop(ctx context.Context, s store.Session, reason string) (stor
 	return out, nil
 }
 
+// audit records what happened to a session (p: who did it; none: the
+// system).
 func (b *Broker) audit(ctx context.Context, p auth.Principal, action string, s store.Session) {
 	actor := "system"
 	if p.ID != "" {
-		actor = string(p.Kind) + ":" + p.ID
+		actor = audit.Actor(p)
 	}
-	e := store.AuditEntry{At: b.o.Now(), OrgID: s.OrgID, Actor: actor, Action: action, Target: s.ID,
-		Detail: map[string]string{"user": s.User, "repo_hash": s.RepoHash, "agent_id": s.AgentID}}
-	if err := b.o.Store.Audit().Append(context.WithoutCancel(ctx), e); err != nil {
-		b.log.Error("audit", "action", action, "err", err)
-	}
+	b.rec.Record(ctx, store.AuditEntry{OrgID: s.OrgID, Actor: actor, Action: action, Target: s.ID,
+		Detail: map[string]string{"user": s.User, "repo_hash": s.RepoHash, "agent_id": s.AgentID}})
 }
 
 func agentTopic(id string) string   { return "agent/" + id }

@@ -1,0 +1,208 @@
+// Package admin is how an installation is administered: orgs and their
+// API tokens (the people and CI systems acting in them), the signing keys
+// and the GitHub webhook secrets. Every change is made together with its
+// audit entry (internal/audit); the API's handlers only decode, call and
+// encode.
+package admin
+
+import (
+	"context"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/nimbus-build/nimbus/internal/audit"
+	"github.com/nimbus-build/nimbus/internal/auth"
+	"github.com/nimbus-build/nimbus/internal/ids"
+	"github.com/nimbus-build/nimbus/internal/policy"
+	"github.com/nimbus-build/nimbus/internal/secrets"
+	"github.com/nimbus-build/nimbus/internal/store"
+)
+
+// Options are the Service's dependencies.
+type Options struct {
+	Store   store.Store
+	Policy  *policy.Engine
+	Keyring *auth.Keyring
+	Secrets *secrets.Store
+	// KeyOverlap is how long a rotated signing key keeps verifying: the
+	// longest life of a credential it signed.
+	KeyOverlap time.Duration
+	Logger     *slog.Logger
+	Now        func() time.Time
+}
+
+// Service administers the installation. It is safe for concurrent use.
+type Service struct {
+	o     Options
+	audit *audit.Log
+}
+
+// New builds a Service.
+func New(o Options) *Service {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.KeyOverlap <= 0 {
+		o.KeyOverlap = 24 * time.Hour
+	}
+	return &Service{o: o, audit: audit.New(o.Store, o.Now, o.Logger)}
+}
+
+// Token is an API token just created, with its secret (shown once).
+type Token struct {
+	store.APIToken
+	Secret string
+}
+
+// CreateToken creates an API token of p's org. p may only create tokens of
+// its own role or a weaker one (the policy decides: tokens.create).
+func (s *Service) CreateToken(ctx context.Context, p auth.Principal, name, role string, ttl time.Duration) (Token, error) {
+	if err := s.o.Policy.Authorize(ctx, p, "tokens.create", policy.Resource{Org: p.Org, Role: role}); err != nil {
+		return Token{}, err
+	}
+	var t Token
+	err := s.audit.Do(ctx, func(tx *audit.Tx) error {
+		var err error
+		t, err = s.issueToken(ctx, tx, p.Org, name, role, ttl, audit.Actor(p))
+		return err
+	})
+	return t, err
+}
+
+// issueToken creates an API token in tx, audited as created by actor.
+func (s *Service) issueToken(ctx context.Context, tx *audit.Tx, org, name, role string, ttl time.Duration, actor string) (Token, error) {
+	secret, hash := auth.NewSecret(auth.APITokenPrefix)
+	now := s.o.Now()
+	t := store.APIToken{ID: ids.New("tok"), OrgID: org, Name: name, Role: role, Hash: hash, CreatedBy: actor, CreatedAt: now}
+	if ttl > 0 {
+		t.ExpiresAt = now.Add(ttl)
+	}
+	if err := tx.Tokens().CreateAPIToken(ctx, t); err != nil {
+		return Token{}, err
+	}
+	tx.Audit(store.AuditEntry{At: now, OrgID: org, Actor: actor, Action: "token.created", Target: t.ID,
+		Detail: map[string]string{"name": name, "role": role}})
+	return Token{APIToken: t, Secret: secret}, nil
+}
+
+// ListTokens lists an org's API tokens.
+func (s *Service) ListTokens(ctx context.Context, org string) ([]store.APIToken, error) {
+	return s.o.Store.Tokens().ListAPITokens(ctx, org)
+}
+
+// RevokeToken revokes an API token of p's org, at once. store.ErrNotFound
+// for a token of another org.
+func (s *Service) RevokeToken(ctx context.Context, p auth.Principal, id string) (store.APIToken, error) {
+	now := s.o.Now()
+	var out store.APIToken
+	err := s.audit.Do(ctx, func(tx *audit.Tx) error {
+		if err := tx.Tokens().RevokeAPIToken(ctx, p.Org, id, now); err != nil {
+			return err
+		}
+		tx.Audit(store.AuditEntry{At: now, OrgID: p.Org, Actor: audit.Actor(p), Action: "token.revoked", Target: id})
+		var err error
+		out, err = tokenOf(ctx, tx.Repos, p.Org, id)
+		return err
+	})
+	return out, err
+}
+
+// tokenOf finds an API token of org.
+func tokenOf(ctx context.Context, r store.Repos, org, id string) (store.APIToken, error) {
+	list, err := r.Tokens().ListAPITokens(ctx, org)
+	if err != nil {
+		return store.APIToken{}, err
+	}
+	for _, t := range list {
+		if t.ID == id {
+			return t, nil
+		}
+	}
+	return store.APIToken{}, store.ErrNotFound
+}
+
+// ListOrgs lists every org of the installation.
+func (s *Service) ListOrgs(ctx context.Context) ([]store.Org, error) {
+	return s.o.Store.Orgs().List(ctx)
+}
+
+// NewOrg is an org just created and the admin token made for it.
+type NewOrg struct {
+	Org   store.Org
+	Admin Token
+}
+
+// CreateOrg creates an org, optionally linked to a GitHub account
+// (ghID and ghLogin together), and an admin token for it.
+func (s *Service) CreateOrg(ctx context.Context, p auth.Principal, name string, ghID int64, ghLogin string) (NewOrg, error) {
+	now := s.o.Now()
+	o := store.Org{ID: ids.New("org"), Name: name, GitHubOwnerID: ghID, GitHubLogin: ghLogin, CreatedAt: now}
+	var out NewOrg
+	err := s.audit.Do(ctx, func(tx *audit.Tx) error {
+		if err := tx.Orgs().Create(ctx, o); err != nil {
+			return err
+		}
+		tx.Audit(store.AuditEntry{At: now, OrgID: o.ID, Actor: audit.Actor(p), Action: "org.created", Target: o.ID,
+			Detail: map[string]string{"name": o.Name, "by_org": p.Org}})
+		tok, err := s.issueToken(ctx, tx, o.ID, "admin", string(auth.RoleAdmin), 0, audit.Actor(p))
+		out = NewOrg{Org: o, Admin: tok}
+		return err
+	})
+	return out, err
+}
+
+// LinkGitHub links an org to a GitHub account, so that account's webhooks
+// create jobs in it. store.ErrConflict when another org has the account.
+func (s *Service) LinkGitHub(ctx context.Context, p auth.Principal, id string, ghID int64, ghLogin string) (store.Org, error) {
+	now := s.o.Now()
+	err := s.audit.Do(ctx, func(tx *audit.Tx) error {
+		if err := tx.Orgs().LinkGitHub(ctx, id, ghID, ghLogin); err != nil {
+			return err
+		}
+		tx.Audit(store.AuditEntry{At: now, OrgID: id, Actor: audit.Actor(p), Action: "org.github_linked", Target: id,
+			Detail: map[string]string{"github_login": ghLogin, "github_id": strconv.FormatInt(ghID, 10)}})
+		return nil
+	})
+	if err != nil {
+		return store.Org{}, err
+	}
+	return s.o.Store.Orgs().Get(ctx, id)
+}
+
+// RotateSigningKey makes a new signing key the one that signs; the old one
+// keeps verifying for KeyOverlap, as long as the longest credential lives.
+func (s *Service) RotateSigningKey(ctx context.Context, p auth.Principal) (string, error) {
+	id, err := s.o.Keyring.Rotate(ctx, s.o.KeyOverlap)
+	if err != nil {
+		return "", err
+	}
+	s.audit.Record(ctx, store.AuditEntry{OrgID: p.Org, Actor: audit.Actor(p), Action: "key.rotated", Target: id})
+	return id, nil
+}
+
+// AddWebhookSecret adds a new GitHub webhook secret; the old ones stay
+// accepted until retired. It returns the secret (shown once) and how many
+// are accepted now.
+func (s *Service) AddWebhookSecret(ctx context.Context, p auth.Principal) (string, int, error) {
+	secret := secrets.NewWebhookSecret()
+	n, err := s.o.Secrets.AddWebhook(ctx, secret)
+	if err != nil {
+		return "", 0, err
+	}
+	s.audit.Record(ctx, store.AuditEntry{OrgID: p.Org, Actor: audit.Actor(p), Action: "webhook_secret.added", Target: "webhook",
+		Detail: map[string]string{"accepted": strconv.Itoa(n)}})
+	return secret, n, nil
+}
+
+// RetireWebhookSecrets keeps only the newest webhook secret and returns how
+// many are accepted now.
+func (s *Service) RetireWebhookSecrets(ctx context.Context, p auth.Principal) (int, error) {
+	n, err := s.o.Secrets.RetireWebhook(ctx)
+	if err != nil {
+		return 0, err
+	}
+	s.audit.Record(ctx, store.AuditEntry{OrgID: p.Org, Actor: audit.Actor(p), Action: "webhook_secret.retired", Target: "webhook",
+		Detail: map[string]string{"accepted": strconv.Itoa(n)}})
+	return n, nil
+}
