@@ -7,6 +7,7 @@ package admin
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"time"
@@ -58,6 +59,9 @@ type Token struct {
 // CreateToken creates an API token of p's org. p may only create tokens of
 // its own role or a weaker one (the policy decides: tokens.create).
 func (s *Service) CreateToken(ctx context.Context, p auth.Principal, name, role string, ttl time.Duration) (Token, error) {
+	if !auth.Role(role).Valid() {
+		return Token{}, fmt.Errorf("%w: role %q is not one of viewer, developer, ci, admin, owner", auth.ErrForbidden, role)
+	}
 	if err := s.o.Policy.Authorize(ctx, p, "tokens.create", policy.Resource{Org: p.Org, Role: role}); err != nil {
 		return Token{}, err
 	}

@@ -68,7 +68,7 @@ func (s *Server) listAgents(w http.ResponseWriter, r *http.Request, p auth.Princ
 	for i, a := range list {
 		out[i] = agentJSON(a, s.Now())
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"agents": out})
+	writeJSON(w, http.StatusOK, apiv1.AgentList{Agents: out})
 	return nil
 }
 
@@ -123,7 +123,7 @@ func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, p auth.Princ
 	for i, t := range list {
 		out[i] = tokenJSON(t)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"tokens": out})
+	writeJSON(w, http.StatusOK, apiv1.TokenList{Tokens: out})
 	return nil
 }
 
@@ -149,7 +149,7 @@ func (s *Server) listOrgs(w http.ResponseWriter, r *http.Request, p auth.Princip
 	for i, o := range list {
 		out[i] = orgJSON(o)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"orgs": out})
+	writeJSON(w, http.StatusOK, apiv1.OrgList{Orgs: out})
 	return nil
 }
 
@@ -225,7 +225,7 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request, p auth.Princip
 	for i, k := range keys {
 		out[i] = apiv1.SigningKey(k)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"keys": out})
+	writeJSON(w, http.StatusOK, apiv1.KeyList{Keys: out})
 	return nil
 }
 

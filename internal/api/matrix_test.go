@@ -12,6 +12,7 @@ import (
 	"github.com/nimbus-build/nimbus/internal/apiv1"
 	"github.com/nimbus-build/nimbus/internal/app/apptest"
 	"github.com/nimbus-build/nimbus/internal/auth"
+	"github.com/nimbus-build/nimbus/internal/policy"
 )
 
 // world is two orgs with a token of every role in each and one of each
@@ -96,20 +97,41 @@ func asAPIError(err error, target **apiclient.Error) bool {
 	return ok
 }
 
-// endpoint is a route acting on one org's resource.
+// endpoint is a route acting on one org's resource, and the weakest role
+// that may use it (written out here, not read from the policy, so that a
+// wrong action in the route table shows).
 type endpoint struct {
-	method, path string // path with {job}, {agent}, {token}, {org}
-	body         any
-	min          auth.Role
+	route apiv1.Route
+	body  any
+	min   auth.Role
 }
 
 var resourceEndpoints = []endpoint{
-	{"GET", "/api/v1/jobs/{job}", nil, auth.RoleViewer},
-	{"GET", "/api/v1/jobs/{job}/logs", nil, auth.RoleViewer},
-	{"POST", "/api/v1/jobs/{job}/cancel", struct{}{}, auth.RoleDeveloper},
-	{"POST", "/api/v1/agents/{agent}/disable", struct{}{}, auth.RoleAdmin},
-	{"POST", "/api/v1/tokens/{token}/revoke", struct{}{}, auth.RoleAdmin},
-	{"POST", "/api/v1/orgs/{org}/github", apiv1.CreateOrg{GitHubLogin: "x", GitHubID: 99}, auth.RoleOwner},
+	{apiv1.RouteGetJob, nil, auth.RoleViewer},
+	{apiv1.RouteJobLogs, nil, auth.RoleViewer},
+	{apiv1.RouteCancelJob, struct{}{}, auth.RoleDeveloper},
+	{apiv1.RouteDisableAgent, struct{}{}, auth.RoleAdmin},
+	{apiv1.RouteRevokeToken, struct{}{}, auth.RoleAdmin},
+	{apiv1.RouteLinkOrg, apiv1.CreateOrg{GitHubLogin: "x", GitHubID: 99}, auth.RoleOwner},
+}
+
+// Routes on one resource tested elsewhere: TestMatrixSessions.
+var resourceRoutesElsewhere = []apiv1.Route{apiv1.RouteStopSession, apiv1.RouteRBSSession}
+
+// Every API token route on one resource is in the resource matrix.
+func TestResourceMatrixCoversTheTable(t *testing.T) {
+	covered := map[string]bool{}
+	for _, ep := range resourceEndpoints {
+		covered[ep.route.Pattern()] = true
+	}
+	for _, r := range resourceRoutesElsewhere {
+		covered[r.Pattern()] = true
+	}
+	for _, r := range apiv1.Routes {
+		if r.Auth == apiv1.AuthUser && strings.Contains(r.Path, "{") && !covered[r.Pattern()] {
+			t.Errorf("%s acts on a resource but is not in resourceEndpoints", r.Pattern())
+		}
+	}
 }
 
 // Every endpoint that names a resource refuses every role of another org
@@ -121,17 +143,14 @@ func TestMatrixResources(t *testing.T) {
 		rank[r] = i
 	}
 	for _, ep := range resourceEndpoints {
-		t.Run(ep.method+" "+ep.path, func(t *testing.T) {
+		t.Run(ep.route.Pattern(), func(t *testing.T) {
 			// A fresh world per endpoint: a successful cancel or revoke
 			// must not change what the next case sees.
 			w := newWorld(t)
-			path := func(org string) string {
-				r := strings.NewReplacer("{job}", w.job[org], "{agent}", w.agent[org], "{token}", w.token[org], "{org}", w.orgID[org])
-				return r.Replace(ep.path)
-			}
+			target := ep.route.URL(w.resourceFor(ep.route)) // org a's
 			// Attacks first: org b's every role on org a's resource.
 			for role, c := range w.tokens["b"] {
-				got := status(t, c, ep.method, path("a"), ep.body)
+				got := status(t, c, ep.route.Method, target, ep.body)
 				if got < 400 {
 					t.Errorf("org b %s on org a's resource: %d, want refusal", role, got)
 				}
@@ -140,13 +159,13 @@ func TestMatrixResources(t *testing.T) {
 				}
 			}
 			// An agent credential is not an API token.
-			if got := status(t, w.agentC["a"], ep.method, path("a"), ep.body); got != http.StatusForbidden {
+			if got := status(t, w.agentC["a"], ep.route.Method, target, ep.body); got != http.StatusForbidden {
 				t.Errorf("agent credential: %d, want 403", got)
 			}
 			// Inside org a, weakest role first.
 			for _, role := range auth.Roles {
 				c := w.tokens["a"][role]
-				got := status(t, c, ep.method, path("a"), ep.body)
+				got := status(t, c, ep.route.Method, target, ep.body)
 				want := rank[role] >= rank[ep.min]
 				if (got < 300) != want {
 					t.Errorf("org a %s: %d, allowed=%v", role, got, want)
@@ -269,37 +288,118 @@ func readAll(resp *http.Response) string {
 	}
 }
 
-// Every route in docs/api.md is covered by this file or by the agent and
-// webhook tests, and every route the tests know is documented.
-func TestEveryDocumentedRouteIsTested(t *testing.T) {
+// The route table and docs/api.md list the same routes.
+func TestRoutesAreDocumented(t *testing.T) {
 	doc, err := os.ReadFile("../../docs/api.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var src []byte
-	for _, f := range []string{"matrix_test.go", "sessions_test.go"} {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		src = append(src, b...)
-	}
-	re := regexp.MustCompile("\\| `(GET|POST) (/[^` ?,]*)")
+	norm := regexp.MustCompile(`\{[a-z]+\}`)
+	documented := map[string]bool{}
+	re := regexp.MustCompile("`(GET|POST) (/[^` ?,]*)")
 	for _, m := range re.FindAllStringSubmatch(string(doc), -1) {
-		path := m[2]
-		generic := regexp.MustCompile(`\{[a-z]+\}`).ReplaceAllString(path, "{")
-		found := false
-		for _, ep := range resourceEndpoints {
-			if regexp.MustCompile(`\{[a-z]+\}`).ReplaceAllString(ep.path, "{") == generic {
-				found = true
-			}
-		}
-		known := strings.Contains(string(src), `"`+path+`"`) || strings.Contains(string(src), strings.TrimPrefix(path, "/api/v1/agent/jobs/{id}/")) ||
-			strings.Contains(string(src), `"`+strings.Split(path, "{")[0]+`"`)
-		if !found && !known {
-			t.Errorf("route %s %s is documented but not in the authorization matrix", m[1], path)
+		documented[m[1]+" "+norm.ReplaceAllString(m[2], "{}")] = true
+	}
+	// The proxy's per-session calls are documented as {id}:heartbeat.
+	documented["POST /api/v1/rbs/sessions/{}"] = documented["POST /api/v1/rbs/sessions/{}:heartbeat"]
+	delete(documented, "POST /api/v1/rbs/sessions/{}:heartbeat")
+	inTable := map[string]bool{}
+	for _, r := range apiv1.Routes {
+		k := r.Method + " " + norm.ReplaceAllString(r.Path, "{}")
+		inTable[k] = true
+		if !documented[k] {
+			t.Errorf("route %s is not in docs/api.md", r.Pattern())
 		}
 	}
+	for k := range documented {
+		if !inTable[k] {
+			t.Errorf("docs/api.md documents %s, which is not in apiv1.Routes", k)
+		}
+	}
+}
+
+// Every route of the table is authorized at the edge as it says: an API
+// token route refuses no credential (401) and an agent credential (403)
+// and lets each role of the org through exactly when the policy allows
+// the route's action; an agent route refuses no credential and API
+// tokens; enrollment takes only a join token. Each route runs in a fresh
+// world, weakest role first, so what one call changes does not hide a
+// refusal from the next.
+func TestMatrixEveryRoute(t *testing.T) {
+	ctx := context.Background()
+	pol, err := policy.New(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rt := range apiv1.Routes {
+		if rt.Auth == apiv1.AuthNone {
+			continue // TestMatrixOtherRoutes
+		}
+		t.Run(rt.Pattern(), func(t *testing.T) {
+			w := newWorld(t)
+			path := rt.Path
+			if strings.Contains(path, "{") {
+				path = rt.URL(w.resourceFor(rt))
+			}
+			var body any
+			if rt.Method == "POST" {
+				body = struct{}{}
+			}
+			call := func(c *apiclient.Client) int { return status(t, c, rt.Method, path, body) }
+			anon := w.h.Client("")
+			if got := call(anon); got != http.StatusUnauthorized {
+				t.Errorf("no credential: %d, want 401", got)
+			}
+			switch rt.Auth {
+			case apiv1.AuthJoin:
+				for _, c := range []*apiclient.Client{w.tokens["a"][auth.RoleOwner], w.agentC["a"]} {
+					if got := call(c); got != http.StatusUnauthorized {
+						t.Errorf("a credential that is not a join token: %d, want 401", got)
+					}
+				}
+			case apiv1.AuthAgent:
+				for role, c := range w.tokens["a"] {
+					if got := call(c); got != http.StatusForbidden {
+						t.Errorf("%s token on an agent route: %d, want 403", role, got)
+					}
+				}
+				if got := call(w.agentC["a"]); got == http.StatusUnauthorized || got == http.StatusForbidden {
+					t.Errorf("the org's agent: %d", got)
+				}
+			case apiv1.AuthUser:
+				if got := call(w.agentC["a"]); got != http.StatusForbidden {
+					t.Errorf("agent credential on an API token route: %d, want 403", got)
+				}
+				for _, role := range auth.Roles {
+					p := auth.Principal{Kind: auth.KindUser, Org: w.orgID["a"], Role: role}
+					want := rt.Action == "" || pol.Authorize(ctx, p, rt.Action, policy.Resource{Org: w.orgID["a"]}) == nil
+					got := call(w.tokens["a"][role])
+					if denied := got == http.StatusForbidden || got == http.StatusUnauthorized; denied == want {
+						t.Errorf("%s: %d, allowed by the table and policy: %v", role, got, want)
+					}
+				}
+			}
+		})
+	}
+}
+
+// resourceFor names org a's resource a route's {…} is about.
+func (w *world) resourceFor(rt apiv1.Route) string {
+	switch {
+	case strings.HasPrefix(rt.Path, "/api/v1/jobs/"), strings.HasPrefix(rt.Path, "/api/v1/agent/jobs/"):
+		return w.job["a"]
+	case strings.HasPrefix(rt.Path, "/api/v1/agents/"):
+		return w.agent["a"]
+	case strings.HasPrefix(rt.Path, "/api/v1/tokens/"):
+		return w.token["a"]
+	case strings.HasPrefix(rt.Path, "/api/v1/orgs/"):
+		return w.orgID["a"]
+	case strings.HasPrefix(rt.Path, "/api/v1/rbs/sessions/"):
+		return "ses_00000000000000000000000000:heartbeat"
+	case strings.HasPrefix(rt.Path, "/api/v1/sessions/"), strings.HasPrefix(rt.Path, "/api/v1/agent/sessions/"):
+		return "ses_00000000000000000000000000"
+	}
+	panic("no resource for " + rt.Path)
 }
 
 // Routes that are not about one org's resource: open ones answer anyone;

@@ -7,6 +7,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/nimbus-build/nimbus/internal/admin"
+	"github.com/nimbus-build/nimbus/internal/apiv1"
 	"github.com/nimbus-build/nimbus/internal/audit"
 	"github.com/nimbus-build/nimbus/internal/auth"
 	"github.com/nimbus-build/nimbus/internal/fleet"
@@ -82,61 +84,137 @@ func New(o Options) *Server {
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
-func (s *Server) routes() {
-	m := s.mux
-	m.Handle("GET /healthz", s.wrap(s.healthz))
-	m.Handle("GET /readyz", s.wrap(s.readyz))
-	if s.Gatherer != nil {
-		m.Handle("GET /metrics", promhttp.HandlerFor(s.Gatherer, promhttp.HandlerOpts{}))
+// handlers binds each route of apiv1.Routes (by pattern) to its handler:
+// a handler for open routes, a userHandler for API tokens, an
+// agentHandler for agents, or an http.Handler for the remote Bazel
+// sessions API (internal/rbs/session).
+func (s *Server) handlers() map[string]any {
+	h := map[string]any{
+		apiv1.RouteHealthz.Pattern():       handler(s.healthz),
+		apiv1.RouteReadyz.Pattern():        handler(s.readyz),
+		apiv1.RouteMetrics.Pattern():       handler(s.metrics),
+		apiv1.RouteGitHubWebhook.Pattern(): handler(s.githubWebhook),
+
+		apiv1.RouteWhoami.Pattern():    userHandler(s.whoami),
+		apiv1.RouteSubmitJob.Pattern(): userHandler(s.submitJob),
+		apiv1.RouteListJobs.Pattern():  userHandler(s.listJobs),
+		apiv1.RouteGetJob.Pattern():    userHandler(s.getJob),
+		apiv1.RouteCancelJob.Pattern(): userHandler(s.cancelJob),
+		apiv1.RouteJobLogs.Pattern():   userHandler(s.jobLogs),
+
+		apiv1.RouteCreateJoinToken.Pattern():      userHandler(s.createJoinToken),
+		apiv1.RouteListAgents.Pattern():           userHandler(s.listAgents),
+		apiv1.RouteDisableAgent.Pattern():         userHandler(s.disableAgent),
+		apiv1.RouteCreateToken.Pattern():          userHandler(s.createToken),
+		apiv1.RouteListTokens.Pattern():           userHandler(s.listTokens),
+		apiv1.RouteRevokeToken.Pattern():          userHandler(s.revokeToken),
+		apiv1.RouteListOrgs.Pattern():             userHandler(s.listOrgs),
+		apiv1.RouteCreateOrg.Pattern():            userHandler(s.createOrg),
+		apiv1.RouteLinkOrg.Pattern():              userHandler(s.linkOrg),
+		apiv1.RouteListAudit.Pattern():            userHandler(s.listAudit),
+		apiv1.RouteListKeys.Pattern():             userHandler(s.listKeys),
+		apiv1.RouteRotateKeys.Pattern():           userHandler(s.rotateKeys),
+		apiv1.RouteRotateWebhookSecret.Pattern():  userHandler(s.rotateWebhookSecret),
+		apiv1.RouteRetireWebhookSecrets.Pattern(): userHandler(s.retireWebhookSecrets),
+
+		apiv1.RouteAgentEnroll.Pattern():      handler(s.enroll),
+		apiv1.RouteAgentRefresh.Pattern():     agentHandler(s.refresh),
+		apiv1.RouteAgentRegister.Pattern():    agentHandler(s.register),
+		apiv1.RouteAgentLease.Pattern():       agentHandler(s.lease),
+		apiv1.RouteAgentSync.Pattern():        agentHandler(s.sync),
+		apiv1.RouteAgentStartJob.Pattern():    agentHandler(s.startJob),
+		apiv1.RouteAgentJobLogs.Pattern():     agentHandler(s.appendLogs),
+		apiv1.RouteAgentCompleteJob.Pattern(): agentHandler(s.completeJob),
 	}
-	m.Handle("POST /webhooks/github", s.wrap(s.githubWebhook))
-
-	m.Handle("GET /api/v1/whoami", s.user("", s.whoami))
-	m.Handle("POST /api/v1/jobs", s.user("jobs.create", s.submitJob))
-	m.Handle("GET /api/v1/jobs", s.user("jobs.read", s.listJobs))
-	m.Handle("GET /api/v1/jobs/{id}", s.user("jobs.read", s.getJob))
-	m.Handle("POST /api/v1/jobs/{id}/cancel", s.user("jobs.cancel", s.cancelJob))
-	m.Handle("GET /api/v1/jobs/{id}/logs", s.user("logs.read", s.jobLogs))
-
-	m.Handle("POST /api/v1/agents/join-tokens", s.user("agents.create_join_token", s.createJoinToken))
-	m.Handle("GET /api/v1/agents", s.user("agents.read", s.listAgents))
-	m.Handle("POST /api/v1/agents/{id}/disable", s.user("agents.disable", s.disableAgent))
-	m.Handle("POST /api/v1/tokens", s.user("", s.createToken)) // authorized per requested role
-	m.Handle("GET /api/v1/tokens", s.user("tokens.read", s.listTokens))
-	m.Handle("POST /api/v1/tokens/{id}/revoke", s.user("tokens.revoke", s.revokeToken))
-	m.Handle("GET /api/v1/orgs", s.user("orgs.read", s.listOrgs))
-	m.Handle("POST /api/v1/orgs", s.user("orgs.create", s.createOrg))
-	m.Handle("POST /api/v1/orgs/{id}/github", s.user("orgs.create", s.linkOrg))
-	m.Handle("GET /api/v1/audit", s.user("audit.read", s.listAudit))
-	m.Handle("GET /api/v1/keys", s.user("keys.read", s.listKeys))
-	m.Handle("POST /api/v1/keys/rotate", s.user("keys.rotate", s.rotateKeys))
-	m.Handle("POST /api/v1/webhook-secrets/rotate", s.user("keys.rotate", s.rotateWebhookSecret))
-	m.Handle("POST /api/v1/webhook-secrets/retire", s.user("keys.rotate", s.retireWebhookSecrets))
-
-	m.Handle("POST /api/v1/agent/enroll", s.wrap(s.enroll))
-	m.Handle("POST /api/v1/agent/refresh", s.agent("agent.refresh", s.refresh))
-	m.Handle("POST /api/v1/agent/register", s.agent("agent.register", s.register))
-	m.Handle("POST /api/v1/agent/lease", s.agent("agent.lease", s.lease))
-	m.Handle("POST /api/v1/agent/sync", s.agent("agent.sync", s.sync))
-	m.Handle("POST /api/v1/agent/jobs/{id}/start", s.agent("agent.report", s.startJob))
-	m.Handle("POST /api/v1/agent/jobs/{id}/logs", s.agent("agent.report", s.appendLogs))
-	m.Handle("POST /api/v1/agent/jobs/{id}/complete", s.agent("agent.report", s.completeJob))
-
+	// Remote Bazel's routes answer 404 when it is off.
+	rbs := map[string]any{
+		apiv1.RouteRBSCertificate.Pattern():   userHandler(s.userCertificate),
+		apiv1.RouteListSessions.Pattern():     userHandler(s.listSessions),
+		apiv1.RouteStopSession.Pattern():      userHandler(s.stopSession),
+		apiv1.RouteAgentRBSRegister.Pattern(): agentHandler(s.registerRBS),
+		apiv1.RouteAgentSessions.Pattern():    agentHandler(s.sessionOrders),
+		apiv1.RouteAgentSession.Pattern():     agentHandler(s.sessionReport),
+	}
+	var proxyAPI http.Handler = http.NotFoundHandler()
 	if s.Sessions != nil {
-		m.Handle("/api/v1/rbs/", s.rbsAPI(session.Handler(s.Sessions, s.log)))
-		m.Handle("POST /api/v1/rbs/certificate", s.user("sessions.use", s.userCertificate))
-		m.Handle("GET /api/v1/sessions", s.user("sessions.read", s.listSessions))
-		m.Handle("POST /api/v1/sessions/{id}/stop", s.user("sessions.read", s.stopSession))
-		m.Handle("POST /api/v1/agent/rbs/register", s.agent("agent.sessions", s.registerRBS))
-		m.Handle("POST /api/v1/agent/sessions", s.agent("agent.sessions", s.sessionOrders))
-		m.Handle("POST /api/v1/agent/sessions/{id}/state", s.agent("agent.sessions", s.sessionReport))
+		proxyAPI = session.Handler(s.Sessions, s.log)
+	}
+	rbs[apiv1.RouteRBSGetServer.Pattern()] = proxyAPI
+	rbs[apiv1.RouteRBSSession.Pattern()] = proxyAPI
+	off := func(w http.ResponseWriter, r *http.Request) error {
+		return notFound("remote Bazel (off on this server): route " + r.Method + " " + r.URL.Path)
+	}
+	for p, f := range rbs {
+		if s.Sessions != nil {
+			h[p] = f
+			continue
+		}
+		switch f.(type) {
+		case userHandler:
+			h[p] = userHandler(func(w http.ResponseWriter, r *http.Request, _ auth.Principal) error { return off(w, r) })
+		case agentHandler:
+			h[p] = agentHandler(func(w http.ResponseWriter, r *http.Request, _ store.Agent) error { return off(w, r) })
+		default:
+			h[p] = s.wrap(off)
+		}
+	}
+	return h
+}
+
+// routes registers every route of apiv1.Routes, behind the edge check its
+// entry declares, and the mounts. A route without a handler, or a handler
+// without a route, is a programming error found at start.
+func (s *Server) routes() {
+	hs := s.handlers()
+	for _, rt := range apiv1.Routes {
+		h, ok := hs[rt.Pattern()]
+		if !ok {
+			panic("api: no handler for route " + rt.Pattern())
+		}
+		delete(hs, rt.Pattern())
+		s.mux.Handle(rt.Pattern(), s.edge(rt, h))
+	}
+	for p := range hs {
+		panic("api: handler for " + p + " is not in apiv1.Routes")
 	}
 	for prefix, h := range s.Mounts {
-		m.Handle(prefix, h)
+		s.mux.Handle(prefix, h)
 	}
-	m.Handle("/", s.wrap(func(w http.ResponseWriter, r *http.Request) error {
+	s.mux.Handle("/", s.wrap(func(w http.ResponseWriter, r *http.Request) error {
 		return notFound("route " + r.Method + " " + r.URL.Path)
 	}))
+}
+
+// edge authenticates and authorizes a request as rt declares, once, before
+// h runs.
+func (s *Server) edge(rt apiv1.Route, h any) http.Handler {
+	switch h := h.(type) {
+	case handler:
+		if rt.Auth == apiv1.AuthNone || rt.Auth == apiv1.AuthJoin {
+			return s.wrap(h)
+		}
+	case userHandler:
+		if rt.Auth == apiv1.AuthUser && !rt.ClientCert {
+			return s.user(rt.Action, h)
+		}
+	case agentHandler:
+		if rt.Auth == apiv1.AuthAgent {
+			return s.agent(rt.Action, h)
+		}
+	case http.Handler:
+		if rt.Auth == apiv1.AuthUser && rt.ClientCert {
+			return s.rbsAPI(rt.Action, h)
+		}
+	}
+	panic(fmt.Sprintf("api: route %s (auth %s) has a handler of type %T", rt.Pattern(), rt.Auth, h))
+}
+
+func (s *Server) metrics(w http.ResponseWriter, r *http.Request) error {
+	if s.Gatherer == nil {
+		return notFound("metrics")
+	}
+	promhttp.HandlerFor(s.Gatherer, promhttp.HandlerOpts{}).ServeHTTP(w, r)
+	return nil
 }
 
 // bearer extracts the credential of an Authorization header.

@@ -8,6 +8,7 @@ import (
 	"github.com/nimbus-build/nimbus/internal/apiv1"
 	"github.com/nimbus-build/nimbus/internal/auth"
 	"github.com/nimbus-build/nimbus/internal/pki"
+	"github.com/nimbus-build/nimbus/internal/policy"
 	"github.com/nimbus-build/nimbus/internal/rbs"
 	"github.com/nimbus-build/nimbus/internal/sessions"
 	"github.com/nimbus-build/nimbus/internal/store"
@@ -17,13 +18,16 @@ import (
 // internal/rbs/session) and passes the principal on in the context. A
 // client certificate, when the connection carries one (mutual TLS), must
 // name the token's user; with RBSRequireClientCert it must be there.
-func (s *Server) rbsAPI(h http.Handler) http.Handler {
+func (s *Server) rbsAPI(action string, h http.Handler) http.Handler {
 	return s.wrap(func(w http.ResponseWriter, r *http.Request) error {
 		p, err := s.authenticate(r)
 		if err != nil {
 			return err
 		}
 		if err := s.checkClientCert(r, p); err != nil {
+			return err
+		}
+		if err := s.Policy.Authorize(r.Context(), p, action, policy.Resource{Org: p.Org}); err != nil {
 			return err
 		}
 		h.ServeHTTP(w, r.WithContext(auth.WithPrincipal(r.Context(), p)))
@@ -55,9 +59,7 @@ func (s *Server) checkClientCert(r *http.Request, p auth.Principal) error {
 // CSR, which a remote Bazel proxy presents to the control plane (mutual
 // TLS). The tunnel to an agent uses a shorter-lived one from GetServer.
 func (s *Server) userCertificate(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
-	var req struct {
-		CSR string `json:"csr"`
-	}
+	var req apiv1.RBSCertificate
 	if err := decode(w, r, maxBody, &req); err != nil {
 		return err
 	}
@@ -91,7 +93,7 @@ func (s *Server) listSessions(w http.ResponseWriter, r *http.Request, p auth.Pri
 	for i, x := range list {
 		out[i] = sessionJSON(x)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"sessions": out})
+	writeJSON(w, http.StatusOK, apiv1.SessionList{Sessions: out})
 	return nil
 }
 

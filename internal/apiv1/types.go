@@ -209,3 +209,35 @@ type WebhookSecret struct {
 	// Count is how many secrets are now accepted.
 	Count int `json:"count"`
 }
+
+// AgentList answers GET /api/v1/agents.
+type AgentList struct {
+	Agents []Agent `json:"agents"`
+}
+
+// TokenList answers GET /api/v1/tokens (never with secrets).
+type TokenList struct {
+	Tokens []Token `json:"tokens"`
+}
+
+// OrgList answers GET /api/v1/orgs.
+type OrgList struct {
+	Orgs []Org `json:"orgs"`
+}
+
+// KeyList answers GET /api/v1/keys and POST /api/v1/keys/rotate.
+type KeyList struct {
+	Keys []SigningKey `json:"keys"`
+}
+
+// SessionList answers GET /api/v1/sessions.
+type SessionList struct {
+	Sessions []Session `json:"sessions"`
+}
+
+// RBSCertificate is the body of POST /api/v1/rbs/certificate: a PEM
+// certificate signing request for the proxy's key. The answer is
+// RBSRegistered.
+type RBSCertificate struct {
+	CSR string `json:"csr"`
+}

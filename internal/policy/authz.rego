@@ -80,9 +80,13 @@ allow if {
 	input.action in input.subject.scopes
 }
 
-# A token may only mint tokens of its own role or weaker.
+# A token may only mint tokens of its own role or weaker. resource.role is
+# the new token's role; it is empty at the edge, before the request is
+# read, where only the action's minimum role applies (the service asks
+# again with the role).
 escalates if {
 	input.action == "tokens.create"
+	input.resource.role != ""
 	not role_rank[input.resource.role]
 }
 
