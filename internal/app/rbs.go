@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/nimbus-build/nimbus/internal/apiclient"
-	"github.com/nimbus-build/nimbus/internal/apiv1"
 	"github.com/nimbus-build/nimbus/internal/pki"
 	"github.com/nimbus-build/nimbus/internal/rbs"
 	"github.com/nimbus-build/nimbus/internal/rbs/proxy"
@@ -176,10 +175,10 @@ func userCertificate(server, credPath, caFile, dir string) (certFile, keyFile st
 	}
 	c := apiclient.New(server, tok)
 	c.HTTP = hc
-	var out apiv1.RBSRegistered
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := c.Do(ctx, "POST", "/api/v1/rbs/certificate", map[string]string{"csr": string(csr)}, &out); err != nil {
+	out, err := c.RBSCertificate(ctx, string(csr))
+	if err != nil {
 		return "", "", err
 	}
 	keyDER, err := x509.MarshalECPrivateKey(key)

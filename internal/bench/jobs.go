@@ -168,7 +168,7 @@ func startServer(ctx context.Context, engine, pg, dir string) (*server, error) {
 		<-done
 		cp.Close()
 	}
-	if _, err := s.owner.Do(ctx, "POST", "/api/v1/orgs/"+cp.Bootstrap.Org.ID+"/github", apiv1.CreateOrg{GitHubLogin: "bench", GitHubID: 4711}, nil); err != nil {
+	if _, err := s.owner.LinkOrg(ctx, cp.Bootstrap.Org.ID, "bench", 4711); err != nil {
 		s.stop()
 		return nil, err
 	}
@@ -242,7 +242,7 @@ func payload(action string, jobID int64, labels string) []byte {
 }
 
 func post(ctx context.Context, hc *http.Client, s *server, id string, body []byte) error {
-	req, _ := http.NewRequestWithContext(ctx, "POST", s.url+"/webhooks/github", bytes.NewReader(body))
+	req, _ := http.NewRequestWithContext(ctx, "POST", s.url+apiv1.RouteGitHubWebhook.Path, bytes.NewReader(body))
 	mac := hmac.New(sha256.New, s.secret)
 	mac.Write(body)
 	req.Header.Set("X-Hub-Signature-256", "sha256="+hex.EncodeToString(mac.Sum(nil)))
@@ -303,12 +303,12 @@ func benchWebhooks(ctx context.Context, s *server, o JobsOptions) (float64, time
 }
 
 func enroll(ctx context.Context, url string, owner *apiclient.Client, name string, labels []string) (*apiclient.Client, error) {
-	var jt apiv1.JoinToken
-	if _, err := owner.Do(ctx, "POST", "/api/v1/agents/join-tokens", apiv1.CreateJoinToken{Labels: labels}, &jt); err != nil {
+	jt, err := owner.CreateJoinToken(ctx, apiv1.CreateJoinToken{Labels: labels})
+	if err != nil {
 		return nil, err
 	}
-	var en apiv1.Enrolled
-	if _, err := apiclient.New(url, jt.Token).Do(ctx, "POST", apiv1.PathAgentEnroll, apiv1.Enroll{Name: name, MaxJobs: 1024}, &en); err != nil {
+	en, err := apiclient.New(url, jt.Token).Enroll(ctx, apiv1.Enroll{Name: name, MaxJobs: 1024})
+	if err != nil {
 		return nil, err
 	}
 	return apiclient.New(url, en.Credential), nil
@@ -316,13 +316,13 @@ func enroll(ctx context.Context, url string, owner *apiclient.Client, name strin
 
 func benchCycles(ctx context.Context, s *server, o JobsOptions) (float64, error) {
 	// A fresh org, so the webhook jobs above do not count.
-	var org apiv1.CreatedOrg
-	if _, err := s.owner.Do(ctx, "POST", "/api/v1/orgs", apiv1.CreateOrg{Name: "cycles"}, &org); err != nil {
+	org, err := s.owner.CreateOrg(ctx, apiv1.CreateOrg{Name: "cycles"})
+	if err != nil {
 		return 0, err
 	}
 	admin := apiclient.New(s.url, org.AdminToken.Secret)
 	for i := range o.Cycles {
-		if _, err := admin.Do(ctx, "POST", "/api/v1/jobs", apiv1.SubmitJob{Argv: []string{"true"}}, nil); err != nil {
+		if _, err := admin.SubmitJob(ctx, apiv1.SubmitJob{Argv: []string{"true"}}); err != nil {
 			return 0, fmt.Errorf("submit %d: %w", i, err)
 		}
 	}
@@ -343,17 +343,16 @@ func benchCycles(ctx context.Context, s *server, o JobsOptions) (float64, error)
 		go func() {
 			defer wg.Done()
 			for {
-				var l apiv1.Lease
-				code, err := c.Do(ctx, "POST", apiv1.PathAgentLease, apiv1.LeaseRequest{}, &l)
+				l, err := c.Lease(ctx, 0)
 				if err != nil {
 					errs <- err
 					return
 				}
-				if code == http.StatusNoContent {
+				if l == nil {
 					return
 				}
 				zero := 0
-				if _, err := c.Do(ctx, "POST", apiv1.PathAgentJob(l.Job.ID, "complete"), apiv1.Complete{Fence: l.Fence, State: "succeeded", ExitCode: &zero}, nil); err != nil {
+				if _, err := c.CompleteJob(ctx, l.Job.ID, apiv1.Complete{Fence: l.Fence, State: "succeeded", ExitCode: &zero}); err != nil {
 					errs <- err
 					return
 				}
@@ -389,8 +388,8 @@ func benchStarts(ctx context.Context, s *server, o JobsOptions, dir string) (p50
 	if err := os.WriteFile(filepath.Join(runner, "run.sh"), []byte(startRunner), 0o755); err != nil {
 		return 0, 0, err
 	}
-	var jt apiv1.JoinToken
-	if _, err := s.owner.Do(ctx, "POST", "/api/v1/agents/join-tokens", apiv1.CreateJoinToken{Labels: []string{"self-hosted", "linux", "x64", "nimbus"}}, &jt); err != nil {
+	jt, err := s.owner.CreateJoinToken(ctx, apiv1.CreateJoinToken{Labels: []string{"self-hosted", "linux", "x64", "nimbus"}})
+	if err != nil {
 		return 0, 0, err
 	}
 	ac := app.AgentConfig{Server: s.url, JoinToken: jt.Token, StateDir: filepath.Join(dir, "agent"), WorkDir: filepath.Join(shared, "work"),
@@ -408,16 +407,16 @@ func benchStarts(ctx context.Context, s *server, o JobsOptions, dir string) (p50
 	go func() { adone <- a.Run(actx) }()
 	defer func() { cancel(); <-adone }()
 	// Drain the queue of webhook jobs from the first phase first: cancel them.
-	var list apiv1.JobList
 	for {
-		if _, err := s.owner.Do(ctx, "GET", "/api/v1/jobs?state=queued&limit=500", nil, &list); err != nil {
+		list, err := s.owner.ListJobs(ctx, apiclient.JobQuery{State: "queued", Limit: 500})
+		if err != nil {
 			return 0, 0, err
 		}
 		if len(list.Jobs) == 0 {
 			break
 		}
 		for _, j := range list.Jobs {
-			s.owner.Do(ctx, "POST", "/api/v1/jobs/"+j.ID+"/cancel", struct{}{}, nil)
+			s.owner.CancelJob(ctx, j.ID)
 		}
 	}
 	hc := &http.Client{}
@@ -445,8 +444,8 @@ func waitStart(ctx context.Context, s *server, ghJob int64) (time.Time, error) {
 	id := ""
 	for time.Now().Before(deadline) {
 		if id == "" {
-			var list apiv1.JobList
-			if _, err := s.owner.Do(ctx, "GET", "/api/v1/jobs?limit=5", nil, &list); err != nil {
+			list, err := s.owner.ListJobs(ctx, apiclient.JobQuery{Limit: 5})
+			if err != nil {
 				return time.Time{}, err
 			}
 			for _, j := range list.Jobs {
@@ -456,13 +455,15 @@ func waitStart(ctx context.Context, s *server, ghJob int64) (time.Time, error) {
 			}
 		}
 		if id != "" {
-			resp, err := s.owner.Raw(ctx, "GET", "/api/v1/jobs/"+id+"/logs", nil)
+			var out strings.Builder
+			err := s.owner.FollowJobLogs(ctx, id, false, func(c apiv1.LogChunk) error {
+				out.Write(c.Data)
+				return nil
+			})
 			if err != nil {
 				return time.Time{}, err
 			}
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if f := strings.Fields(string(b)); len(f) >= 2 && f[0] == "start" {
+			if f := strings.Fields(out.String()); len(f) >= 2 && f[0] == "start" {
 				ns, err := strconv.ParseInt(f[1], 10, 64)
 				if err != nil {
 					return time.Time{}, err
@@ -517,7 +518,7 @@ func idleRSS(ctx context.Context, bin string) (int64, error) {
 	for {
 		b, err := os.ReadFile(filepath.Join(dir, "url"))
 		if err == nil {
-			resp, err := http.Get(strings.TrimSpace(string(b)) + "/readyz")
+			resp, err := http.Get(strings.TrimSpace(string(b)) + apiv1.RouteReadyz.Path)
 			if err == nil {
 				resp.Body.Close()
 				if resp.StatusCode == 200 {

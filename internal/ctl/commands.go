@@ -3,14 +3,13 @@ package ctl
 import (
 	"flag"
 	"fmt"
-	"net/http"
-	"net/url"
 	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/nimbus-build/nimbus/internal/apiclient"
 	"github.com/nimbus-build/nimbus/internal/apiv1"
 	"github.com/nimbus-build/nimbus/internal/config"
 )
@@ -112,12 +111,8 @@ func jobsList(e *env, g *globals, fs *flag.FlagSet) error {
 	if err != nil {
 		return err
 	}
-	q := url.Values{"limit": {strconv.FormatInt(flagInt(fs, "limit"), 10)}}
-	if s := flagString(fs, "state"); s != "" {
-		q.Set("state", s)
-	}
-	var list apiv1.JobList
-	if _, err := c.Do(e.ctx, http.MethodGet, "/api/v1/jobs?"+q.Encode(), nil, &list); err != nil {
+	list, err := c.ListJobs(e.ctx, apiclient.JobQuery{State: flagString(fs, "state"), Limit: int(flagInt(fs, "limit"))})
+	if err != nil {
 		return err
 	}
 	if g.json {
@@ -143,13 +138,11 @@ func jobsList(e *env, g *globals, fs *flag.FlagSet) error {
 }
 
 func getJob(e *env, g *globals, id string) (apiv1.Job, error) {
-	var j apiv1.Job
 	c, err := g.client(e)
 	if err != nil {
-		return j, err
+		return apiv1.Job{}, err
 	}
-	_, err = c.Do(e.ctx, http.MethodGet, "/api/v1/jobs/"+url.PathEscape(id), nil, &j)
-	return j, err
+	return c.GetJob(e.ctx, id)
 }
 
 func jobsShow(e *env, g *globals, fs *flag.FlagSet) error {
@@ -207,8 +200,8 @@ func jobsCancel(e *env, g *globals, fs *flag.FlagSet) error {
 	if err != nil {
 		return err
 	}
-	var j apiv1.Job
-	if _, err := c.Do(e.ctx, http.MethodPost, "/api/v1/jobs/"+url.PathEscape(id)+"/cancel", struct{}{}, &j); err != nil {
+	j, err := c.CancelJob(e.ctx, id)
+	if err != nil {
 		return err
 	}
 	if g.json {
@@ -234,9 +227,9 @@ func agentsJoinToken(e *env, g *globals, fs *flag.FlagSet) error {
 	if err != nil {
 		return err
 	}
-	var jt apiv1.JoinToken
 	req := apiv1.CreateJoinToken{Labels: labels, MaxJobs: int(flagInt(fs, "max-jobs")), ExpiresSeconds: int64(flagDuration(fs, "expires") / time.Second)}
-	if _, err := c.Do(e.ctx, http.MethodPost, "/api/v1/agents/join-tokens", req, &jt); err != nil {
+	jt, err := c.CreateJoinToken(e.ctx, req)
+	if err != nil {
 		return err
 	}
 	if g.json {
@@ -253,17 +246,15 @@ func agentsList(e *env, g *globals, fs *flag.FlagSet) error {
 	if err != nil {
 		return err
 	}
-	var out struct {
-		Agents []apiv1.Agent `json:"agents"`
-	}
-	if _, err := c.Do(e.ctx, http.MethodGet, "/api/v1/agents", nil, &out); err != nil {
+	agents, err := c.ListAgents(e.ctx)
+	if err != nil {
 		return err
 	}
 	if g.json {
-		return printJSON(e.stdout, out)
+		return printJSON(e.stdout, apiv1.AgentList{Agents: agents})
 	}
 	var rows [][]string
-	for _, a := range out.Agents {
+	for _, a := range agents {
 		rows = append(rows, []string{a.ID, a.Name, a.Status, strings.Join(a.Labels, ","), strconv.Itoa(a.MaxJobs), ago(a.LastSeenAt)})
 	}
 	table(e, "ID\tNAME\tSTATUS\tLABELS\tMAX JOBS\tLAST SEEN", rows)
@@ -279,8 +270,8 @@ func agentsDisable(e *env, g *globals, fs *flag.FlagSet) error {
 	if err != nil {
 		return err
 	}
-	var a apiv1.Agent
-	if _, err := c.Do(e.ctx, http.MethodPost, "/api/v1/agents/"+url.PathEscape(id)+"/disable", struct{}{}, &a); err != nil {
+	a, err := c.DisableAgent(e.ctx, id)
+	if err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "%s (%s) disabled\n", a.ID, a.Name)
@@ -296,9 +287,9 @@ func tokensCreate(e *env, g *globals, fs *flag.FlagSet) error {
 	if err != nil {
 		return err
 	}
-	var t apiv1.Token
 	req := apiv1.CreateToken{Name: name, Role: flagString(fs, "role"), ExpiresSeconds: int64(flagDuration(fs, "expires") / time.Second)}
-	if _, err := c.Do(e.ctx, http.MethodPost, "/api/v1/tokens", req, &t); err != nil {
+	t, err := c.CreateToken(e.ctx, req)
+	if err != nil {
 		return err
 	}
 	if g.json {
@@ -314,17 +305,15 @@ func tokensList(e *env, g *globals, fs *flag.FlagSet) error {
 	if err != nil {
 		return err
 	}
-	var out struct {
-		Tokens []apiv1.Token `json:"tokens"`
-	}
-	if _, err := c.Do(e.ctx, http.MethodGet, "/api/v1/tokens", nil, &out); err != nil {
+	tokens, err := c.ListTokens(e.ctx)
+	if err != nil {
 		return err
 	}
 	if g.json {
-		return printJSON(e.stdout, out)
+		return printJSON(e.stdout, apiv1.TokenList{Tokens: tokens})
 	}
 	var rows [][]string
-	for _, t := range out.Tokens {
+	for _, t := range tokens {
 		state := "active"
 		switch {
 		case !t.RevokedAt.IsZero():
@@ -347,8 +336,8 @@ func tokensRevoke(e *env, g *globals, fs *flag.FlagSet) error {
 	if err != nil {
 		return err
 	}
-	var t apiv1.Token
-	if _, err := c.Do(e.ctx, http.MethodPost, "/api/v1/tokens/"+url.PathEscape(id)+"/revoke", struct{}{}, &t); err != nil {
+	t, err := c.RevokeToken(e.ctx, id)
+	if err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "%s (%s) revoked\n", t.ID, t.Name)
@@ -360,17 +349,15 @@ func orgsList(e *env, g *globals, fs *flag.FlagSet) error {
 	if err != nil {
 		return err
 	}
-	var out struct {
-		Orgs []apiv1.Org `json:"orgs"`
-	}
-	if _, err := c.Do(e.ctx, http.MethodGet, "/api/v1/orgs", nil, &out); err != nil {
+	orgs, err := c.ListOrgs(e.ctx)
+	if err != nil {
 		return err
 	}
 	if g.json {
-		return printJSON(e.stdout, out)
+		return printJSON(e.stdout, apiv1.OrgList{Orgs: orgs})
 	}
 	var rows [][]string
-	for _, o := range out.Orgs {
+	for _, o := range orgs {
 		gh := "-"
 		if o.GitHubLogin != "" {
 			gh = fmt.Sprintf("%s (%d)", o.GitHubLogin, o.GitHubID)
@@ -390,9 +377,8 @@ func orgsCreate(e *env, g *globals, fs *flag.FlagSet) error {
 	if err != nil {
 		return err
 	}
-	var out apiv1.CreatedOrg
-	req := apiv1.CreateOrg{Name: name, GitHubLogin: flagString(fs, "github-login"), GitHubID: flagInt(fs, "github-id")}
-	if _, err := c.Do(e.ctx, http.MethodPost, "/api/v1/orgs", req, &out); err != nil {
+	out, err := c.CreateOrg(e.ctx, apiv1.CreateOrg{Name: name, GitHubLogin: flagString(fs, "github-login"), GitHubID: flagInt(fs, "github-id")})
+	if err != nil {
 		return err
 	}
 	if g.json {
@@ -412,9 +398,8 @@ func orgsLink(e *env, g *globals, fs *flag.FlagSet) error {
 	if err != nil {
 		return err
 	}
-	var o apiv1.Org
-	req := apiv1.CreateOrg{GitHubLogin: flagString(fs, "github-login"), GitHubID: flagInt(fs, "github-id")}
-	if _, err := c.Do(e.ctx, http.MethodPost, "/api/v1/orgs/"+url.PathEscape(id)+"/github", req, &o); err != nil {
+	o, err := c.LinkOrg(e.ctx, id, flagString(fs, "github-login"), flagInt(fs, "github-id"))
+	if err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "%s (%s) linked to GitHub account %s (%d)\n", o.Name, o.ID, o.GitHubLogin, o.GitHubID)
@@ -426,8 +411,8 @@ func auditList(e *env, g *globals, fs *flag.FlagSet) error {
 	if err != nil {
 		return err
 	}
-	var out apiv1.AuditList
-	if _, err := c.Do(e.ctx, http.MethodGet, "/api/v1/audit?limit="+strconv.FormatInt(flagInt(fs, "limit"), 10), nil, &out); err != nil {
+	out, err := c.ListAudit(e.ctx, apiclient.AuditQuery{Limit: int(flagInt(fs, "limit"))})
+	if err != nil {
 		return err
 	}
 	if g.json {
@@ -451,13 +436,11 @@ func keysList(e *env, g *globals, fs *flag.FlagSet) error {
 	if err != nil {
 		return err
 	}
-	var out struct {
-		Keys []apiv1.SigningKey `json:"keys"`
-	}
-	if _, err := c.Do(e.ctx, http.MethodGet, "/api/v1/keys", nil, &out); err != nil {
+	keys, err := c.ListKeys(e.ctx)
+	if err != nil {
 		return err
 	}
-	return printKeys(e, g, out.Keys)
+	return printKeys(e, g, keys)
 }
 
 func printKeys(e *env, g *globals, keys []apiv1.SigningKey) error {
@@ -486,13 +469,11 @@ func keysRotate(e *env, g *globals, fs *flag.FlagSet) error {
 	if err != nil {
 		return err
 	}
-	var out struct {
-		Keys []apiv1.SigningKey `json:"keys"`
-	}
-	if _, err := c.Do(e.ctx, http.MethodPost, "/api/v1/keys/rotate", struct{}{}, &out); err != nil {
+	keys, err := c.RotateKeys(e.ctx)
+	if err != nil {
 		return err
 	}
-	return printKeys(e, g, out.Keys)
+	return printKeys(e, g, keys)
 }
 
 func webhookRotate(e *env, g *globals, fs *flag.FlagSet) error {
@@ -500,8 +481,8 @@ func webhookRotate(e *env, g *globals, fs *flag.FlagSet) error {
 	if err != nil {
 		return err
 	}
-	var out apiv1.WebhookSecret
-	if _, err := c.Do(e.ctx, http.MethodPost, "/api/v1/webhook-secrets/rotate", struct{}{}, &out); err != nil {
+	out, err := c.RotateWebhookSecret(e.ctx)
+	if err != nil {
 		return err
 	}
 	fmt.Fprintln(e.stdout, out.Secret)
@@ -514,8 +495,8 @@ func webhookRetire(e *env, g *globals, fs *flag.FlagSet) error {
 	if err != nil {
 		return err
 	}
-	var out apiv1.WebhookSecret
-	if _, err := c.Do(e.ctx, http.MethodPost, "/api/v1/webhook-secrets/retire", struct{}{}, &out); err != nil {
+	out, err := c.RetireWebhookSecrets(e.ctx)
+	if err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "%d webhook secret accepted\n", out.Count)
@@ -527,8 +508,8 @@ func whoami(e *env, g *globals, fs *flag.FlagSet) error {
 	if err != nil {
 		return err
 	}
-	var w apiv1.Whoami
-	if _, err := c.Do(e.ctx, http.MethodGet, "/api/v1/whoami", nil, &w); err != nil {
+	w, err := c.Whoami(e.ctx)
+	if err != nil {
 		return err
 	}
 	if g.json {
@@ -543,21 +524,15 @@ func sessionsList(e *env, g *globals, fs *flag.FlagSet) error {
 	if err != nil {
 		return err
 	}
-	path := "/api/v1/sessions"
-	if flagString(fs, "all") == "true" {
-		path += "?all=1"
-	}
-	var out struct {
-		Sessions []apiv1.Session `json:"sessions"`
-	}
-	if _, err := c.Do(e.ctx, http.MethodGet, path, nil, &out); err != nil {
+	sessions, err := c.ListSessions(e.ctx, flagString(fs, "all") == "true")
+	if err != nil {
 		return err
 	}
 	if g.json {
-		return printJSON(e.stdout, out)
+		return printJSON(e.stdout, apiv1.SessionList{Sessions: sessions})
 	}
 	var rows [][]string
-	for _, s := range out.Sessions {
+	for _, s := range sessions {
 		rows = append(rows, []string{s.ID, s.User, s.State, s.Workspace, s.AgentID, ago(s.LastUsedAt)})
 	}
 	table(e, "ID\tUSER\tSTATE\tWORKSPACE\tAGENT\tLAST USED", rows)
@@ -573,8 +548,8 @@ func sessionsStop(e *env, g *globals, fs *flag.FlagSet) error {
 	if err != nil {
 		return err
 	}
-	var s apiv1.Session
-	if _, err := c.Do(e.ctx, http.MethodPost, "/api/v1/sessions/"+url.PathEscape(id)+"/stop", struct{}{}, &s); err != nil {
+	s, err := c.StopSession(e.ctx, id)
+	if err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "%s %s\n", s.ID, s.State)

@@ -1,16 +1,10 @@
 package ctl
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
-	"net/http"
-	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
@@ -58,8 +52,8 @@ func runCommand() command {
 			if err != nil {
 				return err
 			}
-			var j apiv1.Job
-			if _, err := c.Do(e.ctx, http.MethodPost, "/api/v1/jobs", req, &j); err != nil {
+			j, err := c.SubmitJob(e.ctx, req)
+			if err != nil {
 				return err
 			}
 			if flagString(fs, "detach") == "true" {
@@ -94,7 +88,7 @@ func waitJob(e *env, c *apiclient.Client, id string) error {
 			}
 			interrupted = true
 			fmt.Fprintf(e.stderr, "\nnimbus: cancelling job %s (Ctrl-C again to stop waiting)\n", id)
-			if _, err := c.Do(e.ctx, http.MethodPost, "/api/v1/jobs/"+id+"/cancel", struct{}{}, nil); err != nil {
+			if _, err := c.CancelJob(e.ctx, id); err != nil {
 				fmt.Fprintf(e.stderr, "nimbus: cancel: %v\n", err)
 			}
 		case <-e.ctx.Done():
@@ -104,8 +98,8 @@ func waitJob(e *env, c *apiclient.Client, id string) error {
 }
 
 func finalStatus(e *env, c *apiclient.Client, id string, interrupted bool) error {
-	var j apiv1.Job
-	if _, err := c.Do(e.ctx, http.MethodGet, "/api/v1/jobs/"+id, nil, &j); err != nil {
+	j, err := c.GetJob(e.ctx, id)
+	if err != nil {
 		return err
 	}
 	switch {
@@ -125,59 +119,13 @@ func finalStatus(e *env, c *apiclient.Client, id string, interrupted bool) error
 	return exitError{1}
 }
 
-// follow copies a job's output to stdout, resuming after the last chunk
-// seen when the connection drops, until the job has ended (or, without
-// follow, until what is stored now is written).
+// follow copies a job's output to stdout until the job has ended (or,
+// without followMode, until what is stored now is written).
 func follow(ctx context.Context, e *env, c *apiclient.Client, id string, followMode bool) error {
-	cursor := ""
-	for attempt := 0; ; attempt++ {
-		q := url.Values{"format": {"ndjson"}}
-		if followMode {
-			q.Set("follow", "1")
-		}
-		if cursor != "" {
-			q.Set("after", cursor)
-		}
-		resp, err := c.Raw(ctx, http.MethodGet, "/api/v1/jobs/"+url.PathEscape(id)+"/logs?"+q.Encode(), nil)
-		if err == nil {
-			cursor, err = copyChunks(resp.Body, e.stdout, cursor)
-			resp.Body.Close()
-			if err == nil {
-				return nil
-			}
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if !apiclient.Retryable(err) {
-			return err
-		}
-		wait := apiclient.Backoff(attempt, 5*time.Second)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(wait):
-		}
-	}
-}
-
-func copyChunks(r io.Reader, w io.Writer, cursor string) (string, error) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 4<<20)
-	for sc.Scan() {
-		var c apiv1.LogChunk
-		if err := json.Unmarshal(sc.Bytes(), &c); err != nil {
-			return cursor, fmt.Errorf("log stream: %w", err)
-		}
-		if _, err := w.Write(c.Data); err != nil {
-			return cursor, err
-		}
-		cursor = strconv.FormatInt(c.Fence, 10) + "." + strconv.FormatInt(c.Seq, 10)
-	}
-	if err := sc.Err(); err != nil {
-		return cursor, err
-	}
-	return cursor, nil
+	return c.FollowJobLogs(ctx, id, followMode, func(ch apiv1.LogChunk) error {
+		_, err := e.stdout.Write(ch.Data)
+		return err
+	})
 }
 
 func logsCommand() command {
