@@ -8,22 +8,15 @@ import (
 
 	"github.com/nimbus-build/nimbus/internal/apiv1"
 	"github.com/nimbus-build/nimbus/internal/auth"
+	"github.com/nimbus-build/nimbus/internal/httperror"
 	"github.com/nimbus-build/nimbus/internal/jobs"
 	"github.com/nimbus-build/nimbus/internal/rbs/session"
 	"github.com/nimbus-build/nimbus/internal/store"
 )
 
-// httpError is an error with what the caller should see.
-type httpError struct {
-	status int
-	code   string
-	msg    string
-}
-
-func (e *httpError) Error() string { return e.msg }
-
+// errorf is a failure whose status, code and message the handler decided.
 func errorf(status int, code, format string, args ...any) error {
-	return &httpError{status: status, code: code, msg: fmt.Sprintf(format, args...)}
+	return httperror.New(status, code, format, args...)
 }
 
 func badRequest(format string, args ...any) error {
@@ -34,14 +27,17 @@ func notFound(what string) error {
 	return errorf(http.StatusNotFound, apiv1.CodeNotFound, "%s not found", what)
 }
 
-// classify maps an error to what the caller sees. Anything unknown is an
-// internal error, logged in full and shown without detail.
-func classify(err error) (status int, code, msg string) {
-	var he *httpError
+// classify maps the services' sentinel errors to what the caller sees;
+// anything else is an internal error, which httperror logs in full and
+// shows without detail.
+func classify(err error) (httperror.Error, bool) {
+	status, code, msg := classifyAs(err)
+	return httperror.Error{Status: status, Code: code, Message: msg}, status != http.StatusInternalServerError
+}
+
+func classifyAs(err error) (status int, code, msg string) {
 	var mbe *http.MaxBytesError
 	switch {
-	case errors.As(err, &he):
-		return he.status, he.code, he.msg
 	case errors.As(err, &mbe):
 		return http.StatusRequestEntityTooLarge, apiv1.CodeTooLarge, fmt.Sprintf("request body larger than %d bytes", mbe.Limit)
 	case errors.Is(err, jobs.ErrInvalid):
@@ -68,34 +64,10 @@ func classify(err error) (status int, code, msg string) {
 
 // handler is an HTTP handler that returns its error; wrap turns it into
 // the answer, keeping what the user sees apart from what is logged.
-type handler func(w http.ResponseWriter, r *http.Request) error
+type handler = httperror.Handler
 
+// wrap answers a handler's error in the API's shape
+// ({"error": {"code", "message"}}, which apiclient reads).
 func (s *Server) wrap(h handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		defer func() {
-			if v := recover(); v != nil {
-				if v == http.ErrAbortHandler {
-					panic(v)
-				}
-				s.log.Error("panic in handler", "method", r.Method, "path", r.URL.Path, "panic", v)
-				writeJSON(w, http.StatusInternalServerError, apiv1.Error{Error: apiv1.ErrorBody{Code: apiv1.CodeInternal, Message: "internal error"}})
-			}
-		}()
-		sw := &statusWriter{ResponseWriter: w}
-		err := h(sw, r)
-		if err == nil {
-			return
-		}
-		if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
-			return // the client went away
-		}
-		status, code, msg := classify(err)
-		if status >= 500 {
-			s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
-		}
-		if sw.wrote {
-			return // a streaming answer already started
-		}
-		writeJSON(w, status, apiv1.Error{Error: apiv1.ErrorBody{Code: code, Message: msg}})
-	})
+	return httperror.Wrap(s.log, httperror.API, classify, h)
 }

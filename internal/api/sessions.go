@@ -7,6 +7,7 @@ import (
 
 	"github.com/nimbus-build/nimbus/internal/apiv1"
 	"github.com/nimbus-build/nimbus/internal/auth"
+	"github.com/nimbus-build/nimbus/internal/httperror"
 	"github.com/nimbus-build/nimbus/internal/pki"
 	"github.com/nimbus-build/nimbus/internal/policy"
 	"github.com/nimbus-build/nimbus/internal/rbs"
@@ -18,8 +19,11 @@ import (
 // internal/rbs/session) and passes the principal on in the context. A
 // client certificate, when the connection carries one (mutual TLS), must
 // name the token's user; with RBSRequireClientCert it must be there.
+//
+// These routes answer in the Message shape ({"error": "…"}) from the edge
+// on, the shape the proxy's client reads.
 func (s *Server) rbsAPI(action string, h http.Handler) http.Handler {
-	return s.wrap(func(w http.ResponseWriter, r *http.Request) error {
+	return httperror.Wrap(s.log, httperror.Message, classify, func(w http.ResponseWriter, r *http.Request) error {
 		p, err := s.authenticate(r)
 		if err != nil {
 			return err

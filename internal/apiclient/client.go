@@ -118,6 +118,13 @@ func (c *Client) Raw(ctx context.Context, method, path string, in any) (*http.Re
 	defer resp.Body.Close()
 	var e apiv1.Error
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	var short struct {
+		Error string `json:"error"`
+	}
+	if json.Unmarshal(b, &short) == nil && short.Error != "" {
+		// The shape of the remote Bazel proxy's routes.
+		return nil, &Error{Status: resp.StatusCode, Message: short.Error}
+	}
 	if json.Unmarshal(b, &e) != nil || e.Error.Code == "" {
 		msg := strings.TrimSpace(string(b))
 		if len(msg) > 200 {

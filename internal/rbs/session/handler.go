@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/nimbus-build/nimbus/internal/auth"
+	"github.com/nimbus-build/nimbus/internal/httperror"
 	"github.com/nimbus-build/nimbus/internal/pki"
 	"github.com/nimbus-build/nimbus/internal/rbs"
 )
@@ -32,51 +33,35 @@ type handler struct {
 	log *slog.Logger
 }
 
-// httpError is an error with the status and message the client sees.
-type httpError struct {
-	code int
-	msg  string
-}
-
-func (e httpError) Error() string { return e.msg }
-
+// wrap answers in the Message shape ({"error": "…"}), which Client
+// reads (as did proxies before it).
 func (h *handler) wrap(f func(http.ResponseWriter, *http.Request, auth.Principal) error) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return httperror.Wrap(h.log, httperror.Message, classify, func(w http.ResponseWriter, r *http.Request) error {
 		p, ok := auth.FromContext(r.Context())
-		var err error
 		if !ok {
-			err = fmt.Errorf("%w: no credentials", auth.ErrUnauthenticated)
-		} else {
-			err = f(w, r, p)
+			return fmt.Errorf("%w: no credentials", auth.ErrUnauthenticated)
 		}
-		if err == nil {
-			return
-		}
-		code, msg := status(err)
-		if code >= 500 && code != http.StatusServiceUnavailable {
-			h.log.Error("sessions API", "path", r.URL.Path, "err", err)
-		}
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(code)
-		json.NewEncoder(w).Encode(errorResponse{Error: msg})
+		return f(w, r, p)
 	})
 }
 
-func status(err error) (int, string) {
-	var he httpError
+// classify maps the broker's errors to what the proxy sees.
+func classify(err error) (httperror.Error, bool) {
 	switch {
-	case errors.As(err, &he):
-		return he.code, he.msg
 	case errors.Is(err, auth.ErrUnauthenticated):
-		return http.StatusUnauthorized, "unauthenticated"
+		return httperror.Error{Status: http.StatusUnauthorized, Code: "unauthenticated", Message: "unauthenticated"}, true
 	case errors.Is(err, auth.ErrForbidden):
-		return http.StatusForbidden, err.Error()
+		return httperror.Error{Status: http.StatusForbidden, Code: "forbidden", Message: err.Error()}, true
 	case errors.Is(err, ErrNotFound):
-		return http.StatusNotFound, "session not found"
+		return httperror.Error{Status: http.StatusNotFound, Code: "not_found", Message: "session not found"}, true
 	case errors.Is(err, rbs.ErrNoAgent):
-		return http.StatusServiceUnavailable, err.Error()
+		return httperror.Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: err.Error()}, true
 	}
-	return http.StatusInternalServerError, "internal error"
+	return httperror.Error{}, false
+}
+
+func badRequest(msg string) error {
+	return httperror.New(http.StatusBadRequest, "bad_request", "%s", msg)
 }
 
 func (h *handler) getServer(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
@@ -84,14 +69,14 @@ func (h *handler) getServer(w http.ResponseWriter, r *http.Request, p auth.Princ
 	dec := json.NewDecoder(io.LimitReader(r.Body, maxRequestBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		return httpError{http.StatusBadRequest, "bad request: " + err.Error()}
+		return badRequest("bad request: " + err.Error())
 	}
 	if err := validateRequest(req.ServerRequest); err != nil {
-		return httpError{http.StatusBadRequest, err.Error()}
+		return badRequest(err.Error())
 	}
 	csr, err := pki.ParseCSR([]byte(req.CSR))
 	if err != nil {
-		return httpError{http.StatusBadRequest, err.Error()}
+		return badRequest(err.Error())
 	}
 	g, err := h.b.GetServer(r.Context(), p, req.ServerRequest, csr)
 	if err != nil {
@@ -112,7 +97,7 @@ func (h *handler) getServer(w http.ResponseWriter, r *http.Request, p auth.Princ
 func (h *handler) sessionAction(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
 	id, action, ok := strings.Cut(r.PathValue("action"), ":")
 	if !ok || pki.ValidateName(id) != nil {
-		return httpError{http.StatusNotFound, "not found"}
+		return httperror.New(http.StatusNotFound, "not_found", "not found")
 	}
 	var err error
 	switch action {
@@ -121,7 +106,7 @@ func (h *handler) sessionAction(w http.ResponseWriter, r *http.Request, p auth.P
 	case "release":
 		err = h.b.Release(r.Context(), p, id)
 	default:
-		return httpError{http.StatusNotFound, "not found"}
+		return httperror.New(http.StatusNotFound, "not_found", "not found")
 	}
 	if err != nil {
 		return err

@@ -1,0 +1,151 @@
+// Package httperror answers failed HTTP requests, one way for every
+// endpoint of Nimbus: a status, a JSON body in the shape the endpoint's
+// protocol requires (Shape), and for an unexpected error a log line with
+// its details and an answer without them. Handlers return errors; Wrap
+// turns them into answers with the endpoint's own classification of its
+// sentinel errors.
+package httperror
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+)
+
+// Shape is how a protocol spells an error in the body. Each is kept
+// because a client depends on it.
+type Shape int
+
+const (
+	// API: {"error": {"code": "…", "message": "…"}}. Nimbus's own API
+	// (/api/v1, webhooks, operations): internal/apiclient and `nimbus ctl`
+	// read the code and the message (apiv1.Error).
+	API Shape = iota
+	// Message: {"error": "…"}. The remote Bazel proxy's sessions API
+	// (internal/rbs/sessionapi's client reads the message), the Bazel HTTP
+	// cache and the Actions cache v1 REST API (whose clients show it).
+	Message
+	// Twirp: {"code": "…", "msg": "…"}. The Actions cache v2 API, a Twirp
+	// service: @actions/cache parses Twirp errors (Code is a Twirp code).
+	Twirp
+)
+
+// Error is what the caller sees of a failure.
+type Error struct {
+	Status int
+	// Code is a short machine-readable word (apiv1.Code… for the API, a
+	// Twirp code for Twirp); Message shapes do not show it.
+	Code    string
+	Message string
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// New returns an *Error: a failure whose status, code and message the
+// handler has decided.
+func New(status int, code, format string, args ...any) error {
+	return &Error{Status: status, Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// Internal is what the caller sees of an unexpected error.
+var Internal = Error{Status: http.StatusInternalServerError, Code: "internal", Message: "internal error"}
+
+// Write answers e in shape.
+func Write(w http.ResponseWriter, shape Shape, e Error) {
+	var body any
+	switch shape {
+	case Message:
+		body = map[string]string{"error": e.Message}
+	case Twirp:
+		body = map[string]string{"code": e.Code, "msg": e.Message}
+	default:
+		body = map[string]map[string]string{"error": {"code": e.Code, "message": e.Message}}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(e.Status)
+	json.NewEncoder(w).Encode(body)
+}
+
+// Handler is an HTTP handler that returns its error.
+type Handler func(w http.ResponseWriter, r *http.Request) error
+
+// Classify maps an error a handler returned to what the caller sees; ok
+// false: an unexpected error (Internal, logged).
+type Classify func(err error) (e Error, ok bool)
+
+// Wrap turns h into an http.Handler that answers h's error in shape:
+// an *Error as it says, anything else as classify says, and what classify
+// does not know (or a panic) as Internal with the details logged (at
+// error level; other 5xx at warning level), never shown. An error after the answer has started (a stream) is logged
+// only; a request whose client went away gets no answer.
+func Wrap(log *slog.Logger, shape Shape, classify Classify, h Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sw := &statusWriter{ResponseWriter: w}
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				log.ErrorContext(r.Context(), "panic in handler", "method", r.Method, "path", r.URL.Path, "panic", v)
+				if !sw.wrote {
+					Write(w, shape, Internal)
+				}
+			}
+		}()
+		err := h(sw, r)
+		if err == nil {
+			return
+		}
+		if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+			return // the client went away
+		}
+		e, ok := Error{}, false
+		var he *Error
+		if errors.As(err, &he) {
+			e, ok = *he, true
+		} else if classify != nil {
+			e, ok = classify(err)
+		}
+		if !ok {
+			e = Internal
+		}
+		switch {
+		case e.Status == http.StatusInternalServerError:
+			log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		case e.Status > 500: // unavailable for now: expected at times
+			log.WarnContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "status", e.Status, "err", err)
+		}
+		if sw.wrote {
+			return // a streaming answer already started
+		}
+		Write(w, shape, e)
+	})
+}
+
+// statusWriter remembers whether an answer has started.
+type statusWriter struct {
+	http.ResponseWriter
+	wrote bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.wrote = true
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	w.wrote = true
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
