@@ -19,6 +19,7 @@ import (
 	"github.com/nimbus-build/nimbus/internal/agent"
 	"github.com/nimbus-build/nimbus/internal/apiclient"
 	"github.com/nimbus-build/nimbus/internal/config"
+	"github.com/nimbus-build/nimbus/internal/executor"
 	"github.com/nimbus-build/nimbus/internal/executor/bwrap"
 	"github.com/nimbus-build/nimbus/internal/rbs/server"
 )
@@ -124,7 +125,7 @@ func NewAgent(ctx context.Context, c AgentConfig, log *slog.Logger) (*agent.Agen
 		os.Chmod(d, 0o711)
 	}
 	opts := bwrap.Options{WorkRoot: filepath.Join(c.WorkDir, "jobs"), UIDBase: c.UIDBase, Logger: log}
-	if err := bwrap.Check(ctx, opts); err != nil {
+	if err := bwrap.Check(ctx, opts, executor.Limits{}); err != nil {
 		return nil, fmt.Errorf("sandbox check: %w", err)
 	}
 	ex, err := bwrap.New(opts)

@@ -10,7 +10,10 @@ package executor
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"math"
+	"strconv"
 	"time"
 )
 
@@ -37,8 +40,54 @@ type Spec struct {
 	// Output receives stdout and stderr, interleaved as written.
 	Output io.Writer
 	// Slot is the agent's job slot (0 ≤ Slot < max jobs); an executor may
-	// use it to give concurrent jobs distinct uids.
+	// use it to give concurrent jobs distinct uids. Two runs at once never
+	// share a slot.
 	Slot int
+	// Limits bound the resources the workload may use.
+	Limits Limits
+}
+
+// Limits bound what one workload may use. A zero field is no limit.
+type Limits struct {
+	// CPUs is the CPU time the workload may use per second, in CPUs (1.5
+	// is one and a half). Past it the workload is throttled, not stopped.
+	CPUs float64
+	// Memory bounds, in bytes, the memory the workload's processes are
+	// charged for: anonymous memory, page cache, tmpfs files and kernel
+	// memory, without swap. The kernel reclaims what it can; when that is
+	// not enough its OOM killer strikes and the workload is stopped with a
+	// *LimitError.
+	Memory int64
+	// Pids bounds the processes and threads the workload has at once; past
+	// it fork and clone fail (EAGAIN).
+	Pids int64
+	// Disk bounds, in bytes, what the workload stores in its writable
+	// directories (the workspace and the temporary directory); past it the
+	// workload is stopped with a *LimitError.
+	Disk int64
+}
+
+// Smallest nonzero limits: below them a sandbox cannot even start.
+const (
+	MinMemory = 32 << 20
+	MinPids   = 16
+	MinDisk   = 64 << 20
+	MinCPUs   = 0.01
+)
+
+// Validate reports the first limit that is out of range.
+func (l Limits) Validate() error {
+	switch {
+	case l.CPUs < 0 || math.IsNaN(l.CPUs) || math.IsInf(l.CPUs, 0) || (l.CPUs > 0 && l.CPUs < MinCPUs):
+		return fmt.Errorf("cpu limit %v: want 0 (none) or at least %v CPUs", l.CPUs, MinCPUs)
+	case l.Memory < 0 || (l.Memory > 0 && l.Memory < MinMemory):
+		return fmt.Errorf("memory limit %d bytes: want 0 (none) or at least %s", l.Memory, FormatBytes(MinMemory))
+	case l.Pids < 0 || (l.Pids > 0 && l.Pids < MinPids):
+		return fmt.Errorf("pids limit %d: want 0 (none) or at least %d", l.Pids, MinPids)
+	case l.Disk < 0 || (l.Disk > 0 && l.Disk < MinDisk):
+		return fmt.Errorf("disk limit %d bytes: want 0 (none) or at least %s", l.Disk, FormatBytes(MinDisk))
+	}
+	return nil
 }
 
 // Result is how a workload ended.
@@ -47,7 +96,11 @@ type Result struct {
 	// signal or never started.
 	ExitCode int
 	// Cause is nil for a normal exit; otherwise why the workload was stopped
-	// (ErrTimeout, or the context's cause such as a lease lost or a cancel).
+	// (ErrTimeout, a *LimitError, or the context's cause such as a lease
+	// lost or a cancel). A workload that went over its memory or disk limit
+	// has a *LimitError here even when it ended by itself (one of its
+	// processes killed by the kernel, a write refused), with ExitCode as it
+	// exited.
 	Cause    error
 	Started  time.Time
 	Finished time.Time
@@ -55,6 +108,46 @@ type Result struct {
 
 // ErrTimeout is the cause of a workload stopped by Spec.Timeout.
 var ErrTimeout = errors.New("job timed out")
+
+// ErrLimitExceeded matches every *LimitError (errors.Is).
+var ErrLimitExceeded = errors.New("limit exceeded")
+
+// LimitError is the cause of a workload stopped for going over one of its
+// Limits.
+type LimitError struct {
+	// Resource is "memory" or "disk".
+	Resource string
+	// Limit is the limit in bytes.
+	Limit int64
+	// Detail, when set, says more, e.g. that no inode was left.
+	Detail string
+}
+
+func (e *LimitError) Error() string {
+	msg := fmt.Sprintf("%s limit %s exceeded", e.Resource, FormatBytes(e.Limit))
+	if e.Detail != "" {
+		msg += " (" + e.Detail + ")"
+	}
+	return msg
+}
+
+// Is makes errors.Is(err, ErrLimitExceeded) hold.
+func (e *LimitError) Is(target error) bool { return target == ErrLimitExceeded }
+
+// FormatBytes writes n bytes for people: "2 GiB", "1.5 GiB", "512 MiB",
+// "100 bytes".
+func FormatBytes(n int64) string {
+	units := []string{"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"}
+	if n < 1024 && n > -1024 {
+		return strconv.FormatInt(n, 10) + " bytes"
+	}
+	v, i := float64(n)/1024, 0
+	for i < len(units)-1 && math.Abs(v) >= 1024 {
+		v /= 1024
+		i++
+	}
+	return strconv.FormatFloat(math.Round(v*10)/10, 'f', -1, 64) + " " + units[i]
+}
 
 // Executor runs workloads. Implementations are safe for concurrent use.
 type Executor interface {

@@ -18,6 +18,7 @@ const (
 	fdStarted = 5 // the wrapper writes one byte here just before it execs the job
 	fdPasswd  = 6 // contents of the sandbox's /etc/passwd (--ro-bind-data)
 	fdGroup   = 7 // contents of the sandbox's /etc/group
+	fdSeccomp = 8 // the syscall filter, read by --seccomp
 )
 
 // Fixed places and names inside the sandbox.
@@ -35,8 +36,8 @@ const (
 // executor the sandbox is set up, and execs the job. The shell makes a
 // missing command exit 127 and a non-executable one 126, as users expect;
 // bwrap alone would exit 1 for both.
-var wrapperScript = fmt.Sprintf(`exec 2>&1 %d<&- %d>&- %d<&- %d<&-; printf . >&%d || exit 125; exec %d>&-; exec "$@"`,
-	fdArgs, fdInfo, fdPasswd, fdGroup, fdStarted, fdStarted)
+var wrapperScript = fmt.Sprintf(`exec 2>&1 %d<&- %d>&- %d<&- %d<&- %d<&-; printf . >&%d || exit 125; exec %d>&-; exec "$@"`,
+	fdArgs, fdInfo, fdPasswd, fdGroup, fdSeccomp, fdStarted, fdStarted)
 
 // network says how a sandbox reaches the network.
 //
@@ -60,6 +61,10 @@ type invocation struct {
 	Host      hostLayout
 	Etc       []string // names under /etc to bind read-only if they exist
 	Network   network
+	// Tmp is a host directory bound read-write at /tmp; empty: a tmpfs.
+	Tmp string
+	// Seccomp installs the syscall filter read from fdSeccomp.
+	Seccomp bool
 }
 
 // bwrapArgs is a bwrap command line in two parts.
@@ -128,9 +133,13 @@ func buildArgs(inv invocation) (bwrapArgs, error) {
 		"--perms", "0644", "--ro-bind-data", strconv.Itoa(fdGroup), "/etc/group",
 		"--proc", "/proc",
 		"--dev", "/dev",
-		"--tmpfs", "/tmp",
-		"--bind", inv.Workspace, sandboxWorkspace,
 	)
+	if inv.Tmp != "" {
+		o = append(o, "--bind", inv.Tmp, "/tmp")
+	} else {
+		o = append(o, "--tmpfs", "/tmp")
+	}
+	o = append(o, "--bind", inv.Workspace, sandboxWorkspace)
 	for _, b := range inv.Binds {
 		kind := "--bind"
 		if b.ReadOnly {
@@ -143,6 +152,9 @@ func buildArgs(inv invocation) (bwrapArgs, error) {
 		"--chdir", sandboxWorkspace,
 		"--info-fd", strconv.Itoa(fdInfo),
 	)
+	if inv.Seccomp {
+		o = append(o, "--seccomp", strconv.Itoa(fdSeccomp))
+	}
 	cmd := append([]string{shellPath, "-c", wrapperScript, wrapperName}, inv.Argv...)
 	return bwrapArgs{Options: o, Command: cmd}, nil
 }
@@ -187,6 +199,9 @@ func validate(inv invocation) error {
 	}
 	if !path.IsAbs(inv.Workspace) || strings.IndexByte(inv.Workspace, 0) >= 0 {
 		return fmt.Errorf("workspace %q is not an absolute path", inv.Workspace)
+	}
+	if inv.Tmp != "" && (!path.IsAbs(inv.Tmp) || strings.IndexByte(inv.Tmp, 0) >= 0) {
+		return fmt.Errorf("tmp %q is not an absolute path", inv.Tmp)
 	}
 	for _, b := range inv.Binds {
 		if !path.IsAbs(b.Source) || strings.IndexByte(b.Source, 0) >= 0 {

@@ -18,10 +18,11 @@ import (
 const checkTimeout = 30 * time.Second
 
 // Check verifies that bubblewrap is installed at opts.BwrapPath and can run
-// a sandbox here as Run would (same uid, same WorkRoot), for the agent to
-// call at start. Its error says what is wrong and, where it can, how to fix
-// it.
-func Check(ctx context.Context, opts Options) error {
+// a sandbox here as Run would (same uid, same WorkRoot, the same limits),
+// for the agent to call at start. Its error says what is wrong and, where
+// it can, how to fix it. Like New, it removes the leftovers of an earlier
+// Executor on the work root; it leaves nothing behind.
+func Check(ctx context.Context, opts Options, limits executor.Limits) (err error) {
 	o, err := opts.withDefaults()
 	if err != nil {
 		return err
@@ -39,6 +40,7 @@ func Check(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
+	defer func() { err = errors.Join(err, e.Close()) }()
 	uid, _, err := e.Identity(0)
 	if err != nil {
 		return err
@@ -49,6 +51,7 @@ func Check(ctx context.Context, opts Options) error {
 		Argv:    []string{"id", "-u"},
 		Timeout: checkTimeout,
 		Output:  &out,
+		Limits:  limits,
 	})
 	if err != nil {
 		return fmt.Errorf("bubblewrap at %s cannot create a sandbox: %w%s", o.BwrapPath, err, hint(err.Error(), uid, o.WorkRoot))

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/nimbus-build/nimbus/internal/executor"
 )
 
 func TestCheck(t *testing.T) {
@@ -49,7 +51,7 @@ func TestCheck(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := Check(t.Context(), tt.opts())
+			err := Check(t.Context(), tt.opts(), executor.Limits{})
 			switch {
 			case tt.want == "" && err != nil:
 				t.Errorf("Check: %v", err)
@@ -71,7 +73,7 @@ func TestCheckUnreachableWorkRoot(t *testing.T) {
 	if err := os.Mkdir(closed, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	err := Check(t.Context(), Options{WorkRoot: filepath.Join(closed, "work"), UIDBase: testUIDBase})
+	err := Check(t.Context(), Options{WorkRoot: filepath.Join(closed, "work"), UIDBase: testUIDBase}, executor.Limits{})
 	if err == nil || !strings.Contains(err.Error(), "o+x") || !strings.Contains(err.Error(), closed) {
 		t.Errorf("Check error = %v, want one that asks for o+x on %s", err, closed)
 	}

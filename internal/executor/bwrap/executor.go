@@ -2,29 +2,48 @@ package bwrap
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/nimbus-build/nimbus/internal/executor"
-	"github.com/nimbus-build/nimbus/internal/executor/workspace"
 )
 
 // Executor runs jobs in bubblewrap sandboxes. It is safe for concurrent use.
 type Executor struct {
-	opts   Options
-	log    *slog.Logger
-	host   hostLayout
-	asRoot bool // the agent is root: jobs get their own unprivileged uids
+	opts    Options
+	log     *slog.Logger
+	host    hostLayout
+	asRoot  bool   // the agent is root: jobs get their own unprivileged uids
+	seccomp []byte // the sandboxes' syscall filter
+
+	// As root only: the sandboxes' cgroups and the slots' filesystems.
+	cgroups cgroupTree
+	disks   *slotDisks
+
+	mu     sync.Mutex
+	busy   map[int]bool // slots with a run in flight
+	closed bool
+	runs   sync.WaitGroup
 }
 
 var _ executor.Executor = (*Executor)(nil)
 
+// ErrClosed is returned by Run after Close.
+var ErrClosed = errors.New("bwrap executor closed")
+
 // New returns an Executor. It checks opts but not bubblewrap itself: call
 // Check for that.
+//
+// The Executor owns its work root: New removes what an earlier Executor on
+// the same work root (a crashed agent's) left there and in its cgroups,
+// killing its processes and unmounting its filesystems. Two Executors must
+// not share a work root at once. Call Close when done.
 func New(opts Options) (*Executor, error) {
 	opts, err := opts.withDefaults()
 	if err != nil {
@@ -34,11 +53,71 @@ func New(opts Options) (*Executor, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Executor{
-		opts:   opts,
-		log:    opts.Logger.With("component", "executor", "executor", "bwrap"),
-		host:   host,
-		asRoot: os.Geteuid() == 0,
+	prog, err := seccompProgram()
+	if err != nil {
+		return nil, err
+	}
+	e := &Executor{
+		opts:    opts,
+		log:     opts.Logger.With("component", "executor", "executor", "bwrap"),
+		host:    host,
+		asRoot:  os.Geteuid() == 0,
+		seccomp: prog,
+		busy:    map[int]bool{},
+	}
+	if err := e.sweep(); err != nil {
+		return nil, err
+	}
+	if e.asRoot {
+		if e.cgroups, err = newCgroupTree(opts.WorkRoot); err != nil {
+			return nil, err
+		}
+		e.disks = newSlotDisks(opts.WorkRoot)
+	}
+	return e, nil
+}
+
+// Close waits for the runs in flight, then unmounts the slots' filesystems
+// and removes them and the Executor's cgroups. Run fails after Close.
+func (e *Executor) Close() error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil
+	}
+	e.closed = true
+	e.mu.Unlock()
+	e.runs.Wait()
+	var errs []error
+	if e.disks != nil {
+		errs = append(errs, e.disks.close())
+	}
+	if e.cgroups != nil {
+		errs = append(errs, e.cgroups.close())
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("close bwrap executor: %w", err)
+	}
+	return nil
+}
+
+// begin registers a run in slot; end, its result, unregisters it.
+func (e *Executor) begin(slot int) (end func(), err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	switch {
+	case e.closed:
+		return nil, ErrClosed
+	case e.busy[slot]:
+		return nil, fmt.Errorf("slot %d already runs a job", slot)
+	}
+	e.busy[slot] = true
+	e.runs.Add(1)
+	return func() {
+		e.mu.Lock()
+		delete(e.busy, slot)
+		e.mu.Unlock()
+		e.runs.Done()
 	}, nil
 }
 
@@ -74,20 +153,40 @@ func (e *Executor) Run(ctx context.Context, spec executor.Spec) (executor.Result
 		return res, nil
 	}
 	uid, gid, err := e.Identity(spec.Slot)
+	if err == nil {
+		err = e.checkLimits(spec.Limits)
+	}
 	if err != nil {
 		return res, fmt.Errorf("run job %s: %w", spec.JobID, err)
 	}
+	end, err := e.begin(spec.Slot)
+	if err != nil {
+		return res, fmt.Errorf("run job %s: %w", spec.JobID, err)
+	}
+	defer end()
 	log := e.log.With("job_id", spec.JobID, "slot", spec.Slot)
-	ws, err := workspace.Create(e.opts.WorkRoot, spec.JobID, uid, gid)
+	st, err := e.newJobStorage(spec.JobID, spec.Slot, spec.Limits.Disk, uid, gid)
 	if err != nil {
 		return res, fmt.Errorf("run job %s: %w", spec.JobID, err)
 	}
 	if e.opts.KeepWorkspace {
-		log.Info("keeping workspace", "path", ws)
+		log.Info("keeping workspace", "path", st.workspace)
 	} else {
 		defer func() {
-			if err := workspace.Remove(ws); err != nil {
+			if err := st.remove(); err != nil {
 				log.Error("remove workspace", "error", err)
+			}
+		}()
+	}
+	var cg sandboxCgroup
+	if e.cgroups != nil {
+		cg, err = e.cgroups.newSandbox(cgroupName(spec.Slot), spec.Limits)
+		if err != nil {
+			return res, fmt.Errorf("run job %s: %w", spec.JobID, err)
+		}
+		defer func() {
+			if err := cg.destroy(); err != nil {
+				log.Error("remove the sandbox's cgroup", "error", err)
 			}
 		}()
 	}
@@ -95,10 +194,12 @@ func (e *Executor) Run(ctx context.Context, spec executor.Spec) (executor.Result
 		Argv:      spec.Argv,
 		Env:       spec.Env,
 		Binds:     spec.Binds,
-		Workspace: ws,
+		Workspace: st.workspace,
+		Tmp:       st.tmp,
 		Host:      e.host,
 		Etc:       e.opts.Etc,
 		Network:   networkNone,
+		Seccomp:   true,
 	})
 	if err != nil {
 		return res, fmt.Errorf("run job %s: %w", spec.JobID, err)
@@ -114,17 +215,50 @@ func (e *Executor) Run(ctx context.Context, spec executor.Spec) (executor.Result
 
 	runCtx, cancel := runContext(ctx, spec.Timeout)
 	defer cancel()
-	p, err := startSandbox(e.opts.BwrapPath, args, newAccounts(uid, gid), cred, out, log)
+	// The watch stops the sandbox, through limitCtx, when it goes over a
+	// limit.
+	watch := limitWatch{limits: spec.Limits, cgroup: cg, storage: st, log: log}
+	limitCtx, stop := context.WithCancelCause(runCtx)
+	defer stop(nil)
+	p, err := startSandbox(e.opts.BwrapPath, args, newAccounts(uid, gid), cred, confinement{seccomp: e.seccomp, cgroup: cg}, out, log)
 	if err != nil {
 		return res, fmt.Errorf("run job %s: %w", spec.JobID, err)
 	}
 	res.Started = time.Now()
-	res.ExitCode, res.Cause, err = p.supervise(runCtx)
+	watched := watch.start(limitCtx, stop)
+	res.ExitCode, res.Cause, err = p.supervise(limitCtx)
 	res.Finished = time.Now()
+	stop(nil)
+	<-watched
 	if err != nil {
 		return res, fmt.Errorf("run job %s: %w", spec.JobID, err)
 	}
+	// A job may have ended by itself just after going over a limit.
+	if res.Cause == nil {
+		if over := watch.over(); over != nil {
+			res.Cause = over
+		}
+	}
 	return res, nil
+}
+
+// checkLimits refuses limits out of range, and limits an Executor that is
+// not root cannot enforce.
+func (e *Executor) checkLimits(l executor.Limits) error {
+	if err := l.Validate(); err != nil {
+		return err
+	}
+	if !e.asRoot && l != (executor.Limits{}) {
+		return errors.New("job limits (cpu, memory, pids, disk) need the agent to run as root")
+	}
+	return nil
+}
+
+// cgroupName names the cgroup of a sandbox in slot: unique while it runs,
+// and a random part so that one that could not be removed never blocks
+// the slot.
+func cgroupName(slot int) string {
+	return fmt.Sprintf("slot-%d-%s", slot, randomHex(4))
 }
 
 // runContext bounds a run by timeout (none when zero), with

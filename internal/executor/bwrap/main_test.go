@@ -26,6 +26,8 @@ const (
 	childArgEnv  = "NIMBUS_BWRAP_TEST_ARG"
 	// childTokenEnv is passed on to the job as TOKEN.
 	childTokenEnv = "NIMBUS_BWRAP_TEST_TOKEN"
+	// childDiskEnv is the job's disk limit in bytes.
+	childDiskEnv = "NIMBUS_BWRAP_TEST_DISK"
 )
 
 func TestMain(m *testing.M) {
@@ -47,17 +49,20 @@ func TestMain(m *testing.M) {
 func childRun() int {
 	base, _ := strconv.Atoi(os.Getenv(childBaseEnv))
 	slot, _ := strconv.Atoi(os.Getenv(childSlotEnv))
+	disk, _ := strconv.ParseInt(os.Getenv(childDiskEnv), 10, 64)
 	e, err := New(Options{WorkRoot: os.Getenv(childRootEnv), UIDBase: base})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	defer e.Close()
 	res, err := e.Run(context.Background(), executor.Spec{
 		JobID:  "child",
 		Argv:   []string{"sh", "-c", os.Getenv(childArgEnv)},
 		Env:    map[string]string{"TOKEN": os.Getenv(childTokenEnv)},
 		Output: os.Stdout,
 		Slot:   slot,
+		Limits: executor.Limits{Disk: disk},
 	})
 	fmt.Printf("result: %+v, %v\n", res, err)
 	return 0
@@ -65,7 +70,7 @@ func childRun() int {
 
 // childCheck prints what Check says.
 func childCheck() int {
-	err := Check(context.Background(), Options{WorkRoot: os.Getenv(childRootEnv)})
+	err := Check(context.Background(), Options{WorkRoot: os.Getenv(childRootEnv)}, executor.Limits{})
 	fmt.Printf("check: %v\n", err)
 	return 0
 }
@@ -103,7 +108,7 @@ func requireBwrap(t *testing.T) {
 			checkErr = err
 			return
 		}
-		checkErr = Check(context.Background(), Options{WorkRoot: filepath.Join(dir, "work"), UIDBase: testUIDBase})
+		checkErr = Check(context.Background(), Options{WorkRoot: filepath.Join(dir, "work"), UIDBase: testUIDBase}, executor.Limits{})
 	})
 	if checkErr != nil {
 		unavailable(t, "bubblewrap cannot create sandboxes here: "+checkErr.Error())
@@ -153,6 +158,11 @@ func newExecutor(t *testing.T, modify ...func(*Options)) *Executor {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		if err := e.Close(); err != nil {
+			t.Error(err)
+		}
+	})
 	return e
 }
 

@@ -29,8 +29,9 @@ var ErrSetup = errors.New("bubblewrap could not set up the sandbox")
 //
 // Every goroutine it starts ends by the time wait returns.
 type sandboxProcess struct {
-	cmd *exec.Cmd
-	log *slog.Logger
+	cmd    *exec.Cmd
+	cgroup sandboxCgroup // nil: bwrap starts in the agent's cgroup
+	log    *slog.Logger
 
 	initKnown chan struct{} // closed once init is set, or known not to exist
 	init      *initProcess
@@ -46,10 +47,16 @@ type sandboxProcess struct {
 	stderr     limitedBuffer
 }
 
+// confinement is what confines a sandbox besides its bwrap options.
+type confinement struct {
+	seccomp []byte        // the syscall filter (bwrap --seccomp); nil: none
+	cgroup  sandboxCgroup // where bwrap starts; nil: the agent's cgroup
+}
+
 // startSandbox starts bwrap with args. The job's stdout and stderr go,
 // through one pipe, to out; cred, when set, is the host identity bwrap runs
 // as.
-func startSandbox(bwrapPath string, args bwrapArgs, acc accounts, cred *syscall.Credential, out io.Writer, log *slog.Logger) (*sandboxProcess, error) {
+func startSandbox(bwrapPath string, args bwrapArgs, acc accounts, cred *syscall.Credential, conf confinement, out io.Writer, log *slog.Logger) (*sandboxProcess, error) {
 	var closeAfterStart, closeOnError []*os.File
 	defer func() {
 		for _, f := range closeAfterStart {
@@ -62,8 +69,8 @@ func startSandbox(bwrapPath string, args bwrapArgs, acc accounts, cred *syscall.
 		}
 		return nil, fmt.Errorf("start bwrap: %w", err)
 	}
-	memFiles := make([]*os.File, 3)
-	for i, data := range [][]byte{args.OptionsData(), acc.Passwd, acc.Group} {
+	memFiles := make([]*os.File, 4)
+	for i, data := range [][]byte{args.OptionsData(), acc.Passwd, acc.Group, conf.seccomp} {
 		f, err := memFile("nimbus-bwrap", data)
 		if err != nil {
 			return fail(err)
@@ -83,12 +90,13 @@ func startSandbox(bwrapPath string, args bwrapArgs, acc accounts, cred *syscall.
 	}
 	info, started, output, stderr := pipes[0], pipes[1], pipes[2], pipes[3]
 
-	extra := make([]*os.File, fdGroup-2)
+	extra := make([]*os.File, fdSeccomp-2)
 	extra[fdArgs-3] = memFiles[0]
 	extra[fdInfo-3] = info[1]
 	extra[fdStarted-3] = started[1]
 	extra[fdPasswd-3] = memFiles[1]
 	extra[fdGroup-3] = memFiles[2]
+	extra[fdSeccomp-3] = memFiles[3]
 	cmd := &exec.Cmd{
 		Path:       bwrapPath,
 		Args:       append([]string{"bwrap"}, args.Argv()...),
@@ -110,6 +118,7 @@ func startSandbox(bwrapPath string, args bwrapArgs, acc accounts, cred *syscall.
 	}
 	p := &sandboxProcess{
 		cmd:        cmd,
+		cgroup:     conf.cgroup,
 		log:        log,
 		initKnown:  make(chan struct{}),
 		started:    make(chan bool, 1),
@@ -132,13 +141,29 @@ func startSandbox(bwrapPath string, args bwrapArgs, acc accounts, cred *syscall.
 // thread until bwrap has exited, and closes p.exited then. A parent-death
 // signal fires when the thread that forked the child ends, not the process:
 // unlocked, the thread could be handed to a goroutine that locks it and
-// exits, and the kernel would kill a healthy job.
+// exits, and the kernel would kill a healthy job. The same thread is the
+// one that enters the sandbox's cgroup for the fork (cgroup v1); should it
+// fail to leave it, it stays locked and ends with the goroutine.
 func (p *sandboxProcess) startAndWait() error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		if err := p.cmd.Start(); err != nil {
+		restored := true
+		defer func() {
+			if restored {
+				runtime.UnlockOSThread()
+			}
+		}()
+		var err error
+		if p.cgroup != nil {
+			restored, err = p.cgroup.start(p.cmd)
+			if !restored {
+				p.log.Error("the thread that started bwrap could not leave the sandbox's cgroup; it will end with the job")
+			}
+		} else {
+			err = p.cmd.Start()
+		}
+		if err != nil {
 			errc <- err
 			return
 		}
