@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -69,6 +70,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if !a.started.CompareAndSwap(false, true) {
 		return errors.New("agent: Run called more than once")
 	}
+	defer a.closeExecutor()
 	// A graceful stop during start-up, with no job running yet, ends Run.
 	setUpCtx, stopSetUp := a.untilGracefulStop(ctx)
 	err := a.setUp(setUpCtx)
@@ -116,6 +118,16 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.log.Info("agent stopped")
 	return err
+}
+
+// closeExecutor releases what the executor holds for the agent's life
+// (bwrap: the slots' filesystems, its cgroups), once every job has ended.
+func (a *Agent) closeExecutor() {
+	if c, ok := a.cfg.Executor.(io.Closer); ok {
+		if err := c.Close(); err != nil {
+			a.log.Error("close the executor", "err", err)
+		}
+	}
 }
 
 // GracefulStop makes Run lease no more jobs and return once the running

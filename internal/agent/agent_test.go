@@ -14,6 +14,7 @@ import (
 
 	"github.com/nimbus-build/nimbus/internal/apiv1"
 	"github.com/nimbus-build/nimbus/internal/executor"
+	"github.com/nimbus-build/nimbus/internal/testenv"
 )
 
 // Tests in this file drive a real agent against the fake control plane
@@ -74,6 +75,37 @@ func TestJobOutcomes(t *testing.T) {
 		}
 		if len(v.Completes) != 1 {
 			t.Errorf("%s: %d completions, want 1", name, len(v.Completes))
+		}
+	}
+	f.checkNoViolations(t)
+}
+
+// TestJobOverItsLimitsIsReported runs jobs past the agent's memory and disk
+// limits: each is stopped and reported with the limit it went over.
+func TestJobOverItsLimitsIsReported(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		testenv.Missing(t, "job limits need root")
+	}
+	e, _ := newBwrap(t)
+	f := newFakeControlPlane(30 * time.Second)
+	cfg, _ := testConfig(t, f.serve(t), f, e)
+	cfg.MaxJobs = 2
+	cfg.JobLimits = executor.Limits{Memory: 64 << 20, Disk: executor.MinDisk}
+	jobs := map[string]string{
+		"memory": "tail /dev/zero", // keeps one endless line in memory
+		"disk":   "head -c 200M /dev/zero > big; exec sleep 100",
+	}
+	ids := map[string]string{}
+	for name, script := range jobs {
+		ids[name] = f.enqueue(fakeJobSpec{argv: sh(script)})
+	}
+	startAgent(t, cfg)
+	for name, id := range ids {
+		got := f.waitFinished(t, id).Completes[0]
+		want := apiv1.Complete{Fence: 1, State: "failed", Reason: name + " limit 64 MiB exceeded"}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("%s: completion (-want +got):\n%s", name, diff)
 		}
 	}
 	f.checkNoViolations(t)

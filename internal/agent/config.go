@@ -60,11 +60,14 @@ type Config struct {
 	// Version is the agent's version, sent at enrollment and registration.
 	Version string
 
-	// Executor runs the workloads.
+	// Executor runs the workloads. When it has a Close method (an
+	// io.Closer), Run calls it as it returns.
 	Executor executor.Executor
+	// JobLimits are the resource limits of every job (executor.Spec.Limits).
+	JobLimits executor.Limits
 	// ScratchDirs hold only per-job data of this agent that a crashed
-	// agent may have left behind, such as the executor's work root
-	// (bwrap.Options.WorkRoot). Run empties each at start.
+	// agent may have left behind (an executor that owns its work root, as
+	// bwrap's does, sweeps that itself). Run empties each at start.
 	ScratchDirs []string
 
 	// RunnerDir is a GitHub Actions runner directory. Without it the agent
@@ -180,6 +183,9 @@ func (c Config) validate() error {
 	}
 	if c.Executor == nil {
 		bad("executor", "required")
+	}
+	if err := c.JobLimits.Validate(); err != nil {
+		bad("job limits", "%v", err)
 	}
 	for i, d := range c.ScratchDirs {
 		checkAbs(fmt.Sprintf("scratch dirs[%d]", i), d, true)

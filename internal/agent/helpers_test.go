@@ -53,13 +53,14 @@ func newBwrap(t *testing.T) (*bwrap.Executor, bwrap.Options) {
 		WorkRoot: filepath.Join(traversableDir(t), "work"),
 		UIDBase:  200000 + 100*int(uidBases.Add(1)),
 	}
-	if err := bwrap.Check(t.Context(), opts); err != nil {
+	if err := bwrap.Check(t.Context(), opts, executor.Limits{}); err != nil {
 		testenv.Missing(t, "bubblewrap cannot create sandboxes here: %v", err)
 	}
 	e, err := bwrap.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { e.Close() })
 	return e, opts
 }
 

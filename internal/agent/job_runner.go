@@ -165,6 +165,7 @@ func (r *jobRunner) runWorkload(ctx context.Context, output io.Writer) (executor
 		Timeout: r.timeout(),
 		Output:  output,
 		Slot:    r.slot,
+		Limits:  r.cfg.JobLimits,
 	}
 	if r.lease.Runner != nil {
 		if r.cfg.RunnerDir == "" {

@@ -29,6 +29,10 @@ func outcome(res executor.Result, err error, timeout time.Duration) apiv1.Comple
 		return apiv1.Complete{State: stateFailed, Reason: fmt.Sprintf("timed out after %v", timeout)}
 	case errors.Is(res.Cause, ErrCanceled):
 		return apiv1.Complete{State: stateCancelled, Reason: "cancelled"}
+	case errors.Is(res.Cause, executor.ErrLimitExceeded):
+		// "memory limit 2 GiB exceeded", whether the job was stopped or
+		// ended by itself after the kernel killed one of its processes.
+		return apiv1.Complete{State: stateFailed, Reason: res.Cause.Error()}
 	case res.Cause != nil:
 		return apiv1.Complete{State: stateFailed, Reason: fmt.Sprintf("stopped: %v", res.Cause)}
 	case res.ExitCode == 0:

@@ -39,6 +39,13 @@ type AgentConfig struct {
 	LogLevel  string
 	LogFormat string
 
+	// Limits of each job (0: none). JobMemory is autoMemory until Validate
+	// works it out.
+	JobCPUs   float64
+	JobMemory int64
+	JobPids   int64
+	JobDisk   int64
+
 	RBSListen      string
 	RBSAdvertise   string
 	RBSStorageRoot string
@@ -66,6 +73,11 @@ func (c *AgentConfig) Register(s *config.Set, standalone bool) {
 	s.IntVar(&c.MaxJobs, "max-jobs", runtime.NumCPU(), "jobs to run at once")
 	s.StringVar(&c.RunnerDir, "runner-dir", "", "GitHub Actions runner directory (with run.sh), for GitHub jobs")
 	s.IntVar(&c.UIDBase, "sandbox-uid-base", bwrap.DefaultUIDBase, "as root, the job in slot n runs as host uid base+n")
+	s.Float64Var(&c.JobCPUs, "job-cpus", 0, "CPU time each job may use, in CPUs, e.g. 2 or 0.5 (0: no cap; running jobs share the CPUs evenly)")
+	c.JobMemory = autoMemory
+	s.Var(memoryValue{&c.JobMemory}, "job-memory", "memory each job may use; past it the job is stopped (auto: the host's memory / --max-jobs; 0: none)")
+	s.Int64Var(&c.JobPids, "job-pids", DefaultJobPids, "processes and threads each job may have at once (0: none)")
+	s.Var(config.SizeValue{Size: &c.JobDisk}, "job-disk", "what each job may store in its workspace and /tmp, e.g. 20GiB; past it the job is stopped (0: none)")
 	s.StringVar(&c.RBSListen, "rbs-listen", "", "offer remote Bazel: address of the sessions' mTLS tunnel, e.g. :7443 (empty: off)")
 	s.StringVar(&c.RBSAdvertise, "rbs-advertise", "", "host:port proxies reach the tunnel at (default: the listen address)")
 	s.StringVar(&c.RBSStorageRoot, "rbs-storage-root", "/var/lib/nimbus/rbs", "where remote Bazel sessions keep workspaces and output bases (<root>/<org>/<user>/<repo>)")
@@ -96,6 +108,20 @@ func (c *AgentConfig) Validate(standalone bool) error {
 	if c.MaxJobs < 1 || c.MaxJobs > 1024 {
 		return fmt.Errorf("max-jobs: %d: 1-1024", c.MaxJobs)
 	}
+	if c.JobMemory == autoMemory {
+		total, err := hostMemory()
+		if err != nil {
+			return fmt.Errorf("job-memory: auto: %w", err)
+		}
+		c.JobMemory = max(total/int64(c.MaxJobs)>>20<<20, executor.MinMemory)
+	}
+	for flag, l := range map[string]executor.Limits{
+		"job-cpus": {CPUs: c.JobCPUs}, "job-memory": {Memory: c.JobMemory}, "job-pids": {Pids: c.JobPids}, "job-disk": {Disk: c.JobDisk},
+	} {
+		if err := l.Validate(); err != nil {
+			return fmt.Errorf("%s: %w", flag, err)
+		}
+	}
 	if c.RunnerDir != "" {
 		if _, err := os.Stat(filepath.Join(c.RunnerDir, "run.sh")); err != nil {
 			return fmt.Errorf("runner-dir: %v (want a GitHub Actions runner directory with run.sh)", err)
@@ -115,26 +141,88 @@ func defaultWorkDir(stateDir string) string {
 	return filepath.Join("/var/lib/nimbus/work", hex.EncodeToString(h[:6]))
 }
 
+// DefaultJobPids is the default of --job-pids.
+const DefaultJobPids = 8192
+
+// autoMemory stands for --job-memory auto until Validate works it out.
+const autoMemory = -1
+
+// memoryValue is --job-memory: a size, or auto.
+type memoryValue struct{ v *int64 }
+
+func (m memoryValue) String() string {
+	if m.v != nil && *m.v == autoMemory {
+		return "auto"
+	}
+	return config.SizeValue{Size: m.v}.String()
+}
+
+func (m memoryValue) Set(s string) error {
+	if strings.TrimSpace(s) == "auto" {
+		*m.v = autoMemory
+		return nil
+	}
+	return config.SizeValue{Size: m.v}.Set(s)
+}
+
+// hostMemory is the host's memory in bytes (MemTotal of /proc/meminfo).
+func hostMemory() (int64, error) {
+	data, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+			var kib int64
+			if _, err := fmt.Sscanf(strings.TrimSpace(rest), "%d kB", &kib); err != nil {
+				return 0, fmt.Errorf("/proc/meminfo: %q", line)
+			}
+			return kib << 10, nil
+		}
+	}
+	return 0, errors.New("/proc/meminfo has no MemTotal")
+}
+
+// jobLimits are the limits every job gets: none when the agent is not
+// root, which cannot enforce them.
+func (c AgentConfig) jobLimits(log *slog.Logger) executor.Limits {
+	l := executor.Limits{CPUs: c.JobCPUs, Memory: c.JobMemory, Pids: c.JobPids, Disk: c.JobDisk}
+	if l != (executor.Limits{}) && os.Geteuid() != 0 {
+		log.Warn("the agent is not root: jobs run without cpu, memory, pids and disk limits (--job-*)")
+		return executor.Limits{}
+	}
+	return l
+}
+
 // NewAgent builds an agent with the bubblewrap executor, checking first
-// that sandboxes can run here.
-func NewAgent(ctx context.Context, c AgentConfig, log *slog.Logger) (*agent.Agent, error) {
+// that sandboxes can run here. The agent closes the executor when its Run
+// returns.
+func NewAgent(ctx context.Context, c AgentConfig, log *slog.Logger) (_ *agent.Agent, err error) {
 	for _, d := range []string{c.WorkDir, filepath.Dir(c.WorkDir)} {
 		if err := os.MkdirAll(d, 0o711); err != nil {
 			return nil, fmt.Errorf("work-dir: %w", err)
 		}
 		os.Chmod(d, 0o711)
 	}
+	limits := c.jobLimits(log)
 	opts := bwrap.Options{WorkRoot: filepath.Join(c.WorkDir, "jobs"), UIDBase: c.UIDBase, Logger: log}
-	if err := bwrap.Check(ctx, opts, executor.Limits{}); err != nil {
+	if err := bwrap.Check(ctx, opts, limits); err != nil {
 		return nil, fmt.Errorf("sandbox check: %w", err)
 	}
+	// The executor owns its work root: New sweeps what a crashed agent
+	// left there and in its cgroups.
 	ex, err := bwrap.New(opts)
 	if err != nil {
 		return nil, err
 	}
+	defer func() {
+		if err != nil {
+			ex.Close()
+		}
+	}()
 	cfg := agent.Config{
 		Server: c.Server, StateDir: c.StateDir, JoinToken: c.JoinToken, Name: c.Name, Labels: c.Labels, MaxJobs: c.MaxJobs,
-		Version: Version, Executor: ex, ScratchDirs: []string{opts.WorkRoot}, Logger: log,
+		Version: Version, Executor: ex, JobLimits: limits, Logger: log,
 	}
 	if host, err := os.Hostname(); err == nil {
 		cfg.Hostname = host

@@ -16,6 +16,7 @@ import (
 	"github.com/nimbus-build/nimbus/internal/agent"
 	"github.com/nimbus-build/nimbus/internal/apiv1"
 	"github.com/nimbus-build/nimbus/internal/app/apptest"
+	"github.com/nimbus-build/nimbus/internal/executor"
 	"github.com/nimbus-build/nimbus/internal/executor/bwrap"
 	"github.com/nimbus-build/nimbus/internal/testenv"
 )
@@ -34,13 +35,14 @@ func newBwrap(t *testing.T) *bwrap.Executor {
 		}
 	}
 	opts := bwrap.Options{WorkRoot: filepath.Join(dir, "work"), UIDBase: 250000}
-	if err := bwrap.Check(t.Context(), opts); err != nil {
+	if err := bwrap.Check(t.Context(), opts, executor.Limits{}); err != nil {
 		testenv.Missing(t, "bubblewrap cannot create sandboxes here: %v", err)
 	}
 	e, err := bwrap.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { e.Close() })
 	return e
 }
 
