@@ -11,6 +11,8 @@ log() { echo "test-deps: $*" >&2; }
 
 pkgs=()
 command -v bwrap >/dev/null || pkgs+=(bubblewrap)
+# Disk limits format a per-slot ext4 image.
+[ -x /usr/sbin/mkfs.ext4 ] || [ -x /sbin/mkfs.ext4 ] || pkgs+=(e2fsprogs)
 command -v bazel >/dev/null || pkgs+=(bazel-bootstrap)
 command -v nft >/dev/null || pkgs+=(nftables)
 command -v ip >/dev/null || pkgs+=(iproute2)
