@@ -10,7 +10,7 @@ import (
 	"github.com/nimbus-build/nimbus/internal/auth"
 	"github.com/nimbus-build/nimbus/internal/httperror"
 	"github.com/nimbus-build/nimbus/internal/jobs"
-	"github.com/nimbus-build/nimbus/internal/rbs/session"
+	"github.com/nimbus-build/nimbus/internal/rbs/sessionapi"
 	"github.com/nimbus-build/nimbus/internal/store"
 )
 
@@ -48,7 +48,7 @@ func classifyAs(err error) (status int, code, msg string) {
 		return http.StatusUnauthorized, apiv1.CodeUnauthenticated, "join token unknown, already used or expired"
 	case errors.Is(err, auth.ErrForbidden):
 		return http.StatusForbidden, apiv1.CodeForbidden, err.Error()
-	case errors.Is(err, store.ErrNotFound), errors.Is(err, session.ErrNotFound):
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, sessionapi.ErrNotFound):
 		return http.StatusNotFound, apiv1.CodeNotFound, "not found"
 	case errors.Is(err, store.ErrStaleFence):
 		return http.StatusConflict, apiv1.CodeStaleFence, "the lease is not (or no longer) yours: stale fence"

@@ -25,7 +25,7 @@ import (
 	"github.com/nimbus-build/nimbus/internal/logs"
 	"github.com/nimbus-build/nimbus/internal/pki"
 	"github.com/nimbus-build/nimbus/internal/policy"
-	"github.com/nimbus-build/nimbus/internal/rbs/session"
+	"github.com/nimbus-build/nimbus/internal/rbs/sessionapi"
 	"github.com/nimbus-build/nimbus/internal/secrets"
 	"github.com/nimbus-build/nimbus/internal/sessions"
 	"github.com/nimbus-build/nimbus/internal/store"
@@ -87,7 +87,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.Serve
 // handlers binds each route of apiv1.Routes (by pattern) to its handler:
 // a handler for open routes, a userHandler for API tokens, an
 // agentHandler for agents, or an http.Handler for the remote Bazel
-// sessions API (internal/rbs/session).
+// sessions API (internal/rbs/sessionapi).
 func (s *Server) handlers() map[string]any {
 	h := map[string]any{
 		apiv1.RouteHealthz.Pattern():       handler(s.healthz),
@@ -137,7 +137,7 @@ func (s *Server) handlers() map[string]any {
 	}
 	var proxyAPI http.Handler = http.NotFoundHandler()
 	if s.Sessions != nil {
-		proxyAPI = session.Handler(s.Sessions, s.log)
+		proxyAPI = sessionapi.Handler(s.Sessions, s.log)
 	}
 	rbs[apiv1.RouteRBSGetServer.Pattern()] = proxyAPI
 	rbs[apiv1.RouteRBSSession.Pattern()] = proxyAPI

@@ -16,7 +16,7 @@ import (
 )
 
 // rbsAPI authenticates a user for the remote Bazel sessions API (served by
-// internal/rbs/session) and passes the principal on in the context. A
+// internal/rbs/sessionapi) and passes the principal on in the context. A
 // client certificate, when the connection carries one (mutual TLS), must
 // name the token's user; with RBSRequireClientCert it must be there.
 //

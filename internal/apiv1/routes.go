@@ -99,7 +99,7 @@ var (
 	RouteRetireWebhookSecrets = Route{Method: "POST", Path: "/api/v1/webhook-secrets/retire", Auth: AuthUser, Action: "keys.rotate"}
 
 	// Remote Bazel. The sessions:get and per-session routes are the
-	// proxy's (internal/rbs/session); {action} is "<session id>:heartbeat"
+	// proxy's (internal/rbs/sessionapi); {action} is "<session id>:heartbeat"
 	// or "<session id>:release".
 	RouteRBSCertificate = Route{Method: "POST", Path: "/api/v1/rbs/certificate", Auth: AuthUser, Action: "sessions.use"}
 	RouteRBSGetServer   = Route{Method: "POST", Path: "/api/v1/rbs/sessions:get", Auth: AuthUser, Action: "sessions.use", ClientCert: true}

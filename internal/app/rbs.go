@@ -17,7 +17,7 @@ import (
 	"github.com/nimbus-build/nimbus/internal/pki"
 	"github.com/nimbus-build/nimbus/internal/rbs"
 	"github.com/nimbus-build/nimbus/internal/rbs/proxy"
-	"github.com/nimbus-build/nimbus/internal/rbs/session"
+	"github.com/nimbus-build/nimbus/internal/rbs/sessionapi"
 )
 
 // RBSMain is `nimbus rbs`: remote Bazel on the developer's machine.
@@ -161,7 +161,7 @@ func first(vals ...string) string {
 // userCertificate asks the control plane for a user certificate over a
 // fresh key, and saves both (0600) beside the credentials.
 func userCertificate(server, credPath, caFile, dir string) (certFile, keyFile string, err error) {
-	tok, err := session.ReadToken(credPath)
+	tok, err := sessionapi.ReadToken(credPath)
 	if err != nil {
 		return "", "", err
 	}

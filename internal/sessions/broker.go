@@ -29,7 +29,7 @@ import (
 	"github.com/nimbus-build/nimbus/internal/pki"
 	"github.com/nimbus-build/nimbus/internal/policy"
 	"github.com/nimbus-build/nimbus/internal/rbs"
-	"github.com/nimbus-build/nimbus/internal/rbs/session"
+	"github.com/nimbus-build/nimbus/internal/rbs/sessionapi"
 	"github.com/nimbus-build/nimbus/internal/store"
 )
 
@@ -60,7 +60,7 @@ type Options struct {
 	Now      func() time.Time
 }
 
-// Broker implements session.Broker on the store. Safe for concurrent use.
+// Broker implements sessionapi.Broker on the store. Safe for concurrent use.
 type Broker struct {
 	o      Options
 	log    *slog.Logger
@@ -68,7 +68,7 @@ type Broker struct {
 	rec    *audit.Log
 }
 
-var _ session.Broker = (*Broker)(nil)
+var _ sessionapi.Broker = (*Broker)(nil)
 
 // New builds a Broker.
 func New(o Options) *Broker {
@@ -154,31 +154,31 @@ func sessionKey(user pki.Identity, req rbs.ServerRequest) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// GetServer implements session.Broker: the user's live session for req,
+// GetServer implements sessionapi.Broker: the user's live session for req,
 // or a new one on an agent that can serve it, once its Bazel server runs.
-func (b *Broker) GetServer(ctx context.Context, p auth.Principal, req rbs.ServerRequest, csr *x509.CertificateRequest) (session.Grant, error) {
+func (b *Broker) GetServer(ctx context.Context, p auth.Principal, req rbs.ServerRequest, csr *x509.CertificateRequest) (sessionapi.Grant, error) {
 	user, err := b.user(ctx, p)
 	if err != nil {
-		return session.Grant{}, err
+		return sessionapi.Grant{}, err
 	}
 	certPEM, err := b.o.CA.SignCSR(csr, user, pki.IssueOptions{TTL: b.o.CertTTL})
 	if err != nil {
-		return session.Grant{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+		return sessionapi.Grant{}, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	key := sessionKey(user, req)
 	s, reused, err := b.findOrCreate(ctx, p, user, key, req)
 	if err != nil {
-		return session.Grant{}, err
+		return sessionapi.Grant{}, err
 	}
 	s, err = b.waitReady(ctx, s)
 	if err != nil {
-		return session.Grant{}, err
+		return sessionapi.Grant{}, err
 	}
 	agent, err := b.o.Store.Agents().Get(ctx, s.AgentID)
 	if err != nil {
-		return session.Grant{}, err
+		return sessionapi.Grant{}, err
 	}
-	return session.Grant{
+	return sessionapi.Grant{
 		SessionID: s.ID, AgentAddress: s.Address, Agent: pki.AgentIdentity(agent.OrgID, agent.ID),
 		CACertPEM: b.o.CA.CertPEM(), ClientCertPEM: certPEM, Reused: reused, HeartbeatInterval: b.o.HeartbeatInterval,
 	}, nil
@@ -341,26 +341,26 @@ func (b *Broker) own(ctx context.Context, p auth.Principal, id string) (store.Se
 	}
 	s, err := b.o.Store.Sessions().Get(ctx, id)
 	if err != nil || s.OrgID != p.Org || s.User != p.Name {
-		return store.Session{}, fmt.Errorf("session %s: %w", id, session.ErrNotFound)
+		return store.Session{}, fmt.Errorf("session %s: %w", id, sessionapi.ErrNotFound)
 	}
 	return s, nil
 }
 
-// Heartbeat implements session.Broker.
+// Heartbeat implements sessionapi.Broker.
 func (b *Broker) Heartbeat(ctx context.Context, p auth.Principal, id string) error {
 	s, err := b.own(ctx, p, id)
 	if err != nil {
 		return err
 	}
 	if err := b.o.Store.Sessions().Touch(ctx, s.ID, b.o.Now()); errors.Is(err, store.ErrNotFound) {
-		return fmt.Errorf("session %s has ended: %w", id, session.ErrNotFound)
+		return fmt.Errorf("session %s has ended: %w", id, sessionapi.ErrNotFound)
 	} else if err != nil {
 		return err
 	}
 	return nil
 }
 
-// Release implements session.Broker: the proxy is done, the session stays
+// Release implements sessionapi.Broker: the proxy is done, the session stays
 // warm for its idle TTL so the next proxy attaches to it.
 func (b *Broker) Release(ctx context.Context, p auth.Principal, id string) error {
 	s, err := b.own(ctx, p, id)

@@ -15,7 +15,7 @@ import (
 	"github.com/nimbus-build/nimbus/internal/pki"
 	"github.com/nimbus-build/nimbus/internal/policy"
 	"github.com/nimbus-build/nimbus/internal/rbs"
-	"github.com/nimbus-build/nimbus/internal/rbs/session"
+	"github.com/nimbus-build/nimbus/internal/rbs/sessionapi"
 	"github.com/nimbus-build/nimbus/internal/sessions"
 	"github.com/nimbus-build/nimbus/internal/store"
 	"github.com/nimbus-build/nimbus/internal/store/storetest"
@@ -119,7 +119,7 @@ func csr(t *testing.T) *x509.CertificateRequest {
 }
 
 type getResult struct {
-	g   session.Grant
+	g   sessionapi.Grant
 	err error
 }
 
@@ -190,7 +190,7 @@ func TestSessionLifecycle(t *testing.T) {
 		t.Fatalf("bob: %+v %v", rb.g, rb.err)
 	}
 	for _, err := range []error{w.b.Heartbeat(ctx, w.bob, g.SessionID), w.b.Release(ctx, w.bob, g.SessionID)} {
-		if !errors.Is(err, session.ErrNotFound) {
+		if !errors.Is(err, sessionapi.ErrNotFound) {
 			t.Errorf("bob on alice's session: %v", err)
 		}
 	}

@@ -144,11 +144,11 @@ func run(ctx context.Context, cfg config, progress io.Writer) (results, error) {
 		}
 	}
 	creds := filepath.Join(dir, "credentials")
-	if err := os.WriteFile(creds, []byte(benchToken+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(creds, []byte(c.token+"\n"), 0o600); err != nil {
 		return res, err
 	}
 	javabase := filepath.Join(dir, "remote", "javabase")
-	if err := rbs.WriteJavabase(javabase, cfg.proxyCmd, rbs.ProxyConfig{Server: c.url, Credentials: creds, CAFile: c.caFile}); err != nil {
+	if err := rbs.WriteJavabase(javabase, cfg.proxyCmd, rbs.ProxyConfig{Server: c.url, Credentials: creds}); err != nil {
 		return res, err
 	}
 	if err := rbs.AddToBazelrc(remote.workspace, javabase); err != nil {
@@ -231,16 +231,17 @@ func run(ctx context.Context, cfg config, progress io.Writer) (results, error) {
 // measureSync syncs the workspace over the real mTLS tunnel of the live
 // session, then measures syncs after one edit each.
 func measureSync(ctx context.Context, c *cluster, ws, state string, runs int, watch bool) (time.Duration, int, error) {
-	sessions := c.broker.Sessions()
-	if len(sessions) != 1 {
-		return 0, 0, fmt.Errorf("want one session, have %d", len(sessions))
-	}
-	id := sessions[0].ID
-	cert, err := c.ca.Issue(pki.UserIdentity(c.user.Org, c.user.Name), pki.IssueOptions{TTL: time.Hour})
+	s, err := c.session(ctx)
 	if err != nil {
 		return 0, 0, err
 	}
-	conn, err := grpc.NewClient("passthrough:///"+c.host.Addr(), grpc.WithTransportCredentials(credentials.NewTLS(pki.ClientConfig(c.ca.Pool(), cert, c.host.Identity()))))
+	id, org := s.ID, c.cp.Bootstrap.Org.ID
+	cert, err := c.cp.CA.Issue(pki.UserIdentity(org, s.User), pki.IssueOptions{TTL: time.Hour})
+	if err != nil {
+		return 0, 0, err
+	}
+	tls := pki.ClientConfig(c.cp.CA.Pool(), cert, pki.AgentIdentity(org, s.AgentID))
+	conn, err := grpc.NewClient("passthrough:///"+s.Address, grpc.WithTransportCredentials(credentials.NewTLS(tls)))
 	if err != nil {
 		return 0, 0, err
 	}

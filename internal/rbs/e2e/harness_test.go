@@ -32,7 +32,9 @@ import (
 	"github.com/nimbus-build/nimbus/internal/rbs"
 	"github.com/nimbus-build/nimbus/internal/rbs/proxy"
 	"github.com/nimbus-build/nimbus/internal/rbs/server"
-	"github.com/nimbus-build/nimbus/internal/rbs/session"
+	"github.com/nimbus-build/nimbus/internal/rbs/sessionapi"
+	"github.com/nimbus-build/nimbus/internal/sessions/sessionstest"
+	"github.com/nimbus-build/nimbus/internal/store"
 )
 
 const roleEnv = "NIMBUS_RBS_E2E_ROLE"
@@ -164,7 +166,7 @@ func agentMain() int {
 }
 
 // agentProc is the test's handle on the agent process; it implements
-// session.Agent over the process's stdin and stdout.
+// sessionapi.Agent over the process's stdin and stdout.
 type agentProc struct {
 	cmd        *exec.Cmd
 	mu         sync.Mutex
@@ -175,7 +177,7 @@ type agentProc struct {
 	stderr     *lockedBuffer
 }
 
-var _ session.Agent = (*agentProc)(nil)
+var _ sessionstest.Host = (*agentProc)(nil)
 
 func (a *agentProc) call(req agentRequest) (agentResponse, error) {
 	a.mu.Lock()
@@ -208,8 +210,6 @@ func (a *agentProc) StopSession(_ context.Context, id string) error {
 	_, err := a.call(agentRequest{Op: "stop", ID: id})
 	return err
 }
-
-func (a *agentProc) InstallMD5() string { return a.installMD5 }
 
 func (a *agentProc) sessions(t *testing.T) []server.SessionInfo {
 	t.Helper()
@@ -361,17 +361,20 @@ func processesMentioning(s string) []string {
 	return out
 }
 
-// controlPlane is the sessions API over TLS in front of a LocalBroker.
+// controlPlane is the sessions API over TLS in front of the real broker
+// (internal/sessions over SQLite); the agent process is driven from the
+// broker's orders as a real agent's sessions loop does.
 type controlPlane struct {
-	url    string
-	caFile string
-	broker *session.LocalBroker
+	url     string
+	caFile  string
+	cluster *sessionstest.Cluster
 }
 
-func startControlPlane(t *testing.T, ca *pki.CA, dir string, agents []session.Agent, tokens map[string]auth.Principal) *controlPlane {
+func startControlPlane(t *testing.T, ca *pki.CA, dir string, agent *agentProc, tokens map[string]auth.Principal) *controlPlane {
 	t.Helper()
-	broker := session.NewLocalBroker(session.LocalBrokerOptions{CA: ca, Agents: agents, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	srv := httptest.NewUnstartedServer(session.TokenAuth(tokens, session.Handler(broker, slog.New(slog.DiscardHandler))))
+	c := sessionstest.Start(t, ca, "acme", sessionstest.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	c.AddAgent(t, "agent-1", store.AgentRBS{Address: agent.addr, InstallMD5s: []string{agent.installMD5}, MaxSessions: 3}, agent)
+	srv := httptest.NewUnstartedServer(sessionstest.Auth(tokens, sessionapi.Handler(c.Broker, slog.New(slog.DiscardHandler))))
 	cert, err := ca.Issue(pki.Identity{Org: "acme", Kind: pki.KindServer, Name: "control-plane"}, pki.IssueOptions{IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}})
 	if err != nil {
 		t.Fatal(err)
@@ -383,7 +386,7 @@ func startControlPlane(t *testing.T, ca *pki.CA, dir string, agents []session.Ag
 	if err := os.WriteFile(caFile, ca.CertPEM(), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return &controlPlane{url: srv.URL, caFile: caFile, broker: broker}
+	return &controlPlane{url: srv.URL, caFile: caFile, cluster: c}
 }
 
 // developer is a user with a workspace, a javabase and credentials.

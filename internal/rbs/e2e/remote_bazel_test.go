@@ -23,7 +23,6 @@ import (
 	"github.com/nimbus-build/nimbus/internal/rbs/protocol/commandserverpb"
 	"github.com/nimbus-build/nimbus/internal/rbs/protocol/tunnelpb"
 	"github.com/nimbus-build/nimbus/internal/rbs/serverdir"
-	"github.com/nimbus-build/nimbus/internal/rbs/session"
 )
 
 // workspace is the developers' project: a genrule, an sh_binary, an
@@ -111,7 +110,7 @@ func TestRemoteBazel(t *testing.T) {
 	if !strings.HasPrefix(agent.addr, ns.agentIP+":") {
 		t.Fatalf("agent listens on %s, want %s", agent.addr, ns.agentIP)
 	}
-	cp := startControlPlane(t, ca, root, []session.Agent{agent}, map[string]auth.Principal{
+	cp := startControlPlane(t, ca, root, agent, map[string]auth.Principal{
 		"tok-alice":   {Kind: auth.KindUser, Org: "acme", ID: "t1", Name: "alice", Role: auth.RoleDeveloper},
 		"tok-bob":     {Kind: auth.KindUser, Org: "acme", ID: "t2", Name: "bob", Role: auth.RoleDeveloper},
 		"tok-mallory": {Kind: auth.KindUser, Org: "acme", ID: "t3", Name: "mallory", Role: auth.RoleViewer},

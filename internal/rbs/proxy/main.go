@@ -12,7 +12,7 @@ import (
 	"syscall"
 
 	"github.com/nimbus-build/nimbus/internal/rbs"
-	"github.com/nimbus-build/nimbus/internal/rbs/session"
+	"github.com/nimbus-build/nimbus/internal/rbs/sessionapi"
 )
 
 type mainConfig struct {
@@ -23,7 +23,7 @@ type mainConfig struct {
 type MainOption func(*mainConfig)
 
 // WithProviderFactory replaces how the SessionProvider is built from the
-// configuration (default: session.NewClient, the control plane's API).
+// configuration (default: sessionapi.NewClient, the control plane's API).
 func WithProviderFactory(f func(rbs.ProxyConfig) (rbs.SessionProvider, error)) MainOption {
 	return func(c *mainConfig) { c.newProvider = f }
 }
@@ -33,7 +33,7 @@ func WithProviderFactory(f func(rbs.ProxyConfig) (rbs.SessionProvider, error)) M
 // rbs.WriteJavabase execs. Its stdout and stderr are the server's jvm.out.
 // It returns the process's exit status.
 func Main(args []string, opts ...MainOption) int {
-	mc := mainConfig{newProvider: func(c rbs.ProxyConfig) (rbs.SessionProvider, error) { return session.NewClient(c) }}
+	mc := mainConfig{newProvider: func(c rbs.ProxyConfig) (rbs.SessionProvider, error) { return sessionapi.NewClient(c) }}
 	for _, o := range opts {
 		o(&mc)
 	}

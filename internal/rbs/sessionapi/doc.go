@@ -1,8 +1,7 @@
-// Package session is the control plane's remote Bazel sessions API, both
-// ends: Handler serves it over HTTP in front of a Broker (the control plane
-// implements Broker with its sessions table and scheduler; LocalBroker is a
-// small in-memory one), and Client is the proxy's rbs.SessionProvider
-// calling it.
+// Package sessionapi is the wire of remote Bazel's sessions API, both
+// ends: Handler serves it over HTTP in front of a Broker (the control
+// plane's internal/sessions, the only broker), and Client is the proxy's
+// rbs.SessionProvider calling it.
 //
 // The proxy authenticates with the user's credentials (a bearer token);
 // the user is taken from them, never from the request. GetServer carries a
@@ -15,5 +14,6 @@
 //	POST /api/v1/rbs/sessions/{id}:heartbeat   -> 204
 //	POST /api/v1/rbs/sessions/{id}:release     -> 204
 //
-// Errors are {"error": "..."} with 400, 401, 403, 404 or 503 (no agent).
-package session
+// Errors are {"error": "..."} (internal/httperror's Message shape, which
+// Client reads) with 400, 401, 403, 404 or 503 (no agent).
+package sessionapi

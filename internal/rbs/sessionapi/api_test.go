@@ -1,4 +1,4 @@
-package session
+package sessionapi_test
 
 import (
 	"context"
@@ -21,13 +21,15 @@ import (
 	"github.com/nimbus-build/nimbus/internal/pki"
 	"github.com/nimbus-build/nimbus/internal/rbs"
 	"github.com/nimbus-build/nimbus/internal/rbs/server"
+	"github.com/nimbus-build/nimbus/internal/rbs/sessionapi"
+	"github.com/nimbus-build/nimbus/internal/sessions/sessionstest"
+	"github.com/nimbus-build/nimbus/internal/store"
 )
 
 // memAgent is a small working Agent: it keeps sessions in memory, up to a
 // capacity, without running Bazel.
 type memAgent struct {
 	name     string
-	md5      string
 	capacity int
 	mu       sync.Mutex
 	running  map[string]server.SessionSpec
@@ -55,24 +57,18 @@ func (a *memAgent) StopSession(_ context.Context, id string) error {
 	return nil
 }
 
-func (a *memAgent) InstallMD5() string { return a.md5 }
+// md5A is the Bazel release the test agent runs.
+const md5A = "0123456789abcdef0123456789abcdef"
 
+// fixture is the sessions API over TLS in front of the real broker (over
+// SQLite), with one agent that runs up to two sessions in memory.
 type fixture struct {
-	ca     *pki.CA
-	agent  *memAgent
-	broker *LocalBroker
-	url    string
-	caFile string
-	dir    string
-	now    time.Time
-	mu     sync.Mutex
-}
-
-func (f *fixture) clock() time.Time { f.mu.Lock(); defer f.mu.Unlock(); return f.now }
-func (f *fixture) advance(d time.Duration) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.now = f.now.Add(d)
+	ca      *pki.CA
+	agent   *memAgent
+	cluster *sessionstest.Cluster
+	url     string
+	caFile  string
+	dir     string
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -81,16 +77,18 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{ca: ca, dir: t.TempDir(), now: time.Unix(1_800_000_000, 0)}
-	f.agent = &memAgent{name: "agent-1", md5: "md5-a", capacity: 2, running: map[string]server.SessionSpec{}}
-	f.broker = NewLocalBroker(LocalBrokerOptions{CA: ca, Agents: []Agent{f.agent}, IdleTTL: time.Hour, Now: f.clock})
+	f := &fixture{ca: ca, dir: t.TempDir()}
+	f.cluster = sessionstest.Start(t, ca, "acme", sessionstest.Options{IdleTTL: time.Hour})
+	f.agent = &memAgent{name: "agent-1", capacity: 2, running: map[string]server.SessionSpec{}}
+	f.cluster.AddAgent(t, "agent-1", store.AgentRBS{Address: "10.0.0.9:7443", InstallMD5s: []string{md5A}, Versions: []string{"4.2.3"},
+		MaxSessions: 2}, f.agent)
 	tokens := map[string]auth.Principal{
-		"alice": {Kind: auth.KindUser, Org: "acme", Name: "alice", Role: auth.RoleDeveloper},
-		"bob":   {Kind: auth.KindUser, Org: "acme", Name: "bob", Role: auth.RoleAdmin},
-		"eve":   {Kind: auth.KindUser, Org: "acme", Name: "eve", Role: auth.RoleViewer},
-		"agent": {Kind: auth.KindAgent, Org: "acme", Name: "agent-1"},
+		"alice": {Kind: auth.KindUser, Org: "acme", ID: "tok_alice", Name: "alice", Role: auth.RoleDeveloper},
+		"bob":   {Kind: auth.KindUser, Org: "acme", ID: "tok_bob", Name: "bob", Role: auth.RoleAdmin},
+		"eve":   {Kind: auth.KindUser, Org: "acme", ID: "tok_eve", Name: "eve", Role: auth.RoleViewer},
+		"agent": {Kind: auth.KindAgent, Org: "acme", ID: "agent-1", Name: "agent-1"},
 	}
-	srv := httptest.NewUnstartedServer(TokenAuth(tokens, Handler(f.broker, slog.New(slog.DiscardHandler))))
+	srv := httptest.NewUnstartedServer(sessionstest.Auth(tokens, sessionapi.Handler(f.cluster.Broker, slog.New(slog.DiscardHandler))))
 	cert, err := ca.Issue(pki.Identity{Org: "acme", Kind: pki.KindServer, Name: "cp"}, pki.IssueOptions{IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}})
 	if err != nil {
 		t.Fatal(err)
@@ -104,11 +102,29 @@ func newFixture(t *testing.T) *fixture {
 	return f
 }
 
-func (f *fixture) client(t *testing.T, token string) *Client {
+// stopped waits until the agent has stopped the sessions, in order.
+func (f *fixture) stopped(t *testing.T, want ...string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		f.agent.mu.Lock()
+		got := strings.Join(f.agent.stopped, ",")
+		f.agent.mu.Unlock()
+		if got == strings.Join(want, ",") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stopped %s, want %v", got, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (f *fixture) client(t *testing.T, token string) *sessionapi.Client {
 	t.Helper()
 	creds := filepath.Join(f.dir, token+".json")
 	os.WriteFile(creds, []byte(`{"token":"`+token+`","server":"ignored"}`), 0o600)
-	c, err := NewClient(rbs.ProxyConfig{Server: f.url, Credentials: creds, CAFile: f.caFile})
+	c, err := sessionapi.NewClient(rbs.ProxyConfig{Server: f.url, Credentials: creds, CAFile: f.caFile})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +134,7 @@ func (f *fixture) client(t *testing.T, token string) *Client {
 func request(ws string, opts ...string) rbs.ServerRequest {
 	return rbs.ServerRequest{
 		RepoHash: rbs.RepoHash("laptop", ws), Workspace: ws, OutputBase: "/home/u/out/x", OutputUserRoot: "/home/u/out",
-		InstallMD5: "md5-a", StartupOptions: opts,
+		InstallMD5: md5A, StartupOptions: opts,
 	}
 }
 
@@ -147,19 +163,17 @@ func TestGetServerReuseAndReplace(t *testing.T) {
 	if err != nil || other.Reused || other.SessionID == ep.SessionID {
 		t.Fatalf("GetServer with other options: %+v, %v", other, err)
 	}
-	if len(f.agent.stopped) != 1 || f.agent.stopped[0] != ep.SessionID {
-		t.Errorf("stopped %v, want [%s]", f.agent.stopped, ep.SessionID)
-	}
+	f.stopped(t, ep.SessionID)
 	// Another user never gets Alice's session.
 	bob := f.client(t, "bob")
 	bep, err := bob.GetServer(ctx, request("/home/u/ws", "--nowatchfs"))
 	if err != nil || bep.SessionID == other.SessionID {
 		t.Errorf("bob's session: %+v, %v", bep, err)
 	}
-	if err := bob.Heartbeat(ctx, other.SessionID); !errors.Is(err, ErrNotFound) {
+	if err := bob.Heartbeat(ctx, other.SessionID); !errors.Is(err, sessionapi.ErrNotFound) {
 		t.Errorf("bob's heartbeat on alice's session: %v, want ErrNotFound", err)
 	}
-	if err := bob.Release(ctx, other.SessionID); !errors.Is(err, ErrNotFound) {
+	if err := bob.Release(ctx, other.SessionID); !errors.Is(err, sessionapi.ErrNotFound) {
 		t.Errorf("bob's release of alice's session: %v, want ErrNotFound", err)
 	}
 	if err := alice.Heartbeat(ctx, other.SessionID); err != nil {
@@ -180,64 +194,44 @@ func TestGetServerRefusals(t *testing.T) {
 		t.Errorf("unknown token: %v, want unauthenticated", err)
 	}
 	req := request("/w")
-	req.InstallMD5 = "md5-other"
+	req.InstallMD5 = "fedcba9876543210fedcba9876543210"
 	_, err := f.client(t, "alice").GetServer(ctx, req)
-	if !errors.Is(err, rbs.ErrNoAgent) || !strings.Contains(err.Error(), "md5-other") {
-		t.Errorf("unknown Bazel version: %v, want ErrNoAgent naming md5-other", err)
+	if !errors.Is(err, rbs.ErrNoAgent) || !strings.Contains(err.Error(), req.InstallMD5) {
+		t.Errorf("unknown Bazel version: %v, want ErrNoAgent naming %s", err, req.InstallMD5)
 	}
 	f.client(t, "alice").GetServer(ctx, request("/w1"))
 	f.client(t, "alice").GetServer(ctx, request("/w2"))
-	if _, err := f.client(t, "alice").GetServer(ctx, request("/w3")); !errors.Is(err, rbs.ErrNoAgent) || !strings.Contains(err.Error(), "capacity") {
-		t.Errorf("full agent: %v, want ErrNoAgent about capacity", err)
-	}
-}
-
-func TestReap(t *testing.T) {
-	f := newFixture(t)
-	ctx := context.Background()
-	alice := f.client(t, "alice")
-	a, _ := alice.GetServer(ctx, request("/w1"))
-	b, _ := alice.GetServer(ctx, request("/w2"))
-	f.advance(50 * time.Minute)
-	alice.Heartbeat(ctx, b.SessionID)
-	f.advance(20 * time.Minute)
-	if n := f.broker.Reap(ctx); n != 1 {
-		t.Fatalf("reaped %d, want 1", n)
-	}
-	if len(f.agent.stopped) != 1 || f.agent.stopped[0] != a.SessionID {
-		t.Errorf("stopped %v, want the idle %s", f.agent.stopped, a.SessionID)
-	}
-	if got := f.broker.Sessions(); len(got) != 1 || got[0].ID != b.SessionID {
-		t.Errorf("sessions after reaping: %+v", got)
+	if _, err := f.client(t, "alice").GetServer(ctx, request("/w3")); !errors.Is(err, rbs.ErrNoAgent) || !strings.Contains(err.Error(), "full") {
+		t.Errorf("full agent: %v, want ErrNoAgent saying it is full", err)
 	}
 }
 
 func TestHandlerBadRequests(t *testing.T) {
 	f := newFixture(t)
 	_, csr, _ := pki.NewCSR()
-	good := getServerRequest{ServerRequest: request("/w"), CSR: string(csr)}
-	for name, mutate := range map[string]func(*getServerRequest){
-		"bad hash":    func(r *getServerRequest) { r.RepoHash = "../../x" },
-		"relative ws": func(r *getServerRequest) { r.Workspace = "ws" },
-		"no csr":      func(r *getServerRequest) { r.CSR = "" },
-		"jvm flag":    func(r *getServerRequest) { r.StartupOptions = []string{"-Xmx1g"} },
-		"no md5":      func(r *getServerRequest) { r.InstallMD5 = "" },
-		"bad csr": func(r *getServerRequest) {
+	good := sessionapi.GetServerRequest{ServerRequest: request("/w"), CSR: string(csr)}
+	for name, mutate := range map[string]func(*sessionapi.GetServerRequest){
+		"bad hash":    func(r *sessionapi.GetServerRequest) { r.RepoHash = "../../x" },
+		"relative ws": func(r *sessionapi.GetServerRequest) { r.Workspace = "ws" },
+		"no csr":      func(r *sessionapi.GetServerRequest) { r.CSR = "" },
+		"jvm flag":    func(r *sessionapi.GetServerRequest) { r.StartupOptions = []string{"-Xmx1g"} },
+		"no md5":      func(r *sessionapi.GetServerRequest) { r.InstallMD5 = "" },
+		"bad csr": func(r *sessionapi.GetServerRequest) {
 			r.CSR = "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"
 		},
 	} {
 		req := good
 		mutate(&req)
 		body, _ := json.Marshal(req)
-		code := post(t, f, PathGetServer, string(body))
+		code := post(t, f, sessionapi.PathGetServer, string(body))
 		if code != http.StatusBadRequest {
 			t.Errorf("%s: status %d, want 400", name, code)
 		}
 	}
-	if code := post(t, f, PathGetServer, `{"repo_hash":1}`); code != http.StatusBadRequest {
+	if code := post(t, f, sessionapi.PathGetServer, `{"repo_hash":1}`); code != http.StatusBadRequest {
 		t.Errorf("wrong type: %d", code)
 	}
-	if code := post(t, f, pathSessions+"x:explode", ""); code != http.StatusNotFound {
+	if code := post(t, f, sessionapi.PathSessions+"x:explode", ""); code != http.StatusNotFound {
 		t.Errorf("unknown action: %d", code)
 	}
 }
@@ -261,56 +255,22 @@ func post(t testing.TB, f *fixture, path, body string) int {
 // crash.
 func FuzzGetServerBody(f *testing.F) {
 	_, csr, _ := pki.NewCSR()
-	b, _ := json.Marshal(getServerRequest{ServerRequest: request("/w"), CSR: string(csr)})
+	b, _ := json.Marshal(sessionapi.GetServerRequest{ServerRequest: request("/w"), CSR: string(csr)})
 	f.Add(string(b))
 	f.Add(`{"repo_hash":"` + strings.Repeat("a", 64) + `","workspace":"/w","output_base":"/o/x","output_user_root":"/o","install_md5":"x","csr":"x"}`)
 	ca, _ := pki.NewCA("fuzz")
-	agent := &memAgent{name: "a", md5: "md5-a", capacity: 1 << 30, running: map[string]server.SessionSpec{}}
-	h := Handler(NewLocalBroker(LocalBrokerOptions{CA: ca, Agents: []Agent{agent}}), slog.New(slog.DiscardHandler))
-	p := auth.Principal{Kind: auth.KindUser, Org: "acme", Name: "alice", Role: auth.RoleDeveloper}
+	c := sessionstest.Start(f, ca, "acme", sessionstest.Options{})
+	agent := &memAgent{name: "a", capacity: 1 << 30, running: map[string]server.SessionSpec{}}
+	c.AddAgent(f, "a", store.AgentRBS{Address: "10.0.0.9:7443", InstallMD5s: []string{md5A}, MaxSessions: 1 << 30}, agent)
+	h := sessionapi.Handler(c.Broker, slog.New(slog.DiscardHandler))
+	p := auth.Principal{Kind: auth.KindUser, Org: "acme", ID: "tok_alice", Name: "alice", Role: auth.RoleDeveloper}
 	f.Fuzz(func(t *testing.T, body string) {
-		req := httptest.NewRequest(http.MethodPost, PathGetServer, strings.NewReader(body))
+		req := httptest.NewRequest(http.MethodPost, sessionapi.PathGetServer, strings.NewReader(body))
 		req = req.WithContext(auth.WithPrincipal(req.Context(), p))
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)
 		if rec.Code >= 500 && !(rec.Code == http.StatusServiceUnavailable && strings.Contains(rec.Body.String(), "no agent can serve")) {
 			t.Fatalf("status %d for %q: %s", rec.Code, body, rec.Body)
-		}
-	})
-}
-
-// FuzzEndpointFrom: the proxy checks the control plane's answer.
-func FuzzEndpointFrom(f *testing.F) {
-	ca, _ := pki.NewCA("fuzz")
-	key, csrPEM, _ := pki.NewCSR()
-	csr, _ := pki.ParseCSR(csrPEM)
-	cert, _ := ca.SignCSR(csr, pki.UserIdentity("acme", "alice"), pki.IssueOptions{})
-	good, _ := json.Marshal(getServerResponse{SessionID: "s-1", AgentAddress: "10.0.0.1:1", AgentIdentity: "spiffe://nimbus/org/acme/agent/a", CACertPEM: string(ca.CertPEM()), ClientCertPEM: string(cert)})
-	f.Add(string(good))
-	f.Fuzz(func(t *testing.T, body string) {
-		var resp getServerResponse
-		if json.Unmarshal([]byte(body), &resp) != nil {
-			return
-		}
-		ep, err := endpointFrom(resp, key)
-		if err != nil {
-			return
-		}
-		if ep.TLS == nil || ep.TLS.MinVersion != tls.VersionTLS13 || pki.ValidateName(ep.SessionID) != nil {
-			t.Fatalf("accepted %+v", ep)
-		}
-	})
-}
-
-func FuzzReadToken(f *testing.F) {
-	f.Add(`{"token":"abc"}`)
-	f.Add("abc\n")
-	f.Fuzz(func(t *testing.T, content string) {
-		p := filepath.Join(t.TempDir(), "creds")
-		os.WriteFile(p, []byte(content), 0o600)
-		tok, err := ReadToken(p)
-		if err == nil && (tok == "" || strings.ContainsAny(tok, " \r\n\t")) {
-			t.Fatalf("token %q", tok)
 		}
 	})
 }

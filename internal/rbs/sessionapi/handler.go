@@ -1,4 +1,4 @@
-package session
+package sessionapi
 
 import (
 	"encoding/json"

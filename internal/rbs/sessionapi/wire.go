@@ -1,4 +1,4 @@
-package session
+package sessionapi
 
 import "github.com/nimbus-build/nimbus/internal/rbs"
 
