@@ -16,6 +16,8 @@ import (
 	"runtime"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/nimbus-build/nimbus/internal/agent"
 	"github.com/nimbus-build/nimbus/internal/apiclient"
 	"github.com/nimbus-build/nimbus/internal/config"
@@ -39,8 +41,8 @@ type AgentConfig struct {
 	LogLevel  string
 	LogFormat string
 
-	// Limits of each job (0: none). JobMemory is autoMemory until Validate
-	// works it out.
+	// Limits of each job (0: none). JobMemory and JobDisk are autoSize
+	// until Validate works them out.
 	JobCPUs   float64
 	JobMemory int64
 	JobPids   int64
@@ -74,10 +76,10 @@ func (c *AgentConfig) Register(s *config.Set, standalone bool) {
 	s.StringVar(&c.RunnerDir, "runner-dir", "", "GitHub Actions runner directory (with run.sh), for GitHub jobs")
 	s.IntVar(&c.UIDBase, "sandbox-uid-base", bwrap.DefaultUIDBase, "as root, the job in slot n runs as host uid base+n")
 	s.Float64Var(&c.JobCPUs, "job-cpus", 0, "CPU time each job may use, in CPUs, e.g. 2 or 0.5 (0: no cap; running jobs share the CPUs evenly)")
-	c.JobMemory = autoMemory
-	s.Var(memoryValue{&c.JobMemory}, "job-memory", "memory each job may use; past it the job is stopped (auto: the host's memory / --max-jobs; 0: none)")
+	c.JobMemory, c.JobDisk = autoSize, autoSize
+	s.Var(autoSizeValue{&c.JobMemory}, "job-memory", "memory each job may use, e.g. 4GiB; past it the job is stopped (auto: the host's memory / --max-jobs; 0: none)")
 	s.Int64Var(&c.JobPids, "job-pids", DefaultJobPids, "processes and threads each job may have at once (0: none)")
-	s.Var(config.SizeValue{Size: &c.JobDisk}, "job-disk", "what each job may store in its workspace and /tmp, e.g. 20GiB; past it the job is stopped (0: none)")
+	s.Var(autoSizeValue{&c.JobDisk}, "job-disk", "what each job may store in its workspace and /tmp, e.g. 20GiB; past it the job is stopped (auto: 3/4 of the work dir's free space at start / --max-jobs; 0: none)")
 	s.StringVar(&c.RBSListen, "rbs-listen", "", "offer remote Bazel: address of the sessions' mTLS tunnel, e.g. :7443 (empty: off)")
 	s.StringVar(&c.RBSAdvertise, "rbs-advertise", "", "host:port proxies reach the tunnel at (default: the listen address)")
 	s.StringVar(&c.RBSStorageRoot, "rbs-storage-root", "/var/lib/nimbus/rbs", "where remote Bazel sessions keep workspaces and output bases (<root>/<org>/<user>/<repo>)")
@@ -108,12 +110,19 @@ func (c *AgentConfig) Validate(standalone bool) error {
 	if c.MaxJobs < 1 || c.MaxJobs > 1024 {
 		return fmt.Errorf("max-jobs: %d: 1-1024", c.MaxJobs)
 	}
-	if c.JobMemory == autoMemory {
+	if c.JobMemory == autoSize {
 		total, err := hostMemory()
 		if err != nil {
 			return fmt.Errorf("job-memory: auto: %w", err)
 		}
 		c.JobMemory = max(total/int64(c.MaxJobs)>>20<<20, executor.MinMemory)
+	}
+	if c.JobDisk == autoSize {
+		free, err := freeSpace(c.WorkDir)
+		if err != nil {
+			return fmt.Errorf("job-disk: auto: %w", err)
+		}
+		c.JobDisk = max(free/4*3/int64(c.MaxJobs)>>30<<30, executor.MinDisk)
 	}
 	for flag, l := range map[string]executor.Limits{
 		"job-cpus": {CPUs: c.JobCPUs}, "job-memory": {Memory: c.JobMemory}, "job-pids": {Pids: c.JobPids}, "job-disk": {Disk: c.JobDisk},
@@ -144,25 +153,41 @@ func defaultWorkDir(stateDir string) string {
 // DefaultJobPids is the default of --job-pids.
 const DefaultJobPids = 8192
 
-// autoMemory stands for --job-memory auto until Validate works it out.
-const autoMemory = -1
+// autoSize stands for a size flag's "auto" until Validate works it out.
+const autoSize = -1
 
-// memoryValue is --job-memory: a size, or auto.
-type memoryValue struct{ v *int64 }
+// autoSizeValue is a size flag that may also be auto.
+type autoSizeValue struct{ v *int64 }
 
-func (m memoryValue) String() string {
-	if m.v != nil && *m.v == autoMemory {
+func (m autoSizeValue) String() string {
+	if m.v != nil && *m.v == autoSize {
 		return "auto"
 	}
 	return config.SizeValue{Size: m.v}.String()
 }
 
-func (m memoryValue) Set(s string) error {
+func (m autoSizeValue) Set(s string) error {
 	if strings.TrimSpace(s) == "auto" {
-		*m.v = autoMemory
+		*m.v = autoSize
 		return nil
 	}
 	return config.SizeValue{Size: m.v}.Set(s)
+}
+
+// freeSpace is what an unprivileged user may still write on the
+// filesystem of dir, or of its nearest existing parent.
+func freeSpace(dir string) (int64, error) {
+	for {
+		var st unix.Statfs_t
+		err := unix.Statfs(dir, &st)
+		if err == nil {
+			return int64(st.Bavail) * int64(st.Bsize), nil
+		}
+		if !errors.Is(err, unix.ENOENT) || dir == filepath.Dir(dir) {
+			return 0, fmt.Errorf("statfs %s: %w", dir, err)
+		}
+		dir = filepath.Dir(dir)
+	}
 }
 
 // hostMemory is the host's memory in bytes (MemTotal of /proc/meminfo).
@@ -207,7 +232,11 @@ func NewAgent(ctx context.Context, c AgentConfig, log *slog.Logger) (_ *agent.Ag
 	limits := c.jobLimits(log)
 	opts := bwrap.Options{WorkRoot: filepath.Join(c.WorkDir, "jobs"), UIDBase: c.UIDBase, Logger: log}
 	if err := bwrap.Check(ctx, opts, limits); err != nil {
-		return nil, fmt.Errorf("sandbox check: %w", err)
+		hint := ""
+		if limits.Disk > 0 {
+			hint = " (without loop devices and mkfs.ext4, run with --job-disk 0: no disk limit)"
+		}
+		return nil, fmt.Errorf("sandbox check: %w%s", err, hint)
 	}
 	// The executor owns its work root: New sweeps what a crashed agent
 	// left there and in its cgroups.

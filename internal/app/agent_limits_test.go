@@ -27,7 +27,11 @@ func TestAgentJobLimitFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := executor.Limits{Memory: total / 2 >> 20 << 20, Pids: DefaultJobPids}
+	free, err := freeSpace(c.WorkDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := executor.Limits{Memory: total / 2 >> 20 << 20, Pids: DefaultJobPids, Disk: max(free/4*3/2>>30<<30, executor.MinDisk)}
 	if got := (executor.Limits{CPUs: c.JobCPUs, Memory: c.JobMemory, Pids: c.JobPids, Disk: c.JobDisk}); got != want {
 		t.Errorf("defaults: %+v, want %+v", got, want)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/nimbus-build/nimbus/internal/apiv1"
 	"github.com/nimbus-build/nimbus/internal/app"
 	"github.com/nimbus-build/nimbus/internal/app/apptest"
+	"github.com/nimbus-build/nimbus/internal/executor/bwrap"
 	"github.com/nimbus-build/nimbus/internal/github/githubtest"
 	"github.com/nimbus-build/nimbus/internal/store/storetest"
 	"github.com/nimbus-build/nimbus/internal/testenv"
@@ -209,8 +210,9 @@ func githubEmulator(t *testing.T) (*githubtest.Server, string) {
 func runAgentProcess(t *testing.T, h *apptest.Harness, name string) (*exec.Cmd, string) {
 	t.Helper()
 	state := t.TempDir()
+	work := apptest.SharedDir(t, "work")
 	cmd := exec.Command(nimbusBin, "agent", "--server", h.URL, "--join-token", h.JoinToken("linux"), "--state-dir", state,
-		"--work-dir", apptest.SharedDir(t, "work"), "--agent-name", name, "--labels", "linux", "--max-jobs", "1", "--sandbox-uid-base", "120000")
+		"--work-dir", work, "--agent-name", name, "--labels", "linux", "--max-jobs", "1", "--sandbox-uid-base", "120000")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -219,6 +221,11 @@ func runAgentProcess(t *testing.T, h *apptest.Harness, name string) (*exec.Cmd, 
 	t.Cleanup(func() {
 		cmd.Process.Kill()
 		cmd.Wait()
+		// What the next agent on this work dir would sweep: a killed
+		// agent's mounts and cgroups.
+		if ex, err := bwrap.New(bwrap.Options{WorkRoot: filepath.Join(work, "jobs")}); err == nil {
+			ex.Close()
+		}
 	})
 	return cmd, state
 }

@@ -29,6 +29,9 @@ func BenchmarkRunLimits(b *testing.B) {
 	}{
 		{"no cgroup", true, executor.Limits{}},
 		{"cgroup", false, executor.Limits{}},
+		{"cpu", false, executor.Limits{CPUs: 1}},
+		{"memory", false, executor.Limits{Memory: 1 << 30}},
+		{"pids", false, executor.Limits{Pids: 1024}},
 		{"cpu+memory+pids", false, executor.Limits{CPUs: 1, Memory: 1 << 30, Pids: 1024}},
 		{"all+disk", false, executor.Limits{CPUs: 1, Memory: 1 << 30, Pids: 1024, Disk: 10 << 30}},
 	}
