@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/nimbus-build/nimbus/internal/executor"
 )
 
 func validConfig() Config {
@@ -39,6 +41,7 @@ func TestNewValidatesConfig(t *testing.T) {
 			"runner clones: required", "runner uids: required with a runner dir",
 		}},
 		{"scratch dir /", func(c *Config) { c.ScratchDirs = []string{"/"} }, []string{"scratch dirs[0]: must not be /"}},
+		{"job limits", func(c *Config) { c.JobLimits = executor.Limits{Memory: 2 << 30, Pids: 1} }, []string{"job limits: pids limit 1: want 0 (none) or at least 16"}},
 		{"lease wait too long", func(c *Config) { c.LeaseWait = 2 * time.Minute }, []string{"lease wait: 2m0s: must be at most 1m0s"}},
 		{"negative knob", func(c *Config) { c.SyncWait = -time.Second }, []string{"sync wait: -1s: must not be negative"}},
 		{"chunk too large", func(c *Config) { c.MaxChunk = 1 << 20 }, []string{"max chunk: 1048576: must be between 1024 and 524288 bytes"}},

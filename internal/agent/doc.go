@@ -16,9 +16,11 @@
 //   - the refresh loop renews the agent's credential when two thirds of its
 //     lifetime have passed.
 //
-// A job runner starts the job (fenced), runs the workload, streams its
-// output in numbered chunks (log_streamer.go), waits for every chunk to be
-// acknowledged and completes the lease once.
+// A job runner starts the job (fenced), runs the workload under the agent's
+// job limits (Config.JobLimits), streams its output in numbered chunks
+// (log_streamer.go), waits for every chunk to be acknowledged and completes
+// the lease once. A workload over its memory or disk limit completes as
+// failed with the limit as its reason ("memory limit 2 GiB exceeded").
 //
 // # Stopping
 //
@@ -27,7 +29,9 @@
 // workload is killed at once and nothing more is reported; the control
 // plane requeues the jobs when their leases expire. A fatal error (the
 // server refused the agent's credential, or disabled the agent) is a hard
-// stop too, and Run returns it.
+// stop too, and Run returns it. Either way, once every workload has ended,
+// Run closes the executor if it has a Close method (bwrap's releases its
+// slots' filesystems and cgroups).
 //
 // # Errors
 //

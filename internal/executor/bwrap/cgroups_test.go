@@ -197,3 +197,22 @@ func TestCgroupV1OOMKills(t *testing.T) {
 		t.Errorf("oomKills = %d, %v; want 3", n, err)
 	}
 }
+
+// FuzzParseKernelTables feeds any text to the parsers of
+// /proc/self/mountinfo and /proc/<pid>/cgroup: no panic, and every cgroup
+// path they accept is absolute.
+func FuzzParseKernelTables(f *testing.F) {
+	f.Add(hybridMountinfo)
+	f.Add(`100 1 7:0 /job-1/workspace /work\040dir/slot-0 rw - ext4 /dev/loop0 rw,discard`)
+	f.Add("9:name=systemd:/\n8:pids:/\n0::/a\\b\n")
+	f.Fuzz(func(t *testing.T, text string) {
+		_, _ = parseMountinfo(text)
+		if lines, err := parseProcCgroup(text); err == nil {
+			for _, l := range lines {
+				if !strings.HasPrefix(l.path, "/") {
+					t.Errorf("cgroup path %q is not absolute", l.path)
+				}
+			}
+		}
+	})
+}
