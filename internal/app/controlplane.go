@@ -15,7 +15,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
-	"google.golang.org/grpc"
 
 	"github.com/nimbus-build/nimbus/internal/admin"
 	"github.com/nimbus-build/nimbus/internal/api"
@@ -283,8 +282,7 @@ func (cp *ControlPlane) Serve(ctx context.Context, ln net.Listener) error {
 		g.Go(func() error { cp.sessionsWake.Connect(gctx, cp.Store.Relay("nimbus_sessions"), cp.log); return nil })
 	}
 	if cp.grpcLn != nil {
-		gs := grpc.NewServer(cache.GRPCServerOptions()...)
-		cp.Cache.RegisterGRPC(gs)
+		gs := cp.Cache.NewGRPCServer()
 		g.Go(func() error { return gs.Serve(cp.grpcLn) })
 		g.Go(func() error {
 			<-gctx.Done()

@@ -17,6 +17,7 @@ import (
 	"github.com/nimbus-build/nimbus/internal/auth"
 	"github.com/nimbus-build/nimbus/internal/cache"
 	"github.com/nimbus-build/nimbus/internal/cache/access"
+	"github.com/nimbus-build/nimbus/internal/policy"
 )
 
 // Tokens of the test environment: org a has a CI token (read-write) and a
@@ -33,13 +34,14 @@ func testTokens() *access.Tokens {
 	t.Add(tokCIA, auth.Principal{Kind: auth.KindUser, Org: "org-a", ID: "t1", Role: auth.RoleCI})
 	t.Add(tokDevA, auth.Principal{Kind: auth.KindUser, Org: "org-a", ID: "t2", Role: auth.RoleDeveloper})
 	t.Add(tokCIB, auth.Principal{Kind: auth.KindUser, Org: "org-b", ID: "t3", Role: auth.RoleCI})
-	t.Add(tokJobA, auth.Principal{Kind: auth.KindJob, Org: "org-a", ID: "job1", Scopes: []string{access.ActionWrite}})
+	t.Add(tokJobA, auth.Principal{Kind: auth.KindJob, Org: "org-a", ID: "job1", Scopes: []string{string(access.Read), string(access.Write)}})
 	return t
 }
 
 // env is a running cache: gRPC and HTTP on loopback ports.
 type env struct {
 	svc      *cache.Service
+	tokens   *access.Tokens
 	grpcAddr string
 	httpURL  string
 }
@@ -51,7 +53,11 @@ func startEnv(t testing.TB, cfg cache.Config) *env {
 	}
 	tokens := testTokens()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	svc, err := cache.New(cfg, tokens, tokens, log, prometheus.NewRegistry())
+	pol, err := policy.New(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := cache.New(cfg, tokens, policy.OrgAuthorizer{Engine: pol}, log, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,8 +65,7 @@ func startEnv(t testing.TB, cfg cache.Config) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := grpc.NewServer(cache.GRPCServerOptions()...)
-	svc.RegisterGRPC(g)
+	g := svc.NewGRPCServer()
 	done := make(chan error, 1)
 	go func() { done <- g.Serve(lis) }()
 	hs := httptest.NewServer(svc.Handler())
@@ -74,7 +79,7 @@ func startEnv(t testing.TB, cfg cache.Config) *env {
 			t.Errorf("close cache: %v", err)
 		}
 	})
-	return &env{svc: svc, grpcAddr: lis.Addr().String(), httpURL: hs.URL}
+	return &env{svc: svc, tokens: tokens, grpcAddr: lis.Addr().String(), httpURL: hs.URL}
 }
 
 // bearer is per-RPC credentials that send a bearer token over plaintext

@@ -9,7 +9,7 @@ import (
 // JobEnv returns the environment that makes a job's actions/cache (v2
 // protocol) and Bazel use this cache without setup. baseURL is where the
 // control plane serves Handler (e.g. "https://nimbus.example.com"), grpcURL
-// where it serves RegisterGRPC (e.g. "grpcs://nimbus.example.com:9443";
+// where it serves NewGRPCServer (e.g. "grpcs://nimbus.example.com:9443";
 // empty to point Bazel at the HTTP cache), token the job-scoped cache token.
 //
 // Bazel reads no environment variable for its cache, so NIMBUS_BAZEL_FLAGS

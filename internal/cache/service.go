@@ -46,7 +46,9 @@ type Service struct {
 	s3    *s3.Store         // nil without an S3 tier
 	tier  *blobstore.Tiered // nil without an S3 tier
 	store blobstore.Store
+	gate  *access.Gate
 	reapi *reapi.Server
+	http  *httpcache.Handler
 	gha   *actionscache.Handler
 	mux   *http.ServeMux
 
@@ -88,7 +90,7 @@ func New(cfg Config, authn Authenticator, authz Authorizer, log *slog.Logger, re
 		d.Close()
 		return nil, err
 	}
-	s := &Service{cfg: cfg, log: log, disk: d, mux: http.NewServeMux()}
+	s := &Service{cfg: cfg, log: log, disk: d, gate: access.NewGate(authn, authz)}
 	s.store = metrics.Wrap("disk", d)
 	if cfg.S3 != nil {
 		if err := s.openS3(reg, metrics); err != nil {
@@ -97,16 +99,14 @@ func New(cfg Config, authn Authenticator, authz Authorizer, log *slog.Logger, re
 		}
 	}
 	store := s.store
-	gate := access.NewGate(authn, authz)
-	s.reapi = reapi.New(store, gate, log, reapi.Options{MaxBatchTotalSize: cfg.MaxBatchTotalSize})
-	s.mux.Handle(BazelHTTPPrefix, httpcache.New(store, gate, log, BazelHTTPPrefix))
-	s.gha, err = actionscache.New(store, gate, log, filepath.Join(cfg.Dir, "actions"), actionscache.Options{SigningKey: cfg.ActionsSigningKey})
+	s.reapi = reapi.New(store, log, reapi.Options{MaxBatchTotalSize: cfg.MaxBatchTotalSize})
+	s.http = httpcache.New(store, log)
+	s.gha, err = actionscache.New(store, log, filepath.Join(cfg.Dir, "actions"), actionscache.Options{SigningKey: cfg.ActionsSigningKey})
 	if err != nil {
 		s.closeStores()
 		return nil, err
 	}
-	s.mux.Handle(actionscache.Prefix, s.gha)
-	s.mux.Handle(actionscache.TwirpPrefix, s.gha)
+	s.mux = s.gate.Mux(s.httpRoutes())
 
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
@@ -238,21 +238,24 @@ func (s *Service) sweepLoop(ctx context.Context) {
 	}
 }
 
-// RegisterGRPC registers the REAPI cache services (Capabilities,
-// ContentAddressableStorage, ActionCache, ByteStream) on g, and the gRPC
-// health service unless g already has one. Build g with
-// GRPCServerOptions().
-func (s *Service) RegisterGRPC(g *grpc.Server) {
+// NewGRPCServer returns a gRPC server serving the REAPI cache services
+// (Capabilities, ContentAddressableStorage, ActionCache, ByteStream) and
+// the health service, behind the edge's interceptors (every method is
+// authorized for the action the route table gives it), with the options
+// the cache needs (see grpcServerOptions) and opts.
+func (s *Service) NewGRPCServer(opts ...grpc.ServerOption) *grpc.Server {
+	opts = append(append(grpcServerOptions(), s.gate.ServerOptions(grpcMethods(), s.reapi.Status)...), opts...)
+	g := grpc.NewServer(opts...)
 	s.reapi.Register(g)
-	if _, ok := g.GetServiceInfo()[healthpb.Health_ServiceDesc.ServiceName]; !ok {
-		healthpb.RegisterHealthServer(g, health.NewServer())
-	}
+	healthpb.RegisterHealthServer(g, health.NewServer())
+	return g
 }
 
-// Handler serves the HTTP routes: the Bazel HTTP cache under /cache/, the
-// Actions cache v1 API and signed blob URLs under /actions-cache/ and its v2
-// Twirp API under /twirp/github.actions.results.api.v1.CacheService/ (the
-// client builds that path from the host root). Mount it at the root.
+// Handler serves the HTTP routes of the route table (routes.go): the
+// Bazel HTTP cache under /cache/, the Actions cache v1 API and signed blob
+// URLs under /actions-cache/ and its v2 Twirp API under
+// /twirp/github.actions.results.api.v1.CacheService/ (the client builds
+// that path from the host root). Mount it at the root.
 func (s *Service) Handler() http.Handler { return s.mux }
 
 // Store returns the blob store behind every protocol (for the benchmark and

@@ -1,24 +1,17 @@
-// Package access decides who may use the build cache: it authenticates the
-// bearer token a request carries and asks the policy whether the principal
-// may read or write its org's cache. Every protocol front end of the cache
-// goes through a Gate.
+// Package access decides who may use the build cache. The edge (an HTTP
+// middleware and gRPC interceptors, built from one table of routes and
+// the action each needs) authenticates the bearer token of every request
+// once, asks the policy whether the principal may do the route's action in
+// its own org, and puts the Caller in the request's context. Handlers take
+// the Caller from there and never check access themselves.
 package access
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
-	"net/http"
-	"strings"
 
 	"github.com/nimbus-build/nimbus/internal/auth"
-)
-
-// Actions the cache asks the Authorizer about.
-const (
-	ActionRead  = "cache.read"
-	ActionWrite = "cache.write"
 )
 
 // Authenticator turns a bearer token into a principal. Its errors wrap
@@ -44,18 +37,24 @@ func NewGate(authn Authenticator, authz Authorizer) *Gate {
 	return &Gate{authn: authn, authz: authz}
 }
 
-// Caller is an authenticated principal and what it may do in its org.
+// Caller is the authenticated principal of a request.
 type Caller struct {
 	Principal auth.Principal
-	CanWrite  bool
+	gate      *Gate
 }
 
 // Org is the caller's org: the namespace of everything it reads and writes.
 func (c Caller) Org() string { return c.Principal.Org }
 
-// Check authenticates token and requires that the principal may at least
-// read its org's cache. CanWrite tells whether it may also write.
-func (g *Gate) Check(ctx context.Context, token string) (Caller, error) {
+// May reports whether the caller may also do a (for answers that describe
+// what the caller may do, such as REAPI Capabilities; access itself is
+// decided at the edge).
+func (c Caller) May(ctx context.Context, a Action) bool {
+	return c.gate != nil && c.gate.Authorize(ctx, c, a) == nil
+}
+
+// Authenticate turns a bearer token into a Caller.
+func (g *Gate) Authenticate(ctx context.Context, token string) (Caller, error) {
 	if token == "" {
 		return Caller{}, fmt.Errorf("no cache token: %w", auth.ErrUnauthenticated)
 	}
@@ -66,53 +65,60 @@ func (g *Gate) Check(ctx context.Context, token string) (Caller, error) {
 	if p.Org == "" {
 		return Caller{}, fmt.Errorf("principal without org: %w", auth.ErrUnauthenticated)
 	}
-	if err := g.authz.Authorize(ctx, p, ActionRead, p.Org); err != nil {
-		return Caller{}, err
-	}
-	c := Caller{Principal: p}
-	switch err := g.authz.Authorize(ctx, p, ActionWrite, p.Org); {
-	case err == nil:
-		c.CanWrite = true
-	case errors.Is(err, auth.ErrForbidden):
-	default:
-		return Caller{}, err
-	}
-	return c, nil
+	return Caller{Principal: p, gate: g}, nil
 }
 
-// RequireWrite returns auth.ErrForbidden unless c may write.
-func (c Caller) RequireWrite() error {
-	if !c.CanWrite {
-		return fmt.Errorf("%s may only read the cache of org %s: %w", c.Principal.Kind, c.Principal.Org, auth.ErrForbidden)
+// Authorize returns nil when c may do a in its own org, and an error
+// wrapping auth.ErrForbidden otherwise. Actions the policy does not decide
+// are refused: they take no credential.
+func (g *Gate) Authorize(ctx context.Context, c Caller, a Action) error {
+	if !a.Decided() {
+		return fmt.Errorf("%q is not an action of the policy: %w", a, auth.ErrForbidden)
+	}
+	err := g.authz.Authorize(ctx, c.Principal, string(a), c.Org())
+	if err != nil && !errors.Is(err, auth.ErrForbidden) && !errors.Is(err, auth.ErrUnauthenticated) {
+		return err
+	}
+	if err != nil {
+		return fmt.Errorf("%s may not %s in org %s: %w", describe(c.Principal), a, c.Org(), err)
 	}
 	return nil
 }
 
-// BearerToken extracts the token from an Authorization header value:
-// "Bearer <token>", or "Basic base64(user:token)" with the token as the
-// password (Bazel's HTTP cache puts credentials in the URL).
-func BearerToken(header string) string {
-	scheme, rest, ok := strings.Cut(header, " ")
-	if !ok {
-		return ""
+// Admit authenticates token, authorizes a and returns ctx carrying the
+// Caller. It is what the edge runs for every request of a decided action.
+func (g *Gate) Admit(ctx context.Context, token string, a Action) (context.Context, error) {
+	c, err := g.Authenticate(ctx, token)
+	if err != nil {
+		return ctx, err
 	}
-	rest = strings.TrimSpace(rest)
-	switch {
-	case strings.EqualFold(scheme, "Bearer"):
-		return rest
-	case strings.EqualFold(scheme, "Basic"):
-		b, err := base64.StdEncoding.DecodeString(rest)
-		if err != nil {
-			return ""
-		}
-		_, pass, ok := strings.Cut(string(b), ":")
-		if !ok {
-			return ""
-		}
-		return pass
+	if err := g.Authorize(ctx, c, a); err != nil {
+		return ctx, err
 	}
-	return ""
+	return WithCaller(ctx, c), nil
 }
 
-// RequestToken returns the token of an HTTP request.
-func RequestToken(r *http.Request) string { return BearerToken(r.Header.Get("Authorization")) }
+func describe(p auth.Principal) string {
+	if p.Kind == auth.KindUser {
+		return "a " + string(p.Role) + " token"
+	}
+	return "a " + string(p.Kind) + " credential"
+}
+
+type callerKey struct{}
+
+// WithCaller returns ctx carrying c.
+func WithCaller(ctx context.Context, c Caller) context.Context {
+	return context.WithValue(ctx, callerKey{}, c)
+}
+
+// CallerFrom returns the Caller the edge admitted. A request that reached
+// a handler without one (a route the table declares Public or Signed, or
+// a wiring mistake) gets auth.ErrUnauthenticated: never a default caller.
+func CallerFrom(ctx context.Context) (Caller, error) {
+	c, ok := ctx.Value(callerKey{}).(Caller)
+	if !ok {
+		return Caller{}, fmt.Errorf("no authenticated caller: %w", auth.ErrUnauthenticated)
+	}
+	return c, nil
+}

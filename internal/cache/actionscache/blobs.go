@@ -27,50 +27,47 @@ func hashFile(f *os.File) (blobstore.Digest, error) {
 	return d, nil
 }
 
-// serveBlob serves the signed URLs: "up/<id>" (Azure Blob uploads) and
-// "down/<hash>.<size>?org=…" (downloads, with Range).
-func (h *Handler) serveBlob(w http.ResponseWriter, r *http.Request, rest string) error {
-	q := r.URL.Query()
-	kind, id, _ := strings.Cut(rest, "/")
-	switch kind {
-	case "up":
-		pid, err := strconv.ParseInt(id, 10, 64)
-		if err != nil {
-			return fmt.Errorf("%w: upload id", blobstore.ErrNotFound)
-		}
-		h.mu.Lock()
-		p := h.pending[pid]
-		h.mu.Unlock()
-		if p == nil || !h.sign.check("up", p.org+"/"+id, q.Get("exp"), q.Get("sig"), h.now()) {
-			return fmt.Errorf("%w: unknown or expired upload URL", blobstore.ErrNotFound)
-		}
-		if r.Method != http.MethodPut {
-			return fmt.Errorf("%w: uploads take PUT", blobstore.ErrInvalid)
-		}
-		return h.azurePut(w, r, p)
-	case "down":
-		org := q.Get("org")
-		if !h.sign.check("down", org+"/"+id, q.Get("exp"), q.Get("sig"), h.now()) {
-			return fmt.Errorf("%w: unknown or expired download URL", blobstore.ErrNotFound)
-		}
-		hash, sizeS, _ := strings.Cut(id, ".")
-		size, err := blobstore.ParseSize(sizeS)
-		if err != nil {
-			return err
-		}
-		d, err := blobstore.NewDigest(hash, size)
-		if err != nil {
-			return err
-		}
-		return h.download(w, r, blobstore.Ref{Org: org, Kind: blobstore.KindCAS, Digest: d})
+// BlobUpload serves PUT of a signed upload URL, up/{id} (Azure Blob
+// uploads). The URL's signature is its authorization.
+func (h *Handler) BlobUpload(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	pid, err := strconv.ParseInt(id, 10, 64)
+	if err != nil {
+		return fmt.Errorf("%w: upload id", blobstore.ErrNotFound)
 	}
-	return fmt.Errorf("%w: %s", blobstore.ErrNotFound, r.URL.Path)
+	q := r.URL.Query()
+	h.mu.Lock()
+	p := h.pending[pid]
+	h.mu.Unlock()
+	if p == nil || !h.sign.check("up", p.org+"/"+id, q.Get("exp"), q.Get("sig"), h.now()) {
+		return fmt.Errorf("%w: unknown or expired upload URL", blobstore.ErrNotFound)
+	}
+	return h.azurePut(w, r, p)
+}
+
+// BlobDownload serves GET and HEAD of a signed download URL,
+// down/{hash}.{size}?org=… (with Range). The URL's signature is its
+// authorization.
+func (h *Handler) BlobDownload(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	q := r.URL.Query()
+	org := q.Get("org")
+	if !h.sign.check("down", org+"/"+id, q.Get("exp"), q.Get("sig"), h.now()) {
+		return fmt.Errorf("%w: unknown or expired download URL", blobstore.ErrNotFound)
+	}
+	hash, sizeS, _ := strings.Cut(id, ".")
+	size, err := blobstore.ParseSize(sizeS)
+	if err != nil {
+		return err
+	}
+	d, err := blobstore.NewDigest(hash, size)
+	if err != nil {
+		return err
+	}
+	return h.download(w, r, blobstore.Ref{Org: org, Kind: blobstore.KindCAS, Digest: d})
 }
 
 func (h *Handler) download(w http.ResponseWriter, r *http.Request, ref blobstore.Ref) error {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		return fmt.Errorf("%w: downloads take GET", blobstore.ErrInvalid)
-	}
 	size := ref.Digest.Size
 	off, n, code := int64(0), size, http.StatusOK
 	if rh := r.Header.Get("Range"); rh != "" {

@@ -30,12 +30,12 @@ import (
 	"github.com/nimbus-build/nimbus/internal/cache/httperr"
 )
 
-// Path prefixes served by Handler.
+// Path prefixes of the routes Handler serves.
 const (
 	Prefix      = "/actions-cache/"
 	TwirpPrefix = "/twirp/github.actions.results.api.v1.CacheService/"
-	v1Prefix    = Prefix + "_apis/artifactcache/"
-	blobsPrefix = Prefix + "blobs/"
+	V1Prefix    = Prefix + "_apis/artifactcache/"
+	BlobsPrefix = Prefix + "blobs/"
 )
 
 // Options tunes a Handler.
@@ -53,7 +53,6 @@ type Options struct {
 // Handler serves the Actions cache.
 type Handler struct {
 	store   blobstore.Store
-	gate    *access.Gate
 	log     *slog.Logger
 	opts    Options
 	dir     string
@@ -78,7 +77,7 @@ type pending struct {
 }
 
 // New returns a Handler keeping its journal and uploads under dir.
-func New(store blobstore.Store, gate *access.Gate, log *slog.Logger, dir string, opts Options) (*Handler, error) {
+func New(store blobstore.Store, log *slog.Logger, dir string, opts Options) (*Handler, error) {
 	if opts.URLTTL == 0 {
 		opts.URLTTL = time.Hour
 	}
@@ -101,7 +100,7 @@ func New(store blobstore.Store, gate *access.Gate, log *slog.Logger, dir string,
 		return nil, err
 	}
 	return &Handler{
-		store: store, gate: gate, log: log.With("component", "cache.actions"), opts: opts, dir: dir,
+		store: store, log: log.With("component", "cache.actions"), opts: opts, dir: dir,
 		entries: es, sign: signer{key: opts.SigningKey}, now: time.Now,
 		nextID: time.Now().Unix(), pending: map[int64]*pending{},
 	}, nil
@@ -138,22 +137,15 @@ func (h *Handler) discard(p *pending) {
 	}
 }
 
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	var err error
-	switch {
-	case strings.HasPrefix(r.URL.Path, TwirpPrefix):
-		h.serveTwirp(w, r)
-		return
-	case strings.HasPrefix(r.URL.Path, v1Prefix):
-		err = h.serveV1(w, r, strings.TrimPrefix(r.URL.Path, v1Prefix))
-	case strings.HasPrefix(r.URL.Path, blobsPrefix):
-		err = h.serveBlob(w, r, strings.TrimPrefix(r.URL.Path, blobsPrefix))
-	default:
-		err = fmt.Errorf("%w: %s", blobstore.ErrNotFound, r.URL.Path)
-	}
-	if err != nil {
-		httperr.Write(w, r, h.log, err)
-	}
+// Errors answers the errors of the v1 API and the blob URLs: a status
+// from the error and a JSON body {"error": "..."}.
+func (h *Handler) Errors(w http.ResponseWriter, r *http.Request, err error) {
+	httperr.Write(w, r, h.log, err)
+}
+
+// NoRoute answers a path under Prefix that no route serves.
+func (h *Handler) NoRoute(w http.ResponseWriter, r *http.Request) error {
+	return fmt.Errorf("%w: %s %s", blobstore.ErrNotFound, r.Method, r.URL.Path)
 }
 
 // scopes returns the scope the caller saves to and the scopes it reads, in
@@ -304,10 +296,10 @@ func baseURL(r *http.Request) string {
 func (h *Handler) downloadURL(r *http.Request, e *Entry) string {
 	id := e.Hash + "." + fmt.Sprint(e.Size)
 	q := h.sign.query("down", e.Org+"/"+id, h.now(), h.opts.URLTTL)
-	return baseURL(r) + blobsPrefix + "down/" + id + "?org=" + urlEscape(e.Org) + "&" + q
+	return baseURL(r) + BlobsPrefix + "down/" + id + "?org=" + urlEscape(e.Org) + "&" + q
 }
 
 func (h *Handler) uploadURL(r *http.Request, p *pending) string {
 	id := fmt.Sprint(p.id)
-	return baseURL(r) + blobsPrefix + "up/" + id + "?" + h.sign.query("up", p.org+"/"+id, h.now(), h.opts.URLTTL)
+	return baseURL(r) + BlobsPrefix + "up/" + id + "?" + h.sign.query("up", p.org+"/"+id, h.now(), h.opts.URLTTL)
 }

@@ -59,9 +59,6 @@ func twirpError(w http.ResponseWriter, err error) {
 
 // decodeTwirp parses a JSON Twirp request strictly.
 func decodeTwirp(r *http.Request, v any) error {
-	if r.Method != http.MethodPost {
-		return fmt.Errorf("%w: Twirp wants POST", blobstore.ErrInvalid)
-	}
 	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
 		return fmt.Errorf("%w: Content-Type %q: only JSON is served", blobstore.ErrInvalid, ct)
 	}
@@ -72,86 +69,99 @@ func decodeTwirp(r *http.Request, v any) error {
 	return nil
 }
 
-func (h *Handler) serveTwirp(w http.ResponseWriter, r *http.Request) {
-	if err := h.twirp(w, r); err != nil {
-		if httperr.Status(err) == http.StatusInternalServerError {
-			h.log.ErrorContext(r.Context(), "actions cache twirp", "path", r.URL.Path, "err", err)
-		}
-		twirpError(w, err)
+// TwirpErrors answers the Twirp API's errors in Twirp's shape, which the
+// client reads: {"code": ..., "msg": ...}.
+func (h *Handler) TwirpErrors(w http.ResponseWriter, r *http.Request, err error) {
+	if httperr.Status(err) == http.StatusInternalServerError {
+		h.log.ErrorContext(r.Context(), "actions cache twirp", "path", r.URL.Path, "err", err)
 	}
+	twirpError(w, err)
 }
 
-func (h *Handler) twirp(w http.ResponseWriter, r *http.Request) error {
-	method := strings.TrimPrefix(r.URL.Path, TwirpPrefix)
-	c, err := h.gate.Check(r.Context(), access.RequestToken(r))
+// TwirpNoRoute answers a Twirp path or method that no route serves
+// (Twirp's bad_route).
+func (h *Handler) TwirpNoRoute(w http.ResponseWriter, r *http.Request) error {
+	httperr.WriteJSON(w, http.StatusNotFound, map[string]string{"code": "bad_route", "msg": "no handler for " + r.Method + " " + r.URL.Path})
+	return nil
+}
+
+// CreateCacheEntry starts a save and returns its signed upload URL; ok
+// false when the entry exists or is being saved.
+func (h *Handler) CreateCacheEntry(w http.ResponseWriter, r *http.Request) error {
+	c, err := access.CallerFrom(r.Context())
 	if err != nil {
 		return err
 	}
-	switch method {
-	case "CreateCacheEntry":
-		var req createReq
-		if err := decodeTwirp(r, &req); err != nil {
-			return err
-		}
-		if err := c.RequireWrite(); err != nil {
-			return err
-		}
-		p, err := h.reserve(c, req.Key, req.Version, 0)
-		if errors.Is(err, errExists) {
-			httperr.WriteJSON(w, http.StatusOK, map[string]any{"ok": false})
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		httperr.WriteJSON(w, http.StatusOK, map[string]any{"ok": true, "signed_upload_url": h.uploadURL(r, p)})
-		return nil
-	case "FinalizeCacheEntryUpload":
-		var req finalizeReq
-		if err := decodeTwirp(r, &req); err != nil {
-			return err
-		}
-		if err := c.RequireWrite(); err != nil {
-			return err
-		}
-		size, err := strconv.ParseInt(req.SizeBytes, 10, 64)
-		if err != nil || size < 0 {
-			return fmt.Errorf("%w: size_bytes %q", blobstore.ErrInvalid, req.SizeBytes)
-		}
-		p := h.findPending(c, req.Key, req.Version)
-		if p == nil {
-			httperr.WriteJSON(w, http.StatusOK, map[string]any{"ok": false})
-			return nil
-		}
-		p.busy.Lock()
-		e, err := h.commit(r, p, size)
-		p.busy.Unlock()
-		if err != nil {
-			return err
-		}
-		httperr.WriteJSON(w, http.StatusOK, map[string]any{"ok": true, "entry_id": strconv.FormatInt(e.Created.UnixNano(), 10)})
-		return nil
-	case "GetCacheEntryDownloadURL":
-		var req downloadReq
-		if err := decodeTwirp(r, &req); err != nil {
-			return err
-		}
-		keys := append([]string{req.Key}, req.RestoreKeys...)
-		if req.Key == "" || len(keys) > 10 || req.Version == "" {
-			return fmt.Errorf("%w: want key, at most 9 restore keys, and version", blobstore.ErrInvalid)
-		}
-		e, err := h.lookup(r, c, keys, req.Version)
-		if err != nil {
-			return err
-		}
-		if e == nil {
-			httperr.WriteJSON(w, http.StatusOK, map[string]any{"ok": false, "signed_download_url": "", "matched_key": ""})
-			return nil
-		}
-		httperr.WriteJSON(w, http.StatusOK, map[string]any{"ok": true, "signed_download_url": h.downloadURL(r, e), "matched_key": e.Key})
+	var req createReq
+	if err := decodeTwirp(r, &req); err != nil {
+		return err
+	}
+	p, err := h.reserve(c, req.Key, req.Version, 0)
+	if errors.Is(err, errExists) {
+		httperr.WriteJSON(w, http.StatusOK, map[string]any{"ok": false})
 		return nil
 	}
-	return fmt.Errorf("%w: Twirp method %q", blobstore.ErrNotFound, method)
+	if err != nil {
+		return err
+	}
+	httperr.WriteJSON(w, http.StatusOK, map[string]any{"ok": true, "signed_upload_url": h.uploadURL(r, p)})
+	return nil
+}
+
+// FinalizeCacheEntryUpload commits an uploaded save.
+func (h *Handler) FinalizeCacheEntryUpload(w http.ResponseWriter, r *http.Request) error {
+	c, err := access.CallerFrom(r.Context())
+	if err != nil {
+		return err
+	}
+	var req finalizeReq
+	if err := decodeTwirp(r, &req); err != nil {
+		return err
+	}
+	size, err := strconv.ParseInt(req.SizeBytes, 10, 64)
+	if err != nil || size < 0 {
+		return fmt.Errorf("%w: size_bytes %q", blobstore.ErrInvalid, req.SizeBytes)
+	}
+	p := h.findPending(c, req.Key, req.Version)
+	if p == nil {
+		httperr.WriteJSON(w, http.StatusOK, map[string]any{"ok": false})
+		return nil
+	}
+	p.busy.Lock()
+	e, err := h.commit(r, p, size)
+	p.busy.Unlock()
+	if err != nil {
+		return err
+	}
+	httperr.WriteJSON(w, http.StatusOK, map[string]any{"ok": true, "entry_id": strconv.FormatInt(e.Created.UnixNano(), 10)})
+	return nil
+}
+
+// GetCacheEntryDownloadURL looks a key (then the restore keys) up and
+// returns a signed download URL of the entry found.
+func (h *Handler) GetCacheEntryDownloadURL(w http.ResponseWriter, r *http.Request) error {
+	c, err := access.CallerFrom(r.Context())
+	if err != nil {
+		return err
+	}
+	var req downloadReq
+	if err := decodeTwirp(r, &req); err != nil {
+		return err
+	}
+	keys := append([]string{req.Key}, req.RestoreKeys...)
+	if req.Key == "" || len(keys) > 10 || req.Version == "" {
+		return fmt.Errorf("%w: want key, at most 9 restore keys, and version", blobstore.ErrInvalid)
+	}
+	e, err := h.lookup(r, c, keys, req.Version)
+	if err != nil {
+		return err
+	}
+	if e == nil {
+		httperr.WriteJSON(w, http.StatusOK, map[string]any{"ok": false, "signed_download_url": "", "matched_key": ""})
+		return nil
+	}
+	httperr.WriteJSON(w, http.StatusOK, map[string]any{"ok": true, "signed_download_url": h.downloadURL(r, e), "matched_key": e.Key})
+	return nil
 }
 
 func (h *Handler) findPending(c access.Caller, key, version string) *pending {

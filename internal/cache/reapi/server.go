@@ -3,14 +3,12 @@ package reapi
 import (
 	"context"
 	"log/slog"
-	"strings"
 	"sync"
 
 	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	smpb "github.com/bazelbuild/remote-apis/build/bazel/semver"
 	"google.golang.org/genproto/googleapis/bytestream"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/metadata"
 
 	"github.com/nimbus-build/nimbus/internal/cache/access"
 	"github.com/nimbus-build/nimbus/internal/cache/blobstore"
@@ -33,7 +31,6 @@ type Server struct {
 	bytestream.UnimplementedByteStreamServer
 
 	store   blobstore.Store
-	gate    *access.Gate
 	log     *slog.Logger
 	opts    Options
 	uploads *uploads
@@ -48,19 +45,21 @@ var (
 )
 
 // New returns a Server over store.
-func New(store blobstore.Store, gate *access.Gate, log *slog.Logger, opts Options) *Server {
+func New(store blobstore.Store, log *slog.Logger, opts Options) *Server {
 	if opts.MaxBatchTotalSize <= 0 {
 		opts.MaxBatchTotalSize = 4<<20 - 64<<10
 	}
 	if opts.ReadChunkSize <= 0 {
 		opts.ReadChunkSize = 256 << 10
 	}
-	s := &Server{store: store, gate: gate, log: log.With("component", "cache.reapi"), opts: opts, uploads: newUploads()}
+	s := &Server{store: store, log: log.With("component", "cache.reapi"), opts: opts, uploads: newUploads()}
 	s.chunks.New = func() any { b := make([]byte, s.opts.ReadChunkSize); return &b }
 	return s
 }
 
-// Register registers the four services on g.
+// Register registers the four services on g. Build g with the edge's
+// interceptors (access.Gate.ServerOptions with Methods): handlers take the
+// Caller they admitted from the context and check nothing themselves.
 func (s *Server) Register(g *grpc.Server) {
 	repb.RegisterContentAddressableStorageServer(g, s)
 	repb.RegisterActionCacheServer(g, s)
@@ -71,32 +70,22 @@ func (s *Server) Register(g *grpc.Server) {
 // Close abandons the resumable uploads in progress.
 func (s *Server) Close() { s.uploads.closeAll() }
 
-// caller authenticates the request from its "authorization" metadata.
-func (s *Server) caller(ctx context.Context) (access.Caller, error) {
-	var token string
-	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		for _, v := range md.Get("authorization") {
-			if t := access.BearerToken(strings.TrimSpace(v)); t != "" {
-				token = t
-				break
-			}
-		}
-	}
-	return s.gate.Check(ctx, token)
-}
-
 func (s *Server) status(ctx context.Context, err error) error { return toStatus(ctx, s.log, err) }
+
+// Status turns an error into the gRPC status the client sees; unexpected
+// errors are logged and answered with a generic message.
+func (s *Server) Status(ctx context.Context, err error) error { return toStatus(ctx, s.log, err) }
 
 // GetCapabilities implements repb.CapabilitiesServer.
 func (s *Server) GetCapabilities(ctx context.Context, req *repb.GetCapabilitiesRequest) (*repb.ServerCapabilities, error) {
-	c, err := s.caller(ctx)
+	c, err := access.CallerFrom(ctx)
 	if err != nil {
 		return nil, s.status(ctx, err)
 	}
 	return &repb.ServerCapabilities{
 		CacheCapabilities: &repb.CacheCapabilities{
 			DigestFunctions:                 []repb.DigestFunction_Value{repb.DigestFunction_SHA256},
-			ActionCacheUpdateCapabilities:   &repb.ActionCacheUpdateCapabilities{UpdateEnabled: c.CanWrite},
+			ActionCacheUpdateCapabilities:   &repb.ActionCacheUpdateCapabilities{UpdateEnabled: c.May(ctx, access.Write)},
 			MaxBatchTotalSizeBytes:          s.opts.MaxBatchTotalSize,
 			SymlinkAbsolutePathStrategy:     repb.SymlinkAbsolutePathStrategy_ALLOWED,
 			SupportedCompressors:            nil,
