@@ -15,6 +15,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/nimbus-build/nimbus/internal/cache/access"
+	"github.com/nimbus-build/nimbus/internal/cache/actionresult"
 	"github.com/nimbus-build/nimbus/internal/cache/actionscache"
 	"github.com/nimbus-build/nimbus/internal/cache/blobstore"
 	"github.com/nimbus-build/nimbus/internal/cache/breaker"
@@ -91,13 +92,22 @@ func New(cfg Config, authn Authenticator, authz Authorizer, log *slog.Logger, re
 		return nil, err
 	}
 	s := &Service{cfg: cfg, log: log, disk: d, gate: access.NewGate(authn, authz)}
-	s.store = metrics.Wrap("disk", d)
+	// The store every protocol uses is composed here, and its checks made
+	// here once: each backend behind blobstore.Verifying (refs, sizes,
+	// ranges, CAS content), the S3 tier (when configured) behind the disk
+	// in a Tiered store, and the action cache's checks (parse on write,
+	// completeness on read) in front of everything:
+	//
+	//	Checking(Verifying(disk))
+	//	Checking(Tiered(Verifying(disk), Verifying(s3)))
+	s.store = blobstore.NewVerifying(metrics.Wrap("disk", d))
 	if cfg.S3 != nil {
 		if err := s.openS3(reg, metrics); err != nil {
 			d.Close()
 			return nil, err
 		}
 	}
+	s.store = actionresult.NewChecking(s.store, log)
 	store := s.store
 	s.reapi = reapi.New(store, log, reapi.Options{MaxBatchTotalSize: cfg.MaxBatchTotalSize})
 	s.http = httpcache.New(store, log)
@@ -159,7 +169,7 @@ func (s *Service) openS3(reg prometheus.Registerer, metrics *blobstore.Metrics) 
 		return err
 	}
 	s.s3 = st
-	s.tier = blobstore.NewTiered(s.store, metrics.Wrap("s3", st), s.log, blobstore.TieredOptions{})
+	s.tier = blobstore.NewTiered(s.store, blobstore.NewVerifying(metrics.Wrap("s3", st)), s.log, blobstore.TieredOptions{})
 	s.store = s.tier
 	return nil
 }

@@ -1,7 +1,8 @@
 // Package actionresult checks Bazel action results before the cache stores
 // or serves them: an entry must parse, every digest in it must be valid, and
 // a hit is served only when every blob it references (including the files
-// inside its output trees) is still in the org's CAS.
+// inside its output trees) is still in the org's CAS. Checking makes these
+// checks once, in front of the store every protocol uses.
 package actionresult
 
 import (
@@ -76,10 +77,10 @@ func Digests(ar *repb.ActionResult) ([]blobstore.Digest, error) {
 	return ds, nil
 }
 
-// Complete reports whether every blob ar references exists for org,
+// complete reports whether every blob ar references exists for org,
 // including the files of its output trees, and refreshes them so that they
 // outlive the entry's next use.
-func Complete(ctx context.Context, s blobstore.Store, org string, ar *repb.ActionResult) (bool, error) {
+func complete(ctx context.Context, s blobstore.Store, org string, ar *repb.ActionResult) (bool, error) {
 	ds, err := Digests(ar)
 	if err != nil {
 		return false, err

@@ -8,8 +8,9 @@ import (
 	"sync"
 )
 
-// Memory is a Store that keeps blobs in memory, per org. It does not verify
-// content (wrap it in Verifying for that). It serves tests and small tiers.
+// Memory is a Store that keeps blobs in memory, per org: the working fake
+// of the decorators' tests. Like every backend it checks nothing of what
+// Verifying checks.
 type Memory struct {
 	mu    sync.RWMutex
 	blobs map[memKey][]byte

@@ -8,9 +8,12 @@ import (
 	"io"
 )
 
-// Verifying checks that CAS writes match their digest (size and SHA-256)
-// before committing them to the store it wraps, so that a backend that does
-// not hash (object storage, memory) never holds content under a wrong name.
+// Verifying is where a store's input is checked, once, for every backend
+// it wraps (the composition root wraps each backend in one): refs (an org,
+// a known kind), sizes and ranges, and written content (the exact size,
+// and for KindCAS the SHA-256 of the digest) before the wrapped writer may
+// commit. Backends behind it check nothing of that themselves; they only
+// enforce their own limits (quotas, the largest blob).
 type Verifying struct {
 	next Store
 }
@@ -20,20 +23,46 @@ var _ Store = (*Verifying)(nil)
 // NewVerifying wraps next.
 func NewVerifying(next Store) *Verifying { return &Verifying{next: next} }
 
+// CheckRef validates a ref's org and kind.
+func CheckRef(ref Ref) error {
+	if ref.Org == "" {
+		return fmt.Errorf("%w: empty org", ErrInvalid)
+	}
+	if !ref.Kind.Valid() {
+		return fmt.Errorf("%w: unknown kind %d", ErrInvalid, ref.Kind)
+	}
+	return nil
+}
+
 // Get implements Store.
 func (v *Verifying) Get(ctx context.Context, ref Ref, offset, limit int64) (io.ReadCloser, int64, error) {
+	if err := CheckRef(ref); err != nil {
+		return nil, 0, err
+	}
+	if offset < 0 || limit < 0 {
+		return nil, 0, fmt.Errorf("%w: %s: negative offset %d or limit %d", ErrInvalid, ref, offset, limit)
+	}
 	return v.next.Get(ctx, ref, offset, limit)
 }
 
 // FindMissing implements Store.
 func (v *Verifying) FindMissing(ctx context.Context, org string, kind Kind, ds []Digest) ([]Digest, error) {
+	if err := CheckRef(Ref{Org: org, Kind: kind}); err != nil {
+		return nil, err
+	}
 	return v.next.FindMissing(ctx, org, kind, ds)
 }
 
 // NewWriter implements Store.
 func (v *Verifying) NewWriter(ctx context.Context, ref Ref, size int64) (Writer, error) {
+	if err := CheckRef(ref); err != nil {
+		return nil, err
+	}
+	if size < 0 {
+		return nil, fmt.Errorf("%w: %s: negative size %d", ErrInvalid, ref, size)
+	}
 	if ref.Kind == KindCAS && size != ref.Digest.Size {
-		return nil, fmt.Errorf("%w: %s: size %d does not match digest", ErrInvalid, ref, size)
+		return nil, fmt.Errorf("%w: %s: size %d does not match the digest", ErrInvalid, ref, size)
 	}
 	w, err := v.next.NewWriter(ctx, ref, size)
 	if err != nil {

@@ -293,16 +293,6 @@ func (s *Store) path(o *orgState, kind blobstore.Kind, h *blobstore.Hash) string
 	return o.dir + "/" + kind.String() + "/" + string(buf[:2]) + "/" + string(buf[:])
 }
 
-func checkRef(ref blobstore.Ref) error {
-	if ref.Org == "" {
-		return fmt.Errorf("%w: empty org", blobstore.ErrInvalid)
-	}
-	if !ref.Kind.Valid() {
-		return fmt.Errorf("%w: unknown kind %d", blobstore.ErrInvalid, ref.Kind)
-	}
-	return nil
-}
-
 func (s *Store) now() uint32 { return stamp(s.opts.Now()) }
 
 // lookup finds ref's entry and refreshes it. While the index is being
@@ -374,9 +364,6 @@ func (s *Store) dropLocked(o *orgState, i uint32) {
 
 // Get implements blobstore.Store.
 func (s *Store) Get(ctx context.Context, ref blobstore.Ref, offset, limit int64) (io.ReadCloser, int64, error) {
-	if err := checkRef(ref); err != nil {
-		return nil, 0, err
-	}
 	if ref.Kind == blobstore.KindCAS && ref.Digest.IsEmpty() {
 		if _, err := blobstore.CheckRange(0, offset, limit); err != nil {
 			return nil, 0, err
@@ -450,9 +437,6 @@ func (r *fileReader) WriteTo(w io.Writer) (int64, error) { return io.Copy(w, &r.
 
 // FindMissing implements blobstore.Store.
 func (s *Store) FindMissing(ctx context.Context, org string, kind blobstore.Kind, ds []blobstore.Digest) ([]blobstore.Digest, error) {
-	if err := checkRef(blobstore.Ref{Org: org, Kind: kind}); err != nil {
-		return nil, err
-	}
 	var missing []blobstore.Digest
 	if s.rebuilding.Load() {
 		for _, d := range ds {

@@ -127,8 +127,12 @@ func TestEmptyBlobAlwaysExists(t *testing.T) {
 	put(t, s, ref, nil)
 }
 
+// TestVerifiesContent: behind blobstore.Verifying (as the cache composes
+// it), content that does not match its digest is refused and leaves
+// nothing behind.
 func TestVerifiesContent(t *testing.T) {
-	s := openStore(t, t.TempDir(), Options{})
+	d := openStore(t, t.TempDir(), Options{})
+	s := blobstore.NewVerifying(d)
 	data := []byte("the real content")
 	ref := cas("org1", data)
 	tests := []struct {
@@ -160,7 +164,7 @@ func TestVerifiesContent(t *testing.T) {
 	if _, err := w.Write(append(bytes.Clone(data), 'x')); !errors.Is(err, blobstore.ErrInvalid) {
 		t.Fatalf("oversized Write = %v, want ErrInvalid", err)
 	}
-	entries, _ := os.ReadDir(filepath.Join(s.root, "tmp"))
+	entries, _ := os.ReadDir(filepath.Join(d.root, "tmp"))
 	if len(entries) != 1 { // the open writer's own file only
 		t.Errorf("tmp holds %d files, want 1", len(entries))
 	}
@@ -169,9 +173,10 @@ func TestVerifiesContent(t *testing.T) {
 // TestLargeBlobInChunks writes blobs larger than kickBytes a chunk at a
 // time, as uploads arrive, so the early writeback runs: the content read
 // back is the content written, and a byte changed after the first
-// writeback is still caught by the hash.
+// writeback is still caught by the hash (of blobstore.Verifying, in front
+// of the store as the cache composes it).
 func TestLargeBlobInChunks(t *testing.T) {
-	s := openStore(t, t.TempDir(), Options{})
+	s := blobstore.NewVerifying(openStore(t, t.TempDir(), Options{}))
 	data := make([]byte, 3*kickBytes+12345)
 	for i := range data {
 		data[i] = byte(i * 31 / 7)
@@ -223,8 +228,9 @@ func TestOrgIsolationAndDedup(t *testing.T) {
 	if _, err := get(t, s, cas("b", data)); !errors.Is(err, blobstore.ErrNotFound) {
 		t.Fatalf("org b reads org a's blob: %v", err)
 	}
-	// b must prove possession: the wrong bytes are refused.
-	err = blobstore.Put(ctx, s, cas("b", data), int64(len(data)), bytes.NewReader([]byte("shared dependencX")))
+	// b must prove possession: the wrong bytes are refused (by the
+	// verification in front of the store).
+	err = blobstore.Put(ctx, blobstore.NewVerifying(s), cas("b", data), int64(len(data)), bytes.NewReader([]byte("shared dependencX")))
 	if !errors.Is(err, blobstore.ErrInvalid) {
 		t.Fatalf("b claims a's blob with wrong bytes: %v", err)
 	}

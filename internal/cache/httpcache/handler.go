@@ -21,9 +21,6 @@ import (
 	"github.com/nimbus-build/nimbus/internal/cache/httperr"
 )
 
-// maxACSize bounds an action cache entry.
-const maxACSize = 16 << 20
-
 // Handler serves the HTTP cache.
 type Handler struct {
 	store blobstore.Store
@@ -84,8 +81,9 @@ func (h *Handler) Errors(w http.ResponseWriter, r *http.Request, err error) {
 	httperr.Write(w, r, h.log, err)
 }
 
-// Get serves GET and HEAD of {kind}/{hash}. An action cache entry is
-// served only when every blob it references exists.
+// Get serves GET and HEAD of {kind}/{hash}. The store in front of every
+// protocol (actionresult.Checking) serves an action cache entry only when
+// every blob it references exists.
 func (h *Handler) Get(w http.ResponseWriter, r *http.Request) error {
 	ref, err := ref(r, "")
 	if err != nil {
@@ -93,20 +91,9 @@ func (h *Handler) Get(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx := r.Context()
 	if ref.Kind == blobstore.KindAC {
-		b, err := blobstore.GetBytes(ctx, h.store, ref, maxACSize)
+		b, err := blobstore.GetBytes(ctx, h.store, ref, actionresult.MaxSize)
 		if err != nil {
 			return err
-		}
-		ar, err := actionresult.Parse(b)
-		if err != nil {
-			return fmt.Errorf("stored action result: %w", blobstore.ErrNotFound)
-		}
-		complete, err := actionresult.Complete(ctx, h.store, ref.Org, ar)
-		if err != nil {
-			return err
-		}
-		if !complete {
-			return fmt.Errorf("action result with missing outputs: %w", blobstore.ErrNotFound)
 		}
 		w.Header().Set("Content-Type", "application/octet-stream")
 		w.Header().Set("Content-Length", strconv.Itoa(len(b)))
@@ -158,21 +145,19 @@ const smallBlob = 64 << 10
 
 var smallBufs = sync.Pool{New: func() any { b := make([]byte, smallBlob); return &b }}
 
-// PutAC stores the action result of ac/{hash}; it must parse.
+// PutAC stores the action result of ac/{hash} (the store checks that it
+// parses).
 func (h *Handler) PutAC(w http.ResponseWriter, r *http.Request) error {
 	ref, err := ref(r, "ac")
 	if err != nil {
 		return err
 	}
-	b, err := io.ReadAll(io.LimitReader(r.Body, maxACSize+1))
+	b, err := io.ReadAll(io.LimitReader(r.Body, actionresult.MaxSize+1))
 	if err != nil {
 		return fmt.Errorf("%w: read body: %v", blobstore.ErrInvalid, err)
 	}
-	if len(b) > maxACSize {
-		return fmt.Errorf("%w: action result over %d bytes", blobstore.ErrTooLarge, maxACSize)
-	}
-	if _, err := actionresult.Parse(b); err != nil {
-		return err
+	if len(b) > actionresult.MaxSize {
+		return fmt.Errorf("%w: action result over %d bytes", blobstore.ErrTooLarge, actionresult.MaxSize)
 	}
 	if err := blobstore.PutBytes(r.Context(), h.store, ref, b); err != nil {
 		return err

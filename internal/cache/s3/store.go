@@ -159,23 +159,10 @@ func (s *Store) parseKey(k string) (dir string, key itemKey, ok bool) {
 	return parts[0], itemKey{kind: kind, hash: h}, true
 }
 
-func checkRef(ref blobstore.Ref) error {
-	if ref.Org == "" {
-		return fmt.Errorf("%w: empty org", blobstore.ErrInvalid)
-	}
-	if !ref.Kind.Valid() {
-		return fmt.Errorf("%w: unknown kind %d", blobstore.ErrInvalid, ref.Kind)
-	}
-	return nil
-}
-
 func (s *Store) now() int64 { return s.opts.Now().Unix() }
 
 // Get implements blobstore.Store.
 func (s *Store) Get(ctx context.Context, ref blobstore.Ref, offset, limit int64) (io.ReadCloser, int64, error) {
-	if err := checkRef(ref); err != nil {
-		return nil, 0, err
-	}
 	if ref.Kind == blobstore.KindCAS && ref.Digest.IsEmpty() {
 		if _, err := blobstore.CheckRange(0, offset, limit); err != nil {
 			return nil, 0, err
@@ -226,9 +213,6 @@ const headParallelism = 16
 // the answer comes from memory; before, unknown digests are checked with
 // HEAD requests (and remembered).
 func (s *Store) FindMissing(ctx context.Context, org string, kind blobstore.Kind, ds []blobstore.Digest) ([]blobstore.Digest, error) {
-	if err := checkRef(blobstore.Ref{Org: org, Kind: kind}); err != nil {
-		return nil, err
-	}
 	if err := s.opts.Unavailable(); err != nil {
 		return nil, err
 	}
@@ -282,16 +266,9 @@ func (s *Store) FindMissing(ctx context.Context, org string, kind blobstore.Kind
 
 // NewWriter implements blobstore.Store. It reserves room under the org's
 // quota (evicting its least recently used objects) before any byte is sent.
+// The ref, the size and the content are checked by blobstore.Verifying in
+// front of the store.
 func (s *Store) NewWriter(ctx context.Context, ref blobstore.Ref, size int64) (blobstore.Writer, error) {
-	if err := checkRef(ref); err != nil {
-		return nil, err
-	}
-	if size < 0 {
-		return nil, fmt.Errorf("%w: negative size %d", blobstore.ErrInvalid, size)
-	}
-	if ref.Kind == blobstore.KindCAS && size != ref.Digest.Size {
-		return nil, fmt.Errorf("%w: %s: size %d does not match the digest", blobstore.ErrInvalid, ref, size)
-	}
 	dir := orgDir(ref.Org)
 	key := itemKey{ref.Kind, ref.Digest.Hash}
 	victims, err := s.ledger.reserve(dir, key, size, s.now())

@@ -2,10 +2,8 @@ package s3
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"slices"
 	"time"
@@ -49,17 +47,17 @@ func (s *Store) abortUpload(key, id string) {
 
 // writer streams a blob to the bucket as it is written: one PUT, or a
 // multipart upload for blobs larger than the part size. It holds back the
-// blob's last byte until Commit has checked the size (and, for the CAS, the
-// hash), so the service never receives a complete body that Commit would
-// refuse; Close without Commit aborts the request (and the multipart
-// upload), so nothing partial ever becomes visible.
+// blob's last byte until Commit, so the service never receives a complete
+// body that the checks in front of the store (blobstore.Verifying: the
+// size and, for the CAS, the hash) refuse before calling Commit; Close
+// without Commit aborts the request (and the multipart upload), so nothing
+// partial ever becomes visible.
 type writer struct {
 	s    *Store
 	ref  blobstore.Ref
 	dir  string
 	key  string
 	size int64
-	h    hash.Hash // CAS only
 
 	ctx    context.Context // the uploads', cancelled by Close
 	cancel context.CancelFunc
@@ -89,9 +87,6 @@ type partResult struct {
 func (s *Store) newWriter(ctx context.Context, ref blobstore.Ref, dir string, size int64) *writer {
 	uctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	w := &writer{s: s, ref: ref, dir: dir, key: s.key(dir, ref.Kind, &ref.Digest.Hash), size: size, ctx: uctx, cancel: cancel, partSize: size}
-	if ref.Kind == blobstore.KindCAS {
-		w.h = sha256.New()
-	}
 	if size > s.opts.PartSize {
 		// At most 10,000 parts.
 		w.partSize = max(s.opts.PartSize, (size+9999)/10000)
@@ -153,9 +148,6 @@ func (w *writer) Write(p []byte) (int, error) {
 	if w.done {
 		return 0, fmt.Errorf("write %s: writer closed", w.ref)
 	}
-	if w.n+int64(len(p)) > w.size {
-		return 0, fmt.Errorf("%w: %s: more than %d bytes", blobstore.ErrInvalid, w.ref, w.size)
-	}
 	written := 0
 	for len(p) > 0 {
 		if w.part == nil {
@@ -175,9 +167,6 @@ func (w *writer) Write(p []byte) (int, error) {
 		if last {
 			w.held = []byte{chunk[len(chunk)-1]}
 		}
-		if w.h != nil {
-			w.h.Write(chunk)
-		}
 		w.n += int64(len(chunk))
 		w.partN += int64(len(chunk))
 		written += len(chunk)
@@ -195,18 +184,6 @@ func (w *writer) Write(p []byte) (int, error) {
 func (w *writer) Commit(ctx context.Context) error {
 	if w.done {
 		return fmt.Errorf("commit %s: writer closed", w.ref)
-	}
-	if w.n != w.size {
-		w.Close()
-		return fmt.Errorf("%w: %s: got %d bytes, want %d", blobstore.ErrInvalid, w.ref, w.n, w.size)
-	}
-	if w.h != nil {
-		var got blobstore.Hash
-		w.h.Sum(got[:0])
-		if got != w.ref.Digest.Hash {
-			w.Close()
-			return fmt.Errorf("%w: %s: content hashes to %s", blobstore.ErrInvalid, w.ref, got)
-		}
 	}
 	err := w.complete()
 	if err != nil {
