@@ -17,6 +17,7 @@ import (
 // cgroupV1 is an Executor's group on cgroup v1: a directory in each
 // controller's hierarchy.
 type cgroupV1 struct {
+	ctls   []string                   // the controllers in use
 	hier   map[string]cgroupHierarchy // per controller
 	groups map[string]string          // per controller: the group's directory
 }
@@ -24,8 +25,8 @@ type cgroupV1 struct {
 var _ cgroupTree = (*cgroupV1)(nil)
 
 func newCgroupV1(layout cgroupLayout, name string) (*cgroupV1, error) {
-	t := &cgroupV1{hier: layout.hier, groups: map[string]string{}}
-	for _, c := range cgroupControllers {
+	t := &cgroupV1{ctls: layout.controllers, hier: layout.hier, groups: map[string]string{}}
+	for _, c := range t.ctls {
 		t.groups[c] = filepath.Join(layout.dirs[c], name)
 	}
 	for _, c := range t.controllers() {
@@ -45,7 +46,7 @@ func newCgroupV1(layout cgroupLayout, name string) (*cgroupV1, error) {
 func (t *cgroupV1) controllers() []string {
 	var out []string
 	seen := map[string]bool{}
-	for _, c := range cgroupControllers {
+	for _, c := range t.ctls {
 		if !seen[t.groups[c]] {
 			seen[t.groups[c]] = true
 			out = append(out, c)
@@ -59,8 +60,11 @@ func (t *cgroupV1) killer(c string) func(string) (int, error) {
 }
 
 func (t *cgroupV1) newSandbox(name string, l executor.Limits) (sandboxCgroup, error) {
+	if l.CPUs > 0 && t.groups["cpu"] == "" {
+		return nil, errNoCPUController
+	}
 	s := &sandboxV1{tree: t, dirs: map[string]string{}}
-	for _, c := range cgroupControllers {
+	for _, c := range t.ctls {
 		s.dirs[c] = filepath.Join(t.groups[c], name)
 	}
 	for _, c := range t.controllers() {

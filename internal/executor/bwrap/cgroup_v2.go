@@ -29,21 +29,22 @@ var v2SetupMu sync.Mutex
 type cgroupV2 struct {
 	hier  cgroupHierarchy
 	group string
+	ctls  []string // the controllers in use
 }
 
 var _ cgroupTree = (*cgroupV2)(nil)
 
-func newCgroupV2(h cgroupHierarchy, agentDir, name string) (*cgroupV2, error) {
+func newCgroupV2(h cgroupHierarchy, agentDir, name string, ctls []string) (*cgroupV2, error) {
 	v2SetupMu.Lock()
 	defer v2SetupMu.Unlock()
-	if err := enableControllers(agentDir); err != nil {
+	if err := enableControllers(agentDir, ctls); err != nil {
 		return nil, err
 	}
-	t := &cgroupV2{hier: h, group: filepath.Join(agentDir, name)}
+	t := &cgroupV2{hier: h, group: filepath.Join(agentDir, name), ctls: ctls}
 	if err := os.Mkdir(t.group, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
 		return nil, fmt.Errorf("cgroups: %w", err)
 	}
-	if err := enableControllers(t.group); err != nil {
+	if err := enableControllers(t.group, ctls); err != nil {
 		return nil, err
 	}
 	if _, err := sweepGroup(t.group, t.kill); err != nil {
@@ -52,16 +53,16 @@ func newCgroupV2(h cgroupHierarchy, agentDir, name string) (*cgroupV2, error) {
 	return t, nil
 }
 
-// enableControllers makes the cgroup controllers available to the children
+// enableControllers makes the controllers ctls available to the children
 // of the cgroup at dir. A cgroup other than the root that holds processes
 // cannot: they are moved to a leaf child first.
-func enableControllers(dir string) error {
+func enableControllers(dir string, ctls []string) error {
 	enabled, err := os.ReadFile(filepath.Join(dir, "cgroup.subtree_control"))
 	if err != nil {
 		return fmt.Errorf("cgroups: %w", err)
 	}
 	var want []string
-	for _, c := range cgroupControllers {
+	for _, c := range ctls {
 		if !slices.Contains(strings.Fields(string(enabled)), c) {
 			want = append(want, "+"+c)
 		}
@@ -116,6 +117,9 @@ func (t *cgroupV2) kill(dir string) (int, error) {
 }
 
 func (t *cgroupV2) newSandbox(name string, l executor.Limits) (sandboxCgroup, error) {
+	if l.CPUs > 0 && !slices.Contains(t.ctls, "cpu") {
+		return nil, errNoCPUController
+	}
 	s := &sandboxV2{tree: t, dir: filepath.Join(t.group, name), fd: -1}
 	if err := os.Mkdir(s.dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create cgroup: %w", err)

@@ -35,14 +35,20 @@ import (
 // is moved alone (its tid written to each controller's "tasks") into the
 // sandbox's cgroups for the fork, and moved back right after.
 // cgroup v2: bwrap is cloned straight into the cgroup (CLONE_INTO_CGROUP,
-// Linux ≥ 5.7). The agent's cgroup must have the cpu, memory and pids
-// controllers (systemd: Delegate=yes); the agent moves the processes of
-// its own cgroup into a leaf, nimbus-agent, to enable them for the
-// groups beside it (a v2 cgroup with processes cannot have controlled
-// children).
+// Linux ≥ 5.7). The agent's cgroup must have the memory and pids
+// controllers, and cpu for CPU limits (systemd: Delegate=yes); the agent
+// moves the processes of its own cgroup into a leaf, nimbus-agent, to
+// enable them for the groups beside it (a v2 cgroup with processes cannot
+// have controlled children).
 
-// cgroupControllers are the controllers a sandbox's cgroup uses.
-var cgroupControllers = []string{"cpu", "memory", "pids"}
+// The controllers a sandbox's cgroup uses: memory and pids always; cpu when
+// the agent's cgroup has it (a CPU limit needs it; without one, jobs share
+// the CPUs as any processes do). Systemd does not enable cpu for slices and
+// scopes by default.
+var (
+	requiredControllers = []string{"memory", "pids"}
+	optionalControllers = []string{"cpu"}
+)
 
 // cgroupRemoveTimeout bounds the wait for a cgroup's killed processes to
 // be gone.
@@ -98,7 +104,8 @@ func (h cgroupHierarchy) procPath(dir string) string {
 
 // cgroupLayout is where the agent's own cgroups are.
 type cgroupLayout struct {
-	v2 bool
+	v2          bool
+	controllers []string // those in use
 	// v1: per controller, its hierarchy and the agent's cgroup in it. v2:
 	// the one hierarchy under the key "".
 	hier map[string]cgroupHierarchy
@@ -147,15 +154,18 @@ func locateCgroups(mountinfo, self string, controllersOf func(dir string) (strin
 	}
 	v1 := cgroupLayout{hier: map[string]cgroupHierarchy{}, dirs: map[string]string{}}
 	var found, missing []string
-	for _, c := range cgroupControllers {
+	for _, c := range append(slices.Clone(requiredControllers), optionalControllers...) {
 		h, dir, ok := locateV1(mounts, lines, c)
 		if !ok {
-			missing = append(missing, c)
+			if slices.Contains(requiredControllers, c) {
+				missing = append(missing, c)
+			}
 			continue
 		}
 		found = append(found, c)
 		v1.hier[c], v1.dirs[c] = h, dir
 	}
+	v1.controllers = found
 	if len(missing) == 0 {
 		return v1, nil
 	}
@@ -181,18 +191,21 @@ func locateCgroups(mountinfo, self string, controllersOf func(dir string) (strin
 		if err != nil {
 			return cgroupLayout{}, fmt.Errorf("cgroups: %w", err)
 		}
-		var lack []string
-		for _, c := range cgroupControllers {
-			if !slices.Contains(strings.Fields(have), c) {
+		var lack, use []string
+		for _, c := range append(slices.Clone(requiredControllers), optionalControllers...) {
+			switch {
+			case slices.Contains(strings.Fields(have), c):
+				use = append(use, c)
+			case slices.Contains(requiredControllers, c):
 				lack = append(lack, c)
 			}
 		}
 		if len(lack) > 0 {
 			return cgroupLayout{}, fmt.Errorf("cgroups: the agent's cgroup %s lacks the controllers %v: delegate them to it (systemd: Delegate=yes in the agent's unit)", dir, lack)
 		}
-		return cgroupLayout{v2: true, hier: map[string]cgroupHierarchy{"": h}, dirs: map[string]string{"": dir}}, nil
+		return cgroupLayout{v2: true, controllers: use, hier: map[string]cgroupHierarchy{"": h}, dirs: map[string]string{"": dir}}, nil
 	}
-	return cgroupLayout{}, fmt.Errorf("cgroups: no hierarchy offers the controllers %v (is /sys/fs/cgroup mounted?)", cgroupControllers)
+	return cgroupLayout{}, fmt.Errorf("cgroups: no hierarchy offers the controllers %v (is /sys/fs/cgroup mounted?)", requiredControllers)
 }
 
 // locateV1 finds controller c's v1 hierarchy and the agent's cgroup in it.
@@ -239,7 +252,7 @@ func newCgroupTree(workRoot string) (cgroupTree, error) {
 	}
 	name := groupName(workRoot)
 	if layout.v2 {
-		return newCgroupV2(layout.hier[""], layout.dirs[""], name)
+		return newCgroupV2(layout.hier[""], layout.dirs[""], name, layout.controllers)
 	}
 	return newCgroupV1(layout, name)
 }
@@ -407,6 +420,10 @@ func sweepGroup(dir string, kill func(dir string) (int, error)) (int, error) {
 	}
 	return n, nil
 }
+
+// errNoCPUController refuses a CPU limit where the cpu controller is not
+// available.
+var errNoCPUController = errors.New("cpu limit: the agent's cgroup has no cpu controller (on cgroup v2, delegate it: systemd Delegate=yes)")
 
 // cpuQuota is the CFS quota (µs per cpuPeriod) of a CPU limit.
 func cpuQuota(cpus float64) int64 {

@@ -1,6 +1,7 @@
 package bwrap
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -28,6 +29,7 @@ func TestLocateCgroups(t *testing.T) {
 		name, mountinfo, self, have string
 		want                        map[string]string
 		v2                          bool
+		ctls                        []string // default: all three
 		err                         string
 	}{
 		{
@@ -57,11 +59,27 @@ func TestLocateCgroups(t *testing.T) {
 			want:      map[string]string{"": "/sys/fs/cgroup/sub"},
 		},
 		{
+			name:      "v2 without cpu: no CPU limits",
+			mountinfo: "25 21 0:22 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n",
+			self:      "0::/user.slice/user-0.slice/session-3.scope\n",
+			have:      "memory pids",
+			v2:        true,
+			ctls:      []string{"memory", "pids"},
+			want:      map[string]string{"": "/sys/fs/cgroup/user.slice/user-0.slice/session-3.scope"},
+		},
+		{
 			name:      "v2 without delegation",
 			mountinfo: "25 21 0:22 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n",
 			self:      "0::/user.slice\n",
-			have:      "memory pids",
-			err:       "lacks the controllers [cpu]",
+			have:      "cpu io",
+			err:       "lacks the controllers [memory pids]",
+		},
+		{
+			name:      "v1 without a cpu hierarchy",
+			mountinfo: "34 30 0:31 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n38 30 0:35 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids\n",
+			self:      "8:pids:/a\n4:memory:/a\n0::/\n",
+			ctls:      []string{"memory", "pids"},
+			want:      map[string]string{"memory": "/sys/fs/cgroup/memory/a", "pids": "/sys/fs/cgroup/pids/a"},
 		},
 		{
 			name:      "v1 missing pids",
@@ -90,6 +108,13 @@ func TestLocateCgroups(t *testing.T) {
 			}
 			if got.v2 != tt.v2 {
 				t.Errorf("v2 = %v, want %v", got.v2, tt.v2)
+			}
+			wantCtls := tt.ctls
+			if wantCtls == nil {
+				wantCtls = []string{"memory", "pids", "cpu"}
+			}
+			if diff := cmp.Diff(wantCtls, got.controllers); diff != "" {
+				t.Errorf("controllers (-want +got):\n%s", diff)
 			}
 			if diff := cmp.Diff(tt.want, got.dirs); diff != "" {
 				t.Errorf("dirs (-want +got):\n%s", diff)
@@ -146,12 +171,12 @@ func TestCgroupV2Files(t *testing.T) {
 		t.Fatal(err)
 	}
 	fakeCgroupV2(t, group)
-	tree, err := newCgroupV2(cgroupHierarchy{point: root, root: "/", v2: true, id: "0"}, agent, "nimbus-x")
+	tree, err := newCgroupV2(cgroupHierarchy{point: root, root: "/", v2: true, id: "0"}, agent, "nimbus-x", []string{"memory", "pids", "cpu"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, d := range []string{agent, group} {
-		if b, _ := os.ReadFile(filepath.Join(d, "cgroup.subtree_control")); string(b) != "+cpu +memory +pids" {
+		if b, _ := os.ReadFile(filepath.Join(d, "cgroup.subtree_control")); string(b) != "+memory +pids +cpu" {
 			t.Errorf("%s: subtree_control %q", d, b)
 		}
 	}
@@ -215,4 +240,20 @@ func FuzzParseKernelTables(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestCPULimitNeedsTheController: where the agent's cgroup has no cpu
+// controller, a CPU limit is refused rather than ignored.
+func TestCPULimitNeedsTheController(t *testing.T) {
+	dir := t.TempDir()
+	v1 := &cgroupV1{ctls: []string{"memory", "pids"}, groups: map[string]string{"memory": dir, "pids": dir}}
+	v2 := &cgroupV2{group: dir, ctls: []string{"memory", "pids"}}
+	for _, tree := range []cgroupTree{v1, v2} {
+		if _, err := tree.newSandbox("job", executor.Limits{CPUs: 1}); !errors.Is(err, errNoCPUController) {
+			t.Errorf("%T: %v, want %v", tree, err, errNoCPUController)
+		}
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) > 0 {
+		t.Errorf("a refused sandbox left %d entries", len(entries))
+	}
 }

@@ -64,10 +64,10 @@
 // through /bin/sh's exec); 128+n when signal n killed the job inside; -1
 // when Run stopped it (Result.Cause says why).
 //
-// Host requirements: bubblewrap; Linux ≥ 5.3 (5.7 on cgroup v2; with the
-// cpu, memory and pids controllers delegated to the agent's cgroup);
-// e2fsprogs (mkfs.ext4) and loop devices for disk limits; unprivileged
-// user namespaces; WorkRoot and every parent directory traversable (o+x)
+// Host requirements: bubblewrap; Linux ≥ 5.3 (5.7 on cgroup v2, with the
+// memory and pids controllers, and cpu for CPU limits, delegated to the
+// agent's cgroup); e2fsprogs (mkfs.ext4) and loop devices for disk limits;
+// unprivileged user namespaces; WorkRoot and every parent directory traversable (o+x)
 // by the sandbox uids, as must be the sources of Spec.Binds (bwrap mounts
 // them as that uid). Check tries them all at once.
 package bwrap
