@@ -53,7 +53,7 @@ func (s *Server) checkClientCert(r *http.Request, p auth.Principal) error {
 	if err != nil {
 		return errorf(http.StatusForbidden, apiv1.CodeForbidden, "client certificate: %v", err)
 	}
-	if want := pki.UserIdentity(p.Org, p.Name); id != want {
+	if want := sessions.UserOf(p); id != want {
 		return errorf(http.StatusForbidden, apiv1.CodeForbidden, "client certificate names %s, the token %s", id, want)
 	}
 	return nil

@@ -23,10 +23,16 @@ func TestMatrixSessions(t *testing.T) {
 	ctx := context.Background()
 	st := w.h.CP.Store
 	sess := map[string]string{}
+	dev := map[string]string{} // org -> the developer token's id: its remote Bazel user
 	for _, org := range []string{"a", "b"} {
+		who, err := w.tokens[org][auth.RoleDeveloper].Whoami(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dev[org] = who.ID
 		id := ids.New("ses")
 		now := time.Now()
-		err := st.Sessions().Create(ctx, store.Session{ID: id, OrgID: w.orgID[org], User: "developer", Key: "k-" + org, RepoHash: "r",
+		err = st.Sessions().Create(ctx, store.Session{ID: id, OrgID: w.orgID[org], User: who.ID, Key: "k-" + org, RepoHash: "r",
 			InstallMD5: "0123456789abcdef0123456789abcdef", Request: `{"workspace":"/w"}`, AgentID: w.agent[org], State: store.SessionReady,
 			Address: "10.0.0.1:7443", CreatedAt: now, UpdatedAt: now, LastUsedAt: now})
 		if err != nil {
@@ -94,7 +100,7 @@ func TestMatrixSessions(t *testing.T) {
 	}
 	var reg apiv1.RBSRegistered
 	if _, err := w.tokens["a"][auth.RoleDeveloper].Do(ctx, "POST", "/api/v1/rbs/certificate", map[string]string{"csr": string(csr)}, &reg); err != nil ||
-		reg.Identity != pki.UserIdentity(w.orgID["a"], "developer").String() {
+		reg.Identity != pki.UserIdentity(w.orgID["a"], dev["a"]).String() {
 		t.Errorf("developer's user certificate: %+v %v", reg, err)
 	}
 	for _, p := range []string{"/api/v1/rbs/sessions/" + sess["a"] + ":heartbeat", "/api/v1/rbs/sessions/" + sess["a"] + ":release"} {

@@ -108,8 +108,13 @@ func New(o Options) *Broker {
 // ErrInvalid marks a request the caller must fix.
 var ErrInvalid = errors.New("invalid request")
 
-// user checks that p may use remote Bazel and returns its identity: the
-// token's name inside its org.
+// UserOf is the remote Bazel user a principal is: its stable principal
+// id (the API token's id) in its org. Never the token's name: anyone who
+// may mint tokens can name one like a colleague, and a user's sessions,
+// workspaces and tunnel certificates must not follow a name.
+func UserOf(p auth.Principal) pki.Identity { return pki.UserIdentity(p.Org, p.ID) }
+
+// user checks that p may use remote Bazel and returns its identity.
 func (b *Broker) user(ctx context.Context, p auth.Principal) (pki.Identity, error) {
 	if p.Kind != auth.KindUser {
 		return pki.Identity{}, fmt.Errorf("%w: only users have remote Bazel sessions", auth.ErrForbidden)
@@ -117,9 +122,9 @@ func (b *Broker) user(ctx context.Context, p auth.Principal) (pki.Identity, erro
 	if err := b.o.Policy.Authorize(ctx, p, "sessions.use", policy.Resource{Org: p.Org}); err != nil {
 		return pki.Identity{}, err
 	}
-	id := pki.UserIdentity(p.Org, p.Name)
+	id := UserOf(p)
 	if err := id.Validate(); err != nil {
-		return pki.Identity{}, fmt.Errorf("%w: token name %q cannot name a remote Bazel user: %v", auth.ErrForbidden, p.Name, err)
+		return pki.Identity{}, fmt.Errorf("%w: principal %q cannot name a remote Bazel user: %v", auth.ErrForbidden, p.ID, err)
 	}
 	return id, nil
 }
@@ -131,9 +136,9 @@ func (b *Broker) UserCertificate(ctx context.Context, p auth.Principal, csr *x50
 	if p.Kind != auth.KindUser {
 		return nil, pki.Identity{}, fmt.Errorf("%w: only users have remote Bazel certificates", auth.ErrForbidden)
 	}
-	id := pki.UserIdentity(p.Org, p.Name)
+	id := UserOf(p)
 	if err := id.Validate(); err != nil {
-		return nil, id, fmt.Errorf("%w: token name %q cannot name a remote Bazel user: %v", auth.ErrForbidden, p.Name, err)
+		return nil, id, fmt.Errorf("%w: principal %q cannot name a remote Bazel user: %v", auth.ErrForbidden, p.ID, err)
 	}
 	cert, err := b.o.CA.SignCSR(csr, id, pki.IssueOptions{TTL: 30 * 24 * time.Hour})
 	if err != nil {
@@ -214,7 +219,7 @@ func (b *Broker) findOrCreate(ctx context.Context, p auth.Principal, user pki.Id
 		}
 		body, _ := json.Marshal(req)
 		s := store.Session{
-			ID: ids.New("ses"), OrgID: p.Org, User: p.Name, Key: key, RepoHash: req.RepoHash, InstallMD5: req.InstallMD5,
+			ID: ids.New("ses"), OrgID: p.Org, User: UserOf(p).Name, Key: key, RepoHash: req.RepoHash, InstallMD5: req.InstallMD5,
 			Request: string(body), AgentID: agent.ID, State: store.SessionPending, CreatedAt: now, UpdatedAt: now, LastUsedAt: now,
 		}
 		err = b.o.Store.Sessions().Create(ctx, s)
@@ -234,7 +239,7 @@ func (b *Broker) findOrCreate(ctx context.Context, p auth.Principal, user pki.Id
 // different Bazel release or startup options replace the server, as a
 // local Bazel client restarts its own.
 func (b *Broker) replaceOthers(ctx context.Context, p auth.Principal, user pki.Identity, key string, req rbs.ServerRequest) {
-	list, err := b.o.Store.Sessions().List(ctx, store.SessionFilter{OrgID: p.Org, User: p.Name, LiveOnly: true})
+	list, err := b.o.Store.Sessions().List(ctx, store.SessionFilter{OrgID: p.Org, User: UserOf(p).Name, LiveOnly: true})
 	if err != nil {
 		b.log.Warn("list sessions", "err", err)
 		return
@@ -340,7 +345,7 @@ func (b *Broker) own(ctx context.Context, p auth.Principal, id string) (store.Se
 		return store.Session{}, err
 	}
 	s, err := b.o.Store.Sessions().Get(ctx, id)
-	if err != nil || s.OrgID != p.Org || s.User != p.Name {
+	if err != nil || s.OrgID != p.Org || s.User != UserOf(p).Name {
 		return store.Session{}, fmt.Errorf("session %s: %w", id, sessionapi.ErrNotFound)
 	}
 	return s, nil
@@ -379,7 +384,7 @@ func (b *Broker) List(ctx context.Context, p auth.Principal, liveOnly bool) ([]s
 	}
 	f := store.SessionFilter{OrgID: p.Org, LiveOnly: liveOnly}
 	if b.o.Policy.Authorize(ctx, p, "sessions.stop", policy.Resource{Org: p.Org}) != nil {
-		f.User = p.Name
+		f.User = UserOf(p).Name
 	}
 	return b.o.Store.Sessions().List(ctx, f)
 }
@@ -390,14 +395,14 @@ func (b *Broker) Stop(ctx context.Context, p auth.Principal, id string) (store.S
 	if err != nil || s.OrgID != p.Org {
 		return store.Session{}, fmt.Errorf("session %s: %w", id, store.ErrNotFound)
 	}
-	if s.User != p.Name || p.Kind != auth.KindUser {
+	if s.User != UserOf(p).Name || p.Kind != auth.KindUser {
 		if err := b.o.Policy.Authorize(ctx, p, "sessions.stop", policy.Resource{Org: p.Org}); err != nil {
 			return store.Session{}, fmt.Errorf("session %s: %w", id, store.ErrNotFound)
 		}
 	} else if _, err := b.user(ctx, p); err != nil {
 		return store.Session{}, err
 	}
-	out, err := b.stop(ctx, s, "stopped by "+p.Name)
+	out, err := b.stop(ctx, s, "stopped by "+p.Name+" ("+p.ID+")")
 	if err != nil {
 		return out, err
 	}

@@ -159,7 +159,7 @@ func TestSessionLifecycle(t *testing.T) {
 	ctx := context.Background()
 	pending := w.get(w.alice, request("repo1", md5A))
 	o := w.agentOnce(nil)
-	if len(o.Start) != 1 || o.Start[0].User != pki.UserIdentity(w.org, "alice").String() || o.Start[0].Workspace != "/home/dev/repo1" {
+	if len(o.Start) != 1 || o.Start[0].User != pki.UserIdentity(w.org, "tok_a").String() || o.Start[0].Workspace != "/home/dev/repo1" {
 		t.Fatalf("orders: %+v", o)
 	}
 	r := <-pending
@@ -170,7 +170,7 @@ func TestSessionLifecycle(t *testing.T) {
 	if g.Reused || g.AgentAddress != "10.9.0.2:7443" || g.Agent != pki.AgentIdentity(w.org, w.agent.ID) {
 		t.Errorf("grant: %+v", g)
 	}
-	if got := certIdentity(t, g.ClientCertPEM); got != pki.UserIdentity(w.org, "alice") {
+	if got := certIdentity(t, g.ClientCertPEM); got != pki.UserIdentity(w.org, "tok_a") {
 		t.Errorf("user certificate names %v", got)
 	}
 	// The same request again (a second proxy start): the warm session.
@@ -198,7 +198,7 @@ func TestSessionLifecycle(t *testing.T) {
 		t.Errorf("bob stops alice's session: %v", err)
 	}
 	list, _ := w.b.List(ctx, w.bob, true)
-	if len(list) != 1 || list[0].User != "bob" {
+	if len(list) != 1 || list[0].User != "tok_b" {
 		t.Errorf("bob lists %+v", list)
 	}
 	// A viewer may not use remote Bazel.
@@ -281,5 +281,56 @@ func TestAgentNeverStarts(t *testing.T) {
 	w.st.Agents().Create(ctx, other)
 	if _, err := w.b.Report(ctx, other, o.Start[0].ID, apiv1.SessionReport{State: "ready", Address: "1.2.3.4:5"}); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("another agent's report: %v", err)
+	}
+}
+
+// Issue 16, item 2: remote Bazel's user came from the token's free-form
+// name, so an admin could mint a token named like a colleague and attach
+// to the colleague's session and workspace. The user is the token's id: a
+// namesake gets a session of its own and nothing of the colleague's.
+// Threat model 002: Tampering ("User A modifying User B's build
+// artifacts"), Information Disclosure (storage per <user_id>/<repo_hash>).
+func TestNamesakeGetsNothingOfTheColleague(t *testing.T) {
+	w := newWorld(t, 4)
+	ctx := context.Background()
+	pending := w.get(w.alice, request("repo1", md5A))
+	w.agentOnce(nil)
+	r := <-pending
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	alices := r.g
+	// A developer token an admin named "alice".
+	fake := auth.Principal{Kind: auth.KindUser, Org: w.org, ID: "tok_fake", Name: "alice", Role: auth.RoleDeveloper}
+	pending = w.get(fake, request("repo1", md5A))
+	o := w.agentOnce([]apiv1.SessionStatus{{ID: alices.SessionID, State: "ready"}})
+	r = <-pending
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if r.g.Reused || r.g.SessionID == alices.SessionID {
+		t.Fatalf("the namesake attached to alice's session %s (reused %v)", alices.SessionID, r.g.Reused)
+	}
+	if len(o.Start) != 1 || o.Start[0].User != pki.UserIdentity(w.org, "tok_fake").String() {
+		t.Errorf("the namesake's session runs as %+v, want its own token's identity", o.Start)
+	}
+	if got := certIdentity(t, r.g.ClientCertPEM); got == certIdentity(t, alices.ClientCertPEM) {
+		t.Errorf("the namesake's tunnel certificate names alice: %v", got)
+	}
+	for _, err := range []error{w.b.Heartbeat(ctx, fake, alices.SessionID), w.b.Release(ctx, fake, alices.SessionID)} {
+		if !errors.Is(err, sessionapi.ErrNotFound) {
+			t.Errorf("the namesake on alice's session: %v", err)
+		}
+	}
+	if _, err := w.b.Stop(ctx, fake, alices.SessionID); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("the namesake stops alice's session: %v", err)
+	}
+	list, _ := w.b.List(ctx, fake, true)
+	if len(list) != 1 || list[0].ID != r.g.SessionID {
+		t.Errorf("the namesake lists %+v, want only its own session", list)
+	}
+	cert, id, err := w.b.UserCertificate(ctx, fake, csr(t))
+	if err != nil || id != pki.UserIdentity(w.org, "tok_fake") || certIdentity(t, cert) != id {
+		t.Errorf("the namesake's user certificate: %v %v", id, err)
 	}
 }

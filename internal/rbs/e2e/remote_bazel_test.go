@@ -121,7 +121,7 @@ func TestRemoteBazel(t *testing.T) {
 	aliceSession := func(t *testing.T) string {
 		t.Helper()
 		for _, s := range agent.sessions(t) {
-			if s.User == pki.UserIdentity("acme", "alice") {
+			if s.User == pki.UserIdentity("acme", "t1") { // alice's token
 				return s.ID
 			}
 		}
@@ -354,7 +354,7 @@ func TestRemoteBazel(t *testing.T) {
 		}
 		// Even with a certificate of the right CA, nobody but Alice may use
 		// her session's tunnel.
-		cert, err := ca.Issue(pki.UserIdentity("acme", "mallory"), pki.IssueOptions{})
+		cert, err := ca.Issue(pki.UserIdentity("acme", "t3"), pki.IssueOptions{}) // mallory's token
 		if err != nil {
 			t.Fatal(err)
 		}

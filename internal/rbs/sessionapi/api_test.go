@@ -151,7 +151,7 @@ func TestGetServerReuseAndReplace(t *testing.T) {
 	}
 	// The tunnel certificate carries the user's identity, from the token.
 	leaf := ep.TLS.Certificates[0].Leaf
-	if id, err := pki.IdentityFromCert(leaf); err != nil || id != pki.UserIdentity("acme", "alice") {
+	if id, err := pki.IdentityFromCert(leaf); err != nil || id != pki.UserIdentity("acme", "tok_alice") {
 		t.Errorf("tunnel certificate identity %v, %v", id, err)
 	}
 	again, err := alice.GetServer(ctx, request("/home/u/ws"))
