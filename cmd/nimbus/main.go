@@ -26,7 +26,7 @@ Commands:
   agent    a host agent: enroll with a join token, then run jobs
   ctl      the admin and user CLI (run, jobs, logs, agents, tokens, orgs, audit)
   rbs      remote Bazel on a developer machine (init; proxy is what bazel starts)
-  admin    maintenance with the server stopped (rotate-master-key)
+  admin    maintenance on the server's host (rotate-master-key, recover-owner)
   bench    benchmarks that print tables (jobs, cache, rbs)
   version  print the version
 

@@ -7,8 +7,10 @@ package admin
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"time"
 
@@ -95,21 +97,85 @@ func (s *Service) ListTokens(ctx context.Context, org string) ([]store.APIToken,
 	return s.o.Store.Tokens().ListAPITokens(ctx, org)
 }
 
-// RevokeToken revokes an API token of p's org, at once. store.ErrNotFound
-// for a token of another org.
+// ErrLastOwner refuses to revoke the last live owner token of an org:
+// nobody could then act as its owner (`nimbus admin recover-owner` on the
+// server's host is the way back).
+var ErrLastOwner = errors.New("the last owner token of an org cannot be revoked: create another owner token first")
+
+// RevokeToken revokes an API token of p's org, at once. p may only revoke
+// tokens of its own role or a weaker one (tokens.revoke), and never the
+// org's last live owner token (ErrLastOwner). store.ErrNotFound for a
+// token of another org.
 func (s *Service) RevokeToken(ctx context.Context, p auth.Principal, id string) (store.APIToken, error) {
 	now := s.o.Now()
 	var out store.APIToken
 	err := s.audit.Do(ctx, func(tx *audit.Tx) error {
+		// One change to the org's tokens at a time: two owners revoking
+		// each other at once must not leave none.
+		if err := tx.Orgs().Lock(ctx, p.Org); err != nil {
+			return err
+		}
+		list, err := tx.Tokens().ListAPITokens(ctx, p.Org)
+		if err != nil {
+			return err
+		}
+		i := slices.IndexFunc(list, func(t store.APIToken) bool { return t.ID == id })
+		if i < 0 {
+			return fmt.Errorf("token %s: %w", id, store.ErrNotFound)
+		}
+		t := list[i]
+		if err := s.o.Policy.Authorize(ctx, p, "tokens.revoke", policy.Resource{Org: p.Org, Role: t.Role}); err != nil {
+			return fmt.Errorf("revoke a token of role %s: %w", t.Role, err)
+		}
+		if t.Role == string(auth.RoleOwner) && live(t, now) && liveOwners(list, now) == 1 {
+			return ErrLastOwner
+		}
 		if err := tx.Tokens().RevokeAPIToken(ctx, p.Org, id, now); err != nil {
 			return err
 		}
-		tx.Audit(store.AuditEntry{At: now, OrgID: p.Org, Actor: audit.Actor(p), Action: "token.revoked", Target: id})
-		var err error
+		tx.Audit(store.AuditEntry{At: now, OrgID: p.Org, Actor: audit.Actor(p), Action: "token.revoked", Target: id,
+			Detail: map[string]string{"role": t.Role}})
 		out, err = tokenOf(ctx, tx.Repos, p.Org, id)
 		return err
 	})
 	return out, err
+}
+
+func live(t store.APIToken, now time.Time) bool {
+	return t.RevokedAt.IsZero() && (t.ExpiresAt.IsZero() || now.Before(t.ExpiresAt))
+}
+
+func liveOwners(list []store.APIToken, now time.Time) int {
+	n := 0
+	for _, t := range list {
+		if t.Role == string(auth.RoleOwner) && live(t, now) {
+			n++
+		}
+	}
+	return n
+}
+
+// RecoverOwner makes a new owner token for the org named org, for the
+// operator of the server's host who was locked out (`nimbus admin
+// recover-owner`): it is audited as owner.recovered, by actor.
+func (s *Service) RecoverOwner(ctx context.Context, org, name, actor string, ttl time.Duration) (Token, error) {
+	var t Token
+	err := s.audit.Do(ctx, func(tx *audit.Tx) error {
+		o, err := tx.Orgs().GetByName(ctx, org)
+		if err != nil {
+			return fmt.Errorf("org %q: %w", org, err)
+		}
+		if err := tx.Orgs().Lock(ctx, o.ID); err != nil {
+			return err
+		}
+		if t, err = s.issueToken(ctx, tx, o.ID, name, string(auth.RoleOwner), ttl, actor); err != nil {
+			return err
+		}
+		tx.Audit(store.AuditEntry{OrgID: o.ID, Actor: actor, Action: "owner.recovered", Target: t.ID,
+			Detail: map[string]string{"name": name, "org": org}})
+		return nil
+	})
+	return t, err
 }
 
 // tokenOf finds an API token of org.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/nimbus-build/nimbus/internal/admin"
 	"github.com/nimbus-build/nimbus/internal/apiv1"
 	"github.com/nimbus-build/nimbus/internal/auth"
 	"github.com/nimbus-build/nimbus/internal/httperror"
@@ -54,6 +55,8 @@ func classifyAs(err error) (status int, code, msg string) {
 		return http.StatusConflict, apiv1.CodeStaleFence, "the lease is not (or no longer) yours: stale fence"
 	case errors.Is(err, store.ErrFinished):
 		return http.StatusConflict, apiv1.CodeFinished, "the job has already finished"
+	case errors.Is(err, admin.ErrLastOwner):
+		return http.StatusConflict, apiv1.CodeConflict, err.Error()
 	case errors.Is(err, store.ErrConflict):
 		return http.StatusConflict, apiv1.CodeConflict, "already exists"
 	case errors.Is(err, context.DeadlineExceeded):

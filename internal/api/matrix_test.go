@@ -55,8 +55,9 @@ func newWorld(t *testing.T) *world {
 		var j apiv1.Job
 		must(t, w.tokens[org][auth.RoleDeveloper], "POST", "/api/v1/jobs", apiv1.SubmitJob{Argv: []string{"true"}}, &j)
 		w.job[org] = j.ID
+		// The agent is an admin's: admins and owners manage it.
 		var jt apiv1.JoinToken
-		must(t, creator, "POST", "/api/v1/agents/join-tokens", apiv1.CreateJoinToken{Labels: []string{"linux"}}, &jt)
+		must(t, w.tokens[org][auth.RoleAdmin], "POST", "/api/v1/agents/join-tokens", apiv1.CreateJoinToken{Labels: []string{"linux"}}, &jt)
 		var en apiv1.Enrolled
 		must(t, h.Client(jt.Token), "POST", "/api/v1/agent/enroll", apiv1.Enroll{Name: "agent-" + org, MaxJobs: 1}, &en)
 		w.agent[org] = en.AgentID

@@ -6,20 +6,33 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/nimbus-build/nimbus/internal/admin"
 	"github.com/nimbus-build/nimbus/internal/auth"
 	"github.com/nimbus-build/nimbus/internal/config"
 	"github.com/nimbus-build/nimbus/internal/store/sqlstore"
 )
 
 // AdminMain is `nimbus admin`: maintenance done on the database directly,
-// with the server stopped.
+// on the server's host.
 func AdminMain(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
-	const usage = "Usage: nimbus admin rotate-master-key [flags]\n\n" +
-		"  rotate-master-key  make a new master key, reseal every secret with it, and drop the old one\n"
-	if len(args) == 0 || args[0] != "rotate-master-key" {
+	const usage = "Usage: nimbus admin <command> [flags]\n\n" +
+		"  rotate-master-key  make a new master key, reseal every secret with it, and drop the old one (servers stopped)\n" +
+		"  recover-owner      make a new owner token for an org whose owners are locked out (audited)\n"
+	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return 2
 	}
+	switch args[0] {
+	case "rotate-master-key":
+		return rotateMasterKeyMain(ctx, args[1:], stdout, stderr, getenv)
+	case "recover-owner":
+		return recoverOwnerMain(ctx, args[1:], stdout, stderr, getenv)
+	}
+	fmt.Fprint(stderr, usage)
+	return 2
+}
+
+func rotateMasterKeyMain(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
 	var c ServerConfig
 	s := config.NewSet("nimbus admin rotate-master-key", stderr)
 	c.Register(s)
@@ -38,7 +51,7 @@ Flags (those of nimbus server; only the storage ones matter here):
 `)
 		s.PrintDefaults()
 	}
-	if err := s.Parse(args[1:], getenv, "config"); err != nil {
+	if err := s.Parse(args, getenv, "config"); err != nil {
 		return 2
 	}
 	if err := c.Validate(); err != nil {
@@ -49,6 +62,58 @@ Flags (those of nimbus server; only the storage ones matter here):
 		fmt.Fprintf(stderr, "nimbus admin rotate-master-key: %v\n", err)
 		return 1
 	}
+	return 0
+}
+
+// recoverOwnerMain is `nimbus admin recover-owner`: the way back for an
+// org whose owner tokens are all gone (expired, revoked before the last
+// owner was protected, lost). It needs what only the server's operator
+// has: the database. The new token is audited as owner.recovered.
+func recoverOwnerMain(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	var c ServerConfig
+	s := config.NewSet("nimbus admin recover-owner", stderr)
+	c.Register(s)
+	org := s.String("org", "default", "name of the org")
+	name := s.String("name", "recovered-owner", "name of the new owner token")
+	expires := s.Duration("expires", 0, "lifetime of the token (0: never expires)")
+	s.Usage = func() {
+		fmt.Fprintf(stderr, `Usage: nimbus admin recover-owner [--data-dir DIR | --database URL] [--org NAME] [--name NAME] [--expires DURATION]
+
+Makes a new owner token for the org and prints its secret (shown once) on
+stdout. Run it on the server's host when nobody can act as the org's owner
+any more; the servers may keep running. It writes the database directly, so
+it needs the access only the server's operator has, and it is recorded in
+the audit log (owner.recovered, by host:<the user who ran it>).
+
+Flags (those of nimbus server; only the storage ones matter here):
+`)
+		s.PrintDefaults()
+	}
+	if err := s.Parse(args, getenv, "config"); err != nil {
+		return 2
+	}
+	if err := c.Validate(); err != nil {
+		fmt.Fprintf(stderr, "nimbus admin: %v\n", err)
+		return 2
+	}
+	if *expires < 0 {
+		fmt.Fprintf(stderr, "nimbus admin recover-owner: --expires: must not be negative\n")
+		return 2
+	}
+	st, err := sqlstore.Open(ctx, c.Database)
+	if err != nil {
+		fmt.Fprintf(stderr, "nimbus admin recover-owner: %v\n", err)
+		return 1
+	}
+	defer st.Close()
+	who := "host:" + first(getenv("SUDO_USER"), getenv("USER"), "unknown")
+	tok, err := admin.New(admin.Options{Store: st}).RecoverOwner(ctx, *org, *name, who, *expires)
+	if err != nil {
+		fmt.Fprintf(stderr, "nimbus admin recover-owner: %v\n", err)
+		return 1
+	}
+	fmt.Fprintln(stdout, tok.Secret)
+	fmt.Fprintf(stderr, "Owner token %s (%s) of org %s created; the secret above is shown only once.\n", tok.ID, tok.Name, *org)
 	return 0
 }
 

@@ -176,7 +176,7 @@ func (cp *ControlPlane) build(ctx context.Context, sealer *auth.Sealer) error {
 		Notifier: cp.sessionsWake, Logger: cp.log})
 	cp.API = api.New(api.Options{
 		Store: cp.Store, Jobs: svc, Logs: cp.Logs, Auth: authn,
-		Fleet:   fleet.New(fleet.Options{Store: cp.Store, Keyring: ring, Logger: cp.log}),
+		Fleet:   fleet.New(fleet.Options{Store: cp.Store, Keyring: ring, Policy: pol, Logger: cp.log}),
 		Admin:   admin.New(admin.Options{Store: cp.Store, Policy: pol, Keyring: ring, Secrets: sec, Logger: cp.log}),
 		Keyring: ring, Policy: pol, Sessions: cp.Sessions, CA: ca,
 		RBSRequireClientCert: c.RBSRequireClientCert,

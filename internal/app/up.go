@@ -126,7 +126,7 @@ func localJoinToken(ctx context.Context, cp *ControlPlane, stateDir string) (str
 	secret, hash := auth.NewSecret(auth.JoinTokenPrefix)
 	now := time.Now()
 	jt := store.JoinToken{ID: ids.New("jtk"), OrgID: org.ID, Hash: hash, Labels: cp.Config.PoolLabels, CreatedBy: "system:up",
-		CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+		Role: string(auth.RoleOwner), CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
 	err = cp.Store.InTx(ctx, func(r store.Repos) error {
 		if err := r.Tokens().CreateJoinToken(ctx, jt); err != nil {
 			return err

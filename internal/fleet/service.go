@@ -16,6 +16,7 @@ import (
 	"github.com/nimbus-build/nimbus/internal/audit"
 	"github.com/nimbus-build/nimbus/internal/auth"
 	"github.com/nimbus-build/nimbus/internal/ids"
+	"github.com/nimbus-build/nimbus/internal/policy"
 	"github.com/nimbus-build/nimbus/internal/store"
 )
 
@@ -23,6 +24,9 @@ import (
 type Options struct {
 	Store   store.Store
 	Keyring *auth.Keyring
+	// Policy decides which agents a caller may manage (agents.disable on
+	// the agent's role).
+	Policy *policy.Engine
 	// CredentialTTL is how long an agent credential lives; agents refresh
 	// it before it expires. Default 24h.
 	CredentialTTL time.Duration
@@ -34,6 +38,7 @@ type Options struct {
 type Service struct {
 	store   store.Store
 	keyring *auth.Keyring
+	policy  *policy.Engine
 	ttl     time.Duration
 	audit   *audit.Log
 	now     func() time.Time
@@ -47,7 +52,7 @@ func New(o Options) *Service {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Service{store: o.Store, keyring: o.Keyring, ttl: o.CredentialTTL, audit: audit.New(o.Store, o.Now, o.Logger), now: o.Now}
+	return &Service{store: o.Store, keyring: o.Keyring, policy: o.Policy, ttl: o.CredentialTTL, audit: audit.New(o.Store, o.Now, o.Logger), now: o.Now}
 }
 
 // JoinToken is a join token just created, with its secret (shown once).
@@ -58,12 +63,13 @@ type JoinToken struct {
 
 // CreateJoinToken creates a one-time join token of p's org that enrolls
 // one agent serving at most labels (and at most maxJobs at once, 0: no
-// limit), valid for ttl.
+// limit), valid for ttl. The agent takes p's role: only that role or a
+// stronger one may manage it.
 func (s *Service) CreateJoinToken(ctx context.Context, p auth.Principal, labels []string, maxJobs int, ttl time.Duration) (JoinToken, error) {
 	secret, hash := auth.NewSecret(auth.JoinTokenPrefix)
 	now := s.now()
 	jt := store.JoinToken{ID: ids.New("jtk"), OrgID: p.Org, Hash: hash, Labels: labels, MaxJobs: maxJobs,
-		CreatedBy: audit.Actor(p), CreatedAt: now, ExpiresAt: now.Add(ttl)}
+		CreatedBy: audit.Actor(p), Role: string(p.Role), CreatedAt: now, ExpiresAt: now.Add(ttl)}
 	err := s.audit.Do(ctx, func(tx *audit.Tx) error {
 		tx.Audit(store.AuditEntry{At: now, OrgID: p.Org, Actor: audit.Actor(p), Action: "agent.join_token_created",
 			Target: jt.ID, Detail: map[string]string{"labels": strings.Join(labels, ","), "expires_at": jt.ExpiresAt.Format(time.RFC3339)}})
@@ -107,7 +113,7 @@ func (s *Service) Enroll(ctx context.Context, joinToken string, e Enrollment) (s
 		if jt.MaxJobs > 0 && a.MaxJobs > jt.MaxJobs {
 			return fmt.Errorf("%w: max_jobs %d: this join token allows at most %d", auth.ErrForbidden, a.MaxJobs, jt.MaxJobs)
 		}
-		a.OrgID, a.AllowedLabels = jt.OrgID, jt.Labels
+		a.OrgID, a.AllowedLabels, a.Role = jt.OrgID, jt.Labels, jt.Role
 		tx.Audit(store.AuditEntry{At: now, OrgID: a.OrgID, Actor: "join_token:" + jt.ID, Action: "agent.enrolled",
 			Target: a.ID, Detail: map[string]string{"name": a.Name, "labels": strings.Join(a.Labels, ",")}})
 		return tx.Agents().Create(ctx, a)
@@ -163,24 +169,27 @@ func (s *Service) List(ctx context.Context, org string) ([]store.Agent, error) {
 }
 
 // Disable disables an agent of p's org: its credential stops working at
-// once. store.ErrNotFound for an agent of another org.
+// once. p may only disable agents of its own role or a weaker one
+// (agents.disable: an admin cannot disable the agents an owner enrolled).
+// store.ErrNotFound for an agent of another org.
 func (s *Service) Disable(ctx context.Context, p auth.Principal, id string) (store.Agent, error) {
 	now := s.now()
-	err := s.audit.Do(ctx, func(tx *audit.Tx) error {
-		tx.Audit(store.AuditEntry{At: now, OrgID: p.Org, Actor: audit.Actor(p), Action: "agent.disabled", Target: id})
+	a, err := s.store.Agents().Get(ctx, id)
+	if err != nil || a.OrgID != p.Org {
+		return store.Agent{}, fmt.Errorf("agent %s: %w", id, store.ErrNotFound)
+	}
+	if err := s.policy.Authorize(ctx, p, "agents.disable", policy.Resource{Org: p.Org, Role: a.Role}); err != nil {
+		return store.Agent{}, fmt.Errorf("disable an agent of role %s: %w", a.Role, err)
+	}
+	err = s.audit.Do(ctx, func(tx *audit.Tx) error {
+		tx.Audit(store.AuditEntry{At: now, OrgID: p.Org, Actor: audit.Actor(p), Action: "agent.disabled", Target: id,
+			Detail: map[string]string{"role": a.Role}})
 		return tx.Agents().Disable(ctx, p.Org, id, now)
 	})
 	if err != nil {
 		return store.Agent{}, err
 	}
-	a, err := s.store.Agents().Get(ctx, id)
-	if err != nil {
-		return store.Agent{}, err
-	}
-	if a.OrgID != p.Org {
-		return store.Agent{}, fmt.Errorf("agent %s: %w", id, store.ErrNotFound)
-	}
-	return a, nil
+	return s.store.Agents().Get(ctx, id)
 }
 
 // subset reports whether every label of a is in b.

@@ -80,17 +80,23 @@ allow if {
 	input.action in input.subject.scopes
 }
 
-# A token may only mint tokens of its own role or weaker. resource.role is
-# the new token's role; it is empty at the edge, before the request is
-# read, where only the action's minimum role applies (the service asks
-# again with the role).
+# Actions on a principal that has a role are allowed only on roles at or
+# below the caller's: a token may create and revoke tokens of its own role
+# or weaker, and disable only agents enrolled by a join token of such a
+# role (an agent takes the role of whoever created its join token).
+# resource.role is the target's role: the token created or revoked, the
+# agent disabled. It is empty at the edge, before the request names its
+# target, where only the action's minimum role applies; the service asks
+# again with the target's role.
+role_actions := {"tokens.create", "tokens.revoke", "agents.disable"}
+
 escalates if {
-	input.action == "tokens.create"
+	input.action in role_actions
 	input.resource.role != ""
 	not role_rank[input.resource.role]
 }
 
 escalates if {
-	input.action == "tokens.create"
+	input.action in role_actions
 	role_rank[input.resource.role] > role_rank[input.subject.role]
 }

@@ -7,6 +7,7 @@ import (
 	"context"
 	_ "embed"
 	"fmt"
+	"strings"
 
 	"github.com/open-policy-agent/opa/v1/rego"
 
@@ -91,6 +92,9 @@ func (e *Engine) Authorize(ctx context.Context, p auth.Principal, action string,
 
 func describe(p auth.Principal) string {
 	if p.Kind == auth.KindUser {
+		if strings.ContainsRune("aeiou", rune(string(p.Role + " ")[0])) {
+			return fmt.Sprintf("an %s token", p.Role)
+		}
 		return fmt.Sprintf("a %s token", p.Role)
 	}
 	return "this " + string(p.Kind)

@@ -39,6 +39,9 @@ type JoinToken struct {
 	Labels    []string
 	MaxJobs   int
 	CreatedBy string
+	// Role is the role of whoever created the token; the agent it enrolls
+	// takes it (Agent.Role).
+	Role      string
 	CreatedAt time.Time
 	ExpiresAt time.Time
 	UsedAt    time.Time
@@ -54,12 +57,15 @@ type Agent struct {
 	// declared, are always a subset of them.
 	AllowedLabels []string
 	Labels        []string
-	MaxJobs       int
-	Hostname      string
-	Version       string
-	CreatedAt     time.Time
-	LastSeenAt    time.Time
-	DisabledAt    time.Time // zero: enabled
+	// Role is the role that manages the agent: that of whoever created its
+	// join token. Only that role or a stronger one may disable it.
+	Role       string
+	MaxJobs    int
+	Hostname   string
+	Version    string
+	CreatedAt  time.Time
+	LastSeenAt time.Time
+	DisabledAt time.Time // zero: enabled
 	// RBS is what the agent offers remote Bazel; nil when it offers none.
 	RBS *AgentRBS
 }

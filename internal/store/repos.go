@@ -16,6 +16,11 @@ type Orgs interface {
 	// LinkGitHub links an org to a GitHub account; ErrConflict when another
 	// org has it.
 	LinkGitHub(ctx context.Context, id string, ownerID int64, login string) error
+	// Lock holds the org until the transaction ends (PostgreSQL; SQLite
+	// has one writer anyway), so that changes to who may act in it (its
+	// tokens) are made one at a time across replicas. Use it inside InTx.
+	// ErrNotFound when there is no such org.
+	Lock(ctx context.Context, id string) error
 }
 
 // Tokens holds API tokens and agent join tokens, by hash.

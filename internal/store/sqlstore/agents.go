@@ -13,13 +13,13 @@ type agents struct{ repos }
 
 var _ store.Agents = agents{}
 
-const agentColumns = `id, org_id, name, allowed_labels, labels, max_jobs, hostname, version, created_at, last_seen_at, disabled_at, rbs`
+const agentColumns = `id, org_id, name, allowed_labels, labels, max_jobs, hostname, version, created_at, last_seen_at, disabled_at, rbs, role`
 
 func scanAgent(row interface{ Scan(...any) error }) (store.Agent, error) {
 	var a store.Agent
 	var allowed, labels, rbs string
 	var created, seen, disabled int64
-	if err := row.Scan(&a.ID, &a.OrgID, &a.Name, &allowed, &labels, &a.MaxJobs, &a.Hostname, &a.Version, &created, &seen, &disabled, &rbs); err != nil {
+	if err := row.Scan(&a.ID, &a.OrgID, &a.Name, &allowed, &labels, &a.MaxJobs, &a.Hostname, &a.Version, &created, &seen, &disabled, &rbs, &a.Role); err != nil {
 		return a, err
 	}
 	if rbs != "" {
@@ -38,9 +38,9 @@ func scanAgent(row interface{ Scan(...any) error }) (store.Agent, error) {
 }
 
 func (x agents) Create(ctx context.Context, a store.Agent) error {
-	_, err := x.exec(ctx, `INSERT INTO agents (`+agentColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+	_, err := x.exec(ctx, `INSERT INTO agents (`+agentColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
 		a.ID, a.OrgID, a.Name, jsonText(nonEmpty(a.AllowedLabels)), jsonText(nonEmpty(a.Labels)), a.MaxJobs, a.Hostname, a.Version,
-		micros(a.CreatedAt), micros(a.LastSeenAt), micros(a.DisabledAt), rbsText(a.RBS))
+		micros(a.CreatedAt), micros(a.LastSeenAt), micros(a.DisabledAt), rbsText(a.RBS), a.Role)
 	if err != nil {
 		return conflict(err, "create agent")
 	}

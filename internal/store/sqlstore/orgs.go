@@ -92,3 +92,11 @@ func (x orgs) LinkGitHub(ctx context.Context, id string, ownerID int64, login st
 	}
 	return nil
 }
+
+func (x orgs) Lock(ctx context.Context, id string) error {
+	var got string
+	if err := x.w.QueryRowContext(ctx, `SELECT id FROM orgs WHERE id = $1`+x.d.forUpdate, id).Scan(&got); err != nil {
+		return notFound(err, "lock org "+id)
+	}
+	return nil
+}

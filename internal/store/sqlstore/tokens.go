@@ -75,13 +75,13 @@ func (x tokens) RevokeAPIToken(ctx context.Context, orgID, id string, at time.Ti
 	return nil
 }
 
-const joinTokenColumns = `id, org_id, hash, labels, max_jobs, created_by, created_at, expires_at, used_at, used_by`
+const joinTokenColumns = `id, org_id, hash, labels, max_jobs, created_by, created_at, expires_at, used_at, used_by, role`
 
 func scanJoinToken(row interface{ Scan(...any) error }) (store.JoinToken, error) {
 	var t store.JoinToken
 	var labels string
 	var created, expires, used int64
-	if err := row.Scan(&t.ID, &t.OrgID, &t.Hash, &labels, &t.MaxJobs, &t.CreatedBy, &created, &expires, &used, &t.UsedBy); err != nil {
+	if err := row.Scan(&t.ID, &t.OrgID, &t.Hash, &labels, &t.MaxJobs, &t.CreatedBy, &created, &expires, &used, &t.UsedBy, &t.Role); err != nil {
 		return t, err
 	}
 	t.CreatedAt, t.ExpiresAt, t.UsedAt = fromMicros(created), fromMicros(expires), fromMicros(used)
@@ -91,8 +91,9 @@ func scanJoinToken(row interface{ Scan(...any) error }) (store.JoinToken, error)
 }
 
 func (x tokens) CreateJoinToken(ctx context.Context, t store.JoinToken) error {
-	_, err := x.exec(ctx, `INSERT INTO join_tokens (`+joinTokenColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
-		t.ID, t.OrgID, t.Hash, jsonText(nonEmpty(t.Labels)), t.MaxJobs, t.CreatedBy, micros(t.CreatedAt), micros(t.ExpiresAt), micros(t.UsedAt), t.UsedBy)
+	_, err := x.exec(ctx, `INSERT INTO join_tokens (`+joinTokenColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+		t.ID, t.OrgID, t.Hash, jsonText(nonEmpty(t.Labels)), t.MaxJobs, t.CreatedBy, micros(t.CreatedAt), micros(t.ExpiresAt), micros(t.UsedAt), t.UsedBy,
+		t.Role)
 	if err != nil {
 		return conflict(err, "create join token")
 	}

@@ -124,6 +124,14 @@ func testOrgs(t *testing.T, s store.Store) {
 	if err := s.Orgs().LinkGitHub(ctx, "org_404", 78, "x"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("link unknown org: %v", err)
 	}
+	err = s.InTx(ctx, func(r store.Repos) error { return r.Orgs().Lock(ctx, "org_1") })
+	if err != nil {
+		t.Errorf("lock org: %v", err)
+	}
+	err = s.InTx(ctx, func(r store.Repos) error { return r.Orgs().Lock(ctx, "org_404") })
+	if !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("lock unknown org: %v, want ErrNotFound", err)
+	}
 }
 
 func testAPITokens(t *testing.T, s store.Store) {
@@ -169,7 +177,7 @@ func testJoinTokens(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	o := mustOrg(t, s, "a")
 	jt := store.JoinToken{ID: "jt_1", OrgID: o.ID, Hash: []byte("j1"), Labels: []string{"linux", "x64"}, MaxJobs: 2,
-		CreatedBy: "x", CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}
+		CreatedBy: "x", Role: "owner", CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}
 	if err := s.Tokens().CreateJoinToken(ctx, jt); err != nil {
 		t.Fatal(err)
 	}
@@ -191,8 +199,8 @@ func testJoinTokens(t *testing.T, s store.Store) {
 				mu.Lock()
 				wins++
 				mu.Unlock()
-				if diff := cmp.Diff([]string{"linux", "x64"}, got.Labels); diff != "" {
-					t.Errorf("labels (-want +got):\n%s", diff)
+				if diff := cmp.Diff([]string{"linux", "x64"}, got.Labels); diff != "" || got.Role != "owner" {
+					t.Errorf("role %q, labels (-want +got):\n%s", got.Role, diff)
 				}
 			} else if !errors.Is(err, store.ErrTokenUsed) {
 				t.Errorf("consume: %v", err)
@@ -215,7 +223,7 @@ func testAgents(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	a, b := mustOrg(t, s, "a"), mustOrg(t, s, "b")
 	ag := store.Agent{ID: "agt_1", OrgID: a.ID, Name: "host1", AllowedLabels: []string{"linux", "gpu"}, Labels: []string{"linux"},
-		MaxJobs: 1, CreatedAt: t0, LastSeenAt: t0}
+		Role: "owner", MaxJobs: 1, CreatedAt: t0, LastSeenAt: t0}
 	if err := s.Agents().Create(ctx, ag); err != nil {
 		t.Fatal(err)
 	}
