@@ -33,7 +33,11 @@ const (
 func TestMain(m *testing.M) {
 	switch os.Getenv(childModeEnv) {
 	case "":
-		os.Exit(m.Run())
+		code := m.Run()
+		if probeDir != "" {
+			os.RemoveAll(probeDir)
+		}
+		os.Exit(code)
 	case "run":
 		os.Exit(childRun())
 	case "check":
