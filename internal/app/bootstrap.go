@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/nimbus-build/nimbus/internal/audit"
 	"github.com/nimbus-build/nimbus/internal/auth"
 	"github.com/nimbus-build/nimbus/internal/ids"
 	"github.com/nimbus-build/nimbus/internal/secrets"
@@ -51,7 +52,7 @@ func bootstrap(ctx context.Context, st store.Store, sec *secrets.Store, dataDir 
 	if err := os.WriteFile(b.WebhookFile, []byte(b.WebhookSecret+"\n"), 0o600); err != nil {
 		return nil, fmt.Errorf("bootstrap: %w", err)
 	}
-	err = st.InTx(ctx, func(r store.Repos) error {
+	err = audit.New(st, nil, nil).Do(ctx, func(r *audit.Tx) error {
 		if err := r.Orgs().Create(ctx, b.Org); err != nil {
 			return err
 		}
@@ -60,8 +61,9 @@ func bootstrap(ctx context.Context, st store.Store, sec *secrets.Store, dataDir 
 		if err := r.Tokens().CreateAPIToken(ctx, tok); err != nil {
 			return err
 		}
-		return r.Audit().Append(ctx, store.AuditEntry{At: now, OrgID: b.Org.ID, Actor: "system:bootstrap", Action: "org.created",
+		r.Audit(store.AuditEntry{At: now, OrgID: b.Org.ID, Actor: "system:bootstrap", Action: "org.created",
 			Target: b.Org.ID, Detail: map[string]string{"name": b.Org.Name, "owner_token": tok.ID}})
+		return nil
 	})
 	if errors.Is(err, store.ErrConflict) {
 		// Another replica bootstrapped the same database first.

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/nimbus-build/nimbus/internal/audit"
 	"github.com/nimbus-build/nimbus/internal/auth"
 	"github.com/nimbus-build/nimbus/internal/config"
 	"github.com/nimbus-build/nimbus/internal/ids"
@@ -127,12 +128,10 @@ func localJoinToken(ctx context.Context, cp *ControlPlane, stateDir string) (str
 	now := time.Now()
 	jt := store.JoinToken{ID: ids.New("jtk"), OrgID: org.ID, Hash: hash, Labels: cp.Config.PoolLabels, CreatedBy: "system:up",
 		Role: string(auth.RoleOwner), CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
-	err = cp.Store.InTx(ctx, func(r store.Repos) error {
-		if err := r.Tokens().CreateJoinToken(ctx, jt); err != nil {
-			return err
-		}
-		return r.Audit().Append(ctx, store.AuditEntry{At: now, OrgID: org.ID, Actor: "system:up", Action: "agent.join_token_created",
+	err = audit.New(cp.Store, nil, nil).Do(ctx, func(r *audit.Tx) error {
+		r.Audit(store.AuditEntry{At: now, OrgID: org.ID, Actor: "system:up", Action: "agent.join_token_created",
 			Target: jt.ID, Detail: map[string]string{"labels": strings.Join(jt.Labels, ","), "for": "local agent"}})
+		return r.Tokens().CreateJoinToken(ctx, jt)
 	})
 	return secret, err
 }
