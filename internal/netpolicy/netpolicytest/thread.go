@@ -1,0 +1,6 @@
+package netpolicytest
+
+import "runtime"
+
+func lockThread()   { runtime.LockOSThread() }
+func unlockThread() { runtime.UnlockOSThread() }

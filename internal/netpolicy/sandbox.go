@@ -1,0 +1,148 @@
+package netpolicy
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Sandbox is one sandbox's network, from Manager.Prepare.
+type Sandbox struct {
+	id     string
+	policy compiled
+	log    *slog.Logger
+
+	ns                     *Netns
+	index                  int
+	hostIf                 string
+	gw4, addr4, gw6, addr6 netip.Addr
+	table                  *sandboxTable
+	resolver               *resolver
+	fwd                    *forwarders
+	env                    PlatformEnv
+	closed                 bool
+}
+
+// Netns is the namespace the sandbox's processes must run in.
+func (s *Sandbox) Netns() *Netns { return s.ns }
+
+// Addr is the sandbox's IPv4 address (on its eth0).
+func (s *Sandbox) Addr() netip.Addr { return s.addr4 }
+
+// Addr6 is the sandbox's IPv6 address.
+func (s *Sandbox) Addr6() netip.Addr { return s.addr6 }
+
+// Gateway is the host's end of the sandbox's link: its resolver and
+// platform endpoints.
+func (s *Sandbox) Gateway() netip.Addr { return s.gw4 }
+
+// Mode is the sandbox's egress mode.
+func (s *Sandbox) Mode() Mode { return s.policy.mode }
+
+// Platform is where the sandbox reaches the platform's endpoints.
+func (s *Sandbox) Platform() PlatformEnv { return s.env }
+
+// ResolvConf is the sandbox's /etc/resolv.conf: its own resolver only.
+func (s *Sandbox) ResolvConf() []byte {
+	return fmt.Appendf(nil, "# Nimbus: this sandbox's resolver answers only the names its egress policy allows.\nnameserver %s\noptions edns0\n", s.gw4)
+}
+
+// Hosts is the sandbox's /etc/hosts.
+func (s *Sandbox) Hosts(hostname string) []byte {
+	return fmt.Appendf(nil, "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t%s\n%s\t%s\n",
+		hostname, s.gw4, PlatformName)
+}
+
+// Close removes the sandbox's network and returns its egress report.
+// Call it only once no process is left in the namespace.
+func (s *Sandbox) Close() (Report, error) {
+	if s.closed {
+		return Report{}, errors.New("sandbox network already closed")
+	}
+	rep, rerr := s.report()
+	err := s.teardown()
+	return rep, errors.Join(rerr, err)
+}
+
+// report reads what the sandbox did.
+func (s *Sandbox) report() (Report, error) {
+	rep := Report{Mode: s.policy.mode}
+	var errs []error
+	if s.resolver != nil {
+		rep.Names, rep.NamesDropped = s.resolver.records()
+	}
+	if s.table != nil {
+		for _, x := range []struct {
+			set string
+			dst *[]Conn
+		}{{setSeen, &rep.Allowed}, {setRefused, &rep.Refused}, {setUnlisted, &rep.Unlisted}} {
+			conns, err := s.table.recorded(x.set)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			for _, c := range conns {
+				*x.dst = append(*x.dst, Conn{Addr: c.Addr.String(), Proto: protoName(c.Proto), Port: c.Port, Count: c.Count})
+			}
+		}
+	}
+	if l, err := netlink.LinkByName(s.hostIf); err == nil && l.Attrs().Statistics != nil {
+		st := l.Attrs().Statistics
+		// The host's end receives what the sandbox sends.
+		rep.BytesOut, rep.BytesIn = st.RxBytes, st.TxBytes
+	}
+	return rep, errors.Join(errs...)
+}
+
+// teardown releases everything Prepare built, whatever was reached.
+func (s *Sandbox) teardown() error {
+	s.closed = true
+	var errs []error
+	if s.resolver != nil && s.resolver.udp != nil {
+		s.resolver.shutdown()
+	}
+	if s.fwd != nil {
+		s.fwd.close()
+	}
+	if s.table != nil {
+		if err := s.table.close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if s.hostIf != "" {
+		// Deleting one end deletes the pair at once, so the index is free
+		// again before the namespace itself is gone.
+		if l, err := netlink.LinkByName(s.hostIf); err == nil {
+			if err := netlink.LinkDel(l); err != nil {
+				errs = append(errs, fmt.Errorf("delete %s: %w", s.hostIf, err))
+			}
+		}
+	}
+	if s.ns != nil {
+		if err := s.ns.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func netnsHandle(n *Netns) netns.NsHandle { return netns.NsHandle(n.FD()) }
+
+func protoName(p uint8) string {
+	switch p {
+	case unix.IPPROTO_TCP:
+		return "tcp"
+	case unix.IPPROTO_UDP:
+		return "udp"
+	case unix.IPPROTO_ICMP:
+		return "icmp"
+	case unix.IPPROTO_ICMPV6:
+		return "icmpv6"
+	}
+	return fmt.Sprintf("proto-%d", p)
+}
