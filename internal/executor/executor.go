@@ -45,6 +45,10 @@ type Spec struct {
 	Slot int
 	// Limits bound the resources the workload may use.
 	Limits Limits
+	// Network is the workload's prepared network (a netpolicy.Sandbox,
+	// with its egress policy already in force); nil gives the workload no
+	// network at all (a namespace holding only a loopback interface).
+	Network Network
 }
 
 // Limits bound what one workload may use. A zero field is no limit.
@@ -88,6 +92,18 @@ func (l Limits) Validate() error {
 		return fmt.Errorf("disk limit %d bytes: want 0 (none) or at least %s", l.Disk, FormatBytes(MinDisk))
 	}
 	return nil
+}
+
+// Network is a prepared network namespace that a workload joins.
+type Network interface {
+	// Enter moves the calling OS thread, which the caller has locked, into
+	// the namespace; restore moves it back. A process the thread starts in
+	// between is in the namespace.
+	Enter() (restore func() error, err error)
+	// ResolvConf and Hosts are the workload's /etc/resolv.conf and
+	// /etc/hosts.
+	ResolvConf() []byte
+	Hosts(hostname string) []byte
 }
 
 // Result is how a workload ended.

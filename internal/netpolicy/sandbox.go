@@ -31,6 +31,10 @@ type Sandbox struct {
 // Netns is the namespace the sandbox's processes must run in.
 func (s *Sandbox) Netns() *Netns { return s.ns }
 
+// Enter moves the calling (locked) thread into the sandbox's namespace;
+// see Netns.Enter. It makes a Sandbox an executor.Network.
+func (s *Sandbox) Enter() (restore func() error, err error) { return s.ns.Enter() }
+
 // Addr is the sandbox's IPv4 address (on its eth0).
 func (s *Sandbox) Addr() netip.Addr { return s.addr4 }
 

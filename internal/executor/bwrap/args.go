@@ -13,12 +13,14 @@ import (
 
 // File descriptors bwrap inherits (exec.Cmd.ExtraFiles, from 3 on).
 const (
-	fdArgs    = 3 // NUL-separated options, read by --args
-	fdInfo    = 4 // bwrap writes the sandbox init's host pid here (--info-fd)
-	fdStarted = 5 // the wrapper writes one byte here just before it execs the job
-	fdPasswd  = 6 // contents of the sandbox's /etc/passwd (--ro-bind-data)
-	fdGroup   = 7 // contents of the sandbox's /etc/group
-	fdSeccomp = 8 // the syscall filter, read by --seccomp
+	fdArgs    = 3  // NUL-separated options, read by --args
+	fdInfo    = 4  // bwrap writes the sandbox init's host pid here (--info-fd)
+	fdStarted = 5  // the wrapper writes one byte here just before it execs the job
+	fdPasswd  = 6  // contents of the sandbox's /etc/passwd (--ro-bind-data)
+	fdGroup   = 7  // contents of the sandbox's /etc/group
+	fdSeccomp = 8  // the syscall filter, read by --seccomp
+	fdResolv  = 9  // with a network: the sandbox's /etc/resolv.conf
+	fdHosts   = 10 // with a network: the sandbox's /etc/hosts
 )
 
 // Fixed places and names inside the sandbox.
@@ -36,21 +38,24 @@ const (
 // executor the sandbox is set up, and execs the job. The shell makes a
 // missing command exit 127 and a non-executable one 126, as users expect;
 // bwrap alone would exit 1 for both.
-var wrapperScript = fmt.Sprintf(`exec 2>&1 %d<&- %d>&- %d<&- %d<&- %d<&-; printf . >&%d || exit 125; exec %d>&-; exec "$@"`,
-	fdArgs, fdInfo, fdPasswd, fdGroup, fdSeccomp, fdStarted, fdStarted)
+var wrapperScript = fmt.Sprintf(`exec 2>&1 %d<&- %d>&- %d<&- %d<&- %d<&- %d<&- %d<&-; printf . >&%d || exit 125; exec %d>&-; exec "$@"`,
+	fdArgs, fdInfo, fdPasswd, fdGroup, fdSeccomp, fdResolv, fdHosts, fdStarted, fdStarted)
 
 // network says how a sandbox reaches the network.
-//
-// Seam: only networkNone exists. A later network policy (netns + nftables)
-// adds a mode that runs bwrap inside a prepared network namespace (setns
-// before the exec, then no --unshare-net).
 type network int
 
 const (
 	// networkNone gives the sandbox its own empty network namespace: only a
 	// loopback interface, nothing beyond it.
 	networkNone network = iota
+	// networkJoined: bwrap starts inside a prepared namespace
+	// (executor.Spec.Network, entered by the forking thread) and keeps it;
+	// /etc/resolv.conf and /etc/hosts are the network's own.
+	networkJoined
 )
+
+// networkEtc are the /etc entries a joined network provides itself.
+var networkEtc = []string{"resolv.conf", "hosts"}
 
 // invocation is everything that decides a sandbox's bwrap command line.
 type invocation struct {
@@ -103,6 +108,7 @@ func buildArgs(inv invocation) (bwrapArgs, error) {
 	switch inv.Network {
 	case networkNone:
 		o = append(o, "--unshare-net")
+	case networkJoined:
 	default:
 		return bwrapArgs{}, fmt.Errorf("network mode %d is not supported", inv.Network)
 	}
@@ -125,8 +131,16 @@ func buildArgs(inv invocation) (bwrapArgs, error) {
 		o = append(o, "--ro-bind", d, d)
 	}
 	for _, name := range inv.Etc {
+		if inv.Network == networkJoined && slices.Contains(networkEtc, name) {
+			continue
+		}
 		p := path.Join("/etc", name)
 		o = append(o, "--ro-bind-try", p, p)
+	}
+	if inv.Network == networkJoined {
+		o = append(o,
+			"--perms", "0644", "--ro-bind-data", strconv.Itoa(fdResolv), "/etc/resolv.conf",
+			"--perms", "0644", "--ro-bind-data", strconv.Itoa(fdHosts), "/etc/hosts")
 	}
 	o = append(o,
 		"--perms", "0644", "--ro-bind-data", strconv.Itoa(fdPasswd), "/etc/passwd",

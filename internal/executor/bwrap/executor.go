@@ -190,6 +190,10 @@ func (e *Executor) Run(ctx context.Context, spec executor.Spec) (executor.Result
 			}
 		}()
 	}
+	netMode := networkNone
+	if spec.Network != nil {
+		netMode = networkJoined
+	}
 	args, err := buildArgs(invocation{
 		Argv:      spec.Argv,
 		Env:       spec.Env,
@@ -198,7 +202,7 @@ func (e *Executor) Run(ctx context.Context, spec executor.Spec) (executor.Result
 		Tmp:       st.tmp,
 		Host:      e.host,
 		Etc:       e.opts.Etc,
-		Network:   networkNone,
+		Network:   netMode,
 		Seccomp:   true,
 	})
 	if err != nil {
@@ -220,7 +224,8 @@ func (e *Executor) Run(ctx context.Context, spec executor.Spec) (executor.Result
 	watch := limitWatch{limits: spec.Limits, cgroup: cg, storage: st, log: log}
 	limitCtx, stop := context.WithCancelCause(runCtx)
 	defer stop(nil)
-	p, err := startSandbox(e.opts.BwrapPath, args, newAccounts(uid, gid), cred, confinement{seccomp: e.seccomp, cgroup: cg}, out, log)
+	p, err := startSandbox(e.opts.BwrapPath, args, newAccounts(uid, gid), cred,
+		confinement{seccomp: e.seccomp, cgroup: cg, network: spec.Network}, out, log)
 	if err != nil {
 		return res, fmt.Errorf("run job %s: %w", spec.JobID, err)
 	}

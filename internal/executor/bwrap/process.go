@@ -14,6 +14,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nimbus-build/nimbus/internal/executor"
 )
 
 // maxStderr bounds how much of bwrap's own stderr is kept.
@@ -51,6 +53,9 @@ type sandboxProcess struct {
 type confinement struct {
 	seccomp []byte        // the syscall filter (bwrap --seccomp); nil: none
 	cgroup  sandboxCgroup // where bwrap starts; nil: the agent's cgroup
+	// network is the namespace bwrap starts in, and its /etc files; nil:
+	// bwrap makes an empty one (--unshare-net).
+	network executor.Network
 }
 
 // startSandbox starts bwrap with args. The job's stdout and stderr go,
@@ -69,8 +74,12 @@ func startSandbox(bwrapPath string, args bwrapArgs, acc accounts, cred *syscall.
 		}
 		return nil, fmt.Errorf("start bwrap: %w", err)
 	}
-	memFiles := make([]*os.File, 4)
-	for i, data := range [][]byte{args.OptionsData(), acc.Passwd, acc.Group, conf.seccomp} {
+	data := [][]byte{args.OptionsData(), acc.Passwd, acc.Group, conf.seccomp}
+	if conf.network != nil {
+		data = append(data, conf.network.ResolvConf(), conf.network.Hosts(sandboxHostname))
+	}
+	memFiles := make([]*os.File, len(data))
+	for i, data := range data {
 		f, err := memFile("nimbus-bwrap", data)
 		if err != nil {
 			return fail(err)
@@ -90,13 +99,21 @@ func startSandbox(bwrapPath string, args bwrapArgs, acc accounts, cred *syscall.
 	}
 	info, started, output, stderr := pipes[0], pipes[1], pipes[2], pipes[3]
 
-	extra := make([]*os.File, fdSeccomp-2)
+	last := fdSeccomp
+	if conf.network != nil {
+		last = fdHosts
+	}
+	extra := make([]*os.File, last-2)
 	extra[fdArgs-3] = memFiles[0]
 	extra[fdInfo-3] = info[1]
 	extra[fdStarted-3] = started[1]
 	extra[fdPasswd-3] = memFiles[1]
 	extra[fdGroup-3] = memFiles[2]
 	extra[fdSeccomp-3] = memFiles[3]
+	if conf.network != nil {
+		extra[fdResolv-3] = memFiles[4]
+		extra[fdHosts-3] = memFiles[5]
+	}
 	cmd := &exec.Cmd{
 		Path:       bwrapPath,
 		Args:       append([]string{"bwrap"}, args.Argv()...),
@@ -127,7 +144,7 @@ func startSandbox(bwrapPath string, args bwrapArgs, acc accounts, cred *syscall.
 		stderrDone: make(chan struct{}),
 		stderr:     limitedBuffer{max: maxStderr},
 	}
-	if err := p.startAndWait(); err != nil {
+	if err := p.startAndWait(conf.network); err != nil {
 		return fail(err)
 	}
 	go p.readInfo(info[0])
@@ -142,9 +159,10 @@ func startSandbox(bwrapPath string, args bwrapArgs, acc accounts, cred *syscall.
 // signal fires when the thread that forked the child ends, not the process:
 // unlocked, the thread could be handed to a goroutine that locks it and
 // exits, and the kernel would kill a healthy job. The same thread is the
-// one that enters the sandbox's cgroup for the fork (cgroup v1); should it
-// fail to leave it, it stays locked and ends with the goroutine.
-func (p *sandboxProcess) startAndWait() error {
+// one that enters the sandbox's network namespace and its cgroup (v1) for
+// the fork (a child starts in its parent thread's); should it fail to
+// leave either, it stays locked and ends with the goroutine.
+func (p *sandboxProcess) startAndWait(netw executor.Network) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -154,6 +172,14 @@ func (p *sandboxProcess) startAndWait() error {
 				runtime.UnlockOSThread()
 			}
 		}()
+		leaveNetns := func() error { return nil }
+		if netw != nil {
+			var err error
+			if leaveNetns, err = netw.Enter(); err != nil {
+				errc <- fmt.Errorf("enter the sandbox's network namespace: %w", err)
+				return
+			}
+		}
 		var err error
 		if p.cgroup != nil {
 			restored, err = p.cgroup.start(p.cmd)
@@ -162,6 +188,10 @@ func (p *sandboxProcess) startAndWait() error {
 			}
 		} else {
 			err = p.cmd.Start()
+		}
+		if nerr := leaveNetns(); nerr != nil {
+			restored = false
+			p.log.Error("the thread that started bwrap could not leave the sandbox's network namespace; it will end with the job", "error", nerr)
 		}
 		if err != nil {
 			errc <- err

@@ -14,6 +14,8 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -341,4 +343,25 @@ func Get(ctx context.Context, client *http.Client, addr string) (string, error) 
 
 func ipnet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+// BuildNettool compiles the nettool command (static) into a temporary
+// directory of the test and returns the directory, to bind into sandboxes.
+func BuildNettool(t testing.TB) string {
+	t.Helper()
+	// Not t.TempDir: sandbox uids must traverse every parent.
+	dir, err := os.MkdirTemp("", "nimbus-nettool-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("go", "build", "-o", filepath.Join(dir, "nettool"), "github.com/nimbus-build/nimbus/internal/netpolicy/netpolicytest/nettool")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build nettool: %v\n%s", err, out)
+	}
+	return dir
 }

@@ -1,0 +1,175 @@
+package bwrap
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nimbus-build/nimbus/internal/executor"
+	"github.com/nimbus-build/nimbus/internal/netpolicy"
+	"github.com/nimbus-build/nimbus/internal/netpolicy/netpolicytest"
+)
+
+// The red team: from inside a real job (a bubblewrap sandbox joined to its
+// prepared network, running as its unprivileged uid), every attack below
+// must fail at once while the allowed target works in the same job.
+// Targets live in the test's own "world" namespace and on the host.
+func TestNetworkRedTeam(t *testing.T) {
+	requireBwrap(t)
+	w := netpolicytest.New(t)
+	tool := netpolicytest.BuildNettool(t)
+	m, err := netpolicy.NewManager(netpolicy.Config{Upstream: []string{w.DNS}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newExecutor(t)
+
+	// Stand-ins for the agent and the control plane: services on every
+	// host address, and an abstract Unix socket of the host.
+	hostLn, err := net.Listen("tcp", ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hostLn.Close()
+	go acceptAll(hostLn)
+	hostPort := hostLn.Addr().(*net.TCPAddr).Port
+	abstract := fmt.Sprintf("@nimbus-redteam-%d", os.Getpid())
+	unixLn, err := net.Listen("unix", abstract)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unixLn.Close()
+	go acceptAll(unixLn)
+
+	// Another job, listening on its own port.
+	other, err := m.Prepare(t.Context(), netpolicy.Spec{ID: "other", Policy: netpolicy.Policy{Mode: netpolicy.ModeAudit}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stopOther := context.WithCancel(t.Context())
+	otherOut := newWatchWriter("listening")
+	otherDone := make(chan struct{})
+	go func() {
+		defer close(otherDone)
+		e.Run(ctx, executor.Spec{JobID: "other", Slot: newSlot(t), Network: other, Output: otherOut,
+			Argv:  []string{"/nettool/nettool", "other", "listen", "tcp", ":8080", "60s"},
+			Binds: []executor.Bind{{Source: tool, Target: "/nettool", ReadOnly: true}}})
+	}()
+	defer func() {
+		stopOther()
+		<-otherDone
+		other.Close()
+	}()
+	select {
+	case <-otherOut.ready:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("the other job never listened: %s", otherOut.String())
+	}
+
+	job, err := m.Prepare(t.Context(), netpolicy.Spec{ID: "redteam", Policy: netpolicy.Policy{
+		Mode: netpolicy.ModeAllowList, Allow: []string{"allowed.test", "v6.allowed.test", "rebind.allowed.test"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw := job.Gateway().String()
+	ports := func(a netip.Addr, p int) string { return netip.AddrPortFrom(a, uint16(p)).String() }
+	checks := []struct {
+		label, cmd string
+		allow      bool
+		want       string // in the line
+	}{
+		{"allowed", "get http://allowed.test/", true, "hello from 198.51.100.7"},
+		{"allowed6", "get http://v6.allowed.test/", true, "hello from 2001:db8:1::7"},
+		{"metadata", "get http://169.254.169.254/latest/meta-data/", false, ""},
+		{"metadata6", "get http://[fd00:ec2::254]/", false, ""},
+		{"alibaba", "get http://100.100.100.200/", false, ""},
+		{"private", "get http://10.77.0.7/", false, ""},
+		{"rawip", "connect tcp " + ports(netpolicytest.Public2, 80), false, ""},
+		{"rawip6", "connect tcp [2001:db8:1::8]:80", false, ""},
+		{"host-gw", "connect tcp " + ports(job.Gateway(), hostPort), false, ""},
+		{"host-world", "connect tcp " + ports(netip.MustParseAddr("198.51.100.1"), hostPort), false, ""},
+		{"host-world6", "connect tcp " + ports(netip.MustParseAddr("2001:db8:1::1"), hostPort), false, ""},
+		{"loopback", "connect tcp " + ports(netip.MustParseAddr("127.0.0.1"), hostPort), false, ""},
+		{"other-job", "connect tcp " + ports(other.Addr(), 8080), false, ""},
+		{"other-job6", "connect tcp " + ports(other.Addr6(), 8080), false, ""},
+		{"dns-denied", "dns " + gw + ":53 udp other.test A", true, "rcode=NXDOMAIN"},
+		{"dns-txt", "dns " + gw + ":53 udp allowed.test TXT", true, "answers=\n"},
+		{"dns-long", "dns " + gw + ":53 udp " + strings.Repeat("x", 60) + "." + strings.Repeat("y", 60) + ".exfil.example TXT", true, "rcode=NXDOMAIN"},
+		{"dns-outside", "dns " + ports(netpolicytest.Public, 53) + " udp allowed.test A", false, ""},
+		{"dns-outside-tcp", "dns " + ports(netpolicytest.Public, 53) + " tcp allowed.test A", false, ""},
+		{"dot", "connect tcp " + ports(netpolicytest.Public, 853), false, ""},
+		{"rebind", "dns " + gw + ":53 udp rebind.allowed.test A", true, "answers=198.51.100.8\n"},
+		{"rebind-meta", "get http://169.254.169.254/", false, ""},
+		{"unix-host", "unix " + abstract, false, ""},
+	}
+	var script strings.Builder
+	for _, c := range checks {
+		fmt.Fprintf(&script, "/nettool/nettool %s %s\n", c.label, c.cmd)
+	}
+	script.WriteString("ip route del default 2>&1 && echo 'route: changed' || echo 'route: refused'\n")
+	script.WriteString("ip link set eth0 down 2>&1 && echo 'link: changed' || echo 'link: refused'\n")
+	script.WriteString("nft flush ruleset 2>&1 && echo 'nft: changed' || echo 'nft: refused'\n")
+	before := w.QueriesTotal()
+	res, out := runScript(t, e, newSlot(t), script.String(), func(s *executor.Spec) {
+		s.Network = job
+		s.Binds = []executor.Bind{{Source: tool, Target: "/nettool", ReadOnly: true}}
+	})
+	defer func() {
+		if t.Failed() {
+			t.Logf("job output:\n%s", out)
+		}
+	}()
+	rep, err := job.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.ExitCode != 0 {
+		t.Fatalf("exit %d:\n%s", res.ExitCode, out)
+	}
+	lines := map[string]string{}
+	for _, l := range strings.Split(out, "\n") {
+		if k, v, ok := strings.Cut(l, ": "); ok {
+			lines[k] = v + "\n"
+		}
+	}
+	for _, c := range checks {
+		got, ok := lines[c.label]
+		switch {
+		case !ok:
+			t.Errorf("%s: no result in:\n%s", c.label, out)
+		case c.allow && (!strings.HasPrefix(got, "ok ") || !strings.Contains(got, c.want)):
+			t.Errorf("%s (%s): %q, want ok with %q", c.label, c.cmd, got, c.want)
+		case !c.allow && !strings.HasPrefix(got, "err "):
+			t.Errorf("%s (%s): %q, want it refused", c.label, c.cmd, got)
+		case !c.allow && strings.Contains(got, "timeout"):
+			t.Errorf("%s (%s): %q, want refused at once, not dropped", c.label, c.cmd, got)
+		}
+	}
+	for _, k := range []string{"route", "link", "nft"} {
+		if lines[k] != "refused\n" {
+			t.Errorf("%s from inside the job: %q, want refused:\n%s", k, lines[k], out)
+		}
+	}
+	// Queries that carry data or ask for denied names never left.
+	if got := w.QueriesTotal() - before; got != int64(w.Queries("allowed.test")+w.Queries("v6.allowed.test")+w.Queries("rebind.allowed.test")) {
+		t.Errorf("the upstream resolver got %d queries, not all for allowed names", got)
+	}
+	if len(rep.Refused) == 0 || len(rep.Allowed) == 0 {
+		t.Errorf("egress report: %+v", rep)
+	}
+}
+
+func acceptAll(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		c.Close()
+	}
+}
