@@ -393,3 +393,58 @@ func sandboxLinks(t *testing.T) int {
 	}
 	return n
 }
+
+// The host's table holds on its own: with a sandbox's table gone (as if
+// it were wrong), the metadata address, private ranges, the host's
+// services and other sandboxes stay unreachable, and the rest still goes
+// out through NAT.
+func TestHostTableHoldsWithoutTheSandboxTable(t *testing.T) {
+	w := netpolicytest.New(t)
+	m := newTestManager(t, w)
+	a := prepare(t, m, Policy{Mode: ModeAllowList})
+	b := prepare(t, m, Policy{Mode: ModeAllowList})
+	nftMu.Lock()
+	a.table.conn.DelTable(a.table.table)
+	err := a.table.conn.Flush()
+	nftMu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	hostPort := uint16(ln.Addr().(*net.TCPAddr).Port)
+	var bl net.Listener
+	if err := b.Netns().Do(func() error {
+		var err error
+		bl, err = net.Listen("tcp", ":8080")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer bl.Close()
+
+	c := client{t, a}
+	c.mustReach(netip.AddrPortFrom(netpolicytest.Public2, 80).String(), "hello from")
+	for _, target := range []netip.AddrPort{
+		netip.AddrPortFrom(netpolicytest.Metadata, 80), netip.AddrPortFrom(netpolicytest.Metadata6, 80),
+		netip.AddrPortFrom(netpolicytest.Private, 80), netip.AddrPortFrom(netpolicytest.Alibaba, 80),
+		netip.AddrPortFrom(a.Gateway(), hostPort), netip.AddrPortFrom(b.Gateway(), hostPort),
+		netip.AddrPortFrom(b.Gateway(), platformHTTP), // another sandbox's gateway service
+		netip.AddrPortFrom(netip.MustParseAddr("198.51.100.1"), hostPort),
+		netip.AddrPortFrom(b.Addr(), 8080), netip.AddrPortFrom(b.Addr6(), 8080),
+	} {
+		c.mustNotReach(target.String())
+	}
+}
