@@ -12,7 +12,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nimbus-build/nimbus/internal/apiv1"
 	"github.com/nimbus-build/nimbus/internal/executor"
+	"github.com/nimbus-build/nimbus/internal/netpolicy"
 )
 
 // Defaults of Config's knobs.
@@ -82,6 +84,16 @@ type Config struct {
 	// RunnerDir.
 	RunnerUIDs func(slot int) (uid, gid int, err error)
 
+	// Network gives each job its own network with its egress policy
+	// enforced in the data plane; nil: jobs have no network at all.
+	Network *netpolicy.Manager
+	// DefaultEgress is the policy of a job whose lease carries none (a
+	// control plane that decides none). Default: offline.
+	DefaultEgress apiv1.EgressPolicy
+	// PlatformTransport sends what jobs ask of the platform's endpoints
+	// (their caches) to the control plane. Default: HTTPClient's.
+	PlatformTransport http.RoundTripper
+
 	// RBS makes the agent offer remote Bazel sessions; nil: none.
 	RBS *RBSConfig
 
@@ -133,6 +145,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.DefaultEgress.Mode == "" {
+		c.DefaultEgress.Mode = string(netpolicy.ModeOffline)
+	}
+	if c.PlatformTransport == nil {
+		c.PlatformTransport = c.HTTPClient.Transport
 	}
 	c.Server = strings.TrimRight(c.Server, "/")
 	return c
@@ -196,6 +214,9 @@ func (c Config) validate() error {
 		if c.RunnerUIDs == nil {
 			bad("runner uids", "required with a runner dir")
 		}
+	}
+	if err := netpolicy.PolicyFrom(c.DefaultEgress).Validate(); err != nil {
+		bad("default egress", "%v", err)
 	}
 	if r := c.RBS; r != nil {
 		if _, _, err := net.SplitHostPort(r.Address); err != nil || r.Address == "" {

@@ -7,12 +7,14 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"net/url"
 	"path/filepath"
 	"time"
 
 	"github.com/nimbus-build/nimbus/internal/apiv1"
 	"github.com/nimbus-build/nimbus/internal/executor"
 	"github.com/nimbus-build/nimbus/internal/executor/workspace"
+	"github.com/nimbus-build/nimbus/internal/netpolicy"
 )
 
 // Where a GitHub job finds its runner directory in the sandbox.
@@ -36,6 +38,8 @@ type jobRunner struct {
 	grantedAt time.Time
 	slot      int
 	log       *slog.Logger
+	// egress is the job's network report, once its sandbox is gone.
+	egress *apiv1.EgressReport
 }
 
 // run runs the job. Its context is the agent's: when it ends (hard stop),
@@ -76,6 +80,7 @@ func (r *jobRunner) run(ctx context.Context) error {
 		r.log.Error("workload could not run", "err", runErr)
 	}
 	report.Fence = ref.Fence
+	report.Egress = r.egress
 	return r.complete(leaseCtx, report)
 }
 
@@ -185,12 +190,66 @@ func (r *jobRunner) runWorkload(ctx context.Context, output io.Writer) (executor
 		spec.Argv = []string{runnerScript, "--jitconfig", r.lease.Runner.JITConfig}
 		spec.Binds = append(spec.Binds, executor.Bind{Source: filepath.Join(dir, "runner"), Target: runnerTarget})
 	}
+	if r.cfg.Network != nil {
+		sb, err := r.prepareNetwork(ctx)
+		if err != nil {
+			return executor.Result{ExitCode: -1}, err
+		}
+		// Closed once Run has returned: no process of the job is left.
+		defer r.closeNetwork(sb)
+		spec.Network = sb
+		if c := r.lease.Cache; c != nil {
+			p := sb.Platform()
+			maps.Copy(spec.Env, apiv1.CacheEnv(p.HTTP, p.GRPC, c.Token))
+		}
+	}
 	r.log.Info("workload starting", "executor", r.cfg.Executor.Name())
 	res, err := r.cfg.Executor.Run(ctx, spec)
 	if err == nil {
 		r.log.Info("workload ended", "exit_code", res.ExitCode, "cause", res.Cause, "duration", res.Finished.Sub(res.Started))
 	}
 	return res, err
+}
+
+// prepareNetwork builds the job's network under its lease's egress policy
+// (the agent's default when the lease has none), with the platform's
+// endpoints forwarded to the control plane.
+func (r *jobRunner) prepareNetwork(ctx context.Context) (*netpolicy.Sandbox, error) {
+	pol := r.cfg.DefaultEgress
+	if r.lease.Egress != nil {
+		pol = *r.lease.Egress
+	}
+	platform := netpolicy.Platform{HTTPPaths: apiv1.PlatformPaths, Transport: r.cfg.PlatformTransport}
+	if u, err := url.Parse(r.cfg.Server); err == nil {
+		platform.HTTP = u
+	}
+	if r.lease.Cache != nil {
+		platform.GRPC = r.lease.Cache.GRPC
+	}
+	sb, err := r.cfg.Network.Prepare(ctx, netpolicy.Spec{ID: r.lease.Job.ID, Policy: netpolicy.PolicyFrom(pol), Platform: platform})
+	if err != nil {
+		return nil, fmt.Errorf("prepare the job's network: %w", err)
+	}
+	r.log.Info("job network ready", "egress_mode", sb.Mode(), "address", sb.Addr())
+	return sb, nil
+}
+
+// closeNetwork removes the job's network and keeps its egress report for
+// the completion; refused connections are logged with the job's id.
+func (r *jobRunner) closeNetwork(sb *netpolicy.Sandbox) {
+	rep, err := sb.Close()
+	if err != nil {
+		r.log.Warn("close the job's network", "err", err)
+	}
+	for _, c := range rep.Refused {
+		r.log.Info("egress refused", "addr", c.Addr, "proto", c.Proto, "port", c.Port, "count", c.Count)
+	}
+	for _, n := range rep.Names {
+		if n.Verdict == apiv1.VerdictDenied {
+			r.log.Info("egress name denied", "name", n.Name, "type", n.Type, "count", n.Count)
+		}
+	}
+	r.egress = &rep
 }
 
 // env is the workload's environment: the job's, the lease's on top, and

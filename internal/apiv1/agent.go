@@ -49,6 +49,13 @@ type Lease struct {
 	// Env is added to the job's environment (cache endpoints and the
 	// job-scoped cache token).
 	Env map[string]string `json:"env,omitempty"`
+	// Egress is the job's network policy. An agent that gives jobs a
+	// network enforces it; absent, the agent's default policy applies.
+	Egress *EgressPolicy `json:"egress,omitempty"`
+	// Cache is the job's access to the build caches, which an agent with
+	// sandbox networks forwards to the job at its platform address (and
+	// then rewrites Env's endpoints to point there).
+	Cache *CacheAccess `json:"cache,omitempty"`
 }
 
 // RunnerLease carries a just-in-time runner configuration. It is handed
@@ -117,4 +124,6 @@ type Complete struct {
 	State    string `json:"state"`
 	ExitCode *int   `json:"exit_code,omitempty"`
 	Reason   string `json:"reason,omitempty"`
+	// Egress is what the job did on the network, when it had one.
+	Egress *EgressReport `json:"egress,omitempty"`
 }

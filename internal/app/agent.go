@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -20,9 +21,11 @@ import (
 
 	"github.com/nimbus-build/nimbus/internal/agent"
 	"github.com/nimbus-build/nimbus/internal/apiclient"
+	"github.com/nimbus-build/nimbus/internal/apiv1"
 	"github.com/nimbus-build/nimbus/internal/config"
 	"github.com/nimbus-build/nimbus/internal/executor"
 	"github.com/nimbus-build/nimbus/internal/executor/bwrap"
+	"github.com/nimbus-build/nimbus/internal/netpolicy"
 	"github.com/nimbus-build/nimbus/internal/rbs/server"
 )
 
@@ -47,6 +50,13 @@ type AgentConfig struct {
 	JobMemory int64
 	JobPids   int64
 	JobDisk   int64
+	// Sandbox networks (as root): each job in its own network namespace
+	// with its egress policy enforced in nftables.
+	SandboxNetwork bool
+	SandboxSubnet4 string
+	SandboxSubnet6 string
+	SandboxDNS     []string
+	DefaultEgress  string
 
 	RBSListen      string
 	RBSAdvertise   string
@@ -80,6 +90,11 @@ func (c *AgentConfig) Register(s *config.Set, standalone bool) {
 	s.Var(autoSizeValue{&c.JobMemory}, "job-memory", "memory each job may use, e.g. 4GiB; past it the job is stopped (auto: the host's memory / --max-jobs; 0: none)")
 	s.Int64Var(&c.JobPids, "job-pids", DefaultJobPids, "processes and threads each job may have at once (0: none)")
 	s.Var(autoSizeValue{&c.JobDisk}, "job-disk", "what each job may store in its workspace and /tmp, e.g. 20GiB; past it the job is stopped (auto: 3/4 of the work dir's free space at start / --max-jobs; 0: none)")
+	s.BoolVar(&c.SandboxNetwork, "sandbox-network", true, "give each job its own network with its egress policy enforced (needs root; off: jobs have no network)")
+	s.StringVar(&c.SandboxSubnet4, "sandbox-subnet4", netpolicy.DefaultSubnet4.String(), "IPv4 pool of the jobs' networks, a /30 each; pick one the host's networks do not use")
+	s.StringVar(&c.SandboxSubnet6, "sandbox-subnet6", netpolicy.DefaultSubnet6.String(), "IPv6 pool of the jobs' networks, a /64 each")
+	s.Var(config.ListValue{List: &c.SandboxDNS}, "sandbox-dns", "DNS servers (ip:port) the jobs' resolvers ask (default: the host's /etc/resolv.conf)")
+	s.StringVar(&c.DefaultEgress, "default-egress", string(netpolicy.ModeOffline), "egress mode of a job whose control plane sends no policy: offline, allow-list or audit")
 	s.StringVar(&c.RBSListen, "rbs-listen", "", "offer remote Bazel: address of the sessions' mTLS tunnel, e.g. :7443 (empty: off)")
 	s.StringVar(&c.RBSAdvertise, "rbs-advertise", "", "host:port proxies reach the tunnel at (default: the listen address)")
 	s.StringVar(&c.RBSStorageRoot, "rbs-storage-root", "/var/lib/nimbus/rbs", "where remote Bazel sessions keep workspaces and output bases (<root>/<org>/<user>/<repo>)")
@@ -130,6 +145,19 @@ func (c *AgentConfig) Validate(standalone bool) error {
 		if err := l.Validate(); err != nil {
 			return fmt.Errorf("%s: %w", flag, err)
 		}
+	}
+	for _, p := range []struct{ flag, v string }{{"sandbox-subnet4", c.SandboxSubnet4}, {"sandbox-subnet6", c.SandboxSubnet6}} {
+		if _, err := netip.ParsePrefix(p.v); err != nil {
+			return fmt.Errorf("%s: %v", p.flag, err)
+		}
+	}
+	for _, d := range c.SandboxDNS {
+		if _, err := netip.ParseAddrPort(d); err != nil {
+			return fmt.Errorf("sandbox-dns: %q: want ip:port", d)
+		}
+	}
+	if _, err := netpolicy.ParseMode(c.DefaultEgress); err != nil {
+		return fmt.Errorf("default-egress: %v", err)
 	}
 	if c.RunnerDir != "" {
 		if _, err := os.Stat(filepath.Join(c.RunnerDir, "run.sh")); err != nil {
@@ -252,6 +280,10 @@ func NewAgent(ctx context.Context, c AgentConfig, log *slog.Logger) (_ *agent.Ag
 	cfg := agent.Config{
 		Server: c.Server, StateDir: c.StateDir, JoinToken: c.JoinToken, Name: c.Name, Labels: c.Labels, MaxJobs: c.MaxJobs,
 		Version: Version, Executor: ex, JobLimits: limits, Logger: log,
+		DefaultEgress: apiv1.EgressPolicy{Mode: c.DefaultEgress},
+	}
+	if cfg.Network, err = sandboxNetworks(c, log); err != nil {
+		return nil, err
 	}
 	if host, err := os.Hostname(); err == nil {
 		cfg.Hostname = host
@@ -272,6 +304,26 @@ func NewAgent(ctx context.Context, c AgentConfig, log *slog.Logger) (_ *agent.Ag
 		cfg.RBS = r
 	}
 	return agent.New(cfg)
+}
+
+// sandboxNetworks sets up the jobs' networks, or says why jobs will have
+// none.
+func sandboxNetworks(c AgentConfig, log *slog.Logger) (*netpolicy.Manager, error) {
+	if !c.SandboxNetwork {
+		log.Warn("sandbox networks are off (--sandbox-network=false): jobs have no network")
+		return nil, nil
+	}
+	if os.Geteuid() != 0 {
+		log.Warn("sandbox networks need root: jobs have no network (run the agent as root, or --sandbox-network=false to silence this)")
+		return nil, nil
+	}
+	cfg := netpolicy.Config{Subnet4: netip.MustParsePrefix(c.SandboxSubnet4), Subnet6: netip.MustParsePrefix(c.SandboxSubnet6),
+		Upstream: c.SandboxDNS, Logger: log}
+	m, err := netpolicy.NewManager(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox networks: %w (--sandbox-network=false runs jobs without any network)", err)
+	}
+	return m, nil
 }
 
 // AgentMain is `nimbus agent`.

@@ -81,7 +81,7 @@ func NewManager(cfg Config) (*Manager, error) {
 		return nil, fmt.Errorf("sandbox subnet6 %s: want an IPv6 prefix of /60 or wider", cfg.Subnet6)
 	}
 	cfg.Subnet4, cfg.Subnet6 = cfg.Subnet4.Masked(), cfg.Subnet6.Masked()
-	if cfg.Upstream == nil {
+	if len(cfg.Upstream) == 0 {
 		up, err := resolvConfServers("/etc/resolv.conf")
 		if err != nil {
 			return nil, fmt.Errorf("sandbox DNS upstream: %w (set the upstream resolvers)", err)

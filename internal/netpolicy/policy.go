@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+
+	"github.com/nimbus-build/nimbus/internal/apiv1"
 )
 
 // Mode is how a sandbox's egress is decided.
@@ -41,9 +43,14 @@ type Policy struct {
 	Allow []string
 }
 
+// PolicyFrom is the policy of an API document.
+func PolicyFrom(p apiv1.EgressPolicy) Policy {
+	return Policy{Mode: Mode(p.Mode), Allow: p.Allow}
+}
+
 // Limits on a policy's size and its entries.
 const (
-	maxAllowEntries = 4096
+	maxAllowEntries = apiv1.MaxEgressAllow
 	maxNameLen      = 253
 	maxLabelLen     = 63
 )
@@ -177,6 +184,18 @@ func canonicalName(s string) (string, error) {
 		}
 	}
 	return s, nil
+}
+
+// allow is the policy's allow-list as entries.
+func (c compiled) allow() []string {
+	var out []string
+	for _, n := range c.names {
+		out = append(out, n.String())
+	}
+	for _, p := range c.prefixes {
+		out = append(out, p.String())
+	}
+	return out
 }
 
 // allowsName reports whether the policy allows resolving name (canonical).

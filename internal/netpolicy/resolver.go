@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/nimbus-build/nimbus/internal/apiv1"
 )
 
 // PlatformName is the name under which a sandbox reaches the platform's
@@ -47,9 +49,11 @@ type resolver struct {
 	log      *slog.Logger
 
 	udp, tcp *dns.Server
+	// forwardHook, when set, sees every question forwarded (tests).
+	forwardHook func(name string, qtype uint16)
 
 	mu    sync.Mutex
-	names map[nameKey]*NameRecord
+	names map[nameKey]*apiv1.EgressName
 	order []nameKey
 	extra int // names not kept: over maxNames
 }
@@ -59,30 +63,16 @@ type nameKey struct {
 	qtype uint16
 }
 
-// NameRecord is one (name, type) the sandbox asked for.
-type NameRecord struct {
-	Name string `json:"name"`
-	Type string `json:"type"`
-	// Verdict: allowed (answered), denied (NXDOMAIN, never forwarded),
-	// unlisted (audit mode: answered, but not on the allow-list), refused
-	// (a query type or form the resolver does not forward).
-	Verdict string   `json:"verdict"`
-	Count   int      `json:"count"`
-	Answers []string `json:"answers,omitempty"`
-	// Blocked are addresses removed from answers (always-denied ranges).
-	Blocked []string `json:"blocked,omitempty"`
-}
-
-// Verdicts of a NameRecord.
+// Verdicts of the names in a report.
 const (
-	VerdictAllowed  = "allowed"
-	VerdictDenied   = "denied"
-	VerdictUnlisted = "unlisted"
-	VerdictRefused  = "refused"
+	VerdictAllowed  = apiv1.VerdictAllowed
+	VerdictDenied   = apiv1.VerdictDenied
+	VerdictUnlisted = apiv1.VerdictUnlisted
+	VerdictRefused  = apiv1.VerdictRefused
 )
 
 func startResolver(pc net.PacketConn, ln net.Listener, r *resolver) {
-	r.names = map[nameKey]*NameRecord{}
+	r.names = map[nameKey]*apiv1.EgressName{}
 	r.udp = &dns.Server{PacketConn: pc, Handler: r, UDPSize: dns.DefaultMsgSize}
 	r.tcp = &dns.Server{Listener: ln, Handler: r, ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second,
 		MaxTCPQueries: 64}
@@ -207,6 +197,9 @@ func (r *resolver) answer(from net.Addr, q *dns.Msg) *dns.Msg {
 // The query is built afresh: nothing of the sandbox's message but the
 // name and type leaves.
 func (r *resolver) forward(name string, qtype uint16) (*dns.Msg, error) {
+	if r.forwardHook != nil {
+		r.forwardHook(name, qtype)
+	}
 	if len(r.upstream) == 0 {
 		return nil, errors.New("no upstream resolver configured")
 	}
@@ -240,7 +233,7 @@ func (r *resolver) record(name string, qtype uint16, verdict string, answers, bl
 			r.extra++
 			return
 		}
-		rec = &NameRecord{Name: name, Type: dns.TypeToString[qtype], Verdict: verdict}
+		rec = &apiv1.EgressName{Name: name, Type: dns.TypeToString[qtype], Verdict: verdict}
 		if rec.Type == "" {
 			rec.Type = fmt.Sprintf("TYPE%d", qtype)
 		}
@@ -255,10 +248,10 @@ func (r *resolver) record(name string, qtype uint16, verdict string, answers, bl
 
 // records returns the names asked for, in the order first asked, and how
 // many more were not kept.
-func (r *resolver) records() ([]NameRecord, int) {
+func (r *resolver) records() ([]apiv1.EgressName, int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make([]NameRecord, 0, len(r.order))
+	out := make([]apiv1.EgressName, 0, len(r.order))
 	for _, k := range r.order {
 		out = append(out, *r.names[k])
 	}

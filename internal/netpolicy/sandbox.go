@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/netip"
 
+	"github.com/nimbus-build/nimbus/internal/apiv1"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -62,11 +63,13 @@ func (s *Sandbox) Hosts(hostname string) []byte {
 		hostname, s.gw4, PlatformName)
 }
 
-// Close removes the sandbox's network and returns its egress report.
+// Close removes the sandbox's network and returns its egress report
+// (the resolver's names, the nftables sets' connections, the link's
+// bytes).
 // Call it only once no process is left in the namespace.
-func (s *Sandbox) Close() (Report, error) {
+func (s *Sandbox) Close() (apiv1.EgressReport, error) {
 	if s.closed {
-		return Report{}, errors.New("sandbox network already closed")
+		return apiv1.EgressReport{}, errors.New("sandbox network already closed")
 	}
 	rep, rerr := s.report()
 	err := s.teardown()
@@ -74,8 +77,8 @@ func (s *Sandbox) Close() (Report, error) {
 }
 
 // report reads what the sandbox did.
-func (s *Sandbox) report() (Report, error) {
-	rep := Report{Mode: s.policy.mode}
+func (s *Sandbox) report() (apiv1.EgressReport, error) {
+	rep := apiv1.EgressReport{Mode: string(s.policy.mode), Allow: s.policy.allow()}
 	var errs []error
 	if s.resolver != nil {
 		rep.Names, rep.NamesDropped = s.resolver.records()
@@ -83,7 +86,7 @@ func (s *Sandbox) report() (Report, error) {
 	if s.table != nil {
 		for _, x := range []struct {
 			set string
-			dst *[]Conn
+			dst *[]apiv1.EgressConn
 		}{{setSeen, &rep.Allowed}, {setRefused, &rep.Refused}, {setUnlisted, &rep.Unlisted}} {
 			conns, err := s.table.recorded(x.set)
 			if err != nil {
@@ -91,7 +94,7 @@ func (s *Sandbox) report() (Report, error) {
 				continue
 			}
 			for _, c := range conns {
-				*x.dst = append(*x.dst, Conn{Addr: c.Addr.String(), Proto: protoName(c.Proto), Port: c.Port, Count: c.Count})
+				*x.dst = append(*x.dst, apiv1.EgressConn{Addr: c.Addr.String(), Proto: protoName(c.Proto), Port: c.Port, Count: c.Count})
 			}
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/miekg/dns"
 	"github.com/vishvananda/netlink"
 
+	"github.com/nimbus-build/nimbus/internal/apiv1"
 	"github.com/nimbus-build/nimbus/internal/netpolicy/netpolicytest"
 )
 
@@ -248,7 +249,7 @@ func TestAllowListEnforcedInDataPlane(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Mode != ModeAllowList {
+	if rep.Mode != string(ModeAllowList) {
 		t.Errorf("report mode %q", rep.Mode)
 	}
 	if !hasConn(rep.Allowed, netpolicytest.Public.String(), 80) || !hasConn(rep.Refused, netpolicytest.Metadata.String(), 80) ||
@@ -263,7 +264,7 @@ func TestAllowListEnforcedInDataPlane(t *testing.T) {
 	}
 }
 
-func hasConn(cs []Conn, addr string, port uint16) bool {
+func hasConn(cs []apiv1.EgressConn, addr string, port uint16) bool {
 	for _, c := range cs {
 		if c.Addr == addr && c.Port == port {
 			return true
@@ -272,7 +273,7 @@ func hasConn(cs []Conn, addr string, port uint16) bool {
 	return false
 }
 
-func hasName(ns []NameRecord, name, verdict string) bool {
+func hasName(ns []apiv1.EgressName, name, verdict string) bool {
 	for _, n := range ns {
 		if n.Name == name && n.Verdict == verdict {
 			return true
