@@ -12,7 +12,9 @@ import (
 	"github.com/nimbus-build/nimbus/internal/cache"
 	"github.com/nimbus-build/nimbus/internal/config"
 	"github.com/nimbus-build/nimbus/internal/jobs"
+	"github.com/nimbus-build/nimbus/internal/egress"
 	"github.com/nimbus-build/nimbus/internal/logs"
+	"github.com/nimbus-build/nimbus/internal/netpolicy"
 	"github.com/nimbus-build/nimbus/internal/sessions"
 )
 
@@ -51,6 +53,13 @@ type ServerConfig struct {
 	CacheQuotaSoft  int64
 	CacheQuotaHard  int64
 	CacheS3         cache.S3Config
+
+	// Egress policy of jobs: a rules file, or for API jobs a mode and an
+	// allow-list given as flags.
+	EgressPolicyFile string
+	EgressMode       string
+	EgressAllow      []string
+	egressRules      egress.Rules
 
 	GitHubAppID         int64
 	GitHubClientID      string
@@ -106,6 +115,9 @@ func (c *ServerConfig) Register(s *config.Set) {
 	s.StringVar(&c.CacheS3.AccessKeyID, "cache-s3-access-key-id", "", "S3 access key id")
 	s.StringVar(&c.CacheS3.SecretAccessKey, "cache-s3-secret-access-key", "", "S3 secret key: set it as NIMBUS_CACHE_S3_SECRET_ACCESS_KEY or in the config file, not on the command line")
 	s.BoolVar(&c.CacheS3.PathStyle, "cache-s3-path-style", false, "address the bucket in the URL path (MinIO, versitygw) rather than the host name")
+	s.StringVar(&c.EgressPolicyFile, "egress-policy-file", "", "YAML rules giving jobs their egress policy by org, label and source (see docs/sandbox-network.md)")
+	s.StringVar(&c.EgressMode, "egress-mode", "", "egress mode of API jobs: offline (default: the platform's caches only), allow-list or audit; overrides the rules file's default")
+	s.Var(config.ListValue{List: &c.EgressAllow}, "egress-allow", "names (example.com, *.example.com) and CIDRs API jobs may reach; added to the rules file's default")
 	s.Int64Var(&c.GitHubAppID, "github-app-id", 0, "GitHub App id (JIT runner configs are minted with it)")
 	s.StringVar(&c.GitHubClientID, "github-client-id", "", "GitHub App client id (used as the JWT issuer when set)")
 	s.StringVar(&c.GitHubAppKeyFile, "github-app-key-file", "", "GitHub App private key (PEM); stored sealed in the database, so later starts need no file")
@@ -127,6 +139,24 @@ func (c *ServerConfig) Validate() error {
 	}
 	if c.CacheDir == "" {
 		c.CacheDir = filepath.Join(c.DataDir, "cache")
+	}
+	if c.EgressPolicyFile != "" {
+		r, err := egress.LoadRules(c.EgressPolicyFile)
+		if err != nil {
+			return fmt.Errorf("egress-policy-file: %w", err)
+		}
+		c.egressRules = r
+	}
+	if c.EgressMode != "" {
+		m, err := netpolicy.ParseMode(c.EgressMode)
+		if err != nil {
+			return fmt.Errorf("egress-mode: %w", err)
+		}
+		c.egressRules.Default.Mode = m
+	}
+	c.egressRules.Default.Allow = append(c.egressRules.Default.Allow, c.EgressAllow...)
+	if err := c.egressRules.Validate(); err != nil {
+		return fmt.Errorf("egress-allow: %w", err)
 	}
 	if c.CacheQuotaHard != 0 && c.CacheQuotaSoft > c.CacheQuotaHard {
 		return fmt.Errorf("cache-org-soft-quota %d is above cache-org-hard-quota %d", c.CacheQuotaSoft, c.CacheQuotaHard)

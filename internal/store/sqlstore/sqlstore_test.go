@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/nimbus-build/nimbus/internal/egress/egresstest"
 	"github.com/nimbus-build/nimbus/internal/logs/logstest"
 	"github.com/nimbus-build/nimbus/internal/store"
 	"github.com/nimbus-build/nimbus/internal/store/sqlstore"
@@ -24,6 +25,17 @@ func TestLogsConformance(t *testing.T) {
 			logstest.Run(t, func(t *testing.T) logstest.Env {
 				db := storetest.Open(t, engine)
 				return logstest.Env{Store: db.Logs(), NewJob: func(t *testing.T, org string) string { return storetest.NewJob(t, db, org) }}
+			})
+		})
+	}
+}
+
+func TestEgressConformance(t *testing.T) {
+	for _, engine := range storetest.Engines {
+		t.Run(engine, func(t *testing.T) {
+			egresstest.Run(t, func(t *testing.T) egresstest.Env {
+				db := storetest.Open(t, engine)
+				return egresstest.Env{Store: db.Egress(), NewJob: func(t *testing.T, org string) string { return storetest.NewJob(t, db, org) }}
 			})
 		})
 	}

@@ -1,4 +1,4 @@
-package netpolicy
+package egress
 
 import (
 	"bytes"
@@ -11,7 +11,11 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/nimbus-build/nimbus/internal/apiv1"
+	"github.com/nimbus-build/nimbus/internal/netpolicy"
 )
+
+// Mode is an egress mode (offline, allow-list, audit).
+type Mode = netpolicy.Mode
 
 // GitHubAllow is the built-in allow-list of GitHub jobs: what the Actions
 // runner and the common actions need (the runner's service and results
@@ -110,11 +114,11 @@ func ParseRules(data []byte) (Rules, error) {
 func (r Rules) Validate() error {
 	check := func(where string, m Mode, allow []string) error {
 		if m != "" {
-			if _, err := ParseMode(string(m)); err != nil {
+			if _, err := netpolicy.ParseMode(string(m)); err != nil {
 				return fmt.Errorf("%s: %w", where, err)
 			}
 		}
-		if err := (Policy{Mode: ModeAllowList, Allow: allow}).Validate(); err != nil {
+		if err := (netpolicy.Policy{Mode: netpolicy.ModeAllowList, Allow: allow}).Validate(); err != nil {
 			return fmt.Errorf("%s: %w", where, err)
 		}
 		return nil
@@ -150,7 +154,7 @@ type JobFacts struct {
 func (r Rules) For(j JobFacts) apiv1.EgressPolicy {
 	var p apiv1.EgressPolicy
 	if j.Source == SourceGitHub {
-		p.Mode = string(ModeAllowList)
+		p.Mode = string(netpolicy.ModeAllowList)
 		if r.GitHub.Mode != "" {
 			p.Mode = string(r.GitHub.Mode)
 		}
@@ -159,7 +163,7 @@ func (r Rules) For(j JobFacts) apiv1.EgressPolicy {
 		}
 		p.Allow = append(p.Allow, r.GitHub.Allow...)
 	} else {
-		p.Mode = string(ModeOffline)
+		p.Mode = string(netpolicy.ModeOffline)
 		if r.Default.Mode != "" {
 			p.Mode = string(r.Default.Mode)
 		}
