@@ -7,6 +7,7 @@ import (
 
 	"github.com/nimbus-build/nimbus/internal/apiv1"
 	"github.com/nimbus-build/nimbus/internal/auth"
+	"github.com/nimbus-build/nimbus/internal/egress"
 	"github.com/nimbus-build/nimbus/internal/fleet"
 	"github.com/nimbus-build/nimbus/internal/ids"
 	"github.com/nimbus-build/nimbus/internal/jobs"
@@ -114,12 +115,21 @@ func (s *Server) lease(w http.ResponseWriter, r *http.Request, a store.Agent) er
 	if l.JITConfig != "" {
 		out.Runner = &apiv1.RunnerLease{Name: l.RunnerName, JITConfig: l.JITConfig, Labels: l.Job.Labels}
 	}
-	if s.JobEnv != nil {
-		env, err := s.JobEnv(r.Context(), l.Job)
+	if s.JobAccess != nil {
+		acc, err := s.JobAccess(r.Context(), l.Job)
 		if err != nil {
 			s.log.Warn("job environment", "job_id", l.Job.ID, "err", err)
 		}
-		out.Env = env
+		out.Env, out.Cache = acc.Env, acc.Cache
+	}
+	if s.Egress != nil {
+		p, err := s.Egress.Lease(r.Context(), l.Job, "agent:"+a.ID)
+		if err != nil {
+			// The job is leased already: fail closed, the platform only.
+			s.log.Error("egress policy; the job runs offline", "job_id", l.Job.ID, "err", err)
+			p = apiv1.EgressPolicy{Mode: "offline"}
+		}
+		out.Egress = &p
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
@@ -222,9 +232,20 @@ func (s *Server) completeJob(w http.ResponseWriter, r *http.Request, a store.Age
 	if len(req.Reason) > 4096 {
 		return badRequest("reason: at most 4096 bytes")
 	}
+	if req.Egress != nil {
+		if err := egress.ValidateReport(*req.Egress); err != nil {
+			return badRequest("egress: %v", err)
+		}
+	}
 	j, err := s.Jobs.Complete(r.Context(), a, id, req.Fence, store.Outcome{State: st, ExitCode: req.ExitCode, Reason: req.Reason})
 	if err != nil {
 		return err
+	}
+	if req.Egress != nil && s.Egress != nil {
+		// The completion stands whatever happens to its report.
+		if err := s.Egress.Report(r.Context(), j.OrgID, j.ID, *req.Egress); err != nil {
+			s.log.Warn("store egress report", "job_id", j.ID, "err", err)
+		}
 	}
 	writeJSON(w, http.StatusOK, jobJSON(j))
 	return nil

@@ -3,6 +3,7 @@ package api
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strconv"
 	"strings"
@@ -59,7 +60,49 @@ func (s *Server) getJob(w http.ResponseWriter, r *http.Request, p auth.Principal
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, jobJSON(j))
+	out := jobJSON(j)
+	if s.Egress != nil {
+		rec, err := s.Egress.Get(r.Context(), p.Org, id)
+		switch {
+		case err == nil:
+			out.Egress = &apiv1.JobEgress{Policy: rec.Policy, Report: rec.Report}
+		case !errors.Is(err, store.ErrNotFound):
+			return err
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// suggestEgress proposes an allow-list for the org's jobs with a label,
+// from their egress reports of the last days (default 7).
+func (s *Server) suggestEgress(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	if s.Egress == nil {
+		return notFound("egress reports are not kept by this server")
+	}
+	q := r.URL.Query()
+	days := 7
+	if d := q.Get("days"); d != "" {
+		n, err := strconv.Atoi(d)
+		if err != nil || n < 1 || n > 90 {
+			return badRequest("days: must be 1-90")
+		}
+		days = n
+	}
+	label := q.Get("label")
+	if len(label) > 256 {
+		return badRequest("label: at most 256 bytes")
+	}
+	since := s.Now().Add(-time.Duration(days) * 24 * time.Hour)
+	sug, err := s.Egress.Suggest(r.Context(), p.Org, label, since)
+	if err != nil {
+		return err
+	}
+	out := apiv1.EgressSuggestion{Label: sug.Label, Since: sug.Since, Jobs: sug.Jobs, Allow: []apiv1.EgressSuggestedEntry{}}
+	for _, e := range sug.Allow {
+		out.Allow = append(out.Allow, apiv1.EgressSuggestedEntry{Entry: e.Entry, Jobs: e.Jobs, Count: e.Count, Listed: e.Listed})
+	}
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/nimbus-build/nimbus/internal/apiv1"
 	"github.com/nimbus-build/nimbus/internal/audit"
 	"github.com/nimbus-build/nimbus/internal/auth"
+	"github.com/nimbus-build/nimbus/internal/egress"
 	"github.com/nimbus-build/nimbus/internal/fleet"
 	"github.com/nimbus-build/nimbus/internal/jobs"
 	"github.com/nimbus-build/nimbus/internal/logs"
@@ -46,9 +47,12 @@ type Options struct {
 	// Gatherer serves /metrics.
 	Gatherer prometheus.Gatherer
 	Logger   *slog.Logger
-	// JobEnv returns environment variables added to a leased job (the
-	// cache endpoints and a job-scoped credential); nil adds none.
-	JobEnv func(ctx context.Context, j store.Job) (map[string]string, error)
+	// JobAccess returns what a leased job is given besides its spec (the
+	// cache endpoints and a job-scoped credential); nil gives nothing.
+	JobAccess func(ctx context.Context, j store.Job) (JobAccess, error)
+	// Egress decides leased jobs' network policies and keeps their
+	// reports; nil: leases carry no policy (agents apply their default).
+	Egress *egress.Service
 	// Sessions is remote Bazel's session broker, CA its certificate
 	// authority; nil: remote Bazel is off.
 	Sessions *sessions.Broker
@@ -59,6 +63,15 @@ type Options struct {
 	// Extra routes mounted on the same server (the cache's HTTP API).
 	Mounts map[string]http.Handler
 	Now    func() time.Time
+}
+
+// JobAccess is what a leased job is given besides its spec.
+type JobAccess struct {
+	// Env is added to the job's environment.
+	Env map[string]string
+	// Cache is the job's access to the caches, for an agent that forwards
+	// them into the sandbox.
+	Cache *apiv1.CacheAccess
 }
 
 // Server is the HTTP API.
@@ -95,12 +108,13 @@ func (s *Server) handlers() map[string]any {
 		apiv1.RouteMetrics.Pattern():       handler(s.metrics),
 		apiv1.RouteGitHubWebhook.Pattern(): handler(s.githubWebhook),
 
-		apiv1.RouteWhoami.Pattern():    userHandler(s.whoami),
-		apiv1.RouteSubmitJob.Pattern(): userHandler(s.submitJob),
-		apiv1.RouteListJobs.Pattern():  userHandler(s.listJobs),
-		apiv1.RouteGetJob.Pattern():    userHandler(s.getJob),
-		apiv1.RouteCancelJob.Pattern(): userHandler(s.cancelJob),
-		apiv1.RouteJobLogs.Pattern():   userHandler(s.jobLogs),
+		apiv1.RouteWhoami.Pattern():        userHandler(s.whoami),
+		apiv1.RouteSubmitJob.Pattern():     userHandler(s.submitJob),
+		apiv1.RouteListJobs.Pattern():      userHandler(s.listJobs),
+		apiv1.RouteGetJob.Pattern():        userHandler(s.getJob),
+		apiv1.RouteCancelJob.Pattern():     userHandler(s.cancelJob),
+		apiv1.RouteJobLogs.Pattern():       userHandler(s.jobLogs),
+		apiv1.RouteEgressSuggest.Pattern(): userHandler(s.suggestEgress),
 
 		apiv1.RouteCreateJoinToken.Pattern():      userHandler(s.createJoinToken),
 		apiv1.RouteListAgents.Pattern():           userHandler(s.listAgents),

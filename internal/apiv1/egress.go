@@ -1,6 +1,9 @@
 package apiv1
 
-import "strings"
+import (
+	"strings"
+	"time"
+)
 
 // EgressPolicy is a job's network policy, decided by the control plane and
 // enforced by the agent in the sandbox's data plane.
@@ -120,4 +123,29 @@ func CacheEnv(baseURL, grpcURL, token string) map[string]string {
 		"NIMBUS_CACHE_TOKEN":       token,
 		"NIMBUS_BAZEL_FLAGS":       "--remote_cache=" + remote + " --remote_header=Authorization=Bearer " + token,
 	}
+}
+
+// JobEgress is a job's network as GET /api/v1/jobs/{id} shows it: the
+// policy it was (last) leased with and, once it finished, its report.
+type JobEgress struct {
+	Policy EgressPolicy  `json:"policy"`
+	Report *EgressReport `json:"report,omitempty"`
+}
+
+// EgressSuggestion answers GET /api/v1/egress/suggest?label=L&days=N: an
+// allow-list proposed from the reports of the org's jobs labelled L.
+type EgressSuggestion struct {
+	Label string                 `json:"label,omitempty"`
+	Since time.Time              `json:"since"`
+	Jobs  int                    `json:"jobs"`
+	Allow []EgressSuggestedEntry `json:"allow"`
+}
+
+// EgressSuggestedEntry is one proposed allow-list entry: how many of the
+// jobs needed it, how often, and whether their policy allowed it already.
+type EgressSuggestedEntry struct {
+	Entry  string `json:"entry"`
+	Jobs   int    `json:"jobs"`
+	Count  int    `json:"count"`
+	Listed bool   `json:"listed,omitempty"`
 }

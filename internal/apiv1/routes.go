@@ -78,6 +78,8 @@ var (
 	RouteGetJob    = Route{Method: "GET", Path: "/api/v1/jobs/{id}", Auth: AuthUser, Action: "jobs.read"}
 	RouteCancelJob = Route{Method: "POST", Path: "/api/v1/jobs/{id}/cancel", Auth: AuthUser, Action: "jobs.cancel"}
 	RouteJobLogs   = Route{Method: "GET", Path: "/api/v1/jobs/{id}/logs", Auth: AuthUser, Action: "logs.read"}
+	// RouteEgressSuggest reads jobs' egress reports, hence jobs.read.
+	RouteEgressSuggest = Route{Method: "GET", Path: "/api/v1/egress/suggest", Auth: AuthUser, Action: "jobs.read"}
 
 	RouteCreateJoinToken = Route{Method: "POST", Path: "/api/v1/agents/join-tokens", Auth: AuthUser, Action: "agents.create_join_token"}
 	RouteListAgents      = Route{Method: "GET", Path: "/api/v1/agents", Auth: AuthUser, Action: "agents.read"}
@@ -125,7 +127,7 @@ var (
 // Routes is every route of the API.
 var Routes = []Route{
 	RouteHealthz, RouteReadyz, RouteMetrics, RouteGitHubWebhook,
-	RouteWhoami, RouteSubmitJob, RouteListJobs, RouteGetJob, RouteCancelJob, RouteJobLogs,
+	RouteWhoami, RouteSubmitJob, RouteListJobs, RouteGetJob, RouteCancelJob, RouteJobLogs, RouteEgressSuggest,
 	RouteCreateJoinToken, RouteListAgents, RouteDisableAgent,
 	RouteCreateToken, RouteListTokens, RouteRevokeToken,
 	RouteListOrgs, RouteCreateOrg, RouteLinkOrg,

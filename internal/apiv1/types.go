@@ -36,11 +36,13 @@ type Job struct {
 	ExitCode        *int              `json:"exit_code,omitempty"`
 	Reason          string            `json:"reason,omitempty"`
 	CreatedBy       string            `json:"created_by,omitempty"`
-	CreatedAt       time.Time         `json:"created_at"`
-	NotBefore       time.Time         `json:"not_before"`
-	StartedAt       time.Time         `json:"started_at,omitzero"`
-	FinishedAt      time.Time         `json:"finished_at,omitzero"`
-	GitHub          *GitHubJob        `json:"github,omitempty"`
+	// Egress is set by GET /api/v1/jobs/{id} for a job that had a network.
+	Egress     *JobEgress `json:"egress,omitempty"`
+	CreatedAt  time.Time  `json:"created_at"`
+	NotBefore  time.Time  `json:"not_before"`
+	StartedAt  time.Time  `json:"started_at,omitzero"`
+	FinishedAt time.Time  `json:"finished_at,omitzero"`
+	GitHub     *GitHubJob `json:"github,omitempty"`
 }
 
 // GitHubJob is the GitHub side of a job made from a webhook.

@@ -18,9 +18,11 @@ import (
 
 	"github.com/nimbus-build/nimbus/internal/admin"
 	"github.com/nimbus-build/nimbus/internal/api"
+	"github.com/nimbus-build/nimbus/internal/apiv1"
 	"github.com/nimbus-build/nimbus/internal/auth"
 	"github.com/nimbus-build/nimbus/internal/cache"
 	"github.com/nimbus-build/nimbus/internal/cache/actionscache"
+	"github.com/nimbus-build/nimbus/internal/egress"
 	"github.com/nimbus-build/nimbus/internal/fleet"
 	"github.com/nimbus-build/nimbus/internal/github"
 	"github.com/nimbus-build/nimbus/internal/jobs"
@@ -180,7 +182,8 @@ func (cp *ControlPlane) build(ctx context.Context, sealer *auth.Sealer) error {
 		Admin:   admin.New(admin.Options{Store: cp.Store, Policy: pol, Keyring: ring, Secrets: sec, Logger: cp.log}),
 		Keyring: ring, Policy: pol, Sessions: cp.Sessions, CA: ca,
 		RBSRequireClientCert: c.RBSRequireClientCert,
-		Secrets:              sec, Gatherer: cp.Registry, Logger: cp.log, JobEnv: cp.jobEnv,
+		Secrets:              sec, Gatherer: cp.Registry, Logger: cp.log, JobAccess: cp.jobAccess,
+		Egress: egress.New(cp.Store.Egress(), cp.Store.Audit(), c.egressRules, cp.log),
 		Mounts: map[string]http.Handler{
 			cache.BazelHTTPPrefix: cp.Cache.Handler(), actionscache.Prefix: cp.Cache.Handler(), actionscache.TwirpPrefix: cp.Cache.Handler(),
 		},
@@ -221,10 +224,11 @@ func (cp *ControlPlane) githubApp(ctx context.Context, sec *secrets.Store) (jobs
 	return jobs.GitHubRunnerMinter{App: app, RunnerGroupID: c.GitHubRunnerGroupID}, nil
 }
 
-// jobEnv is what a leased job gets to use the build cache without setup:
-// the endpoints and a credential scoped to this job and the cache, valid
-// for the job's run time.
-func (cp *ControlPlane) jobEnv(ctx context.Context, j store.Job) (map[string]string, error) {
+// jobAccess is what a leased job is given to use the build cache without
+// setup: the endpoints and a credential scoped to this job and the cache,
+// valid for the job's run time. An agent with sandbox networks forwards
+// the endpoints into the sandbox and points the environment there.
+func (cp *ControlPlane) jobAccess(ctx context.Context, j store.Job) (api.JobAccess, error) {
 	scopes := []string{"cache.read", "cache.write"}
 	if gh := j.GitHub; gh != nil && gh.HeadBranch != "" {
 		scopes = append(scopes, "cache.ref=refs/heads/"+gh.HeadBranch)
@@ -235,13 +239,16 @@ func (cp *ControlPlane) jobEnv(ctx context.Context, j store.Job) (map[string]str
 	}
 	tok, err := cp.Keyring.Sign(auth.Claims{Kind: auth.KindJob, Subject: j.ID, Org: j.OrgID, Scopes: scopes}, ttl)
 	if err != nil {
-		return nil, err
+		return api.JobAccess{}, err
 	}
 	grpcURL := ""
 	if cp.grpcAddr != "" {
 		grpcURL = "grpc://" + cp.grpcAddr
 	}
-	return cache.JobEnv(cp.Config.PublicURL, grpcURL, tok), nil
+	return api.JobAccess{
+		Env:   cache.JobEnv(cp.Config.PublicURL, grpcURL, tok),
+		Cache: &apiv1.CacheAccess{Token: tok, GRPC: cp.grpcAddr},
+	}, nil
 }
 
 // Serve serves the API on ln (and the cache's gRPC API on its own

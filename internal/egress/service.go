@@ -74,7 +74,7 @@ func (s *Service) Lease(ctx context.Context, j store.Job, actor string) (apiv1.E
 
 // Report stores what a finished job did on the network.
 func (s *Service) Report(ctx context.Context, org, job string, r apiv1.EgressReport) error {
-	if err := validReport(r); err != nil {
+	if err := ValidateReport(r); err != nil {
 		return err
 	}
 	return s.store.SetReport(ctx, org, job, r, s.now())
@@ -86,7 +86,9 @@ func (s *Service) Get(ctx context.Context, org, job string) (Record, error) {
 	return s.store.Get(ctx, org, job)
 }
 
-func validReport(r apiv1.EgressReport) error {
+// ValidateReport checks a report against the document's bounds (errors
+// wrap ErrInvalid).
+func ValidateReport(r apiv1.EgressReport) error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...)
 	}

@@ -41,9 +41,9 @@ var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 var (
 	policy = apiv1.EgressPolicy{Mode: "allow-list", Allow: []string{"example.com", "10.0.0.0/8"}}
 	report = apiv1.EgressReport{Mode: "allow-list", Allow: []string{"example.com"},
-		Names:   []apiv1.EgressName{{Name: "example.com", Type: "A", Verdict: "allowed", Count: 2, Answers: []string{"192.0.2.1"}}},
-		Allowed: []apiv1.EgressConn{{Addr: "192.0.2.1", Proto: "tcp", Port: 443, Count: 3}},
-		Refused: []apiv1.EgressConn{{Addr: "169.254.169.254", Proto: "tcp", Port: 80, Count: 1}},
+		Names:    []apiv1.EgressName{{Name: "example.com", Type: "A", Verdict: "allowed", Count: 2, Answers: []string{"192.0.2.1"}}},
+		Allowed:  []apiv1.EgressConn{{Addr: "192.0.2.1", Proto: "tcp", Port: 443, Count: 3}},
+		Refused:  []apiv1.EgressConn{{Addr: "169.254.169.254", Proto: "tcp", Port: 80, Count: 1}},
 		BytesOut: 100, BytesIn: 2000}
 )
 
