@@ -146,6 +146,15 @@ func (c *AgentConfig) Validate(standalone bool) error {
 			return fmt.Errorf("%s: %w", flag, err)
 		}
 	}
+	if c.SandboxSubnet4 == "" {
+		c.SandboxSubnet4 = netpolicy.DefaultSubnet4.String()
+	}
+	if c.SandboxSubnet6 == "" {
+		c.SandboxSubnet6 = netpolicy.DefaultSubnet6.String()
+	}
+	if c.DefaultEgress == "" {
+		c.DefaultEgress = string(netpolicy.ModeOffline)
+	}
 	for _, p := range []struct{ flag, v string }{{"sandbox-subnet4", c.SandboxSubnet4}, {"sandbox-subnet6", c.SandboxSubnet6}} {
 		if _, err := netip.ParsePrefix(p.v); err != nil {
 			return fmt.Errorf("%s: %v", p.flag, err)

@@ -183,7 +183,7 @@ func (cp *ControlPlane) build(ctx context.Context, sealer *auth.Sealer) error {
 		Keyring: ring, Policy: pol, Sessions: cp.Sessions, CA: ca,
 		RBSRequireClientCert: c.RBSRequireClientCert,
 		Secrets:              sec, Gatherer: cp.Registry, Logger: cp.log, JobAccess: cp.jobAccess,
-		Egress: egress.New(cp.Store.Egress(), cp.Store.Audit(), c.egressRules, cp.log),
+		Egress: egress.New(cp.Store.Egress(), cp.Store, c.egressRules, cp.log),
 		Mounts: map[string]http.Handler{
 			cache.BazelHTTPPrefix: cp.Cache.Handler(), actionscache.Prefix: cp.Cache.Handler(), actionscache.TwirpPrefix: cp.Cache.Handler(),
 		},

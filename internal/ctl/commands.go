@@ -53,6 +53,7 @@ func commands() []command {
 			fs.Bool("all", false, "include ended sessions")
 		}, run: sessionsList},
 		{name: "sessions stop", args: "SESSION", help: "Stop a remote Bazel session (its Bazel server on the agent).", run: sessionsStop},
+		egressCommand(),
 	}
 }
 
@@ -187,6 +188,9 @@ func jobsShow(e *env, g *globals, fs *flag.FlagSet) error {
 		row("GitHub status", strings.TrimSpace(gh.Status+" "+gh.Conclusion))
 		row("Runner", gh.RunnerName)
 		row("Nimbus runner", gh.NimbusRunner)
+	}
+	if j.Egress != nil {
+		printEgress(tw, j.Egress)
 	}
 	return tw.Flush()
 }

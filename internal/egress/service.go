@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/nimbus-build/nimbus/internal/apiv1"
+	"github.com/nimbus-build/nimbus/internal/audit"
 	"github.com/nimbus-build/nimbus/internal/netpolicy"
 	"github.com/nimbus-build/nimbus/internal/store"
 )
@@ -37,19 +38,15 @@ const (
 // Service decides, records and reports jobs' egress.
 type Service struct {
 	store Store
-	audit store.Audit
+	audit *audit.Log
 	rules Rules
-	log   *slog.Logger
 	now   func() time.Time
 }
 
-// New returns a Service. audit receives one entry per lease with the
-// policy in force.
-func New(s Store, audit store.Audit, rules Rules, log *slog.Logger) *Service {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	return &Service{store: s, audit: audit, rules: rules, log: log.With("component", "egress"), now: time.Now}
+// New returns a Service keeping records in s, with one audit entry in
+// st's log per lease (the policy in force).
+func New(s Store, st store.Store, rules Rules, log *slog.Logger) *Service {
+	return &Service{store: s, audit: audit.New(st, nil, log), rules: rules, now: time.Now}
 }
 
 // Lease decides the policy of a job being leased, records it with the
@@ -67,9 +64,11 @@ func (s *Service) Lease(ctx context.Context, j store.Job, actor string) (apiv1.E
 	if len(allow) > 2000 {
 		allow = allow[:2000] + " …"
 	}
-	err := s.audit.Append(ctx, store.AuditEntry{At: now, OrgID: j.OrgID, Actor: actor, Action: "job.egress_policy", Target: j.ID,
+	// The policy is recorded with the job above: its audit entry is the
+	// record of a decision made (best effort, like other such events).
+	s.audit.Record(ctx, store.AuditEntry{At: now, OrgID: j.OrgID, Actor: actor, Action: "job.egress_policy", Target: j.ID,
 		Detail: map[string]string{"mode": p.Mode, "allow": allow, "fence": strconv.FormatInt(j.Fence, 10)}})
-	return p, err
+	return p, nil
 }
 
 // Report stores what a finished job did on the network.

@@ -1,0 +1,145 @@
+package app_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nimbus-build/nimbus/internal/apiv1"
+	"github.com/nimbus-build/nimbus/internal/app"
+	"github.com/nimbus-build/nimbus/internal/app/apptest"
+	"github.com/nimbus-build/nimbus/internal/netpolicy/netpolicytest"
+)
+
+// networkScript runs in the job, in bash: /dev/tcp goes through the
+// sandbox's resolver (glibc, /etc/resolv.conf) and its nftables table.
+const networkScript = `
+get() { # host port path label
+	if exec 3<>"/dev/tcp/$1/$2"; then
+		printf 'GET %s HTTP/1.0\r\nHost: %s\r\n\r\n' "$3" "$1" >&3
+		resp=$(cat <&3 | tr -d '\r')
+		echo "$4: $(printf '%s\n' "$resp" | head -n1) $(printf '%s\n' "$resp" | tail -n1)"
+		exec 3<&-
+	else
+		echo "$4: refused"
+	fi
+}
+echo "env: $NIMBUS_CACHE_URL $ACTIONS_RESULTS_URL"
+get allowed.test 80 / allowed
+get 169.254.169.254 80 /latest/meta-data/ metadata
+get other.test 80 / denied-name
+get 198.51.100.8 80 / raw-ip
+get nimbus.internal 80 /api/v1/jobs api-through-platform
+body='cached through the platform address'
+sha=$(printf %s "$body" | sha256sum | cut -d' ' -f1)
+exec 3<>/dev/tcp/nimbus.internal/80
+printf 'PUT /cache/cas/%s HTTP/1.0\r\nHost: nimbus.internal\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n\r\n%s' \
+	"$sha" "$NIMBUS_CACHE_TOKEN" "${#body}" "$body" >&3
+echo "cache-put: $(head -n1 <&3 | tr -d '\r')"
+exec 3<&-
+`
+
+// A job submitted through the API runs in its own network under the
+// control plane's egress rules: the allowed name works, the metadata
+// address and unlisted names and addresses do not, the platform's cache
+// is reachable at nimbus.internal with the job's token (and nothing else
+// of the control plane is), and the job's egress report is kept.
+func TestE2EJobNetwork(t *testing.T) {
+	w := netpolicytest.New(t)
+	h := apptest.Start(t, "sqlite", func(c *app.ServerConfig) {
+		c.EgressMode = "allow-list"
+		c.EgressAllow = []string{"allowed.test"}
+	})
+	h.StartAgent(t, "net", func(c *app.AgentConfig) {
+		c.SandboxNetwork = true
+		c.SandboxDNS = []string{w.DNS}
+	})
+	id := submit(t, h, "bash", "-c", networkScript)
+	j := waitJob(t, h, id, time.Minute, finished)
+	out := logs(t, h, id)
+	if j.State != "succeeded" {
+		t.Fatalf("job %s: %s\n%s", j.State, j.Reason, out)
+	}
+	want := map[string]string{
+		"env":                  "grpc://nimbus.internal:9092 http://nimbus.internal/actions-cache/",
+		"allowed":              "HTTP/1.0 200 OK hello from 198.51.100.7",
+		"metadata":             "refused",
+		"denied-name":          "refused",
+		"raw-ip":               "refused",
+		"api-through-platform": "HTTP/1.0 404 Not Found",
+		"cache-put":            "HTTP/1.0 20",
+	}
+	lines := map[string]string{}
+	for _, l := range strings.Split(out, "\n") {
+		if k, v, ok := strings.Cut(l, ": "); ok {
+			lines[k] = v
+		}
+	}
+	for k, v := range want {
+		if !strings.HasPrefix(lines[k], v) {
+			t.Errorf("%s: %q, want %q…\njob output:\n%s", k, lines[k], v, out)
+		}
+	}
+	// The blob the job wrote is in the org's cache.
+	body := "cached through the platform address"
+	sum := sha256.Sum256([]byte(body))
+	req, _ := http.NewRequest("GET", h.URL+"/cache/cas/"+hex.EncodeToString(sum[:]), nil)
+	req.Header.Set("Authorization", "Bearer "+h.OwnerToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(got) != body {
+		t.Errorf("cache GET: %d %q", resp.StatusCode, got)
+	}
+	// The job shows its policy and what it did.
+	if j.Egress == nil || j.Egress.Policy.Mode != "allow-list" || j.Egress.Report == nil {
+		t.Fatalf("job egress: %+v", j.Egress)
+	}
+	r := j.Egress.Report
+	if !hasEgressName(r.Names, "allowed.test", apiv1.VerdictAllowed) || !hasEgressName(r.Names, "other.test", apiv1.VerdictDenied) {
+		t.Errorf("report names: %+v", r.Names)
+	}
+	if !hasEgressConn(r.Refused, "169.254.169.254", 80) || !hasEgressConn(r.Allowed, "198.51.100.7", 80) {
+		t.Errorf("report connections: allowed %+v refused %+v", r.Allowed, r.Refused)
+	}
+	// The policy is in the audit log.
+	var audit apiv1.AuditList
+	if _, err := h.Owner().Do(context.Background(), "GET", "/api/v1/audit?limit=100", nil, &audit); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, e := range audit.Entries {
+		if e.Action == "job.egress_policy" && e.Target == id && e.Detail["mode"] == "allow-list" && e.Detail["allow"] == "allowed.test" {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no job.egress_policy audit entry for %s", id)
+	}
+}
+
+func hasEgressName(ns []apiv1.EgressName, name, verdict string) bool {
+	for _, n := range ns {
+		if n.Name == name && n.Verdict == verdict {
+			return true
+		}
+	}
+	return false
+}
+
+func hasEgressConn(cs []apiv1.EgressConn, addr string, port uint16) bool {
+	for _, c := range cs {
+		if c.Addr == addr && c.Port == port {
+			return true
+		}
+	}
+	return false
+}
