@@ -184,3 +184,13 @@ func (c *Client) ListSessions(ctx context.Context, all bool) ([]apiv1.Session, e
 func (c *Client) StopSession(ctx context.Context, id string) (apiv1.Session, error) {
 	return get[apiv1.Session](ctx, c, apiv1.RouteStopSession, ids(id), nil, nil)
 }
+
+// SuggestEgress proposes an allow-list from the egress reports of the
+// org's jobs with label (all jobs when empty) over the last days.
+func (c *Client) SuggestEgress(ctx context.Context, label string, days int) (apiv1.EgressSuggestion, error) {
+	v := url.Values{"days": {strconv.Itoa(days)}}
+	if label != "" {
+		v.Set("label", label)
+	}
+	return get[apiv1.EgressSuggestion](ctx, c, apiv1.RouteEgressSuggest, nil, v, nil)
+}

@@ -4,8 +4,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 
@@ -25,16 +23,12 @@ func egressSuggest(e *env, g *globals, fs *flag.FlagSet) error {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	label := flagString(fs, "label")
-	q := url.Values{"days": {strconv.FormatInt(flagInt(fs, "days"), 10)}}
-	if label != "" {
-		q.Set("label", label)
-	}
 	c, err := g.client(e)
 	if err != nil {
 		return err
 	}
-	var sug apiv1.EgressSuggestion
-	if _, err := c.Do(e.ctx, http.MethodGet, "/api/v1/egress/suggest?"+q.Encode(), nil, &sug); err != nil {
+	sug, err := c.SuggestEgress(e.ctx, label, int(flagInt(fs, "days")))
+	if err != nil {
 		return err
 	}
 	if g.json {
