@@ -38,8 +38,11 @@ const (
 // executor the sandbox is set up, and execs the job. The shell makes a
 // missing command exit 127 and a non-executable one 126, as users expect;
 // bwrap alone would exit 1 for both.
-var wrapperScript = fmt.Sprintf(`exec 2>&1 %d<&- %d>&- %d<&- %d<&- %d<&- %d<&- %d<&-; printf . >&%d || exit 125; exec %d>&-; exec "$@"`,
-	fdArgs, fdInfo, fdPasswd, fdGroup, fdSeccomp, fdResolv, fdHosts, fdStarted, fdStarted)
+//
+// fdResolv and fdHosts need no closing here: bwrap closes the descriptors
+// of --ro-bind-data once read (and dash takes only single-digit ones).
+var wrapperScript = fmt.Sprintf(`exec 2>&1 %d<&- %d>&- %d<&- %d<&- %d<&-; printf . >&%d || exit 125; exec %d>&-; exec "$@"`,
+	fdArgs, fdInfo, fdPasswd, fdGroup, fdSeccomp, fdStarted, fdStarted)
 
 // network says how a sandbox reaches the network.
 type network int

@@ -111,6 +111,7 @@ func TestNetworkRedTeam(t *testing.T) {
 	for _, c := range checks {
 		fmt.Fprintf(&script, "/nettool/nettool %s %s\n", c.label, c.cmd)
 	}
+	script.WriteString("echo \"fds: $(ls /proc/self/fd | tr '\\n' ' ')\"\n")
 	script.WriteString("ip route del default 2>&1 && echo 'route: changed' || echo 'route: refused'\n")
 	script.WriteString("ip link set eth0 down 2>&1 && echo 'link: changed' || echo 'link: refused'\n")
 	script.WriteString("nft flush ruleset 2>&1 && echo 'nft: changed' || echo 'nft: refused'\n")
@@ -154,6 +155,11 @@ func TestNetworkRedTeam(t *testing.T) {
 		if lines[k] != "refused\n" {
 			t.Errorf("%s from inside the job: %q, want refused:\n%s", k, lines[k], out)
 		}
+	}
+	// Nothing of the agent's descriptors reaches the job (ls's own
+	// directory descriptor is 3).
+	if lines["fds"] != "0 1 2 3 \n" {
+		t.Errorf("descriptors open in the job: %q", lines["fds"])
 	}
 	// Queries that carry data or ask for denied names never left.
 	if got := w.QueriesTotal() - before; got != int64(w.Queries("allowed.test")+w.Queries("v6.allowed.test")+w.Queries("rebind.allowed.test")) {
