@@ -96,7 +96,22 @@ type Redeliverer struct {
 	Now         func() time.Time
 
 	since time.Time
+	// pending are the GUIDs asked for and not yet seen attempted again:
+	// how many attempts GitHub had recorded when asked, and when. GitHub
+	// redelivers asynchronously, so the next round may come before the
+	// attempt lands; it must not ask twice.
+	pending map[string]pendingAsk
 }
+
+// pendingAsk is a redelivery asked for and not yet recorded by GitHub.
+type pendingAsk struct {
+	attempts int
+	at       time.Time
+}
+
+// pendingTTL is how long a redelivery that GitHub never recorded blocks
+// asking again.
+const pendingTTL = 10 * time.Minute
 
 // Round looks at the deliveries since the last round (with some overlap:
 // GitHub records attempts late) and asks for each failed workflow_job
@@ -154,7 +169,11 @@ func (r *Redeliverer) Round(ctx context.Context) (int, error) {
 	for _, guid := range order {
 		g := guids[guid]
 		if g.ok || g.attempts >= cmp.Or(r.MaxAttempts, 3) {
+			delete(r.pending, guid)
 			continue
+		}
+		if p, ok := r.pending[guid]; ok && g.attempts <= p.attempts && start.Sub(p.at) < pendingTTL {
+			continue // asked already; its attempt has not landed yet
 		}
 		if asked >= cmp.Or(r.MaxPerRound, 100) {
 			break
@@ -169,9 +188,18 @@ func (r *Redeliverer) Round(ctx context.Context) (int, error) {
 		if err := r.App.Redeliver(ctx, g.latest.ID); err != nil {
 			return asked, fmt.Errorf("redeliver %s: %w", guid, err)
 		}
+		if r.pending == nil {
+			r.pending = map[string]pendingAsk{}
+		}
+		r.pending[guid] = pendingAsk{attempts: g.attempts, at: start}
 		r.App.log.InfoContext(ctx, "asked GitHub to redeliver a failed webhook", "guid", guid, "delivery_id", g.latest.ID,
 			"action", g.latest.Action, "status", g.latest.Status)
 		asked++
+	}
+	for guid, p := range r.pending {
+		if start.Sub(p.at) >= pendingTTL {
+			delete(r.pending, guid)
+		}
 	}
 	// Next round: from a little before this one started.
 	r.since = start.Add(-5 * time.Minute)

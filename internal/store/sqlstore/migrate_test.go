@@ -2,6 +2,9 @@ package sqlstore_test
 
 import (
 	"context"
+	"os"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/nimbus-build/nimbus/internal/logs"
@@ -47,5 +50,32 @@ func TestMigrateLogsToTheirOwnTables(t *testing.T) {
 				t.Errorf("job after migrating: %v", err)
 			}
 		})
+	}
+}
+
+// Migrations are numbered 1, 2, 3… with no number used twice: two
+// branches that each add "the next" migration must be renumbered when they
+// meet, and this says so before any database does.
+func TestMigrationNumbersUnique(t *testing.T) {
+	entries, err := os.ReadDir("migrations")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[int]string{}
+	for _, e := range entries {
+		n, err := strconv.Atoi(strings.SplitN(e.Name(), "_", 2)[0])
+		if err != nil {
+			t.Errorf("%s: name must start with its number", e.Name())
+			continue
+		}
+		if other, ok := seen[n]; ok {
+			t.Errorf("migration number %d is used twice: %s and %s", n, other, e.Name())
+		}
+		seen[n] = e.Name()
+	}
+	for i := 1; i <= len(seen); i++ {
+		if _, ok := seen[i]; !ok {
+			t.Errorf("migration %d is missing: numbers must run 1..%d", i, len(seen))
+		}
 	}
 }
