@@ -239,7 +239,11 @@ func newCgroupTree(workRoot string) (cgroupTree, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cgroups: %w", err)
 	}
-	self, err := os.ReadFile("/proc/self/cgroup")
+	// The calling thread's cgroups, not /proc/self's: on cgroup v1 that is
+	// the main thread's, which may be the one a sandbox's start moved into
+	// the sandbox's cgroups for a moment. A goroutine that is not locked to
+	// its thread never runs on such a thread.
+	self, err := os.ReadFile("/proc/thread-self/cgroup")
 	if err != nil {
 		return nil, fmt.Errorf("cgroups: %w", err)
 	}
@@ -252,7 +256,12 @@ func newCgroupTree(workRoot string) (cgroupTree, error) {
 	}
 	name := groupName(workRoot)
 	if layout.v2 {
-		return newCgroupV2(layout.hier[""], layout.dirs[""], name, layout.controllers)
+		// An earlier Executor of this process may have moved it to the leaf.
+		dir := layout.dirs[""]
+		if filepath.Base(dir) == agentLeaf {
+			dir = filepath.Dir(dir)
+		}
+		return newCgroupV2(layout.hier[""], dir, name, layout.controllers)
 	}
 	return newCgroupV1(layout, name)
 }
