@@ -200,7 +200,7 @@ func (r *jobRunner) runWorkload(ctx context.Context, output io.Writer) (executor
 		spec.Network = sb
 		if c := r.lease.Cache; c != nil {
 			p := sb.Platform()
-			maps.Copy(spec.Env, apiv1.CacheEnv(p.HTTP, p.GRPC, c.Token))
+			maps.Copy(spec.Env, apiv1.CacheEnv(p.HTTP, p.GRPC, c.Token, !c.NoUploadResults))
 		}
 	}
 	r.log.Info("workload starting", "executor", r.cfg.Executor.Name())

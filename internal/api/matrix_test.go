@@ -454,3 +454,54 @@ func TestMatrixOtherRoutes(t *testing.T) {
 		t.Errorf("disabled agent: %d, want 401", got)
 	}
 }
+
+// What an org trusts to write its build cache: every role of the org reads
+// it, only admins change it, and another org never sees or changes it.
+func TestMatrixCacheTrust(t *testing.T) {
+	w := newWorld(t)
+	const path = "/api/v1/cache/trust"
+	set := apiv1.CacheTrust{UntrustedRefs: []string{"refs/heads/exp/*"}, ACWriteRefs: []string{"refs/heads/main"}}
+	for _, role := range auth.Roles {
+		c, ok := w.tokens["a"][role]
+		if !ok {
+			continue
+		}
+		if got := status(t, c, "GET", path, nil); got != http.StatusOK {
+			t.Errorf("GET by %s: %d, want 200", role, got)
+		}
+		want := http.StatusForbidden
+		if rankOf(role) >= rankOf(auth.RoleAdmin) {
+			want = http.StatusOK
+		}
+		if got := status(t, c, "POST", path, set); got != want {
+			t.Errorf("POST by %s: %d, want %d", role, got, want)
+		}
+	}
+	if got := status(t, w.agentC["a"], "GET", path, nil); got != http.StatusForbidden {
+		t.Errorf("GET by an agent: %d, want 403", got)
+	}
+	var got apiv1.CacheTrust
+	if _, err := w.tokens["a"][auth.RoleViewer].Do(context.Background(), "GET", path, nil, &got); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(got.UntrustedRefs, ",") != "refs/heads/exp/*" || strings.Join(got.ACWriteRefs, ",") != "refs/heads/main" || got.UpdatedBy == "" {
+		t.Errorf("org a reads %+v", got)
+	}
+	var other apiv1.CacheTrust
+	if _, err := w.tokens["b"][auth.RoleAdmin].Do(context.Background(), "GET", path, nil, &other); err != nil {
+		t.Fatal(err)
+	}
+	if len(other.UntrustedRefs) != 0 || strings.Join(other.ACWriteRefs, ",") != "refs/heads/*,refs/tags/*" {
+		t.Errorf("org b reads %+v, want its own defaults", other)
+	}
+	for _, bad := range []any{
+		apiv1.CacheTrust{UntrustedRefs: []string{"main"}, ACWriteRefs: []string{}},
+		apiv1.CacheTrust{UntrustedRefs: []string{}, ACWriteRefs: []string{"refs/*/x"}},
+		apiv1.CacheTrust{UntrustedRefs: []string{"refs/heads/a b"}, ACWriteRefs: []string{}},
+		map[string]any{"untrusted_refs": []string{}},
+	} {
+		if got := status(t, w.tokens["a"][auth.RoleAdmin], "POST", path, bad); got != http.StatusBadRequest {
+			t.Errorf("POST %+v: %d, want 400", bad, got)
+		}
+	}
+}

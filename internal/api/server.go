@@ -20,6 +20,7 @@ import (
 	"github.com/nimbus-build/nimbus/internal/apiv1"
 	"github.com/nimbus-build/nimbus/internal/audit"
 	"github.com/nimbus-build/nimbus/internal/auth"
+	"github.com/nimbus-build/nimbus/internal/cache/jobcred"
 	"github.com/nimbus-build/nimbus/internal/egress"
 	"github.com/nimbus-build/nimbus/internal/fleet"
 	"github.com/nimbus-build/nimbus/internal/jobs"
@@ -60,6 +61,8 @@ type Options struct {
 	// RBSRequireClientCert: remote Bazel calls must come with a user
 	// certificate of the CA (mutual TLS).
 	RBSRequireClientCert bool
+	// CacheTrust holds what each org trusts to write its build cache.
+	CacheTrust *jobcred.Settings
 	// Extra routes mounted on the same server (the cache's HTTP API).
 	Mounts map[string]http.Handler
 	Now    func() time.Time
@@ -130,6 +133,8 @@ func (s *Server) handlers() map[string]any {
 		apiv1.RouteRotateKeys.Pattern():           userHandler(s.rotateKeys),
 		apiv1.RouteRotateWebhookSecret.Pattern():  userHandler(s.rotateWebhookSecret),
 		apiv1.RouteRetireWebhookSecrets.Pattern(): userHandler(s.retireWebhookSecrets),
+		apiv1.RouteGetCacheTrust.Pattern():        userHandler(s.getCacheTrust),
+		apiv1.RouteSetCacheTrust.Pattern():        userHandler(s.setCacheTrust),
 
 		apiv1.RouteAgentEnroll.Pattern():      handler(s.enroll),
 		apiv1.RouteAgentRefresh.Pattern():     agentHandler(s.refresh),

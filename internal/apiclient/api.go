@@ -163,6 +163,17 @@ func (c *Client) RetireWebhookSecrets(ctx context.Context) (apiv1.WebhookSecret,
 	return get[apiv1.WebhookSecret](ctx, c, apiv1.RouteRetireWebhookSecrets, nil, nil, nil)
 }
 
+// CacheTrust returns what the org trusts to write its build cache.
+func (c *Client) CacheTrust(ctx context.Context) (apiv1.CacheTrust, error) {
+	return get[apiv1.CacheTrust](ctx, c, apiv1.RouteGetCacheTrust, nil, nil, nil)
+}
+
+// SetCacheTrust replaces what the org trusts to write its build cache
+// (admin).
+func (c *Client) SetCacheTrust(ctx context.Context, t apiv1.CacheTrust) (apiv1.CacheTrust, error) {
+	return get[apiv1.CacheTrust](ctx, c, apiv1.RouteSetCacheTrust, nil, nil, t)
+}
+
 // RBSCertificate asks for a user certificate over a PEM CSR, for a remote
 // Bazel proxy to present to the control plane.
 func (c *Client) RBSCertificate(ctx context.Context, csrPEM string) (apiv1.RBSRegistered, error) {

@@ -106,6 +106,11 @@ func TestTypedClient(t *testing.T) {
 	if orgs, err := owner.ListOrgs(ctx); err != nil || len(orgs) != 2 {
 		t.Errorf("orgs: %+v, %v", orgs, err)
 	}
+	ct, err := owner.SetCacheTrust(ctx, apiv1.CacheTrust{UntrustedRefs: []string{"refs/heads/exp/*"}, ACWriteRefs: []string{"refs/heads/main"}})
+	must(err)
+	if got, err := owner.CacheTrust(ctx); err != nil || strings.Join(got.ACWriteRefs, ",") != "refs/heads/main" || got.UpdatedBy != ct.UpdatedBy {
+		t.Errorf("cache trust: %+v, %v", got, err)
+	}
 	keys, err := owner.RotateKeys(ctx)
 	if err != nil || len(keys) != 2 {
 		t.Errorf("rotate keys: %d, %v", len(keys), err)

@@ -25,6 +25,9 @@ type CacheAccess struct {
 	// GRPC is host:port of the cache's gRPC API as the agent reaches it;
 	// empty when the control plane serves none.
 	GRPC string `json:"grpc,omitempty"`
+	// NoUploadResults: the credential may not write the Bazel action
+	// cache, so Bazel is told not to upload results (CacheEnv).
+	NoUploadResults bool `json:"no_upload_results,omitempty"`
 }
 
 // PlatformPaths are the control plane's HTTP path prefixes a job may reach
@@ -106,11 +109,17 @@ const (
 // Bazel reads no environment variable for its cache, so NIMBUS_BAZEL_FLAGS
 // carries the flags; the job's setup appends them to a bazelrc, e.g.
 // `echo "build $NIMBUS_BAZEL_FLAGS" >> ~/.bazelrc`.
-func CacheEnv(baseURL, grpcURL, token string) map[string]string {
+func CacheEnv(baseURL, grpcURL, token string, uploadResults bool) map[string]string {
 	base := strings.TrimSuffix(baseURL, "/")
 	remote := grpcURL
 	if remote == "" {
 		remote = base + "/cache"
+	}
+	flags := "--remote_cache=" + remote + " --remote_header=Authorization=Bearer " + token
+	if !uploadResults {
+		// Bazel refuses to start against a cache that says it takes no
+		// results, unless told not to upload them.
+		flags += " --remote_upload_local_results=false"
 	}
 	return map[string]string{
 		// actions/cache: v1 reads ACTIONS_CACHE_URL, v2 ACTIONS_RESULTS_URL
@@ -121,7 +130,7 @@ func CacheEnv(baseURL, grpcURL, token string) map[string]string {
 		"ACTIONS_CACHE_SERVICE_V2": "true",
 		"NIMBUS_CACHE_URL":         remote,
 		"NIMBUS_CACHE_TOKEN":       token,
-		"NIMBUS_BAZEL_FLAGS":       "--remote_cache=" + remote + " --remote_header=Authorization=Bearer " + token,
+		"NIMBUS_BAZEL_FLAGS":       flags,
 	}
 }
 

@@ -100,6 +100,9 @@ var (
 	RouteRotateWebhookSecret  = Route{Method: "POST", Path: "/api/v1/webhook-secrets/rotate", Auth: AuthUser, Action: "keys.rotate"}
 	RouteRetireWebhookSecrets = Route{Method: "POST", Path: "/api/v1/webhook-secrets/retire", Auth: AuthUser, Action: "keys.rotate"}
 
+	RouteGetCacheTrust = Route{Method: "GET", Path: "/api/v1/cache/trust", Auth: AuthUser, Action: "cache.trust.read"}
+	RouteSetCacheTrust = Route{Method: "POST", Path: "/api/v1/cache/trust", Auth: AuthUser, Action: "cache.trust.write"}
+
 	// Remote Bazel. The sessions:get and per-session routes are the
 	// proxy's (internal/rbs/sessionapi); {action} is "<session id>:heartbeat"
 	// or "<session id>:release".
@@ -132,6 +135,7 @@ var Routes = []Route{
 	RouteCreateToken, RouteListTokens, RouteRevokeToken,
 	RouteListOrgs, RouteCreateOrg, RouteLinkOrg,
 	RouteListAudit, RouteListKeys, RouteRotateKeys, RouteRotateWebhookSecret, RouteRetireWebhookSecrets,
+	RouteGetCacheTrust, RouteSetCacheTrust,
 	RouteRBSCertificate, RouteRBSGetServer, RouteRBSSession, RouteListSessions, RouteStopSession,
 	RouteAgentEnroll, RouteAgentRefresh, RouteAgentRegister, RouteAgentLease, RouteAgentSync,
 	RouteAgentStartJob, RouteAgentJobLogs, RouteAgentCompleteJob,

@@ -172,6 +172,21 @@ type AuditEntry struct {
 	Detail map[string]string `json:"detail,omitempty"`
 }
 
+// CacheTrust is what an org trusts to write its build cache: the answer
+// to GET /api/v1/cache/trust, and the body of POST /api/v1/cache/trust
+// (which replaces both lists). A pattern is a full ref (refs/heads/main)
+// or a prefix ending in "*" (refs/heads/release/*).
+type CacheTrust struct {
+	// UntrustedRefs: jobs for these refs get read-only cache credentials
+	// (as pull requests from forks always do).
+	UntrustedRefs []string `json:"untrusted_refs"`
+	// ACWriteRefs: trusted jobs for these refs may write the Bazel action
+	// cache.
+	ACWriteRefs []string  `json:"ac_write_refs"`
+	UpdatedBy   string    `json:"updated_by,omitempty"`
+	UpdatedAt   time.Time `json:"updated_at,omitzero"`
+}
+
 // AuditList answers GET /api/v1/audit.
 type AuditList struct {
 	Entries []AuditEntry `json:"entries"`

@@ -22,6 +22,7 @@ import (
 	"github.com/nimbus-build/nimbus/internal/auth"
 	"github.com/nimbus-build/nimbus/internal/cache"
 	"github.com/nimbus-build/nimbus/internal/cache/actionscache"
+	"github.com/nimbus-build/nimbus/internal/cache/jobcred"
 	"github.com/nimbus-build/nimbus/internal/egress"
 	"github.com/nimbus-build/nimbus/internal/fleet"
 	"github.com/nimbus-build/nimbus/internal/github"
@@ -58,6 +59,7 @@ type ControlPlane struct {
 	// PostgreSQL.
 	jobsWake, sessionsWake *notify.Notifier
 	ghApp                  *github.App // nil without a GitHub App
+	jobCreds               *jobcred.Minter
 }
 
 // Option adjusts how a control plane is built.
@@ -149,6 +151,11 @@ func (cp *ControlPlane) build(ctx context.Context, sealer *auth.Sealer) error {
 		return err
 	}
 	authn := auth.NewAuthenticator(cp.Store, ring, nil)
+	authn.WatchJobs(cp.jobsWake.Wait, jobs.Topic)
+	cp.jobCreds = &jobcred.Minter{Store: cp.Store, Keyring: ring, Policy: pol, DefaultTimeout: c.DefaultTimeout, Log: cp.log}
+	if cp.ghApp != nil {
+		cp.jobCreds.Sources = &jobcred.GitHub{App: cp.ghApp}
+	}
 	urlKey, err := sec.GetOrCreate(ctx, secrets.CacheURLKey, 32)
 	if err != nil {
 		return err
@@ -183,7 +190,8 @@ func (cp *ControlPlane) build(ctx context.Context, sealer *auth.Sealer) error {
 		Keyring: ring, Policy: pol, Sessions: cp.Sessions, CA: ca,
 		RBSRequireClientCert: c.RBSRequireClientCert,
 		Secrets:              sec, Gatherer: cp.Registry, Logger: cp.log, JobAccess: cp.jobAccess,
-		Egress: egress.New(cp.Store.Egress(), cp.Store, c.egressRules, cp.log),
+		Egress:     egress.New(cp.Store.Egress(), cp.Store, c.egressRules, cp.log),
+		CacheTrust: jobcred.NewSettings(cp.Store, cp.log),
 		Mounts: map[string]http.Handler{
 			cache.BazelHTTPPrefix: cp.Cache.Handler(), actionscache.Prefix: cp.Cache.Handler(), actionscache.TwirpPrefix: cp.Cache.Handler(),
 		},
@@ -225,20 +233,12 @@ func (cp *ControlPlane) githubApp(ctx context.Context, sec *secrets.Store) (jobs
 }
 
 // jobAccess is what a leased job is given to use the build cache without
-// setup: the endpoints and a credential scoped to this job and the cache,
-// valid for the job's run time. An agent with sandbox networks forwards
-// the endpoints into the sandbox and points the environment there.
+// setup: the endpoints and its cache credential (internal/cache/jobcred
+// decides what it grants and mints it). An agent with sandbox networks
+// forwards the endpoints into the sandbox and points the environment there.
 func (cp *ControlPlane) jobAccess(ctx context.Context, j store.Job) (api.JobAccess, error) {
-	scopes := []string{"cache.read", "cache.write"}
-	if gh := j.GitHub; gh != nil && gh.HeadBranch != "" {
-		scopes = append(scopes, "cache.ref=refs/heads/"+gh.HeadBranch)
-	}
-	ttl := j.Spec.Timeout + 10*time.Minute
-	if j.Spec.Timeout == 0 {
-		ttl = cp.Config.DefaultTimeout + 10*time.Minute
-	}
-	tok, err := cp.Keyring.Sign(auth.Claims{Kind: auth.KindJob, Subject: j.ID, Org: j.OrgID, Scopes: scopes}, ttl)
-	if err != nil {
+	cred, ok, err := cp.jobCreds.Mint(ctx, j)
+	if err != nil || !ok {
 		return api.JobAccess{}, err
 	}
 	grpcURL := ""
@@ -246,8 +246,8 @@ func (cp *ControlPlane) jobAccess(ctx context.Context, j store.Job) (api.JobAcce
 		grpcURL = "grpc://" + cp.grpcAddr
 	}
 	return api.JobAccess{
-		Env:   cache.JobEnv(cp.Config.PublicURL, grpcURL, tok),
-		Cache: &apiv1.CacheAccess{Token: tok, GRPC: cp.grpcAddr},
+		Env:   cache.JobEnv(cp.Config.PublicURL, grpcURL, cred.Token, cred.Grant.WriteAC),
+		Cache: &apiv1.CacheAccess{Token: cred.Token, GRPC: cp.grpcAddr, NoUploadResults: !cred.Grant.WriteAC},
 	}, nil
 }
 

@@ -13,10 +13,13 @@ import (
 // Authenticator turns a bearer credential into a Principal: API tokens by
 // their hash, agent and job credentials by signature. Revocation is checked
 // on every call (API tokens, disabled agents), so it takes effect at once.
+// A job credential is accepted only while its job holds the live lease the
+// credential was minted for (same fence, no cancel requested).
 type Authenticator struct {
-	store store.Store
-	ring  *Keyring
-	now   func() time.Time
+	store  store.Store
+	ring   *Keyring
+	now    func() time.Time
+	leases *jobLeases
 }
 
 // NewAuthenticator builds an Authenticator.
@@ -24,7 +27,17 @@ func NewAuthenticator(st store.Store, ring *Keyring, now func() time.Time) *Auth
 	if now == nil {
 		now = time.Now
 	}
-	return &Authenticator{store: st, ring: ring, now: now}
+	return &Authenticator{store: st, ring: ring, now: now,
+		leases: &jobLeases{jobs: st.Jobs().Get, now: now, m: map[string]*leaseAnswer{}}}
+}
+
+// WatchJobs makes the job lease check reuse its answers until the job's
+// notify topic (topic(id)) fires on wait's notifier, and for at most a
+// second. Without it every job credential costs a database read.
+func (a *Authenticator) WatchJobs(wait func(topic string) <-chan struct{}, topic func(id string) string) {
+	a.leases.mu.Lock()
+	a.leases.watch = func(id string) <-chan struct{} { return wait(topic(id)) }
+	a.leases.mu.Unlock()
 }
 
 // Authenticate implements the cache's and the API's Authenticator.
@@ -67,6 +80,11 @@ func (a *Authenticator) signed(ctx context.Context, token string) (Principal, er
 		return Principal{}, err
 	}
 	p := Principal{Kind: c.Kind, Org: c.Org, ID: c.Subject, Name: c.Name, Scopes: c.Scopes}
+	if c.Kind == KindJob {
+		if err := a.leases.check(ctx, c.Subject, c.Org, c.Fence); err != nil {
+			return Principal{}, err
+		}
+	}
 	if c.Kind == KindAgent {
 		ag, err := a.agent(ctx, c)
 		if err != nil {

@@ -20,15 +20,18 @@ import (
 // Claims are the contents of a credential the control plane signs for an
 // agent or a job.
 type Claims struct {
-	Kind      Kind     `json:"knd"`
-	Subject   string   `json:"sub"`
-	Org       string   `json:"org"`
-	Name      string   `json:"nam,omitempty"`
-	Scopes    []string `json:"scp,omitempty"`
-	Audience  string   `json:"aud"`
-	IssuedAt  int64    `json:"iat"`
-	ExpiresAt int64    `json:"exp"`
-	ID        string   `json:"jti"`
+	Kind    Kind     `json:"knd"`
+	Subject string   `json:"sub"`
+	Org     string   `json:"org"`
+	Name    string   `json:"nam,omitempty"`
+	Scopes  []string `json:"scp,omitempty"`
+	// Fence is the lease a job credential was minted for: the credential
+	// is accepted only while its job holds that lease.
+	Fence     int64  `json:"fnc,omitempty"`
+	Audience  string `json:"aud"`
+	IssuedAt  int64  `json:"iat"`
+	ExpiresAt int64  `json:"exp"`
+	ID        string `json:"jti"`
 }
 
 // Audience is the only audience Nimbus's own credentials carry.

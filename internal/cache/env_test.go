@@ -34,7 +34,7 @@ func testTokens() *access.Tokens {
 	t.Add(tokCIA, auth.Principal{Kind: auth.KindUser, Org: "org-a", ID: "t1", Role: auth.RoleCI})
 	t.Add(tokDevA, auth.Principal{Kind: auth.KindUser, Org: "org-a", ID: "t2", Role: auth.RoleDeveloper})
 	t.Add(tokCIB, auth.Principal{Kind: auth.KindUser, Org: "org-b", ID: "t3", Role: auth.RoleCI})
-	t.Add(tokJobA, auth.Principal{Kind: auth.KindJob, Org: "org-a", ID: "job1", Scopes: []string{string(access.Read), string(access.Write)}})
+	t.Add(tokJobA, auth.Principal{Kind: auth.KindJob, Org: "org-a", ID: "job1", Scopes: []string{string(access.Read), string(access.Write), string(access.WriteAC), "cache.ref="}})
 	return t
 }
 

@@ -28,7 +28,7 @@ func grpcMethods() access.Methods {
 		repb.ContentAddressableStorage_SpliceBlob_FullMethodName:           access.Write,
 		repb.ContentAddressableStorage_RegisterChunkMapping_FullMethodName: access.Write,
 		repb.ActionCache_GetActionResult_FullMethodName:                    access.Read,
-		repb.ActionCache_UpdateActionResult_FullMethodName:                 access.Write,
+		repb.ActionCache_UpdateActionResult_FullMethodName:                 access.WriteAC,
 		"/google.bytestream.ByteStream/Read":                               access.Read,
 		"/google.bytestream.ByteStream/QueryWriteStatus":                   access.Read,
 		"/google.bytestream.ByteStream/Write":                              access.Write,
@@ -51,7 +51,7 @@ func (s *Service) httpRoutes() []access.Route {
 		// Bazel's HTTP cache.
 		{Pattern: "GET " + bz + "{kind}/{hash}", Action: access.Read, Handler: h.Get, Errors: h.Errors},
 		{Pattern: "PUT " + bz + "cas/{hash}", Action: access.Write, Handler: h.PutCAS, Errors: h.Errors},
-		{Pattern: "PUT " + bz + "ac/{hash}", Action: access.Write, Handler: h.PutAC, Errors: h.Errors},
+		{Pattern: "PUT " + bz + "ac/{hash}", Action: access.WriteAC, Handler: h.PutAC, Errors: h.Errors},
 		{Pattern: bz + "{kind}/{hash}", Action: access.Public, Handler: h.NoMethod, Errors: h.Errors},
 		{Pattern: bz, Action: access.Public, Handler: h.NoRoute, Errors: h.Errors},
 

@@ -44,6 +44,10 @@ func commands() []command {
 		{name: "audit", help: "Show the org's audit log, newest first (admin).", flags: func(fs *flag.FlagSet) {
 			fs.Int("limit", 50, "at most this many entries")
 		}, run: auditList},
+		{name: "cache trust", help: "Show what the org trusts to write its build cache; with flags, change it (admin).", flags: func(fs *flag.FlagSet) {
+			fs.String("untrusted-refs", "-", "comma-separated ref patterns whose jobs get read-only cache credentials (\"\" for none; - keeps them)")
+			fs.String("ac-write-refs", "-", "comma-separated ref patterns whose trusted jobs may write the Bazel action cache (- keeps them)")
+		}, run: cacheTrust},
 		{name: "keys list", help: "List the signing keys (owner).", run: keysList},
 		{name: "keys rotate", help: "Rotate the signing key; the old one verifies until its credentials expire (owner).", run: keysRotate},
 		{name: "webhook-secrets rotate", help: "Add a new GitHub webhook secret; old ones stay valid until retired (owner).", run: webhookRotate},
@@ -557,5 +561,51 @@ func sessionsStop(e *env, g *globals, fs *flag.FlagSet) error {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "%s %s\n", s.ID, s.State)
+	return nil
+}
+
+func refList(s string) []string {
+	out := []string{}
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func cacheTrust(e *env, g *globals, fs *flag.FlagSet) error {
+	c, err := g.client(e)
+	if err != nil {
+		return err
+	}
+	t, err := c.CacheTrust(e.ctx)
+	if err != nil {
+		return err
+	}
+	untrusted, acWrite := flagString(fs, "untrusted-refs"), flagString(fs, "ac-write-refs")
+	if untrusted != "-" || acWrite != "-" {
+		if untrusted != "-" {
+			t.UntrustedRefs = refList(untrusted)
+		}
+		if acWrite != "-" {
+			t.ACWriteRefs = refList(acWrite)
+		}
+		if t, err = c.SetCacheTrust(e.ctx, apiv1.CacheTrust{UntrustedRefs: t.UntrustedRefs, ACWriteRefs: t.ACWriteRefs}); err != nil {
+			return err
+		}
+	}
+	if g.json {
+		return printJSON(e.stdout, t)
+	}
+	none := func(l []string) string {
+		if len(l) == 0 {
+			return "(none)"
+		}
+		return strings.Join(l, ", ")
+	}
+	fmt.Fprintf(e.stdout, "Untrusted refs (read-only cache):   %s\n", none(t.UntrustedRefs))
+	fmt.Fprintf(e.stdout, "Refs that write the action cache:   %s\n", none(t.ACWriteRefs))
+	fmt.Fprintln(e.stdout, "Pull requests from forks are always read-only.")
 	return nil
 }

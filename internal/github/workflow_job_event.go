@@ -95,6 +95,9 @@ type Repository struct {
 	FullName string // "owner/name"
 	Private  bool
 	Owner    Account
+	// DefaultBranch is the repository's default branch ("" in payloads
+	// without it).
+	DefaultBranch string
 }
 
 // Account is a repository's owner. It is the tenant: an org's id and login
@@ -143,11 +146,12 @@ type (
 		WorkflowName *string  `json:"workflow_name"`
 	}
 	wireRepository struct {
-		ID       *int64       `json:"id"`
-		Name     *string      `json:"name"`
-		FullName *string      `json:"full_name"`
-		Private  bool         `json:"private"`
-		Owner    *wireAccount `json:"owner"`
+		ID            *int64       `json:"id"`
+		Name          *string      `json:"name"`
+		FullName      *string      `json:"full_name"`
+		Private       bool         `json:"private"`
+		Owner         *wireAccount `json:"owner"`
+		DefaultBranch *string      `json:"default_branch"`
 	}
 	wireAccount struct {
 		ID    *int64  `json:"id"`
@@ -284,7 +288,8 @@ func (r *wireRepository) repository() (Repository, error) {
 	}
 	return Repository{
 		ID: *r.ID, Name: *r.Name, FullName: *r.FullName, Private: r.Private,
-		Owner: Account{ID: *r.Owner.ID, Login: *r.Owner.Login, Type: *r.Owner.Type},
+		Owner:         Account{ID: *r.Owner.ID, Login: *r.Owner.Login, Type: *r.Owner.Type},
+		DefaultBranch: deref(r.DefaultBranch),
 	}, nil
 }
 
@@ -369,6 +374,8 @@ func (r *Repository) validate() error {
 		return fieldErr("repository.owner.login", "is not a valid login")
 	case r.Owner.Type != AccountOrganization && r.Owner.Type != AccountUser:
 		return fieldErr("repository.owner.type", "must be %q or %q", AccountOrganization, AccountUser)
+	case r.DefaultBranch != "" && !validBranch(r.DefaultBranch):
+		return fieldErr("repository.default_branch", "is not a branch name")
 	}
 	owner, name, ok := strings.Cut(r.FullName, "/")
 	if !ok || !strings.EqualFold(owner, r.Owner.Login) || !strings.EqualFold(name, r.Name) {

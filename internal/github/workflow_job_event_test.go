@@ -27,7 +27,7 @@ func readTestdata(t testing.TB, name string) []byte {
 func TestParseWorkflowJob(t *testing.T) {
 	orgRepo := github.Repository{
 		ID: 186853002, Name: "hello-world", FullName: "octo-org/hello-world",
-		Owner: github.Account{ID: 6811672, Login: "octo-org", Type: github.AccountOrganization},
+		Owner: github.Account{ID: 6811672, Login: "octo-org", Type: github.AccountOrganization}, DefaultBranch: "main",
 	}
 	for _, tc := range []struct {
 		name string
@@ -65,7 +65,7 @@ func TestParseWorkflowJob(t *testing.T) {
 				},
 				Repository: github.Repository{
 					ID: 5, Name: "dotfiles", FullName: "alice/dotfiles", Private: true,
-					Owner: github.Account{ID: 1001, Login: "alice", Type: github.AccountUser},
+					Owner: github.Account{ID: 1001, Login: "alice", Type: github.AccountUser}, DefaultBranch: "main",
 				},
 			},
 		},
@@ -94,7 +94,7 @@ func TestParseWorkflowJob(t *testing.T) {
 				},
 				Repository: github.Repository{
 					ID: 376034443, Name: "example-workflow", FullName: "mona/example-workflow", Private: true,
-					Owner: github.Account{ID: 21031067, Login: "mona", Type: github.AccountUser},
+					Owner: github.Account{ID: 21031067, Login: "mona", Type: github.AccountUser}, DefaultBranch: "main",
 				},
 				InstallationID: 17263510,
 			},
@@ -112,7 +112,7 @@ func TestParseWorkflowJob(t *testing.T) {
 				},
 				Repository: github.Repository{
 					ID: 684642346, Name: "octo-repo", FullName: "octo-org/octo-repo",
-					Owner: github.Account{ID: 6811672, Login: "octo-org", Type: github.AccountOrganization},
+					Owner: github.Account{ID: 6811672, Login: "octo-org", Type: github.AccountOrganization}, DefaultBranch: "main",
 				},
 				InstallationID: 45012993,
 				Organization:   github.Organization{ID: 6811672, Login: "octo-org"},
@@ -339,7 +339,7 @@ func encodeEvent(t *testing.T, ev github.WorkflowJobEvent) []byte {
 		},
 		"repository": map[string]any{
 			"id": ev.Repository.ID, "name": ev.Repository.Name, "full_name": ev.Repository.FullName,
-			"private": ev.Repository.Private,
+			"private": ev.Repository.Private, "default_branch": nullIfEmpty(ev.Repository.DefaultBranch),
 			"owner": map[string]any{
 				"id": ev.Repository.Owner.ID, "login": ev.Repository.Owner.Login, "type": ev.Repository.Owner.Type,
 			},

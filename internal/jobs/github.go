@@ -123,6 +123,7 @@ func (s *Service) createGitHubJob(ctx context.Context, r *audit.Tx, org store.Or
 		OwnerLogin: ev.Repository.Owner.Login, OwnerType: ev.Repository.Owner.Type, InstallationID: ev.InstallationID,
 		JobID: ev.Job.ID, RunID: ev.Job.RunID, RunAttempt: int(ev.Job.RunAttempt), Name: ev.Job.Name,
 		WorkflowName: ev.Job.WorkflowName, HeadSHA: ev.Job.HeadSHA, HeadBranch: ev.Job.HeadBranch, Status: "queued",
+		DefaultBranch: ev.Repository.DefaultBranch,
 	}
 	mergeGitHub(gh, ev)
 	j := store.Job{

@@ -247,6 +247,7 @@ func (s *Service) Cancel(ctx context.Context, org, id, actor string) (store.Job,
 	}
 	if j.State.Live() {
 		s.notify.Notify(agentTopic(j.AgentID))
+		s.notify.Notify(Topic(j.ID)) // the job's credentials die with the cancel
 	}
 	return j, nil
 }

@@ -29,6 +29,9 @@ min_role := {
 	"jobs.cancel": "developer",
 	"sessions.use": "developer",
 	"cache.write": "ci",
+	"cache.write_ac": "ci",
+	"cache.trust.read": "viewer",
+	"cache.trust.write": "admin",
 	"sessions.stop": "admin",
 	"agents.create_join_token": "admin",
 	"agents.disable": "admin",
@@ -52,8 +55,10 @@ agent_actions := {
 	"agent.sessions",
 }
 
-# What a job credential may do when its scopes say so.
-job_actions := {"cache.read", "cache.write"}
+# What a job credential may do when its scopes say so. The control plane
+# mints a job's scopes from what its submitter may do and how far its
+# source is trusted (internal/cache/jobcred).
+job_actions := {"cache.read", "cache.write", "cache.write_ac"}
 
 same_org if {
 	input.subject.org != ""

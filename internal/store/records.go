@@ -16,6 +16,21 @@ type Org struct {
 	CreatedAt     time.Time
 }
 
+// CacheTrust is what an org trusts to write its build cache (the rules are
+// internal/cache/jobcred's). A pattern is a full ref ("refs/heads/main") or
+// a prefix ending in "*" ("refs/heads/release/*").
+type CacheTrust struct {
+	OrgID string
+	// UntrustedRefs: jobs for these refs get read-only cache credentials
+	// (as pull requests from forks always do).
+	UntrustedRefs []string
+	// ACWriteRefs: jobs for these refs, when trusted, may write the Bazel
+	// action cache.
+	ACWriteRefs []string
+	UpdatedBy   string
+	UpdatedAt   time.Time
+}
+
 // APIToken is a bearer token for people and CI systems. Only its hash is
 // stored; the secret is shown once, when it is created.
 type APIToken struct {
@@ -136,6 +151,9 @@ type GitHubJob struct {
 	WorkflowName   string
 	HeadSHA        string
 	HeadBranch     string
+	// DefaultBranch is the repository's default branch, from the webhook
+	// ("" for jobs created before it was recorded).
+	DefaultBranch string `json:",omitempty"`
 	// Status is GitHub's view: queued, in_progress or completed. It only
 	// moves forward, whatever order the webhooks arrive in.
 	Status     string

@@ -21,6 +21,11 @@ type Orgs interface {
 	// tokens) are made one at a time across replicas. Use it inside InTx.
 	// ErrNotFound when there is no such org.
 	Lock(ctx context.Context, id string) error
+	// CacheTrust returns what the org trusts to write its build cache;
+	// ErrNotFound when it never set it (the defaults apply).
+	CacheTrust(ctx context.Context, orgID string) (CacheTrust, error)
+	// SetCacheTrust replaces the org's cache trust settings.
+	SetCacheTrust(ctx context.Context, t CacheTrust) error
 }
 
 // Tokens holds API tokens and agent join tokens, by hash.
@@ -30,6 +35,9 @@ type Tokens interface {
 	// checks expiry and revocation.
 	APITokenByHash(ctx context.Context, hash []byte) (APIToken, error)
 	ListAPITokens(ctx context.Context, orgID string) ([]APIToken, error)
+	// GetAPIToken returns a token by id whatever its state; ErrNotFound
+	// when there is none.
+	GetAPIToken(ctx context.Context, id string) (APIToken, error)
 	// RevokeAPIToken revokes a token of orgID; ErrNotFound if there is none.
 	RevokeAPIToken(ctx context.Context, orgID, id string, at time.Time) error
 

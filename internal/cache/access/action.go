@@ -10,8 +10,14 @@ type Action string
 const (
 	// Read: look blobs, action results and Actions cache entries up.
 	Read Action = "cache.read"
-	// Write: store CAS blobs and save Actions cache entries.
+	// Write: store CAS blobs and save Actions cache entries (neither can
+	// poison anything: CAS content is checked against its digest, and an
+	// Actions cache entry is visible only to its own ref's scope and the
+	// refs that read it).
 	Write Action = "cache.write"
+	// WriteAC: store Bazel action results, which map an action to outputs
+	// that every build of the org then trusts.
+	WriteAC Action = "cache.write_ac"
 )
 
 // Actions the policy does not decide.

@@ -105,23 +105,22 @@ func (es *entries) exists(org, scope, key, version string) bool {
 	return false
 }
 
-// Match finds the entry for keys (the primary key, then restore keys) and
-// version, searching scopes in order: for each key, an exact match in any
-// scope first, then the newest entry whose key has the key as prefix.
+// match lists the candidate entries for keys (the primary key, then the
+// restore keys) and version, best first: scope by scope in order, and in
+// each scope key by key, an exact match first, then the entries whose key
+// has the key as prefix, newest first.
 func (es *entries) match(org string, scopes, keys []string, version string) []*Entry {
 	es.mu.Lock()
 	defer es.mu.Unlock()
 	list := es.byOrg[org]
 	var out []*Entry
-	for _, k := range keys {
-		for _, s := range scopes {
+	for _, s := range scopes {
+		for _, k := range keys {
 			for _, e := range list {
 				if e.Scope == s && e.Key == k && e.Version == version {
 					out = append(out, e)
 				}
 			}
-		}
-		for _, s := range scopes {
 			var cands []*Entry
 			for _, e := range list {
 				if e.Scope == s && e.Version == version && strings.HasPrefix(e.Key, k) && e.Key != k {

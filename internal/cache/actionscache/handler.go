@@ -6,12 +6,14 @@
 // protocol: Put Blob, Put Block, Put Block List).
 //
 // Archives are stored in the org's CAS (deduplicated, under the org's
-// quota); entries (org, scope, key, version) are kept in a journal. Keys
-// match exactly first, then by prefix, newest first. Entries are scoped by
-// branch: a principal whose Scopes include "cache.ref=<ref>" saves under that
-// ref and reads it first, then every "cache.readref=<ref>" it holds (the base
-// and default branches of a pull request); other principals use the org-wide
-// scope "".
+// quota); entries (org, scope, key, version) are kept in a journal.
+// Entries are scoped by ref, as GitHub scopes them: a job credential whose
+// Scopes include "cache.ref=<ref>" saves under that ref and restores from
+// it first, then from every "cache.readref=<ref>" it holds, in order (a
+// pull request's base branch, then the default branch); people's and CI
+// systems' tokens use the org-wide scope "". In each scope, in order, the
+// key and then each restore key match exactly first, then by prefix,
+// newest first.
 package actionscache
 
 import (
@@ -21,10 +23,12 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/nimbus-build/nimbus/internal/auth"
 	"github.com/nimbus-build/nimbus/internal/cache/access"
 	"github.com/nimbus-build/nimbus/internal/cache/blobstore"
 	"github.com/nimbus-build/nimbus/internal/cache/httperr"
@@ -69,6 +73,7 @@ type Handler struct {
 type pending struct {
 	id                       int64
 	org, scope, key, version string
+	owner                    string // the principal that reserved it
 	path                     string
 	size                     int64 // v1: the size announced at reservation (may be 0)
 	blocks                   map[string]string
@@ -148,21 +153,32 @@ func (h *Handler) NoRoute(w http.ResponseWriter, r *http.Request) error {
 	return fmt.Errorf("%w: %s %s", blobstore.ErrNotFound, r.Method, r.URL.Path)
 }
 
-// scopes returns the scope the caller saves to and the scopes it reads, in
-// order.
-func scopes(c access.Caller) (own string, read []string) {
-	for _, s := range c.Principal.Scopes {
-		if ref, ok := strings.CutPrefix(s, "cache.ref="); ok {
-			own = ref
+// scopes returns the scope the caller saves to and the scopes it restores
+// from, in order. A person's or CI system's token uses the org-wide scope
+// "". A job's credential names its scopes ("cache.ref=<own>", then
+// "cache.readref=<ref>" for each further scope, as internal/cache/jobcred
+// mints them); a job credential without a "cache.ref=" has no Actions
+// cache (ok false).
+func scopes(c access.Caller) (own string, read []string, ok bool) {
+	p := c.Principal
+	if p.Kind != auth.KindJob {
+		return "", []string{""}, true
+	}
+	for _, s := range p.Scopes {
+		if ref, found := strings.CutPrefix(s, "cache.ref="); found {
+			own, ok = ref, true
 		}
 	}
+	if !ok {
+		return "", nil, false
+	}
 	read = []string{own}
-	for _, s := range c.Principal.Scopes {
-		if ref, ok := strings.CutPrefix(s, "cache.readref="); ok && ref != own {
+	for _, s := range p.Scopes {
+		if ref, found := strings.CutPrefix(s, "cache.readref="); found && !slices.Contains(read, ref) {
 			read = append(read, ref)
 		}
 	}
-	return own, read
+	return own, read, true
 }
 
 // reserve starts a save; it fails if the entry exists or is being saved.
@@ -173,7 +189,10 @@ func (h *Handler) reserve(c access.Caller, key, version string, size int64) (*pe
 	if size < 0 || size > h.opts.MaxArchiveSize {
 		return nil, fmt.Errorf("%w: archive of %d bytes, at most %d", blobstore.ErrTooLarge, size, h.opts.MaxArchiveSize)
 	}
-	own, _ := scopes(c)
+	own, _, ok := scopes(c)
+	if !ok {
+		return nil, fmt.Errorf("%w: this job's credential has no Actions cache scope", auth.ErrForbidden)
+	}
 	if h.entries.exists(c.Org(), own, key, version) {
 		return nil, errExists
 	}
@@ -185,7 +204,7 @@ func (h *Handler) reserve(c access.Caller, key, version string, size int64) (*pe
 		}
 	}
 	h.nextID++
-	p := &pending{id: h.nextID, org: c.Org(), scope: own, key: key, version: version, size: size, last: h.now(),
+	p := &pending{id: h.nextID, org: c.Org(), owner: owner(c), scope: own, key: key, version: version, size: size, last: h.now(),
 		path: filepath.Join(h.dir, "uploads", fmt.Sprint(h.nextID)), blocks: map[string]string{}}
 	f, err := os.OpenFile(p.path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
@@ -208,12 +227,26 @@ func validKey(key, version string) error {
 	return nil
 }
 
-// take returns the pending save id of org, locked for the caller.
-func (h *Handler) take(org string, id int64) (*pending, error) {
+// owner names the principal of c, to whom a save it reserves belongs.
+func owner(c access.Caller) string { return string(c.Principal.Kind) + ":" + c.Principal.ID }
+
+// pendingOf returns the pending save id if c reserved it: another
+// principal (of the same org, and whatever its scope) can neither upload
+// to nor commit it, however it learns the id.
+func (h *Handler) pendingOf(c access.Caller, id int64) *pending {
 	h.mu.Lock()
 	p := h.pending[id]
 	h.mu.Unlock()
-	if p == nil || p.org != org {
+	if p == nil || p.org != c.Org() || p.owner != owner(c) {
+		return nil
+	}
+	return p
+}
+
+// take returns the pending save id of c, locked for the caller.
+func (h *Handler) take(c access.Caller, id int64) (*pending, error) {
+	p := h.pendingOf(c, id)
+	if p == nil {
 		return nil, fmt.Errorf("cache upload %d: %w", id, blobstore.ErrNotFound)
 	}
 	p.busy.Lock()
@@ -270,7 +303,7 @@ func (h *Handler) commit(r *http.Request, p *pending, size int64) (*Entry, error
 
 // lookup returns the first matching entry whose archive still exists.
 func (h *Handler) lookup(r *http.Request, c access.Caller, keys []string, version string) (*Entry, error) {
-	_, read := scopes(c)
+	_, read, _ := scopes(c)
 	for _, e := range h.entries.match(c.Org(), read, keys, version) {
 		missing, err := h.store.FindMissing(r.Context(), c.Org(), blobstore.KindCAS, []blobstore.Digest{e.digest()})
 		if err != nil {

@@ -165,11 +165,14 @@ func (h *Handler) GetCacheEntryDownloadURL(w http.ResponseWriter, r *http.Reques
 }
 
 func (h *Handler) findPending(c access.Caller, key, version string) *pending {
-	own, _ := scopes(c)
+	own, _, ok := scopes(c)
+	if !ok {
+		return nil
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, p := range h.pending {
-		if p.org == c.Org() && p.scope == own && p.key == key && p.version == version {
+		if p.org == c.Org() && p.owner == owner(c) && p.scope == own && p.key == key && p.version == version {
 			return p
 		}
 	}

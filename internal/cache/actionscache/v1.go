@@ -124,7 +124,7 @@ func (h *Handler) V1Commit(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
-	p, err := h.take(c.Org(), id)
+	p, err := h.take(c, id)
 	if err != nil {
 		return err
 	}
@@ -146,10 +146,8 @@ func (h *Handler) v1Chunk(w http.ResponseWriter, r *http.Request, c access.Calle
 	if end >= h.opts.MaxArchiveSize {
 		return fmt.Errorf("%w: chunk past %d bytes", blobstore.ErrTooLarge, h.opts.MaxArchiveSize)
 	}
-	h.mu.Lock()
-	p := h.pending[id]
-	h.mu.Unlock()
-	if p == nil || p.org != c.Org() {
+	p := h.pendingOf(c, id)
+	if p == nil {
 		return fmt.Errorf("cache upload %d: %w", id, blobstore.ErrNotFound)
 	}
 	// Chunks of one upload arrive in parallel: each writes its own range.

@@ -85,7 +85,7 @@ func (s *Server) GetCapabilities(ctx context.Context, req *repb.GetCapabilitiesR
 	return &repb.ServerCapabilities{
 		CacheCapabilities: &repb.CacheCapabilities{
 			DigestFunctions:                 []repb.DigestFunction_Value{repb.DigestFunction_SHA256},
-			ActionCacheUpdateCapabilities:   &repb.ActionCacheUpdateCapabilities{UpdateEnabled: c.May(ctx, access.Write)},
+			ActionCacheUpdateCapabilities:   &repb.ActionCacheUpdateCapabilities{UpdateEnabled: c.May(ctx, access.WriteAC)},
 			MaxBatchTotalSizeBytes:          s.opts.MaxBatchTotalSize,
 			SymlinkAbsolutePathStrategy:     repb.SymlinkAbsolutePathStrategy_ALLOWED,
 			SupportedCompressors:            nil,

@@ -95,6 +95,9 @@ type Server struct {
 	hookSecret     []byte
 	hookDeliveries []HookDelivery
 	nextDeliveryID int64
+
+	runs  map[int64]WorkflowRun
+	pulls map[string][]PullRequest // by lower-case "owner/name"
 }
 
 // NewServer starts an emulator on 127.0.0.1 with a random port and closes it
@@ -123,6 +126,8 @@ func NewServer(tb testing.TB, cfg Config) *Server {
 	mux.HandleFunc("DELETE /orgs/{org}/actions/runners/{runner_id}", s.deleteRunner)
 	mux.HandleFunc("DELETE /repos/{owner}/{repo}/actions/runners/{runner_id}", s.deleteRunner)
 	mux.HandleFunc("GET /app/hook/deliveries", s.listHookDeliveries)
+	mux.HandleFunc("GET /repos/{owner}/{repo}/actions/runs/{run_id}", s.getWorkflowRun)
+	mux.HandleFunc("GET /repos/{owner}/{repo}/pulls", s.listPulls)
 	mux.HandleFunc("POST /app/hook/deliveries/{delivery_id}/attempts", s.redeliverHook)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "Not Found")

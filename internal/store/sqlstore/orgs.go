@@ -100,3 +100,33 @@ func (x orgs) Lock(ctx context.Context, id string) error {
 	}
 	return nil
 }
+
+func (x orgs) CacheTrust(ctx context.Context, orgID string) (store.CacheTrust, error) {
+	t := store.CacheTrust{OrgID: orgID}
+	var untrusted, acWrite string
+	var updated int64
+	err := x.r.QueryRowContext(ctx, `SELECT untrusted_refs, ac_write_refs, updated_by, updated_at FROM cache_trust WHERE org_id = $1`, orgID).
+		Scan(&untrusted, &acWrite, &t.UpdatedBy, &updated)
+	if err != nil {
+		return t, notFound(err, "cache trust of org "+orgID)
+	}
+	t.UpdatedAt = fromMicros(updated)
+	if t.UntrustedRefs, err = stringList(untrusted); err != nil {
+		return t, err
+	}
+	if t.ACWriteRefs, err = stringList(acWrite); err != nil {
+		return t, err
+	}
+	return t, nil
+}
+
+func (x orgs) SetCacheTrust(ctx context.Context, t store.CacheTrust) error {
+	_, err := x.exec(ctx, `INSERT INTO cache_trust (org_id, untrusted_refs, ac_write_refs, updated_by, updated_at) VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (org_id) DO UPDATE SET untrusted_refs = excluded.untrusted_refs, ac_write_refs = excluded.ac_write_refs,
+		updated_by = excluded.updated_by, updated_at = excluded.updated_at`,
+		t.OrgID, jsonText(nonEmpty(t.UntrustedRefs)), jsonText(nonEmpty(t.ACWriteRefs)), t.UpdatedBy, micros(t.UpdatedAt))
+	if err != nil {
+		return fmt.Errorf("set cache trust of org %s: %w", t.OrgID, err)
+	}
+	return nil
+}

@@ -41,6 +41,14 @@ func (x tokens) APITokenByHash(ctx context.Context, hash []byte) (store.APIToken
 	return t, nil
 }
 
+func (x tokens) GetAPIToken(ctx context.Context, id string) (store.APIToken, error) {
+	t, err := scanAPIToken(x.r.QueryRowContext(ctx, `SELECT `+apiTokenColumns+` FROM api_tokens WHERE id = $1`, id))
+	if err != nil {
+		return t, notFound(err, "api token "+id)
+	}
+	return t, nil
+}
+
 func (x tokens) ListAPITokens(ctx context.Context, orgID string) ([]store.APIToken, error) {
 	rows, err := x.r.QueryContext(ctx, `SELECT `+apiTokenColumns+` FROM api_tokens WHERE org_id = $1 ORDER BY created_at, id`, orgID)
 	if err != nil {

@@ -32,6 +32,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		"Deliveries":          testDeliveries,
 		"TxRollback":          testTxRollback,
 		"Sessions":            testSessions,
+		"CacheTrust":          testCacheTrust,
 	}
 	for name, fn := range tests {
 		t.Run(name, func(t *testing.T) { fn(t, open(t)) })
@@ -155,6 +156,12 @@ func testAPITokens(t *testing.T, s store.Store) {
 	}
 	if _, err := s.Tokens().APITokenByHash(ctx, []byte("nope")); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("unknown hash: %v", err)
+	}
+	if got, err := s.Tokens().GetAPIToken(ctx, tok.ID); err != nil || got.ID != tok.ID || got.Role != tok.Role || got.OrgID != a.ID {
+		t.Errorf("token by id: %+v %v", got, err)
+	}
+	if _, err := s.Tokens().GetAPIToken(ctx, "tok_404"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("unknown id: %v", err)
 	}
 	// Another org cannot revoke it.
 	if err := s.Tokens().RevokeAPIToken(ctx, b.ID, tok.ID, t0); !errors.Is(err, store.ErrNotFound) {
@@ -704,5 +711,37 @@ func testSessions(t *testing.T, s store.Store) {
 	}
 	if list, _ := s.Sessions().List(ctx, store.SessionFilter{AgentID: ag.ID, LiveOnly: true}); len(list) != 1 || list[0].ID != "ses_2" {
 		t.Errorf("live on agent: %v", list)
+	}
+}
+
+func testCacheTrust(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	a, b := mustOrg(t, s, "a"), mustOrg(t, s, "b")
+	if _, err := s.Orgs().CacheTrust(ctx, a.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("never set: %v, want ErrNotFound", err)
+	}
+	want := store.CacheTrust{OrgID: a.ID, UntrustedRefs: []string{"refs/heads/experiments/*"}, ACWriteRefs: []string{"refs/heads/main", "refs/tags/*"},
+		UpdatedBy: "user:tok_1", UpdatedAt: t0}
+	if err := s.Orgs().SetCacheTrust(ctx, want); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Orgs().CacheTrust(ctx, a.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("cache trust (-want +got):\n%s", diff)
+	}
+	// Replaced as a whole; empty lists stay empty lists.
+	want = store.CacheTrust{OrgID: a.ID, UntrustedRefs: []string{}, ACWriteRefs: []string{}, UpdatedBy: "user:tok_2", UpdatedAt: t0.Add(time.Hour)}
+	if err := s.Orgs().SetCacheTrust(ctx, want); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Orgs().CacheTrust(ctx, a.ID); err != nil || cmp.Diff(want, got) != "" {
+		t.Errorf("after replace: %+v %v", got, err)
+	}
+	// Per org.
+	if _, err := s.Orgs().CacheTrust(ctx, b.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("org b: %v, want ErrNotFound", err)
 	}
 }
