@@ -2,10 +2,13 @@ package auth
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
+
+	"golang.org/x/sync/singleflight"
 
 	"github.com/nimbus-build/nimbus/internal/store"
 )
@@ -15,11 +18,18 @@ import (
 // on every call (API tokens, disabled agents), so it takes effect at once.
 // A job credential is accepted only while its job holds the live lease the
 // credential was minted for (same fence, no cancel requested).
+//
+// Answers are kept in memory (credentialCache): an API token is looked up
+// at most once a second per replica, so its revocation takes effect within
+// a second everywhere; a signature is verified once per credential while
+// the keyring's keys are unchanged.
 type Authenticator struct {
 	store  store.Store
 	ring   *Keyring
 	now    func() time.Time
 	leases *jobLeases
+	cache  *credentialCache
+	loads  singleflight.Group
 }
 
 // NewAuthenticator builds an Authenticator.
@@ -27,7 +37,7 @@ func NewAuthenticator(st store.Store, ring *Keyring, now func() time.Time) *Auth
 	if now == nil {
 		now = time.Now
 	}
-	return &Authenticator{store: st, ring: ring, now: now,
+	return &Authenticator{store: st, ring: ring, now: now, cache: newCredentialCache(),
 		leases: &jobLeases{jobs: st.Jobs().Get, now: now, m: map[string]*leaseAnswer{}}}
 }
 
@@ -57,8 +67,22 @@ func (a *Authenticator) apiToken(ctx context.Context, token string) (Principal, 
 	if len(token) > 128 {
 		return Principal{}, fmt.Errorf("%w: token too long", ErrUnauthenticated)
 	}
-	t, err := a.store.Tokens().APITokenByHash(ctx, HashSecret(token))
+	key := sha256.Sum256([]byte(token))
+	if p, ok := a.cache.token(key, a.now()); ok {
+		return p, nil
+	}
+	// Concurrent requests of one token share one read.
+	v, err, _ := a.loads.Do(string(key[:]), func() (any, error) { return a.loadAPIToken(context.WithoutCancel(ctx), key) })
+	if err != nil {
+		return Principal{}, err
+	}
+	return v.(Principal), nil
+}
+
+func (a *Authenticator) loadAPIToken(ctx context.Context, key [sha256.Size]byte) (Principal, error) {
+	t, err := a.store.Tokens().APITokenByHash(ctx, key[:])
 	if errors.Is(err, store.ErrNotFound) {
+		a.cache.dropToken(key)
 		return Principal{}, fmt.Errorf("%w: unknown token", ErrUnauthenticated)
 	}
 	if err != nil {
@@ -66,16 +90,39 @@ func (a *Authenticator) apiToken(ctx context.Context, token string) (Principal, 
 	}
 	now := a.now()
 	if !t.RevokedAt.IsZero() {
+		a.cache.dropToken(key)
 		return Principal{}, fmt.Errorf("%w: token revoked", ErrUnauthenticated)
 	}
 	if !t.ExpiresAt.IsZero() && !now.Before(t.ExpiresAt) {
+		a.cache.dropToken(key)
 		return Principal{}, fmt.Errorf("%w: token expired", ErrUnauthenticated)
 	}
-	return Principal{Kind: KindUser, Org: t.OrgID, ID: t.ID, Name: t.Name, Role: Role(t.Role)}, nil
+	p := Principal{Kind: KindUser, Org: t.OrgID, ID: t.ID, Name: t.Name, Role: Role(t.Role)}
+	a.cache.putToken(key, tokenAnswer{p: p, expires: t.ExpiresAt, at: now})
+	return p, nil
+}
+
+// verify checks a signed credential's signature once per credential and
+// keyring generation.
+func (a *Authenticator) verify(token string) (Claims, error) {
+	if len(token) > maxCredentialLen {
+		return Claims{}, fmt.Errorf("%w: credential too long", ErrUnauthenticated)
+	}
+	key := sha256.Sum256([]byte(token))
+	gen := a.ring.Generation()
+	if c, ok := a.cache.verified(key, gen, a.now()); ok {
+		return c, nil
+	}
+	c, until, err := a.ring.verify(token)
+	if err != nil {
+		return c, err
+	}
+	a.cache.putClaims(key, claimsAnswer{c: c, gen: gen, until: until})
+	return c, nil
 }
 
 func (a *Authenticator) signed(ctx context.Context, token string) (Principal, error) {
-	c, err := a.ring.Verify(token)
+	c, err := a.verify(token)
 	if err != nil {
 		return Principal{}, err
 	}

@@ -50,6 +50,7 @@ type Keyring struct {
 	now    func() time.Time
 
 	mu      sync.RWMutex
+	gen     uint64 // grows with every Reload
 	active  string
 	private map[string]ed25519.PrivateKey
 	records map[string]store.SigningKey
@@ -104,8 +105,18 @@ func (k *Keyring) Reload(ctx context.Context) error {
 	}
 	k.mu.Lock()
 	k.active, k.private, k.records = active, private, records
+	k.gen++
 	k.mu.Unlock()
 	return nil
+}
+
+// Generation changes whenever the keys are loaded again (a rotation, a
+// revocation, a Reload): what was verified under an older generation must
+// be verified again.
+func (k *Keyring) Generation() uint64 {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	return k.gen
 }
 
 // Rotate creates a new signing key and makes it the active one. The keys
@@ -220,49 +231,59 @@ const maxCredentialLen = 4096
 // Verify checks a credential's signature, key, audience and expiry and
 // returns its claims. Every failure wraps ErrUnauthenticated.
 func (k *Keyring) Verify(token string) (Claims, error) {
+	c, _, err := k.verify(token)
+	return c, err
+}
+
+// verify is Verify, also returning when the key that signed the token
+// stops verifying (zero: not before it is retired).
+func (k *Keyring) verify(token string) (Claims, time.Time, error) {
 	var c Claims
 	if len(token) > maxCredentialLen {
-		return c, fmt.Errorf("%w: credential too long", ErrUnauthenticated)
+		return c, time.Time{}, fmt.Errorf("%w: credential too long", ErrUnauthenticated)
 	}
 	parts := strings.Split(token, ".")
 	if len(parts) != 3 {
-		return c, fmt.Errorf("%w: malformed credential", ErrUnauthenticated)
+		return c, time.Time{}, fmt.Errorf("%w: malformed credential", ErrUnauthenticated)
 	}
 	hb, err1 := b64.DecodeString(parts[0])
 	pb, err2 := b64.DecodeString(parts[1])
 	sig, err3 := b64.DecodeString(parts[2])
 	if err1 != nil || err2 != nil || err3 != nil {
-		return c, fmt.Errorf("%w: malformed credential", ErrUnauthenticated)
+		return c, time.Time{}, fmt.Errorf("%w: malformed credential", ErrUnauthenticated)
 	}
 	var h jwtHeader
 	if err := json.Unmarshal(hb, &h); err != nil || h.Alg != signingAlg {
-		return c, fmt.Errorf("%w: unsupported credential header", ErrUnauthenticated)
+		return c, time.Time{}, fmt.Errorf("%w: unsupported credential header", ErrUnauthenticated)
 	}
 	k.mu.RLock()
 	priv, ok := k.private[h.Kid]
 	rec := k.records[h.Kid]
 	k.mu.RUnlock()
 	if !ok {
-		return c, fmt.Errorf("%w: unknown or revoked signing key", ErrUnauthenticated)
+		return c, time.Time{}, fmt.Errorf("%w: unknown or revoked signing key", ErrUnauthenticated)
 	}
 	now := k.now()
 	if !rec.RetiredAt.IsZero() && !now.Before(rec.ExpiresAt) {
-		return c, fmt.Errorf("%w: signing key expired", ErrUnauthenticated)
+		return c, time.Time{}, fmt.Errorf("%w: signing key expired", ErrUnauthenticated)
 	}
 	if !ed25519.Verify(priv.Public().(ed25519.PublicKey), []byte(parts[0]+"."+parts[1]), sig) {
-		return c, fmt.Errorf("%w: bad signature", ErrUnauthenticated)
+		return c, time.Time{}, fmt.Errorf("%w: bad signature", ErrUnauthenticated)
 	}
 	if err := json.Unmarshal(pb, &c); err != nil {
-		return c, fmt.Errorf("%w: malformed claims", ErrUnauthenticated)
+		return c, time.Time{}, fmt.Errorf("%w: malformed claims", ErrUnauthenticated)
 	}
 	if c.Audience != Audience {
-		return c, fmt.Errorf("%w: wrong audience", ErrUnauthenticated)
+		return c, time.Time{}, fmt.Errorf("%w: wrong audience", ErrUnauthenticated)
 	}
 	if now.Unix() >= c.ExpiresAt {
-		return c, fmt.Errorf("%w: credential expired", ErrUnauthenticated)
+		return c, time.Time{}, fmt.Errorf("%w: credential expired", ErrUnauthenticated)
 	}
 	if c.Kind != KindAgent && c.Kind != KindJob {
-		return c, fmt.Errorf("%w: unknown credential kind", ErrUnauthenticated)
+		return c, time.Time{}, fmt.Errorf("%w: unknown credential kind", ErrUnauthenticated)
 	}
-	return c, nil
+	if !rec.RetiredAt.IsZero() {
+		return c, rec.ExpiresAt, nil
+	}
+	return c, time.Time{}, nil
 }
