@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -306,7 +307,7 @@ func NewAgent(ctx context.Context, c AgentConfig, log *slog.Logger) (_ *agent.Ag
 		cfg.RunnerDir, cfg.RunnerClones, cfg.RunnerUIDs = c.RunnerDir, filepath.Join(c.WorkDir, "runners"), ex.Identity
 	}
 	if c.RBSListen != "" {
-		r, err := rbsOffer(c, log)
+		r, err := rbsOffer(c, limits, cfg.Network, log)
 		if err != nil {
 			return nil, err
 		}
@@ -381,7 +382,7 @@ func runAgent(ctx context.Context, c AgentConfig, log *slog.Logger, stderr io.Wr
 // rbsOffer prepares the agent's remote Bazel offer: the Bazel installation,
 // the tunnel's listener and how to build the session host once the
 // control plane has signed the tunnel's certificate.
-func rbsOffer(c AgentConfig, log *slog.Logger) (*agent.RBSConfig, error) {
+func rbsOffer(c AgentConfig, limits executor.Limits, networks *netpolicy.Manager, log *slog.Logger) (*agent.RBSConfig, error) {
 	bz, err := server.Bazel{InstallBase: c.RBSInstallBase}.Resolve()
 	if err != nil {
 		return nil, fmt.Errorf("rbs: %w", err)
@@ -404,12 +405,26 @@ func rbsOffer(c AgentConfig, log *slog.Logger) (*agent.RBSConfig, error) {
 	return &agent.RBSConfig{
 		Address: advertise, InstallMD5: bz.InstallMD5, Version: version, MaxSessions: c.RBSMaxSessions,
 		NewHost: func(cert tls.Certificate, roots *x509.CertPool) (agent.SessionHost, error) {
+			// The sessions' own executor: the jobs' sandbox, with the
+			// sessions' uids, a work root of their own and the JDK's
+			// configuration under /etc.
+			ex, err := bwrap.New(bwrap.Options{WorkRoot: filepath.Join(c.WorkDir, "sessions"), UIDBase: c.RBSUIDBase,
+				Etc: append(slices.Clone(bwrap.DefaultEtc), bz.EtcEntries()...), Logger: log})
+			if err != nil {
+				return nil, fmt.Errorf("rbs sandbox: %w", err)
+			}
 			opts := server.Options{StorageRoot: c.RBSStorageRoot, Listen: c.RBSListen, Advertise: advertise, Certificate: cert,
-				Roots: roots, Bazel: bz, MaxSessions: c.RBSMaxSessions, Logger: log}
+				Roots: roots, Bazel: bz, MaxSessions: c.RBSMaxSessions, Logger: log,
+				Executor: ex, Limits: limits, Networks: networks}
 			if os.Geteuid() == 0 {
 				opts.UIDs = server.UIDRange{First: c.RBSUIDBase, Count: c.RBSMaxSessions}
 			}
-			return server.NewHost(opts)
+			h, err := server.NewHost(opts)
+			if err != nil {
+				ex.Close()
+				return nil, err
+			}
+			return h, nil
 		},
 	}, nil
 }

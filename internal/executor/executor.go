@@ -49,6 +49,9 @@ type Spec struct {
 	// with its egress policy already in force); nil gives the workload no
 	// network at all (a namespace holding only a loopback interface).
 	Network Network
+	// Dir is the working directory inside the sandbox (absolute); empty:
+	// the workspace.
+	Dir string
 }
 
 // Limits bound what one workload may use. A zero field is no limit.
@@ -105,6 +108,18 @@ type Network interface {
 	ResolvConf() []byte
 	Hosts(hostname string) []byte
 }
+
+// HostNetwork, as a Spec's Network, shares the agent's own network with
+// the workload: no isolation at all. It exists for what an agent that
+// cannot make networks (not root) still runs: remote Bazel servers, which
+// the agent must reach on their loopback.
+var HostNetwork Network = hostNetwork{}
+
+type hostNetwork struct{}
+
+func (hostNetwork) Enter() (func() error, error) { return func() error { return nil }, nil }
+func (hostNetwork) ResolvConf() []byte           { return nil }
+func (hostNetwork) Hosts(string) []byte          { return nil }
 
 // Result is how a workload ended.
 type Result struct {

@@ -1,6 +1,7 @@
 package bwrap
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"path"
@@ -55,6 +56,9 @@ const (
 	// (executor.Spec.Network, entered by the forking thread) and keeps it;
 	// /etc/resolv.conf and /etc/hosts are the network's own.
 	networkJoined
+	// networkHost: the sandbox shares the agent's network
+	// (executor.HostNetwork).
+	networkHost
 )
 
 // networkEtc are the /etc entries a joined network provides itself.
@@ -69,6 +73,7 @@ type invocation struct {
 	Host      hostLayout
 	Etc       []string // names under /etc to bind read-only if they exist
 	Network   network
+	Dir       string // working directory inside; empty: the workspace
 	// Tmp is a host directory bound read-write at /tmp; empty: a tmpfs.
 	Tmp string
 	// Seccomp installs the syscall filter read from fdSeccomp.
@@ -111,7 +116,7 @@ func buildArgs(inv invocation) (bwrapArgs, error) {
 	switch inv.Network {
 	case networkNone:
 		o = append(o, "--unshare-net")
-	case networkJoined:
+	case networkJoined, networkHost:
 	default:
 		return bwrapArgs{}, fmt.Errorf("network mode %d is not supported", inv.Network)
 	}
@@ -166,7 +171,7 @@ func buildArgs(inv invocation) (bwrapArgs, error) {
 	}
 	o = append(o,
 		"--remount-ro", "/", // the root tmpfs: nothing new at the top level
-		"--chdir", sandboxWorkspace,
+		"--chdir", cmp.Or(inv.Dir, sandboxWorkspace),
 		"--info-fd", strconv.Itoa(fdInfo),
 	)
 	if inv.Seccomp {
@@ -216,6 +221,9 @@ func validate(inv invocation) error {
 	}
 	if !path.IsAbs(inv.Workspace) || strings.IndexByte(inv.Workspace, 0) >= 0 {
 		return fmt.Errorf("workspace %q is not an absolute path", inv.Workspace)
+	}
+	if inv.Dir != "" && (!path.IsAbs(inv.Dir) || path.Clean(inv.Dir) != inv.Dir || strings.IndexByte(inv.Dir, 0) >= 0) {
+		return fmt.Errorf("working directory %q is not a clean absolute path", inv.Dir)
 	}
 	if inv.Tmp != "" && (!path.IsAbs(inv.Tmp) || strings.IndexByte(inv.Tmp, 0) >= 0) {
 		return fmt.Errorf("tmp %q is not an absolute path", inv.Tmp)

@@ -190,8 +190,11 @@ func (e *Executor) Run(ctx context.Context, spec executor.Spec) (executor.Result
 			}
 		}()
 	}
-	netMode := networkNone
-	if spec.Network != nil {
+	netMode, netw := networkNone, spec.Network
+	switch {
+	case netw == executor.HostNetwork:
+		netMode, netw = networkHost, nil
+	case netw != nil:
 		netMode = networkJoined
 	}
 	args, err := buildArgs(invocation{
@@ -203,6 +206,7 @@ func (e *Executor) Run(ctx context.Context, spec executor.Spec) (executor.Result
 		Host:      e.host,
 		Etc:       e.opts.Etc,
 		Network:   netMode,
+		Dir:       spec.Dir,
 		Seccomp:   true,
 	})
 	if err != nil {
@@ -225,7 +229,7 @@ func (e *Executor) Run(ctx context.Context, spec executor.Spec) (executor.Result
 	limitCtx, stop := context.WithCancelCause(runCtx)
 	defer stop(nil)
 	p, err := startSandbox(e.opts.BwrapPath, args, newAccounts(uid, gid), cred,
-		confinement{seccomp: e.seccomp, cgroup: cg, network: spec.Network}, out, log)
+		confinement{seccomp: e.seccomp, cgroup: cg, network: netw}, out, log)
 	if err != nil {
 		return res, fmt.Errorf("run job %s: %w", spec.JobID, err)
 	}

@@ -15,9 +15,11 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -28,6 +30,9 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/nimbus-build/nimbus/internal/auth"
+	"github.com/nimbus-build/nimbus/internal/executor"
+	"github.com/nimbus-build/nimbus/internal/executor/bwrap"
+	"github.com/nimbus-build/nimbus/internal/netpolicy"
 	"github.com/nimbus-build/nimbus/internal/pki"
 	"github.com/nimbus-build/nimbus/internal/rbs"
 	"github.com/nimbus-build/nimbus/internal/rbs/proxy"
@@ -121,9 +126,30 @@ func agentMain() int {
 		log.Error("ca", "err", err)
 		return 2
 	}
+	// The agent's own sandbox and networks, as `nimbus agent` builds them:
+	// each session in its own network namespace (offline), under the
+	// jobs' bubblewrap sandbox with its uids.
+	bz, err := server.Bazel{}.Resolve()
+	if err != nil {
+		log.Error("bazel", "err", err)
+		return 2
+	}
+	ex, err := bwrap.New(bwrap.Options{WorkRoot: filepath.Join(filepath.Dir(cfg.Storage), "work"), UIDBase: cfg.UIDFirst,
+		Etc: append(slices.Clone(bwrap.DefaultEtc), bz.EtcEntries()...), Logger: log})
+	if err != nil {
+		log.Error("executor", "err", err)
+		return 2
+	}
+	networks, err := netpolicy.NewManager(netpolicy.Config{Subnet4: netip.MustParsePrefix("10.215.0.0/16"),
+		Upstream: []string{"127.0.0.1:53"}, Logger: log})
+	if err != nil {
+		log.Error("networks", "err", err)
+		return 2
+	}
 	h, err := server.NewHost(server.Options{
 		StorageRoot: cfg.Storage, Listen: cfg.Listen, Certificate: cert, Roots: roots,
 		UIDs: server.UIDRange{First: cfg.UIDFirst, Count: cfg.UIDCount}, Logger: log,
+		Executor: ex, Networks: networks, Limits: executor.Limits{Memory: 2 << 30, Pids: 4096},
 	})
 	if err != nil {
 		log.Error("host", "err", err)
@@ -259,8 +285,8 @@ func newNetns(t *testing.T) *netns {
 	id := fmt.Sprintf("%d%04d", os.Getpid()%1000, rand.IntN(10000))
 	ns := &netns{
 		name:     "nimbus-rbs-" + id,
-		hostIP:   fmt.Sprintf("10.213.%d.1", n),
-		agentIP:  fmt.Sprintf("10.213.%d.2", n),
+		hostIP:   fmt.Sprintf("10.214.%d.1", n),
+		agentIP:  fmt.Sprintf("10.214.%d.2", n),
 		hostVeth: "nrh" + id,
 	}
 	agentVeth := "nra" + id
@@ -300,7 +326,9 @@ func startAgent(t *testing.T, ns *netns, ca *pki.CA, storage string) *agentProc 
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("ip", "netns", "exec", ns.name, exe, "-test.run=^$")
+	// nsenter, not `ip netns exec`: that one remounts /sys, hiding the
+	// cgroup hierarchies the sandbox needs.
+	cmd := exec.Command("nsenter", "--net=/run/netns/"+ns.name, exe, "-test.run=^$")
 	cmd.Env = append(os.Environ(), roleEnv+"=agent", "NIMBUS_RBS_E2E_AGENT="+string(cfg))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	a := &agentProc{cmd: cmd, stderr: &lockedBuffer{}}

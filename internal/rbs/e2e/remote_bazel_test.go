@@ -2,9 +2,11 @@ package e2e
 
 import (
 	"context"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -42,6 +44,8 @@ cc_binary(name = "cc", srcs = ["main.cc"])
 genrule(name = "fail", outs = ["fail.txt"], cmd = "echo failing on purpose >&2; exit 3")
 genrule(name = "slow", outs = ["slow.txt"], cmd = "sleep 120 # ` + marker + `\n touch $@", tags = ["no-cache"])
 genrule(name = "snoop", outs = ["snoop.txt"], cmd = "cat $$SNOOP_PATHS > $@ 2>/dev/null && echo LEAKED >> $@ || echo isolated > $@")
+genrule(name = "netsnoop", outs = ["netsnoop.txt"], tags = ["no-cache"],
+    cmd = "for t in $$NETSNOOP_TARGETS; do if (exec 3<>/dev/tcp/$${t%:*}/$${t##*:}) 2>/dev/null; then echo reached $$t; else echo refused $$t; fi; done > $@")
 `,
 		"data.txt":      "remote data\n",
 		"hello.sh":      "#!/bin/bash\necho \"hello $1: $(cat data.txt)\"\n",
@@ -324,12 +328,35 @@ func TestRemoteBazel(t *testing.T) {
 		// storage.
 		writeFile(t, filepath.Join(bob.workspace, ".bazelrc"), readFile(t, filepath.Join(bob.workspace, ".bazelrc"))+
 			"build --action_env=SNOOP_PATHS='"+filepath.Join(alice.workspace, "data.txt")+" "+filepath.Join(aliceStorage, "ws", "data.txt")+"'\n", 0o644)
-		r := bob.bazel(t, "build", "//:snoop")
+		// And the agent's tunnel and a service of the host, over the
+		// network.
+		hostLn, err := net.Listen("tcp", ":0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer hostLn.Close()
+		go func() {
+			for {
+				c, err := hostLn.Accept()
+				if err != nil {
+					return
+				}
+				c.Close()
+			}
+		}()
+		targets := []string{agent.addr, net.JoinHostPort(ns.hostIP, strconv.Itoa(hostLn.Addr().(*net.TCPAddr).Port))}
+		writeFile(t, filepath.Join(bob.workspace, ".bazelrc"), readFile(t, filepath.Join(bob.workspace, ".bazelrc"))+
+			"build --action_env=NETSNOOP_TARGETS='"+strings.Join(targets, " ")+"'\n", 0o644)
+		r := bob.bazel(t, "build", "//:snoop", "//:netsnoop")
 		if r.code != 0 {
 			t.Fatalf("bob's build: exit %d\n%s", r.code, r.stderr)
 		}
 		if got := readFile(t, filepath.Join(bob.workspace, "bazel-bin", "snoop.txt")); got != "isolated\n" {
 			t.Errorf("bob's sandbox saw alice's files: %q", got)
+		}
+		want := "refused " + strings.Join(targets, "\nrefused ") + "\n"
+		if got := readFile(t, filepath.Join(bob.workspace, "bazel-bin", "netsnoop.txt")); got != want {
+			t.Errorf("bob's session reached the agent or the host: %q, want %q", got, want)
 		}
 		infos := agent.sessions(t)
 		if len(infos) != 2 {

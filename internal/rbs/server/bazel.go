@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -102,4 +103,32 @@ func javalogProperties(outputBase string) string {
 		"com.google.devtools.build.lib.util.SimpleLogHandler.limit=1024000\n" +
 		"com.google.devtools.build.lib.util.SimpleLogHandler.total_limit=20971520\n" +
 		"com.google.devtools.build.lib.util.SimpleLogHandler.formatter=com.google.devtools.build.lib.util.SingleLineFormatter\n"
+}
+
+// EtcEntries are the names under /etc the JDK's configuration lives in
+// (Debian links JAVA_HOME/conf/*.properties to /etc/java-17-openjdk),
+// for the sandbox's /etc allow-list.
+func (b Bazel) EtcEntries() []string {
+	var out []string
+	for _, dir := range []string{filepath.Join(b.JavaHome, "conf"), filepath.Join(b.JavaHome, "conf", "security"), filepath.Join(b.JavaHome, "lib", "security")} {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, e := range entries {
+			target, err := filepath.EvalSymlinks(filepath.Join(dir, e.Name()))
+			if err != nil {
+				continue
+			}
+			rel, ok := strings.CutPrefix(target, "/etc/")
+			if !ok {
+				continue
+			}
+			name, _, _ := strings.Cut(rel, "/")
+			if name != "" && name != "passwd" && name != "group" && !slices.Contains(out, name) {
+				out = append(out, name)
+			}
+		}
+	}
+	return out
 }

@@ -6,10 +6,10 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"sync"
@@ -19,6 +19,8 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/nimbus-build/nimbus/internal/executor"
+	"github.com/nimbus-build/nimbus/internal/netpolicy"
 	"github.com/nimbus-build/nimbus/internal/pki"
 	"github.com/nimbus-build/nimbus/internal/rbs"
 	"github.com/nimbus-build/nimbus/internal/rbs/outputs"
@@ -58,8 +60,18 @@ type Options struct {
 	Certificate tls.Certificate
 	Roots       *x509.CertPool
 	Bazel       Bazel
-	// Bwrap is bubblewrap's path; "bwrap" on PATH when empty.
-	Bwrap string
+	// Executor runs the Bazel servers (the Host owns it and closes it
+	// when it is an io.Closer): the jobs' sandbox (bubblewrap, the
+	// syscall filter, the /etc allow-list, cgroup limits), with its own
+	// work root and uids (required). A session's slot n runs as the
+	// executor's uid for n, which must be UIDs.First+n.
+	Executor executor.Executor
+	// Limits bound each session's server (0: none).
+	Limits executor.Limits
+	// Networks gives each session a network of its own under its egress
+	// policy (the jobs' netpolicy); nil, for an agent that is not root:
+	// servers share the agent's network.
+	Networks *netpolicy.Manager
 	// UIDs are required when the agent runs as root: sandboxes then run as
 	// these unprivileged uids (gid = uid), never as root.
 	UIDs UIDRange
@@ -105,6 +117,7 @@ type Host struct {
 type pending struct {
 	base string
 	uid  int
+	slot int
 }
 
 // NewHost checks the options, finds Bazel and bubblewrap and binds the
@@ -137,11 +150,8 @@ func NewHost(opts Options) (*Host, error) {
 	if opts.UIDs.Count > 0 && opts.MaxSessions > opts.UIDs.Count {
 		return nil, errors.New("rbs host: more sessions than uids")
 	}
-	if opts.Bwrap == "" {
-		opts.Bwrap = "bwrap"
-	}
-	if opts.Bwrap, err = exec.LookPath(opts.Bwrap); err != nil {
-		return nil, fmt.Errorf("rbs host: bubblewrap: %w", err)
+	if opts.Executor == nil {
+		return nil, errors.New("rbs host: an executor is required")
 	}
 	bazel, err := opts.Bazel.Resolve()
 	if err != nil {
@@ -159,7 +169,7 @@ func NewHost(opts Options) (*Host, error) {
 		opts: opts, log: log, storage: storage, bazel: bazel, identity: identity, certs: certs, ln: ln,
 		sessions: map[string]*Session{},
 		pending:  map[string]pending{},
-		reserved: []string{bazel.InstallBase, bazel.JavaHome, storage.Root()},
+		reserved: []string{bazel.InstallBase, bazel.JavaHome, storage.Root(), "/workspace"},
 	}
 	tun := &Tunnel{lookup: h.lookup, log: log}
 	tlsCfg := pki.ServerConfigFrom(opts.Roots, certs, func(id pki.Identity) error {
@@ -228,6 +238,12 @@ func (h *Host) Close() {
 	wg.Wait()
 	h.srv.Stop()
 	h.wg.Wait()
+	// The host owns its executor: nothing else runs in it.
+	if c, ok := h.opts.Executor.(io.Closer); ok {
+		if err := c.Close(); err != nil {
+			h.log.Warn("close the sessions' executor", "err", err)
+		}
+	}
 }
 
 func (h *Host) lookup(id string) (*Session, bool) {
@@ -301,10 +317,11 @@ func (h *Host) StartSession(ctx context.Context, spec SessionSpec) (Endpoint, er
 		return Endpoint{}, fmt.Errorf("start session: %w (%d running)", ErrNoCapacity, n)
 	}
 	uid := h.pickUID(spec)
-	h.pending[spec.ID] = pending{base: base, uid: uid}
+	slot := h.pickSlot(uid)
+	h.pending[spec.ID] = pending{base: base, uid: uid, slot: slot}
 	h.mu.Unlock()
 
-	s, err := h.newSession(spec, opts, uid)
+	s, err := h.newSession(ctx, spec, opts, uid, slot)
 
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -313,8 +330,7 @@ func (h *Host) StartSession(ctx context.Context, spec SessionSpec) (Endpoint, er
 		return Endpoint{}, fmt.Errorf("start session: %w", err)
 	}
 	if h.closed {
-		s.root.Close()
-		s.logFile.Close()
+		s.release()
 		return Endpoint{}, ErrClosed
 	}
 	h.sessions[spec.ID] = s
@@ -324,14 +340,34 @@ func (h *Host) StartSession(ctx context.Context, spec SessionSpec) (Endpoint, er
 	go func() {
 		defer h.wg.Done()
 		defer close(s.done)
-		defer s.root.Close()
-		defer s.logFile.Close()
+		defer s.release()
 		if err := s.sup.Run(sctx); err != nil {
 			s.log.Error("session server failed", "err", err)
 		}
 	}()
 	h.log.Info("session started", "session_id", spec.ID, "user", spec.User.String(), "uid", uid, "storage", s.dirs.Base)
 	return ep, nil
+}
+
+// pickSlot is the executor slot of a session running as uid: uid's offset
+// in UIDs, or (an agent that is not root) the first slot free. Called with
+// h.mu held.
+func (h *Host) pickSlot(uid int) int {
+	if uid >= 0 {
+		return uid - h.opts.UIDs.First
+	}
+	used := map[int]bool{}
+	for _, s := range h.sessions {
+		used[s.slot] = true
+	}
+	for _, p := range h.pending {
+		used[p.slot] = true
+	}
+	slot := 0
+	for used[slot] {
+		slot++
+	}
+	return slot
 }
 
 // pickUID prefers the uid that owns the session's storage already, so its
@@ -359,7 +395,7 @@ func (h *Host) pickUID(spec SessionSpec) int {
 	return -1 // unreachable: MaxSessions <= Count
 }
 
-func (h *Host) newSession(spec SessionSpec, startupOptions []string, uid int) (*Session, error) {
+func (h *Host) newSession(ctx context.Context, spec SessionSpec, startupOptions []string, uid, slot int) (_ *Session, err error) {
 	gid := uid
 	dirs, err := h.storage.Prepare(spec.User.Org, spec.User.Name, spec.RepoHash, spec.Mirror, uid, gid)
 	if err != nil {
@@ -380,30 +416,58 @@ func (h *Host) newSession(spec SessionSpec, startupOptions []string, uid int) (*
 	}
 	log := h.log.With("session_id", spec.ID)
 	s := &Session{
-		spec: spec, dirs: dirs, uid: uid, gid: gid, root: root, log: log, logFile: logFile,
+		spec: spec, dirs: dirs, uid: uid, gid: gid, slot: slot, root: root, log: log, logFile: logFile,
 		started: time.Now(), done: make(chan struct{}),
+	}
+	defer func() {
+		if err != nil {
+			s.release()
+		}
+	}()
+	dial := (&net.Dialer{}).DialContext
+	network := executor.HostNetwork
+	if h.opts.Networks != nil {
+		pol := spec.Egress
+		if pol.Mode == "" {
+			pol.Mode = string(netpolicy.ModeOffline)
+		}
+		s.net, err = h.opts.Networks.Prepare(ctx, netpolicy.Spec{ID: "rbs-" + spec.ID, Policy: netpolicy.PolicyFrom(pol)})
+		if err != nil {
+			return nil, fmt.Errorf("session network: %w", err)
+		}
+		network, dial = s.net, s.net.Netns().DialContext
+		log.Info("session network ready", "egress_mode", s.net.Mode(), "address", s.net.Addr())
 	}
 	s.touch()
 	s.tree = srcsync.NewTree(dirs.Workspace, filepath.Join(dirs.Agent, "staging"), filepath.Join(dirs.Agent, "sync-state"), uid, gid, log)
 	s.lister = &outputs.Lister{Root: root, ToStorage: s.toStorage, Follow: s.followOutput, Cache: &outputs.DigestCache{}}
-	binds := []Bind{{Source: dirs.Workspace, Target: spec.Workspace}, {Source: dirs.OutputUserRoot, Target: spec.OutputUserRoot}}
-	if _, under := within(spec.OutputUserRoot, spec.OutputBase); !under {
-		binds = append(binds, Bind{Source: dirs.OutputBase, Target: spec.OutputBase})
-	}
-	sb := Sandbox{
-		Bwrap:    h.opts.Bwrap,
-		ReadOnly: readOnlyFor(h.bazel.InstallBase, h.bazel.JavaHome),
-		Binds:    binds,
-		Tmp:      dirs.Tmp,
-		Chdir:    spec.Workspace,
+	run := executor.Spec{
+		JobID:   "rbs-" + spec.ID,
+		Argv:    h.bazel.ServerCommand(spec.Mirror, startupOptions),
+		Env:     s.env(),
+		Binds:   s.binds(h.bazel),
+		Dir:     spec.Workspace,
+		Output:  logFile,
+		Slot:    slot,
+		Limits:  h.opts.Limits,
+		Network: network,
 	}
 	s.sup = NewSupervisor(SupervisorConfig{
-		Argv:         sb.Args(h.bazel.ServerCommand(spec.Mirror, startupOptions)),
-		Env:          s.env(),
-		Credential:   s.credential(),
+		Run: func(ctx context.Context) error {
+			res, err := h.opts.Executor.Run(ctx, run)
+			switch {
+			case err != nil:
+				return err
+			case res.Cause != nil && ctx.Err() == nil:
+				return fmt.Errorf("stopped: %w", res.Cause)
+			case ctx.Err() != nil:
+				return nil
+			}
+			return fmt.Errorf("exit status %d", res.ExitCode)
+		},
+		Dial:         func(ctx context.Context, addr string) (net.Conn, error) { return dial(ctx, "tcp", addr) },
 		Root:         root,
 		ServerDir:    filepath.Join(s.rel(dirs.OutputBase), "server"),
-		Log:          logFile,
 		Prepare:      s.prepare,
 		StartTimeout: h.opts.StartTimeout,
 		Logger:       log,

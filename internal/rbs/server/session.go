@@ -12,9 +12,11 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
+	"github.com/nimbus-build/nimbus/internal/apiv1"
+	"github.com/nimbus-build/nimbus/internal/executor"
+	"github.com/nimbus-build/nimbus/internal/netpolicy"
 	"github.com/nimbus-build/nimbus/internal/pki"
 	"github.com/nimbus-build/nimbus/internal/rbs"
 	"github.com/nimbus-build/nimbus/internal/rbs/outputs"
@@ -33,6 +35,9 @@ type SessionSpec struct {
 	InstallMD5 string
 	// StartupOptions are passed to the server (see rbs.PassThroughStartupOptions).
 	StartupOptions []string
+	// Egress is the session's network policy (empty: offline), enforced
+	// when the agent gives sessions networks.
+	Egress apiv1.EgressPolicy
 }
 
 // SessionInfo describes a running session.
@@ -57,7 +62,9 @@ type Session struct {
 	dirs    SessionDirs
 	uid     int
 	gid     int
-	root    *os.Root // dirs.Base
+	slot    int                // the executor's slot
+	net     *netpolicy.Sandbox // nil: the agent's network
+	root    *os.Root           // dirs.Base
 	sup     *Supervisor
 	tree    *srcsync.Tree
 	lister  *outputs.Lister
@@ -171,21 +178,49 @@ func (s *Session) readOutputs(rel string) ([]string, error) {
 }
 
 // env is the Bazel server's environment.
-func (s *Session) env() []string {
-	return []string{
-		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-		"HOME=/tmp",
-		"TMPDIR=/tmp",
-		"LANG=C.UTF-8",
-		"USER=" + s.spec.User.Name,
+func (s *Session) env() map[string]string {
+	return map[string]string{
+		"PATH":   "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"HOME":   "/tmp",
+		"TMPDIR": "/tmp",
+		"LANG":   "C.UTF-8",
+		"USER":   s.spec.User.Name,
 	}
 }
 
-func (s *Session) credential() *syscall.Credential {
-	if s.uid < 0 {
-		return nil
+// binds are the session's storage at the developer's paths, and the
+// Bazel installation and JDK where /usr does not hold them already.
+func (s *Session) binds(b Bazel) []executor.Bind {
+	out := []executor.Bind{
+		{Source: s.dirs.Workspace, Target: s.spec.Workspace},
+		{Source: s.dirs.OutputUserRoot, Target: s.spec.OutputUserRoot},
 	}
-	return &syscall.Credential{Uid: uint32(s.uid), Gid: uint32(s.gid)}
+	if _, under := within(s.spec.OutputUserRoot, s.spec.OutputBase); !under {
+		out = append(out, executor.Bind{Source: s.dirs.OutputBase, Target: s.spec.OutputBase})
+	}
+	for _, p := range []string{b.InstallBase, b.JavaHome} {
+		if _, under := within("/usr", filepath.Clean(p)); !under {
+			out = append(out, executor.Bind{Source: p, Target: p, ReadOnly: true})
+		}
+	}
+	return out
+}
+
+// release gives back what the session holds once its server is gone:
+// its network (with a log line of what it did), its storage root and
+// its log file.
+func (s *Session) release() {
+	if s.net != nil {
+		rep, err := s.net.Close()
+		if err != nil {
+			s.log.Warn("close the session's network", "err", err)
+		}
+		s.log.Info("session network closed", "bytes_out", rep.BytesOut, "bytes_in", rep.BytesIn,
+			"refused", len(rep.Refused), "names", len(rep.Names))
+		s.net = nil
+	}
+	s.root.Close()
+	s.logFile.Close()
 }
 
 // followOutput reports whether a symlink target is in the output base.

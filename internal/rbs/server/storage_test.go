@@ -91,49 +91,6 @@ func TestMirrorToStorage(t *testing.T) {
 	}
 }
 
-func TestSandboxArgs(t *testing.T) {
-	sb := Sandbox{
-		Bwrap:    "/usr/bin/bwrap",
-		ReadOnly: readOnlyFor("/usr/share/bazel", "/opt/jdk"),
-		Binds:    []Bind{{Source: "/s/ws", Target: "/home/a/ws"}},
-		Tmp:      "/s/tmp",
-		Chdir:    "/home/a/ws",
-	}
-	args := sb.Args([]string{"java", "-jar", "x"})
-	for _, want := range [][]string{
-		{"--unshare-user", "--unshare-pid"}, {"--die-with-parent"}, {"--ro-bind", "/usr", "/usr"},
-		{"--ro-bind", "/etc", "/etc"}, {"--bind", "/s/tmp", "/tmp"}, {"--bind", "/s/ws", "/home/a/ws"},
-		{"--chdir", "/home/a/ws"}, {"--", "java", "-jar", "x"},
-	} {
-		if !containsRun(args, want) {
-			t.Errorf("bwrap args lack %q:\n%q", want, args)
-		}
-	}
-	if slices.Contains(args, "/usr/share/bazel") {
-		t.Errorf("the install base under /usr is bound twice: %q", args)
-	}
-	if !containsRun(args, []string{"--ro-bind", "/opt/jdk", "/opt/jdk"}) && fileExists("/opt/jdk") {
-		t.Errorf("the JDK outside /usr is not bound: %q", args)
-	}
-	if slices.Contains(args, "--unshare-net") {
-		t.Errorf("sessions share the agent's network (repository rules download): %q", args)
-	}
-	if st, err := os.Lstat("/bin"); err == nil && st.Mode()&os.ModeSymlink != 0 && !containsRun(args, []string{"--symlink", "usr/bin", "/bin"}) {
-		t.Errorf("the /bin symlink is not reproduced: %q", args)
-	}
-}
-
-func containsRun(args, run []string) bool {
-	for i := range args {
-		if i+len(run) <= len(args) && slices.Equal(args[i:i+len(run)], run) {
-			return true
-		}
-	}
-	return false
-}
-
-func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
-
 func TestServerCommand(t *testing.T) {
 	b := Bazel{InstallBase: "/usr/share/bazel", InstallMD5: "abc", JavaHome: "/usr/lib/jvm/java-17", JVMFlags: []string{"-Xmx8g"}}
 	m := Mirror{Workspace: "/home/a/ws", OutputUserRoot: "/home/a/out", OutputBase: "/home/a/out/x"}

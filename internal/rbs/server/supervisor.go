@@ -6,10 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"os"
-	"os/exec"
 	"sync"
-	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -41,16 +40,17 @@ const (
 
 // SupervisorConfig describes the server to run.
 type SupervisorConfig struct {
-	Argv []string // the full command (bwrap ... -- java ...)
-	Env  []string
-	// Credential runs the process as another uid (nil: the agent's own).
-	Credential *syscall.Credential
+	// Run runs the server once, in its sandbox, until it exits (its error
+	// says how) or ctx ends, when Run must stop it and return once nothing
+	// of it is left.
+	Run func(ctx context.Context) error
+	// Dial connects to the address the server wrote in its handshake files
+	// (its sandbox's loopback, reached from inside the sandbox's network).
+	Dial func(ctx context.Context, address string) (net.Conn, error)
 	// ServerDir is the server's <output_base>/server directory, relative
 	// to Root; the handshake files are read through Root.
 	Root      *os.Root
 	ServerDir string
-	// Log receives the server's stdout and stderr.
-	Log *os.File
 	// Prepare runs before every start (write javalog.properties, remove
 	// stale handshake files).
 	Prepare      func() error
@@ -177,22 +177,16 @@ func (s *Supervisor) runOnce(ctx context.Context) (crashed string, err error) {
 			return "preparing", err
 		}
 	}
-	cmd := exec.Command(s.cfg.Argv[0], s.cfg.Argv[1:]...)
-	cmd.Env = s.cfg.Env
-	cmd.Stdout, cmd.Stderr = s.cfg.Log, s.cfg.Log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: s.cfg.Credential}
 	s.set(StateStarting, "starting the Bazel server", nil)
-	if err := cmd.Start(); err != nil {
-		return "starting", err
-	}
-	p := &process{cmd: cmd, done: make(chan struct{})}
-	go func() { p.err = cmd.Wait(); close(p.done) }()
+	pctx, kill := context.WithCancel(context.WithoutCancel(ctx))
+	p := &process{kill: kill, done: make(chan struct{})}
+	go func() { p.err = s.cfg.Run(pctx); close(p.done) }()
 
 	readyCtx, cancelReady := context.WithTimeout(ctx, s.cfg.StartTimeout)
 	conn, client, info, err := s.waitReady(readyCtx, p)
 	cancelReady()
 	if err != nil {
-		p.kill()
+		p.stopNow()
 		return "starting", err
 	}
 	defer conn.Close()
@@ -218,7 +212,8 @@ func (s *Supervisor) waitReady(ctx context.Context, p *process) (*grpc.ClientCon
 	for {
 		info, err := serverdir.ReadFS(s.cfg.Root.FS(), s.cfg.ServerDir)
 		if err == nil {
-			conn, err := grpc.NewClient("passthrough:///"+info.Address, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			conn, err := grpc.NewClient("passthrough:///"+info.Address, grpc.WithTransportCredentials(insecure.NewCredentials()),
+				grpc.WithContextDialer(s.cfg.Dial))
 			if err == nil {
 				client := commandserverpb.NewCommandServerClient(conn)
 				pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -257,13 +252,14 @@ func (s *Supervisor) stop(client commandserverpb.CommandServerClient, info serve
 	select {
 	case <-p.done:
 	case <-ctx.Done():
-		p.kill()
+		p.stopNow()
 	}
+	p.stopNow() // the sandbox ends with its server; make sure of it
 }
 
-// process is a started sandbox; done is closed once it has been waited for.
+// process is a started server; done is closed once nothing of it is left.
 type process struct {
-	cmd  *exec.Cmd
+	kill context.CancelFunc
 	done chan struct{}
 	err  error
 }
@@ -275,10 +271,9 @@ func (p *process) exitErr() error {
 	return p.err
 }
 
-// kill ends the sandbox (bwrap's process group; its inner processes die
-// with it: --die-with-parent, and the pid namespace goes with its init)
-// and waits for it.
-func (p *process) kill() {
-	syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+// stopNow ends the sandbox (the executor kills its whole pid namespace)
+// and waits until nothing of it is left.
+func (p *process) stopNow() {
+	p.kill()
 	<-p.done
 }
