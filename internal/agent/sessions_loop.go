@@ -217,10 +217,14 @@ func specOf(o apiv1.SessionOrder) (server.SessionSpec, error) {
 	if err != nil {
 		return server.SessionSpec{}, fmt.Errorf("session user: %w", err)
 	}
-	return server.SessionSpec{
+	spec := server.SessionSpec{
 		ID: o.ID, User: user, RepoHash: o.RepoHash, InstallMD5: o.InstallMD5, StartupOptions: o.StartupOptions,
 		Mirror: server.Mirror{Workspace: o.Workspace, OutputBase: o.OutputBase, OutputUserRoot: o.OutputUserRoot},
-	}, nil
+	}
+	if o.Egress != nil {
+		spec.Egress = *o.Egress
+	}
+	return spec, nil
 }
 
 // report tells the control plane about a session, retrying a few times.

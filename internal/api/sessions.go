@@ -148,6 +148,12 @@ func (s *Server) sessionOrders(w http.ResponseWriter, r *http.Request, a store.A
 	if err != nil {
 		return err
 	}
+	if s.Egress != nil {
+		for i := range orders.Start {
+			p := s.Egress.Session(r.Context(), a.OrgID, orders.Start[i].ID, "agent:"+a.ID)
+			orders.Start[i].Egress = &p
+		}
+	}
 	writeJSON(w, http.StatusOK, orders)
 	return nil
 }

@@ -69,6 +69,9 @@ type SessionOrder struct {
 	OutputBase     string   `json:"output_base"`
 	OutputUserRoot string   `json:"output_user_root"`
 	StartupOptions []string `json:"startup_options,omitempty"`
+	// Egress is the session's network policy (from the control plane's
+	// egress rules, source rbs); absent: offline.
+	Egress *EgressPolicy `json:"egress,omitempty"`
 }
 
 // SessionReport is an agent's report of one session's state.

@@ -45,11 +45,14 @@ var GitHubAllow = []string{
 const (
 	SourceAPI    = "api"
 	SourceGitHub = "github"
+	// SourceRBS is a remote Bazel session (its Bazel server's network).
+	SourceRBS = "rbs"
 )
 
 // Rules decide each job's egress policy from its org, labels and source.
-// The zero value gives API jobs the offline mode and GitHub jobs the
-// allow-list mode with GitHubAllow.
+// The zero value gives API jobs and remote Bazel sessions the offline mode
+// and GitHub jobs the allow-list mode with GitHubAllow. Sessions start
+// from Default too; rules with `sources: [rbs]` open them.
 type Rules struct {
 	// Default is the starting point of API-submitted jobs.
 	Default PolicyConfig `yaml:"default"`
@@ -135,8 +138,8 @@ func (r Rules) Validate() error {
 			return err
 		}
 		for _, s := range rule.Sources {
-			if s != SourceAPI && s != SourceGitHub {
-				return fmt.Errorf("%s: source %q: want api or github", where, s)
+			if s != SourceAPI && s != SourceGitHub && s != SourceRBS {
+				return fmt.Errorf("%s: source %q: want api, github or rbs", where, s)
 			}
 		}
 	}

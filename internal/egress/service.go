@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nimbus-build/nimbus/internal/apiv1"
 	"github.com/nimbus-build/nimbus/internal/audit"
@@ -60,15 +61,25 @@ func (s *Service) Lease(ctx context.Context, j store.Job, actor string) (apiv1.E
 	if err := s.store.SetPolicy(ctx, j.OrgID, j.ID, p, now); err != nil {
 		return p, err
 	}
-	allow := strings.Join(p.Allow, " ")
-	if len(allow) > 2000 {
-		allow = allow[:2000] + " …"
-	}
+	allow := abbreviate(strings.Join(p.Allow, " "), 2000)
 	// The policy is recorded with the job above: its audit entry is the
 	// record of a decision made (best effort, like other such events).
 	s.audit.Record(ctx, store.AuditEntry{At: now, OrgID: j.OrgID, Actor: actor, Action: "job.egress_policy", Target: j.ID,
 		Detail: map[string]string{"mode": p.Mode, "allow": allow, "fence": strconv.FormatInt(j.Fence, 10)}})
 	return p, nil
+}
+
+// Session decides the policy of a remote Bazel session being started
+// (rules with source rbs) and audits it. A policy the rules make invalid
+// (too long) falls back to offline.
+func (s *Service) Session(ctx context.Context, org, session, actor string) apiv1.EgressPolicy {
+	p := s.rules.For(JobFacts{Org: org, Source: SourceRBS})
+	if err := netpolicy.PolicyFrom(p).Validate(); err != nil {
+		p = apiv1.EgressPolicy{Mode: string(netpolicy.ModeOffline)}
+	}
+	s.audit.Record(ctx, store.AuditEntry{OrgID: org, Actor: actor, Action: "session.egress_policy", Target: session,
+		Detail: map[string]string{"mode": p.Mode, "allow": abbreviate(strings.Join(p.Allow, " "), 2000)}})
+	return p
 }
 
 // Report stores what a finished job did on the network.
@@ -222,4 +233,15 @@ func (s *Service) Suggest(ctx context.Context, org, label string, since time.Tim
 		return strings.Compare(a.Entry, b.Entry)
 	})
 	return sug, nil
+}
+
+// abbreviate cuts s to n bytes (at a character boundary), marking the cut.
+func abbreviate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + " …"
 }
