@@ -237,15 +237,19 @@ func (s *Server) completeJob(w http.ResponseWriter, r *http.Request, a store.Age
 			return badRequest("egress: %v", err)
 		}
 	}
+	if req.Egress != nil && s.Egress != nil {
+		// The report is kept before the completion, so that a finished job
+		// shows it; only under the live lease, so a stale agent's report is
+		// not. The completion stands whatever happens to its report.
+		if live, err := s.Jobs.CheckLease(r.Context(), a, id, req.Fence); err == nil {
+			if err := s.Egress.Report(r.Context(), live.OrgID, live.ID, *req.Egress); err != nil {
+				s.log.Warn("store egress report", "job_id", id, "err", err)
+			}
+		}
+	}
 	j, err := s.Jobs.Complete(r.Context(), a, id, req.Fence, store.Outcome{State: st, ExitCode: req.ExitCode, Reason: req.Reason})
 	if err != nil {
 		return err
-	}
-	if req.Egress != nil && s.Egress != nil {
-		// The completion stands whatever happens to its report.
-		if err := s.Egress.Report(r.Context(), j.OrgID, j.ID, *req.Egress); err != nil {
-			s.log.Warn("store egress report", "job_id", j.ID, "err", err)
-		}
 	}
 	writeJSON(w, http.StatusOK, jobJSON(j))
 	return nil
