@@ -27,7 +27,7 @@ Commands:
   ctl      the admin and user CLI (run, jobs, logs, agents, tokens, orgs, audit)
   rbs      remote Bazel on a developer machine (init; proxy is what bazel starts)
   admin    maintenance on the server's host (rotate-master-key, recover-owner)
-  bench    benchmarks that print tables (jobs, cache, rbs)
+  bench    benchmarks that print tables (jobs, sandbox, cache, rbs)
   version  print the version
 
 Run "nimbus <command> --help" for a command's flags.
@@ -85,7 +85,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 }
 
 func benchMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	const usage = "Usage: nimbus bench jobs|cache|rbs [flags]\n\n  jobs   the job loop: webhooks/s, lease cycles/s, webhook → process start, idle RSS\n  cache  a load generator for any Bazel remote cache (gRPC or HTTP)\n  rbs    remote Bazel beside a local Bazel: cold start, warm no-op, one-file rebuild, sync\n"
+	const usage = "Usage: nimbus bench jobs|sandbox|cache|rbs [flags]\n\n  jobs   the job loop: webhooks/s, lease cycles/s, webhook → process start, idle RSS\n  sandbox  the job sandbox with and without its network: lease → first instruction, setup, teardown, jobs/s\n  cache  a load generator for any Bazel remote cache (gRPC or HTTP)\n  rbs    remote Bazel beside a local Bazel: cold start, warm no-op, one-file rebuild, sync\n"
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return 2
@@ -93,6 +93,8 @@ func benchMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	switch args[0] {
 	case "jobs":
 		return bench.JobsMain(ctx, args[1:], stdout, stderr)
+	case "sandbox":
+		return bench.SandboxMain(ctx, args[1:], stdout, stderr)
 	case "cache":
 		return cachebench.Main(ctx, args[1:], stdout, stderr)
 	case "rbs":

@@ -121,18 +121,20 @@ func (s *Sandbox) teardown() error {
 			errs = append(errs, err)
 		}
 	}
-	if s.hostIf != "" {
-		// Deleting one end deletes the pair at once, so the index is free
-		// again before the namespace itself is gone.
+	// Closing the namespace's last reference (no process is left in it)
+	// makes the kernel destroy it, and the veth pair with it, without
+	// making us wait: deleting the link ourselves costs a couple of RCU
+	// grace periods (20-30 ms). The interface's name, hence its index,
+	// stays taken until then; Prepare moves on to the next one.
+	if s.ns != nil {
+		if err := s.ns.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	} else if s.hostIf != "" {
 		if l, err := netlink.LinkByName(s.hostIf); err == nil {
 			if err := netlink.LinkDel(l); err != nil {
 				errs = append(errs, fmt.Errorf("delete %s: %w", s.hostIf, err))
 			}
-		}
-	}
-	if s.ns != nil {
-		if err := s.ns.Close(); err != nil {
-			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)

@@ -375,8 +375,14 @@ func TestNothingLeftBehind(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if after := sandboxLinks(t); after != before {
-		t.Fatalf("%d sandbox links before, %d after", before, after)
+	// The kernel removes a namespace (and its veth pair) soon after its
+	// last reference goes.
+	deadline := time.Now().Add(10 * time.Second)
+	for sandboxLinks(t) != before {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d sandbox links before, %d after", before, sandboxLinks(t))
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

@@ -1,0 +1,292 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nimbus-build/nimbus/internal/executor"
+	"github.com/nimbus-build/nimbus/internal/executor/bwrap"
+	"github.com/nimbus-build/nimbus/internal/netpolicy"
+)
+
+// SandboxOptions configures `nimbus bench sandbox`.
+type SandboxOptions struct {
+	Runs        int
+	Concurrency int
+	Duration    time.Duration
+	WorkDir     string
+	Limits      executor.Limits
+}
+
+// SandboxMain is `nimbus bench sandbox`.
+func SandboxMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	o := SandboxOptions{Limits: executor.Limits{Memory: 1 << 30, Pids: 8192}}
+	fs := flag.NewFlagSet("nimbus bench sandbox", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.IntVar(&o.Runs, "runs", 100, "jobs per latency row, one at a time")
+	fs.IntVar(&o.Concurrency, "concurrency", 4, "jobs at once in the throughput rows")
+	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "length of each throughput row")
+	fs.StringVar(&o.WorkDir, "work-dir", "", "work root of the sandboxes (default: a temporary directory under /var/tmp)")
+	disk := fs.Int64("job-disk-mib", 0, "disk limit of each job in MiB (0: none; one ext4 image per slot, made once)")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, `Usage: nimbus bench sandbox [flags]
+
+Measures the job sandbox as the agent runs it (bubblewrap, the syscall filter,
+a cgroup with memory and pids limits), without and with the job's network
+(namespace, veth, nftables tables, resolver): lease → first instruction of
+the workload (the time from the agent holding a lease to a bash workload
+printing $EPOCHREALTIME, bash's own start included), the network's setup and
+teardown, and jobs per second sustained. Needs root. The control plane's
+calls are not included (see nimbus bench jobs).
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	o.Limits.Disk = *disk << 20
+	rows, err := benchSandbox(ctx, o, stderr)
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SANDBOX\tMETRIC\tVALUE\tGOAL")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.engine, r.metric, r.value, r.goal)
+	}
+	tw.Flush()
+	if err != nil {
+		fmt.Fprintf(stderr, "nimbus bench sandbox: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func benchSandbox(ctx context.Context, o SandboxOptions, stderr io.Writer) ([]row, error) {
+	if os.Geteuid() != 0 {
+		return nil, errors.New("needs root (sandbox uids, cgroups, network namespaces)")
+	}
+	dir := o.WorkDir
+	if dir == "" {
+		d, err := os.MkdirTemp("/var/tmp", "nimbus-bench-sandbox-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(d)
+		dir = d
+	}
+	if err := os.Chmod(dir, 0o711); err != nil {
+		return nil, err
+	}
+	ex, err := bwrap.New(bwrap.Options{WorkRoot: filepath.Join(dir, "jobs"), UIDBase: 230000})
+	if err != nil {
+		return nil, err
+	}
+	defer ex.Close()
+	nets, err := netpolicy.NewManager(netpolicy.Config{Upstream: []string{"127.0.0.1:53"}})
+	if err != nil {
+		return nil, err
+	}
+	b := &sandboxBench{ex: ex, nets: nets, limits: o.Limits}
+	// Warm up: the first runs make each slot's cgroups (and disk images).
+	for slot := range o.Concurrency {
+		if _, err := b.job(ctx, slot, false); err != nil {
+			return nil, err
+		}
+	}
+	var rows []row
+	var base sample
+	for _, withNet := range []bool{false, true} {
+		name := "bwrap"
+		if withNet {
+			name = "bwrap + network policy"
+		}
+		fmt.Fprintf(stderr, "bench sandbox: %s, %d jobs one at a time…\n", name, o.Runs)
+		var s sample
+		for range o.Runs {
+			t, err := b.job(ctx, 0, withNet)
+			if err != nil {
+				return rows, err
+			}
+			s.add(t)
+		}
+		first := s.quantiles(func(t jobTimes) time.Duration { return t.first })
+		goal := ""
+		if withNet {
+			goal = "p50 < 80 ms, < 30 ms over none"
+			added := s.median(func(t jobTimes) time.Duration { return t.first }) - base.median(func(t jobTimes) time.Duration { return t.first })
+			rows = append(rows, row{name, "lease → first instruction", first, goal},
+				row{name, "added by the network, p50", ms(added), "< 30 ms"},
+				row{name, "network setup, p50 / p99", s.quantiles(func(t jobTimes) time.Duration { return t.netUp }), ""},
+				row{name, "network teardown (+ report), p50 / p99", s.quantiles(func(t jobTimes) time.Duration { return t.netDown }), ""})
+		} else {
+			base = s
+			rows = append(rows, row{name, "lease → first instruction", first, ""})
+		}
+		rows = append(rows, row{name, "job end → resources released, p50 / p99", s.quantiles(func(t jobTimes) time.Duration { return t.teardown }), ""})
+	}
+	for _, withNet := range []bool{false, true} {
+		name := "bwrap"
+		if withNet {
+			name = "bwrap + network policy"
+		}
+		fmt.Fprintf(stderr, "bench sandbox: %s, %d at once for %v…\n", name, o.Concurrency, o.Duration)
+		n, err := b.throughput(ctx, o.Concurrency, o.Duration, withNet)
+		if err != nil {
+			return rows, err
+		}
+		rows = append(rows, row{name, fmt.Sprintf("jobs/s sustained, %d at once", o.Concurrency),
+			fmt.Sprintf("%.1f", float64(n)/o.Duration.Seconds()), ""})
+	}
+	return rows, nil
+}
+
+type sandboxBench struct {
+	ex     *bwrap.Executor
+	nets   *netpolicy.Manager
+	limits executor.Limits
+}
+
+// jobTimes are one job's measurements.
+type jobTimes struct {
+	first    time.Duration // lease (t0) → the workload's first instruction
+	netUp    time.Duration
+	netDown  time.Duration
+	teardown time.Duration // workload exit → Run returned (and network closed)
+}
+
+// job runs one bash workload that prints its start time.
+func (b *sandboxBench) job(ctx context.Context, slot int, withNet bool) (jobTimes, error) {
+	var t jobTimes
+	t0 := time.Now()
+	spec := executor.Spec{JobID: "bench", Slot: slot, Limits: b.limits,
+		Argv: []string{"/bin/bash", "--norc", "--noprofile", "-c", "echo $EPOCHREALTIME"}}
+	var sb *netpolicy.Sandbox
+	if withNet {
+		var err error
+		sb, err = b.nets.Prepare(ctx, netpolicy.Spec{ID: "bench", Policy: netpolicy.Policy{Mode: netpolicy.ModeAllowList, Allow: []string{"example.com"}}})
+		if err != nil {
+			return t, err
+		}
+		t.netUp = time.Since(t0)
+		spec.Network = sb
+	}
+	var out bytes.Buffer
+	spec.Output = &out
+	res, err := b.ex.Run(ctx, spec)
+	end := time.Now()
+	if err == nil && (res.ExitCode != 0 || res.Cause != nil) {
+		err = fmt.Errorf("workload: exit %d, %v: %s", res.ExitCode, res.Cause, out.String())
+	}
+	if sb != nil {
+		d := time.Now()
+		if _, cerr := sb.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+		t.netDown = time.Since(d)
+		end = time.Now()
+	}
+	if err != nil {
+		return t, err
+	}
+	started, perr := parseEpoch(strings.TrimSpace(out.String()))
+	if perr != nil {
+		return t, fmt.Errorf("workload printed %q: %v", out.String(), perr)
+	}
+	t.first = started.Sub(t0)
+	// From the sandbox gone to everything released: workspace, cgroup,
+	// network.
+	t.teardown = end.Sub(res.Finished)
+	return t, nil
+}
+
+// throughput runs jobs from n workers for d and counts those finished.
+func (b *sandboxBench) throughput(ctx context.Context, n int, d time.Duration, withNet bool) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	var mu sync.Mutex
+	done, failed := 0, error(nil)
+	var wg sync.WaitGroup
+	for slot := range n {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				_, err := b.job(context.WithoutCancel(ctx), slot, withNet)
+				mu.Lock()
+				if err != nil && failed == nil {
+					failed = err
+				}
+				if err == nil && ctx.Err() == nil {
+					done++
+				}
+				mu.Unlock()
+				if err != nil {
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return done, failed
+}
+
+// parseEpoch reads bash's $EPOCHREALTIME (seconds.microseconds).
+func parseEpoch(s string) (time.Time, error) {
+	sec, frac, ok := strings.Cut(s, ".")
+	if !ok {
+		sec, frac, ok = strings.Cut(s, ",") // a locale's decimal comma
+	}
+	if !ok {
+		return time.Time{}, errors.New("no fraction")
+	}
+	si, err := strconv.ParseInt(sec, 10, 64)
+	if err != nil {
+		return time.Time{}, err
+	}
+	fi, err := strconv.ParseInt((frac + "000000")[:6], 10, 64)
+	if err != nil {
+		return time.Time{}, err
+	}
+	return time.Unix(si, fi*1000), nil
+}
+
+type sample struct{ all []jobTimes }
+
+func (s *sample) add(t jobTimes) { s.all = append(s.all, t) }
+
+func (s *sample) sorted(f func(jobTimes) time.Duration) []time.Duration {
+	v := make([]time.Duration, len(s.all))
+	for i, t := range s.all {
+		v[i] = f(t)
+	}
+	slices.Sort(v)
+	return v
+}
+
+func (s *sample) median(f func(jobTimes) time.Duration) time.Duration {
+	v := s.sorted(f)
+	if len(v) == 0 {
+		return 0
+	}
+	return v[len(v)/2]
+}
+
+func (s *sample) quantiles(f func(jobTimes) time.Duration) string {
+	v := s.sorted(f)
+	if len(v) == 0 {
+		return "-"
+	}
+	return ms(v[len(v)/2]) + " / " + ms(v[min(len(v)-1, len(v)*99/100)])
+}
+
+
