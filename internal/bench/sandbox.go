@@ -288,5 +288,3 @@ func (s *sample) quantiles(f func(jobTimes) time.Duration) string {
 	}
 	return ms(v[len(v)/2]) + " / " + ms(v[min(len(v)-1, len(v)*99/100)])
 }
-
-

@@ -42,6 +42,8 @@ func TestMain(m *testing.M) {
 		os.Exit(childRun())
 	case "check":
 		os.Exit(childCheck())
+	case "runnet":
+		os.Exit(childRunNetwork())
 	default:
 		fmt.Fprintln(os.Stderr, "unknown child mode")
 		os.Exit(2)

@@ -1,14 +1,21 @@
 package bwrap
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netlink"
 
 	"github.com/nimbus-build/nimbus/internal/executor"
 	"github.com/nimbus-build/nimbus/internal/netpolicy"
@@ -178,4 +185,176 @@ func acceptAll(ln net.Listener) {
 		}
 		c.Close()
 	}
+}
+
+// subnetLinks lists the host's interfaces holding an address of pfx.
+func subnetLinks(t *testing.T, pfx netip.Prefix) []string {
+	t.Helper()
+	links, err := netlink.LinkList()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, l := range links {
+		addrs, _ := netlink.AddrList(l, netlink.FAMILY_V4)
+		for _, a := range addrs {
+			if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok && pfx.Contains(ip) {
+				out = append(out, l.Attrs().Name)
+			}
+		}
+	}
+	return out
+}
+
+// waitNoSubnetLinks waits for the kernel to remove namespaces whose last
+// reference went (their veth pairs go with them).
+func waitNoSubnetLinks(t *testing.T, pfx netip.Prefix) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		left := subnetLinks(t, pfx)
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sandbox links of %s left: %v", pfx, left)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// childRunNetwork is a stand-in agent: one job with a network (in
+// crashSubnet), running a sleep, until the parent kills it.
+func childRunNetwork() int {
+	m, err := netpolicy.NewManager(netpolicy.Config{Subnet4: crashSubnet, Upstream: []string{"127.0.0.1:53"}})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	sb, err := m.Prepare(context.Background(), netpolicy.Spec{ID: "crash", Policy: netpolicy.Policy{Mode: netpolicy.ModeOffline}})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	base, _ := strconv.Atoi(os.Getenv(childBaseEnv))
+	slot, _ := strconv.Atoi(os.Getenv(childSlotEnv))
+	e, err := New(Options{WorkRoot: os.Getenv(childRootEnv), UIDBase: base})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	res, err := e.Run(context.Background(), executor.Spec{JobID: "crash", Slot: slot, Network: sb, Output: os.Stdout,
+		Argv: []string{"sh", "-c", os.Getenv(childArgEnv)}})
+	fmt.Printf("result: %+v, %v\n", res, err)
+	return 0
+}
+
+var crashSubnet = netip.MustParsePrefix("10.217.0.0/16")
+
+// An agent killed while its job runs leaves no network behind: the
+// namespace is held by the agent's descriptor and the job's processes,
+// which die with it, and its veth pair goes with the namespace. Nothing
+// needs sweeping at the next start.
+func TestNetworkGoneWithCrashedAgent(t *testing.T) {
+	requireBwrap(t)
+	requireRoot(t)
+	root := filepath.Join(traversableDir(t), "work")
+	token := newToken()
+	slot := newSlot(t)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childModeEnv+"=runnet", childRootEnv+"="+root, childBaseEnv+"="+strconv.Itoa(testUIDBase),
+		childSlotEnv+"="+strconv.Itoa(slot), childArgEnv+"=echo started; sleep "+token)
+	out := newWatchWriter("started")
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-out.ready:
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("the job never started: %s", out.String())
+	}
+	if len(subnetLinks(t, crashSubnet)) != 1 {
+		t.Fatalf("the job's link is not there: %v", subnetLinks(t, crashSubnet))
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	waitNoSubnetLinks(t, crashSubnet)
+	deadline := time.Now().Add(10 * time.Second)
+	for len(liveProcesses(t, -1, token)) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("job processes left: %v", liveProcesses(t, -1, token))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Many jobs with networks, some at once: every namespace, veth, nftables
+// table (inside the namespaces), resolver and forwarder socket goes.
+func TestNetworkManyJobsLeaveNothing(t *testing.T) {
+	requireBwrap(t)
+	requireRoot(t)
+	t.Parallel()
+	subnet := netip.MustParsePrefix("10.216.0.0/16")
+	m, err := netpolicy.NewManager(netpolicy.Config{Subnet4: subnet, Upstream: []string{"127.0.0.1:53"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newExecutor(t)
+	fdsBefore := openFDs(t)
+	const jobs, parallel = 300, 6
+	slots := make(chan int, parallel)
+	for range parallel {
+		slots <- newSlot(t)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var failures []string
+	for i := range jobs {
+		slot := <-slots
+		wg.Go(func() {
+			defer func() { slots <- slot }()
+			sb, err := m.Prepare(t.Context(), netpolicy.Spec{ID: fmt.Sprintf("many-%d", i),
+				Policy:   netpolicy.Policy{Mode: netpolicy.ModeAllowList, Allow: []string{"example.com"}},
+				Platform: netpolicy.Platform{GRPC: "127.0.0.1:9"}})
+			if err != nil {
+				mu.Lock()
+				failures = append(failures, fmt.Sprintf("job %d: prepare: %v", i, err))
+				mu.Unlock()
+				return
+			}
+			var out bytes.Buffer
+			res, err := e.Run(t.Context(), executor.Spec{JobID: fmt.Sprintf("many-%d", i), Slot: slot, Network: sb, Output: &out,
+				Argv: []string{"sh", "-c", "cat /etc/resolv.conf | grep -c nameserver"}})
+			if _, cerr := sb.Close(); cerr != nil && err == nil {
+				err = cerr
+			}
+			if err != nil || res.ExitCode != 0 || out.String() != "1\n" {
+				mu.Lock()
+				failures = append(failures, fmt.Sprintf("job %d: %+v, %v, %q", i, res, err, out.String()))
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	for _, f := range failures {
+		t.Error(f)
+	}
+	waitNoSubnetLinks(t, subnet)
+	// Namespaces are held by descriptors, resolvers and forwarders by
+	// sockets: none may be left open.
+	if after := openFDs(t); after > fdsBefore+2 {
+		t.Errorf("%d descriptors open before the jobs, %d after", fdsBefore, after)
+	}
+}
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(entries)
 }
