@@ -15,8 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
-
 	"github.com/nimbus-build/nimbus/internal/executor"
 	"github.com/nimbus-build/nimbus/internal/netpolicy"
 	"github.com/nimbus-build/nimbus/internal/netpolicy/netpolicytest"
@@ -187,42 +185,6 @@ func acceptAll(ln net.Listener) {
 	}
 }
 
-// subnetLinks lists the host's interfaces holding an address of pfx.
-func subnetLinks(t *testing.T, pfx netip.Prefix) []string {
-	t.Helper()
-	links, err := netlink.LinkList()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, l := range links {
-		addrs, _ := netlink.AddrList(l, netlink.FAMILY_V4)
-		for _, a := range addrs {
-			if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok && pfx.Contains(ip) {
-				out = append(out, l.Attrs().Name)
-			}
-		}
-	}
-	return out
-}
-
-// waitNoSubnetLinks waits for the kernel to remove namespaces whose last
-// reference went (their veth pairs go with them).
-func waitNoSubnetLinks(t *testing.T, pfx netip.Prefix) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		left := subnetLinks(t, pfx)
-		if len(left) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("sandbox links of %s left: %v", pfx, left)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // childRunNetwork is a stand-in agent: one job with a network (in
 // crashSubnet), running a sleep, until the parent kills it.
 func childRunNetwork() int {
@@ -276,12 +238,12 @@ func TestNetworkGoneWithCrashedAgent(t *testing.T) {
 		cmd.Wait()
 		t.Fatalf("the job never started: %s", out.String())
 	}
-	if len(subnetLinks(t, crashSubnet)) != 1 {
-		t.Fatalf("the job's link is not there: %v", subnetLinks(t, crashSubnet))
+	if len(netpolicytest.SubnetLinks(t, crashSubnet)) != 1 {
+		t.Fatalf("the job's link is not there: %v", netpolicytest.SubnetLinks(t, crashSubnet))
 	}
 	cmd.Process.Kill()
 	cmd.Wait()
-	waitNoSubnetLinks(t, crashSubnet)
+	netpolicytest.WaitNoSubnetLinks(t, crashSubnet)
 	deadline := time.Now().Add(10 * time.Second)
 	for len(liveProcesses(t, -1, token)) > 0 {
 		if time.Now().After(deadline) {
@@ -342,7 +304,7 @@ func TestNetworkManyJobsLeaveNothing(t *testing.T) {
 	for _, f := range failures {
 		t.Error(f)
 	}
-	waitNoSubnetLinks(t, subnet)
+	netpolicytest.WaitNoSubnetLinks(t, subnet)
 	// Namespaces are held by descriptors, resolvers and forwarders by
 	// sockets: none may be left open.
 	if after := openFDs(t); after > fdsBefore+2 {

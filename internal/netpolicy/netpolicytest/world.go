@@ -365,3 +365,41 @@ func BuildNettool(t testing.TB) string {
 	}
 	return dir
 }
+
+// SubnetLinks lists the host's interfaces holding an IPv4 address of pfx
+// (a sandbox's host side holds its gateway's).
+func SubnetLinks(t testing.TB, pfx netip.Prefix) []string {
+	t.Helper()
+	links, err := netlink.LinkList()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, l := range links {
+		addrs, _ := netlink.AddrList(l, netlink.FAMILY_V4)
+		for _, a := range addrs {
+			if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok && pfx.Contains(ip) {
+				out = append(out, l.Attrs().Name)
+			}
+		}
+	}
+	return out
+}
+
+// WaitNoSubnetLinks waits for the kernel to remove the sandboxes of pfx
+// whose last reference went (a namespace goes asynchronously, its veth
+// pair with it).
+func WaitNoSubnetLinks(t testing.TB, pfx netip.Prefix) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		left := SubnetLinks(t, pfx)
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sandbox links of %s left: %v", pfx, left)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
