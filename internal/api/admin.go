@@ -41,6 +41,13 @@ func (s *Server) createJoinToken(w http.ResponseWriter, r *http.Request, p auth.
 	if err != nil {
 		return err
 	}
+	// An agent may serve only its join token's labels, and a job runs on
+	// an agent that has all of the job's: an agent without labels could
+	// run only jobs that ask for none, never a GitHub job. Such a token is
+	// a mistake, refused rather than handed out.
+	if len(labels) == 0 {
+		return badRequest("labels: at least one is required (the labels the agent may serve, e.g. self-hosted,linux,x64,nimbus): an agent without labels could run only jobs that ask for none")
+	}
 	if req.MaxJobs < 0 || req.MaxJobs > 1024 {
 		return badRequest("max_jobs: 0 (no limit) to 1024")
 	}

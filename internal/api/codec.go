@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,7 +26,7 @@ func decode(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
+		if errors.As(err, &mbe) || errors.Is(err, errSlowBody) {
 			return err
 		}
 		if errors.Is(err, io.EOF) {
@@ -34,9 +35,33 @@ func decode(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
 		return badRequest("request body: %s", jsonMessage(err))
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		if errors.Is(err, errSlowBody) {
+			return err
+		}
 		return badRequest("request body: unexpected data after the JSON object")
 	}
 	return nil
+}
+
+// readBody reads a whole request body of at most limit bytes into one
+// buffer (of the declared length when there is one: no regrowth), writing
+// it to also as it arrives.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64, also io.Writer) ([]byte, error) {
+	var buf *bytes.Buffer
+	if n := r.ContentLength; n >= 0 && n <= limit {
+		buf = bytes.NewBuffer(make([]byte, 0, n+bytes.MinRead))
+	} else {
+		buf = new(bytes.Buffer)
+	}
+	_, err := buf.ReadFrom(io.TeeReader(http.MaxBytesReader(w, r.Body, limit), also))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) || errors.Is(err, errSlowBody) {
+			return nil, err
+		}
+		return nil, badRequest("read body: %v", err)
+	}
+	return buf.Bytes(), nil
 }
 
 func jsonMessage(err error) string {

@@ -9,12 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/nimbus-build/nimbus/internal/admin"
 	"github.com/nimbus-build/nimbus/internal/apiv1"
@@ -45,9 +45,14 @@ type Options struct {
 	Keyring *auth.Keyring
 	Policy  *policy.Engine
 	Secrets *secrets.Store
-	// Gatherer serves /metrics.
+	// Gatherer serves /metrics; Registry takes the API's own metrics.
 	Gatherer prometheus.Gatherer
-	Logger   *slog.Logger
+	Registry prometheus.Registerer
+	// Metrics says who may read /metrics on the API's listener.
+	Metrics MetricsAccess
+	// Limits bound what unauthenticated clients can hold (zero: none).
+	Limits EdgeLimits
+	Logger *slog.Logger
 	// JobAccess returns what a leased job is given besides its spec (the
 	// cache endpoints and a job-scoped credential); nil gives nothing.
 	JobAccess func(ctx context.Context, j store.Job) (JobAccess, error)
@@ -80,8 +85,10 @@ type JobAccess struct {
 // Server is the HTTP API.
 type Server struct {
 	Options
-	log *slog.Logger
-	mux *http.ServeMux
+	log     *slog.Logger
+	mux     *http.ServeMux
+	budget  *bodyBudget // nil: open bodies are not budgeted
+	edgeMet *edgeMetrics
 }
 
 // New builds the Server and its routes.
@@ -92,13 +99,33 @@ func New(o Options) *Server {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	s := &Server{Options: o, log: o.Logger.With("component", "api"), mux: http.NewServeMux()}
+	s := &Server{Options: o, log: o.Logger.With("component", "api"), mux: http.NewServeMux(), edgeMet: newEdgeMetrics(o.Registry)}
+	if l := o.Limits; l.OpenBodyBytes > 0 || l.OpenBodyBytesPerClient > 0 {
+		s.budget = newBodyBudget(l.OpenBodyBytes, l.OpenBodyBytesPerClient, func(n int64) { s.edgeMet.openBytes.Set(float64(n)) })
+	}
 	s.routes()
 	return s
 }
 
-// ServeHTTP implements http.Handler.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+// ServeHTTP implements http.Handler. Every request body is read under
+// the minimum rate of EdgeLimits.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Body != nil && r.Body != http.NoBody && (s.Limits.MinBodyRate > 0 || s.Limits.OpenBodyTimeout > 0) {
+		r.Body = newGuardedBody(w, r, s.Limits, func() { s.edgeMet.shed.WithLabelValues(shedSlowBody).Inc() })
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+// LimitListener bounds the open connections of one client address on ln
+// (EdgeLimits.MaxConnsPerClient; 0: ln as it is). plain says that ln's
+// connections speak HTTP directly (no TLS on top of it), so that a
+// connection refused can be told why.
+func (s *Server) LimitListener(ln net.Listener, plain bool) net.Listener {
+	if s.Limits.MaxConnsPerClient <= 0 {
+		return ln
+	}
+	return &connLimiter{Listener: ln, max: s.Limits.MaxConnsPerClient, plain: plain, metrics: s.edgeMet, open: map[string]int{}}
+}
 
 // handlers binds each route of apiv1.Routes (by pattern) to its handler:
 // a handler for open routes, a userHandler for API tokens, an
@@ -210,7 +237,7 @@ func (s *Server) edge(rt apiv1.Route, h any) http.Handler {
 	switch h := h.(type) {
 	case handler:
 		if rt.Auth == apiv1.AuthNone || rt.Auth == apiv1.AuthJoin {
-			return s.wrap(h)
+			return s.open(rt, s.wrap(h))
 		}
 	case userHandler:
 		if rt.Auth == apiv1.AuthUser && !rt.ClientCert {
@@ -226,14 +253,6 @@ func (s *Server) edge(rt apiv1.Route, h any) http.Handler {
 		}
 	}
 	panic(fmt.Sprintf("api: route %s (auth %s) has a handler of type %T", rt.Pattern(), rt.Auth, h))
-}
-
-func (s *Server) metrics(w http.ResponseWriter, r *http.Request) error {
-	if s.Gatherer == nil {
-		return notFound("metrics")
-	}
-	promhttp.HandlerFor(s.Gatherer, promhttp.HandlerOpts{}).ServeHTTP(w, r)
-	return nil
 }
 
 // bearer extracts the credential of an Authorization header.

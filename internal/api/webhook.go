@@ -2,7 +2,6 @@ package api
 
 import (
 	"errors"
-	"io"
 	"net/http"
 
 	"github.com/nimbus-build/nimbus/internal/apiv1"
@@ -17,15 +16,6 @@ const maxWebhookBody = 25 << 20
 // checked before anything else of the request is believed; a delivery id
 // seen before is acknowledged and ignored.
 func (s *Server) githubWebhook(w http.ResponseWriter, r *http.Request) error {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxWebhookBody))
-	if err != nil {
-		s.Jobs.ObserveWebhook("rejected")
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return err
-		}
-		return badRequest("read body: %v", err)
-	}
 	secrets, err := s.Secrets.Webhook(r.Context())
 	if err != nil {
 		return err
@@ -34,7 +24,19 @@ func (s *Server) githubWebhook(w http.ResponseWriter, r *http.Request) error {
 		s.Jobs.ObserveWebhook("rejected")
 		return errorf(http.StatusServiceUnavailable, apiv1.CodeUnavailable, "no webhook secret is configured on this server")
 	}
-	if err := github.VerifySignature(body, r.Header.Get(github.SignatureHeader), secrets); err != nil {
+	// A delivery without a well-formed signature is refused before any of
+	// its body is read; the others are hashed as they arrive.
+	v, err := github.NewSignatureVerifier(r.Header.Get(github.SignatureHeader), secrets)
+	if err != nil {
+		s.Jobs.RejectWebhook(r.Context(), r.Header.Get(github.HeaderDelivery), err.Error(), r.RemoteAddr)
+		return errorf(http.StatusUnauthorized, apiv1.CodeUnauthenticated, "%v", err)
+	}
+	body, err := readBody(w, r, maxWebhookBody, v)
+	if err != nil {
+		s.Jobs.ObserveWebhook("rejected")
+		return err
+	}
+	if err := v.Verify(); err != nil {
 		s.Jobs.RejectWebhook(r.Context(), r.Header.Get(github.HeaderDelivery), err.Error(), r.RemoteAddr)
 		return errorf(http.StatusUnauthorized, apiv1.CodeUnauthenticated, "%v", err)
 	}

@@ -34,4 +34,9 @@ const (
 	CodeMethod          = "method_not_allowed"
 	CodeInternal        = "internal"
 	CodeUnavailable     = "unavailable"
+	// CodeTimeout (408): the request body came too slowly.
+	CodeTimeout = "timeout"
+	// CodeTooMany (429): this client, or this job, sends faster than the
+	// server takes; the answer's Retry-After says when to try again.
+	CodeTooMany = "too_many_requests"
 )

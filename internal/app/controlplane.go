@@ -55,6 +55,7 @@ type ControlPlane struct {
 	minter    jobs.RunnerMinter
 	grpcLn    net.Listener
 	grpcAddr  string
+	metricsLn net.Listener
 	// jobsWake and sessionsWake wake long polls, across replicas on
 	// PostgreSQL.
 	jobsWake, sessionsWake *notify.Notifier
@@ -189,7 +190,8 @@ func (cp *ControlPlane) build(ctx context.Context, sealer *auth.Sealer) error {
 		Admin:   admin.New(admin.Options{Store: cp.Store, Policy: pol, Keyring: ring, Secrets: sec, Logger: cp.log}),
 		Keyring: ring, Policy: pol, Sessions: cp.Sessions, CA: ca,
 		RBSRequireClientCert: c.RBSRequireClientCert,
-		Secrets:              sec, Gatherer: cp.Registry, Logger: cp.log, JobAccess: cp.jobAccess,
+		Secrets:              sec, Gatherer: cp.Registry, Registry: cp.Registry, Logger: cp.log, JobAccess: cp.jobAccess,
+		Metrics: c.metricsAccess(), Limits: c.Limits,
 		Egress:     egress.New(cp.Store.Egress(), cp.Store, c.egressRules, cp.log),
 		CacheTrust: jobcred.NewSettings(cp.Store, cp.log),
 		Mounts: map[string]http.Handler{
@@ -263,12 +265,16 @@ func (cp *ControlPlane) Serve(ctx context.Context, ln net.Listener) error {
 		// Long polls and log streams end when the server stops.
 		BaseContext: func(net.Listener) context.Context { return ctx },
 	}
+	ln = cp.API.LimitListener(ln, !cp.Config.TLS())
 	if cp.Config.TLS() {
 		tc, err := cp.tlsConfig()
 		if err != nil {
 			return err
 		}
 		ln = tls.NewListener(ln, tc)
+	}
+	if err := cp.ListenMetrics(); err != nil {
+		return err
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
@@ -277,6 +283,20 @@ func (cp *ControlPlane) Serve(ctx context.Context, ln net.Listener) error {
 		}
 		return nil
 	})
+	if cp.metricsLn != nil {
+		msrv := &http.Server{Handler: cp.API.MetricsHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+			MaxHeaderBytes: 16 << 10}
+		g.Go(func() error {
+			if err := msrv.Serve(cp.API.LimitListener(cp.metricsLn, true)); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+		g.Go(func() error {
+			<-gctx.Done()
+			return msrv.Close()
+		})
+	}
 	g.Go(func() error { return cp.Jobs.Run(gctx) })
 	g.Go(func() error { return cp.Sessions.Run(gctx) })
 	if cp.ghApp != nil && cp.Config.GitHubRedeliverInterval > 0 {
@@ -362,6 +382,32 @@ func (cp *ControlPlane) ListenGRPC() error {
 	}
 	cp.grpcLn, cp.grpcAddr = ln, ln.Addr().String()
 	return nil
+}
+
+// ListenMetrics opens --metrics-listen (Serve does when it was not done
+// before), so that its address is known.
+func (cp *ControlPlane) ListenMetrics() error {
+	if cp.Config.MetricsListen == "" || cp.metricsLn != nil {
+		return nil
+	}
+	ln, err := net.Listen("tcp", cp.Config.MetricsListen)
+	if err != nil {
+		return fmt.Errorf("metrics-listen: %w", err)
+	}
+	cp.metricsLn = ln
+	return nil
+}
+
+// MetricsURL is where /metrics is served, or why it is not on the API's
+// listener.
+func (cp *ControlPlane) MetricsURL() string {
+	switch {
+	case cp.metricsLn != nil:
+		return "http://" + cp.metricsLn.Addr().String() + "/metrics"
+	case cp.Config.metricsAccess().Elsewhere != "":
+		return "off on this listener (HTTPS without --metrics-token-file; see --metrics-listen)"
+	}
+	return cp.Config.PublicURL + "/metrics"
 }
 
 // GRPCURL is the cache's gRPC endpoint as Bazel takes it, or "off".

@@ -50,8 +50,12 @@ func ServerMain(ctx context.Context, args []string, stdout, stderr io.Writer, ge
 		fmt.Fprintf(stderr, "nimbus server: %v\n", err)
 		return 1
 	}
+	if err := cp.ListenMetrics(); err != nil {
+		fmt.Fprintf(stderr, "nimbus server: %v\n", err)
+		return 1
+	}
 	printBootstrap(stdout, cp.Bootstrap)
-	log.Info("serving", "listen", ln.Addr().String(), "url", url, "database", cp.Store.Engine())
+	log.Info("serving", "listen", ln.Addr().String(), "url", url, "database", cp.Store.Engine(), "metrics", cp.MetricsURL())
 	if err := cp.Serve(ctx, ln); err != nil {
 		fmt.Fprintf(stderr, "nimbus server: %v\n", err)
 		return 1

@@ -6,9 +6,12 @@ package app
 import (
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
+	"github.com/nimbus-build/nimbus/internal/api"
 	"github.com/nimbus-build/nimbus/internal/cache"
 	"github.com/nimbus-build/nimbus/internal/config"
 	"github.com/nimbus-build/nimbus/internal/egress"
@@ -46,6 +49,14 @@ type ServerConfig struct {
 	TLSKeyFile  string
 	TLSAuto     bool
 	TLSHosts    []string
+
+	// Limits bound what unauthenticated clients can hold of the server.
+	Limits api.EdgeLimits
+	// MetricsListen serves /metrics on a listener of its own (and not on
+	// Listen); MetricsTokenFile holds a bearer token /metrics asks for.
+	MetricsListen    string
+	MetricsTokenFile string
+	metricsToken     string
 
 	CacheDir        string
 	CacheMaxBytes   int64
@@ -102,6 +113,15 @@ func (c *ServerConfig) Register(s *config.Set) {
 	s.StringVar(&c.TLSKeyFile, "tls-key-file", "", "the key of --tls-cert-file")
 	s.BoolVar(&c.TLSAuto, "tls-auto", false, "serve HTTPS with a certificate from Nimbus's own CA for --tls-hosts (clients trust <data-dir>/ca.crt)")
 	s.Var(config.ListValue{List: &c.TLSHosts}, "tls-hosts", "names and addresses --tls-auto's certificate is valid for (default: localhost, 127.0.0.1, this host's name)")
+	c.Limits = api.DefaultEdgeLimits()
+	s.Var(config.SizeValue{Size: &c.Limits.OpenBodyBytes}, "open-body-budget", "bytes of unauthenticated request bodies (webhooks, enrollments) in flight at once; beyond, 503 at once (0: no bound)")
+	s.Var(config.SizeValue{Size: &c.Limits.OpenBodyBytesPerClient}, "open-body-per-client", "the same for one client address; beyond, 429 (0: no bound)")
+	s.DurationVar(&c.Limits.OpenBodyTimeout, "open-body-timeout", c.Limits.OpenBodyTimeout, "time an unauthenticated request's body may take to arrive (0: no limit)")
+	s.Var(config.SizeValue{Size: &c.Limits.MinBodyRate}, "min-body-rate", "bytes per second every request body must average after --body-rate-grace; slower ones get 408 (0: no minimum)")
+	s.DurationVar(&c.Limits.BodyRateGrace, "body-rate-grace", c.Limits.BodyRateGrace, "time a request body gets before --min-body-rate applies")
+	s.IntVar(&c.Limits.MaxConnsPerClient, "max-conns-per-client", c.Limits.MaxConnsPerClient, "open connections of one client address at most; 0 behind a reverse proxy, which should bound them itself (0: no bound)")
+	s.StringVar(&c.MetricsListen, "metrics-listen", "", "serve /metrics on this address instead of --listen (e.g. 127.0.0.1:9090); with TLS on and no --metrics-token-file, /metrics is only served here")
+	s.StringVar(&c.MetricsTokenFile, "metrics-token-file", "", "file holding a bearer token that /metrics asks for, wherever it is served")
 	s.StringVar(&c.CacheDir, "cache-dir", "", "build cache storage (default <data-dir>/cache)")
 	c.CacheMaxBytes = 20 << 30
 	s.Var(config.SizeValue{Size: &c.CacheMaxBytes}, "cache-max-size", "bound of the build cache on disk (0: none)")
@@ -158,6 +178,18 @@ func (c *ServerConfig) Validate() error {
 	if err := c.egressRules.Validate(); err != nil {
 		return fmt.Errorf("egress-allow: %w", err)
 	}
+	if c.MetricsTokenFile != "" {
+		b, err := os.ReadFile(c.MetricsTokenFile)
+		if err != nil {
+			return fmt.Errorf("metrics-token-file: %w", err)
+		}
+		if c.metricsToken = strings.TrimSpace(string(b)); len(c.metricsToken) < 16 {
+			return errors.New("metrics-token-file: the token must have at least 16 characters")
+		}
+	}
+	if l := c.Limits; l.OpenBodyBytes < 0 || l.OpenBodyBytesPerClient < 0 || l.OpenBodyTimeout < 0 || l.MinBodyRate < 0 || l.BodyRateGrace < 0 || l.MaxConnsPerClient < 0 {
+		return errors.New("open-body-budget, open-body-per-client, open-body-timeout, min-body-rate, body-rate-grace, max-conns-per-client: must not be negative")
+	}
 	if c.CacheQuotaHard != 0 && c.CacheQuotaSoft > c.CacheQuotaHard {
 		return fmt.Errorf("cache-org-soft-quota %d is above cache-org-hard-quota %d", c.CacheQuotaSoft, c.CacheQuotaHard)
 	}
@@ -210,6 +242,19 @@ func (c *ServerConfig) jobsConfig() jobs.Config {
 	d.OrgJobRate, d.OrgJobBurst = c.OrgJobRate, c.OrgJobBurst
 	d.Pools = []jobs.Pool{{Name: "default", Labels: c.PoolLabels}}
 	return d
+}
+
+// metricsAccess is where /metrics is served: on the API's listener
+// without TLS or with a token, else only on --metrics-listen.
+func (c *ServerConfig) metricsAccess() api.MetricsAccess {
+	m := api.MetricsAccess{Token: c.metricsToken}
+	switch {
+	case c.MetricsListen != "":
+		m.Elsewhere = "metrics are served on the --metrics-listen address, not here"
+	case c.TLS() && c.metricsToken == "":
+		m.Elsewhere = "metrics are not served on the HTTPS listener without a token: set --metrics-listen or --metrics-token-file"
+	}
+	return m
 }
 
 // TLS reports whether the server serves HTTPS.

@@ -74,6 +74,10 @@ func UpMain(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 		return 1
 	}
 	ac.Server = url
+	if err := cp.ListenMetrics(); err != nil {
+		fmt.Fprintf(stderr, "nimbus up: %v\n", err)
+		return 1
+	}
 	if ac.JoinToken, err = localJoinToken(ctx, cp, ac.StateDir); err != nil {
 		fmt.Fprintf(stderr, "nimbus up: %v\n", err)
 		return 1
@@ -82,11 +86,11 @@ func UpMain(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 	fmt.Fprintf(stdout, `Nimbus is up.
   API and dashboard:  %[1]s
   GitHub webhooks:    %[1]s/webhooks/github
-  Metrics:            %[1]s/metrics
+  Metrics:            %[5]s
   Build cache:        %[1]s/cache (Bazel HTTP), %[4]s (Bazel gRPC), %[1]s/actions-cache/ (actions/cache)
   Data:               %[2]s (owner token in %[3]s)
 Try: nimbus ctl run -- sh -c 'echo hello from a sandbox'
-`, url, sc.DataDir, filepath.Join(sc.DataDir, "admin.token"), cp.GRPCURL())
+`, url, sc.DataDir, filepath.Join(sc.DataDir, "admin.token"), cp.GRPCURL(), cp.MetricsURL())
 
 	serveCtx, stopServer := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopServer()

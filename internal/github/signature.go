@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"hash"
 )
 
 // SignatureHeader is the header that carries a delivery's HMAC.
@@ -36,31 +37,67 @@ var (
 // It returns nil, or an error that is ErrNoSecret, ErrMissingSignature,
 // ErrMalformedSignature or ErrBadSignature.
 func VerifySignature(body []byte, header string, secrets [][]byte) error {
+	v, err := NewSignatureVerifier(header, secrets)
+	if err != nil {
+		return err
+	}
+	v.Write(body)
+	return v.Verify()
+}
+
+// SignatureVerifier checks a delivery's signature as its body streams in
+// (an io.Writer of the body), so that the check needs no second pass over
+// the body and a delivery without a well-formed signature is refused
+// before any of its body is read.
+type SignatureVerifier struct {
+	want [sha256.Size]byte
+	macs []hash.Hash
+}
+
+// NewSignatureVerifier checks the secrets and the header's form (the
+// errors of VerifySignature but ErrBadSignature) and returns a verifier
+// to write the body to.
+func NewSignatureVerifier(header string, secrets [][]byte) (*SignatureVerifier, error) {
 	if len(secrets) == 0 {
-		return ErrNoSecret
+		return nil, ErrNoSecret
 	}
 	for _, s := range secrets {
 		if len(s) == 0 {
 			// An empty key is a key everyone knows.
-			return ErrNoSecret
+			return nil, ErrNoSecret
 		}
 	}
 	if header == "" {
-		return ErrMissingSignature
+		return nil, ErrMissingSignature
 	}
-	var got [sha256.Size]byte
+	v := &SignatureVerifier{}
 	if len(header) != len(signaturePrefix)+hex.EncodedLen(sha256.Size) ||
 		header[:len(signaturePrefix)] != signaturePrefix {
-		return ErrMalformedSignature
+		return nil, ErrMalformedSignature
 	}
-	if _, err := hex.Decode(got[:], []byte(header[len(signaturePrefix):])); err != nil {
-		return ErrMalformedSignature
+	if _, err := hex.Decode(v.want[:], []byte(header[len(signaturePrefix):])); err != nil {
+		return nil, ErrMalformedSignature
 	}
-	ok := false
 	for _, s := range secrets {
-		m := hmac.New(sha256.New, s)
-		m.Write(body)
-		if hmac.Equal(m.Sum(nil), got[:]) {
+		v.macs = append(v.macs, hmac.New(sha256.New, s))
+	}
+	return v, nil
+}
+
+// Write adds body bytes; it never fails.
+func (v *SignatureVerifier) Write(p []byte) (int, error) {
+	for _, m := range v.macs {
+		m.Write(p)
+	}
+	return len(p), nil
+}
+
+// Verify says whether the body written matches the signature: nil or
+// ErrBadSignature.
+func (v *SignatureVerifier) Verify() error {
+	ok := false
+	for _, m := range v.macs {
+		if hmac.Equal(m.Sum(nil), v.want[:]) {
 			ok = true
 		}
 	}

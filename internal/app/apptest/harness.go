@@ -88,6 +88,10 @@ func (h *Harness) start() {
 		cp.Close()
 		h.t.Fatalf("listen grpc: %v", err)
 	}
+	if err := cp.ListenMetrics(); err != nil {
+		cp.Close()
+		h.t.Fatalf("listen metrics: %v", err)
+	}
 	addr := h.addr
 	if addr == "" {
 		addr = "127.0.0.1:0"
