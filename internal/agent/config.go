@@ -90,6 +90,10 @@ type Config struct {
 	// DefaultEgress is the policy of a job whose lease carries none (a
 	// control plane that decides none). Default: offline.
 	DefaultEgress apiv1.EgressPolicy
+	// InterceptActionsCache makes GitHub jobs' unmodified actions/cache
+	// use the platform's cache: their sandbox answers GitHub's cache hosts
+	// (netpolicy.Spec.InterceptActionsCache).
+	InterceptActionsCache bool
 	// PlatformTransport sends what jobs ask of the platform's endpoints
 	// (their caches) to the control plane. Default: HTTPClient's.
 	PlatformTransport http.RoundTripper

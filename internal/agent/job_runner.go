@@ -202,6 +202,10 @@ func (r *jobRunner) runWorkload(ctx context.Context, output io.Writer) (executor
 			p := sb.Platform()
 			maps.Copy(spec.Env, apiv1.CacheEnv(p.HTTP, p.GRPC, c.Token, !c.NoUploadResults))
 		}
+		if sb.InterceptsActionsCache() {
+			// Node.js trusts its own bundle, not the system's.
+			spec.Env["NODE_EXTRA_CA_CERTS"] = netpolicy.JobCAPath
+		}
 	}
 	r.log.Info("workload starting", "executor", r.cfg.Executor.Name())
 	res, err := r.cfg.Executor.Run(ctx, spec)
@@ -223,10 +227,14 @@ func (r *jobRunner) prepareNetwork(ctx context.Context) (*netpolicy.Sandbox, err
 	if u, err := url.Parse(r.cfg.Server); err == nil {
 		platform.HTTP = u
 	}
-	if r.lease.Cache != nil {
-		platform.GRPC = r.lease.Cache.GRPC
+	spec := netpolicy.Spec{ID: r.lease.Job.ID, Policy: netpolicy.PolicyFrom(pol), Platform: platform}
+	if c := r.lease.Cache; c != nil {
+		spec.Platform.GRPC, spec.Platform.CacheToken = c.GRPC, c.Token
+		// An unmodified workflow's actions/cache talks to GitHub's cache
+		// hosts: a GitHub job's sandbox answers them itself.
+		spec.InterceptActionsCache = r.lease.Runner != nil && r.cfg.InterceptActionsCache && platform.HTTP != nil
 	}
-	sb, err := r.cfg.Network.Prepare(ctx, netpolicy.Spec{ID: r.lease.Job.ID, Policy: netpolicy.PolicyFrom(pol), Platform: platform})
+	sb, err := r.cfg.Network.Prepare(ctx, spec)
 	if err != nil {
 		return nil, fmt.Errorf("prepare the job's network: %w", err)
 	}

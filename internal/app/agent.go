@@ -58,6 +58,9 @@ type AgentConfig struct {
 	SandboxSubnet6 string
 	SandboxDNS     []string
 	DefaultEgress  string
+	// InterceptActionsCache: GitHub jobs' unmodified actions/cache uses
+	// Nimbus's cache (docs/sandbox-network.md).
+	InterceptActionsCache bool
 
 	RBSListen      string
 	RBSAdvertise   string
@@ -95,6 +98,7 @@ func (c *AgentConfig) Register(s *config.Set, standalone bool) {
 	s.StringVar(&c.SandboxSubnet4, "sandbox-subnet4", netpolicy.DefaultSubnet4.String(), "IPv4 pool of the jobs' networks, a /30 each; pick one the host's networks do not use")
 	s.StringVar(&c.SandboxSubnet6, "sandbox-subnet6", netpolicy.DefaultSubnet6.String(), "IPv6 pool of the jobs' networks, a /64 each")
 	s.Var(config.ListValue{List: &c.SandboxDNS}, "sandbox-dns", "DNS servers (ip:port) the jobs' resolvers ask (default: the host's /etc/resolv.conf)")
+	s.BoolVar(&c.InterceptActionsCache, "intercept-actions-cache", true, "give GitHub jobs' unmodified actions/cache Nimbus's cache: their sandbox answers GitHub's cache hosts with a certificate only it trusts (needs sandbox networks)")
 	s.StringVar(&c.DefaultEgress, "default-egress", string(netpolicy.ModeOffline), "egress mode of a job whose control plane sends no policy: offline, allow-list or audit")
 	s.StringVar(&c.RBSListen, "rbs-listen", "", "offer remote Bazel: address of the sessions' mTLS tunnel, e.g. :7443 (empty: off)")
 	s.StringVar(&c.RBSAdvertise, "rbs-advertise", "", "host:port proxies reach the tunnel at (default: the listen address)")
@@ -290,7 +294,7 @@ func NewAgent(ctx context.Context, c AgentConfig, log *slog.Logger) (_ *agent.Ag
 	cfg := agent.Config{
 		Server: c.Server, StateDir: c.StateDir, JoinToken: c.JoinToken, Name: c.Name, Labels: c.Labels, MaxJobs: c.MaxJobs,
 		Version: Version, Executor: ex, JobLimits: limits, Logger: log,
-		DefaultEgress: apiv1.EgressPolicy{Mode: c.DefaultEgress},
+		DefaultEgress: apiv1.EgressPolicy{Mode: c.DefaultEgress}, InterceptActionsCache: c.InterceptActionsCache,
 	}
 	if cfg.Network, err = sandboxNetworks(c, log); err != nil {
 		return nil, err

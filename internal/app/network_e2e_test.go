@@ -4,8 +4,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"io"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,7 +17,9 @@ import (
 	"github.com/nimbus-build/nimbus/internal/apiv1"
 	"github.com/nimbus-build/nimbus/internal/app"
 	"github.com/nimbus-build/nimbus/internal/app/apptest"
+	"github.com/nimbus-build/nimbus/internal/github/githubtest"
 	"github.com/nimbus-build/nimbus/internal/netpolicy/netpolicytest"
+	"github.com/nimbus-build/nimbus/internal/testenv"
 )
 
 // networkScript runs in the job, in bash: /dev/tcp goes through the
@@ -142,4 +148,79 @@ func hasEgressConn(cs []apiv1.EgressConn, addr string, port uint16) bool {
 		}
 	}
 	return false
+}
+
+// interceptRunner stands in for the Actions runner running a step of an
+// unmodified workflow that uses actions/cache: the runner hands the step
+// GitHub's cache service URL and GitHub's runtime token (whatever the
+// environment said), and the step saves, then restores, a directory with
+// the real @actions/cache package.
+const interceptRunner = `#!/bin/sh
+set -e
+cd "$HOME"
+mkdir -p data && echo "cached by an unmodified workflow" > data/file.txt
+export ACTIONS_RESULTS_URL=https://results-receiver.actions.githubusercontent.com/
+export ACTIONS_CACHE_URL=https://artifactcache.actions.githubusercontent.com/AbCdEf123456/
+export ACTIONS_RUNTIME_TOKEN=github-runtime-token-not-nimbus
+export ACTIONS_CACHE_SERVICE_V2=true
+export RUNNER_TEMP="$HOME/_temp" GITHUB_WORKSPACE="$HOME" # as the runner sets them
+mkdir -p "$RUNNER_TEMP"
+node /runner/client/drive.js save data e2e-intercept-key
+rm -rf data
+node /runner/client/drive.js restore data e2e-intercept-key
+echo "restored: $(cat data/file.txt)"
+`
+
+// An unmodified workflow's actions/cache, in a GitHub job, uses Nimbus's
+// cache: the job's sandbox answers GitHub's cache hosts itself.
+func TestE2EUnmodifiedActionsCacheUsesNimbus(t *testing.T) {
+	needSandbox(t)
+	clientDir := filepath.Join("..", "cache", "actionscache", "testdata", "client")
+	if _, err := os.Stat(filepath.Join(clientDir, "node_modules", "@actions", "cache")); err != nil {
+		testenv.Missing(t, "@actions/cache is not installed: npm ci --prefix internal/cache/actionscache/testdata/client")
+	}
+	testenv.NeedCommand(t, "node", "apt-get install nodejs")
+	ctx := context.Background()
+	gh, keyFile := githubEmulator(t)
+	h := apptest.Start(t, "sqlite", func(c *app.ServerConfig) {
+		c.GitHubAppID, c.GitHubAppKeyFile, c.GitHubAPIURL = 777, keyFile, gh.URL
+	})
+	if _, err := h.Owner().Do(ctx, "POST", "/api/v1/orgs/"+h.OrgID+"/github", apiv1.CreateOrg{GitHubLogin: "octo-org", GitHubID: 6811672}, nil); err != nil {
+		t.Fatal(err)
+	}
+	// The run is a push to main of the org's own repository: a trusted
+	// source, whose jobs may write the cache.
+	gh.AddWorkflowRun(githubtest.WorkflowRun{ID: 10741946, Repo: "octo-org/hello-world", RepoID: 186853002, HeadBranch: "main"})
+	runnerDir := apptest.SharedDir(t, "runner")
+	os.WriteFile(filepath.Join(runnerDir, "run.sh"), []byte(interceptRunner), 0o755)
+	if out, err := exec.Command("cp", "-a", clientDir, filepath.Join(runnerDir, "client")).CombinedOutput(); err != nil {
+		t.Fatalf("copy the client: %v\n%s", err, out)
+	}
+	h.StartAgent(t, "gh-agent", func(c *app.AgentConfig) {
+		c.RunnerDir = runnerDir
+		c.SandboxNetwork, c.InterceptActionsCache = true, true
+		c.SandboxDNS = []string{"127.0.0.1:53"}
+	})
+	body := githubtest.WorkflowJobPayload(githubtest.WorkflowJobOptions{Action: "queued", InstallationID: 4242,
+		Labels: []string{"self-hosted", "nimbus"}})
+	resp, err := githubtest.Deliver(ctx, nil, h.URL+"/webhooks/github", []byte(h.WebhookSecret), "workflow_job", "icpt-1", body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res apiv1.WebhookResult
+	json.NewDecoder(resp.Body).Decode(&res)
+	resp.Body.Close()
+	if res.Outcome != "created" {
+		t.Fatalf("webhook: %d %+v", resp.StatusCode, res)
+	}
+	j := waitJob(t, h, res.JobID, 2*time.Minute, finished)
+	out := logs(t, h, j.ID)
+	if j.State != "succeeded" || !strings.Contains(out, "restored: cached by an unmodified workflow") {
+		t.Fatalf("job %s (%s); output:\n%s", j.State, j.Reason, out)
+	}
+	// The cache's traffic reached Nimbus, not GitHub: the job's resolver
+	// answered the cache host itself.
+	if r := j.Egress; r == nil || r.Report == nil || !hasEgressName(r.Report.Names, "results-receiver.actions.githubusercontent.com", apiv1.VerdictAllowed) {
+		t.Errorf("egress: %+v", j.Egress)
+	}
 }

@@ -103,10 +103,17 @@ type Network interface {
 	// the namespace; restore moves it back. A process the thread starts in
 	// between is in the namespace.
 	Enter() (restore func() error, err error)
-	// ResolvConf and Hosts are the workload's /etc/resolv.conf and
-	// /etc/hosts.
-	ResolvConf() []byte
-	Hosts(hostname string) []byte
+	// Files are files of the network's own in the sandbox, in order:
+	// /etc/resolv.conf and /etc/hosts (for the sandbox's hostname), and
+	// whatever else it needs (a certificate bundle). Each path is
+	// absolute, under /etc.
+	Files(hostname string) []File
+}
+
+// File is a file with its contents, placed read-only in a sandbox.
+type File struct {
+	Path string
+	Data []byte
 }
 
 // HostNetwork, as a Spec's Network, shares the agent's own network with
@@ -118,8 +125,7 @@ var HostNetwork Network = hostNetwork{}
 type hostNetwork struct{}
 
 func (hostNetwork) Enter() (func() error, error) { return func() error { return nil }, nil }
-func (hostNetwork) ResolvConf() []byte           { return nil }
-func (hostNetwork) Hosts(string) []byte          { return nil }
+func (hostNetwork) Files(string) []File          { return nil }
 
 // Result is how a workload ended.
 type Result struct {

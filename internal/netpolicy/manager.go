@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"strconv"
@@ -41,6 +42,10 @@ type Config struct {
 	Logger *slog.Logger
 	// ProcSys is where sysctls are read and written. Default /proc/sys.
 	ProcSys string
+	// GitHub sends what an interception of GitHub's cache hosts forwards
+	// to GitHub (the runner's other calls to those hosts). Default: a
+	// transport with the system's roots.
+	GitHub http.RoundTripper
 }
 
 // Manager gives sandboxes their networks: it installs the host's firewall
@@ -73,6 +78,9 @@ func NewManager(cfg Config) (*Manager, error) {
 	}
 	if cfg.ProcSys == "" {
 		cfg.ProcSys = "/proc/sys"
+	}
+	if cfg.GitHub == nil {
+		cfg.GitHub = http.DefaultTransport
 	}
 	switch {
 	case !cfg.Subnet4.Addr().Is4() || cfg.Subnet4.Bits() > 29:
@@ -117,6 +125,10 @@ type Spec struct {
 	ID       string
 	Policy   Policy
 	Platform Platform
+	// InterceptActionsCache points GitHub's cache services, as an
+	// unmodified actions/cache reaches them, at the platform's cache
+	// (intercept.go). It needs Platform.HTTP and Platform.CacheToken.
+	InterceptActionsCache bool
 }
 
 // Prepare builds a sandbox's network. The caller runs the sandbox's
@@ -150,6 +162,15 @@ func (m *Manager) Prepare(ctx context.Context, spec Spec) (*Sandbox, error) {
 	nftMu.Unlock()
 	if err != nil {
 		return nil, err
+	}
+	if spec.InterceptActionsCache {
+		if spec.Platform.HTTP == nil || spec.Platform.CacheToken == "" {
+			return nil, errors.New("intercepting the Actions cache needs the platform's address and the job's cache token")
+		}
+		allow := func(host string) bool { return pol.mode == ModeAudit || pol.allowsName(host) }
+		if s.icpt, err = newIntercept(spec.Platform, m.cfg.GitHub, allow, s.log); err != nil {
+			return nil, err
+		}
 	}
 	if err := m.listen(s, spec.Platform); err != nil {
 		return nil, err
@@ -250,8 +271,18 @@ func (m *Manager) listen(s *Sandbox, p Platform) error {
 		return fmt.Errorf("sandbox resolver: %w", err)
 	}
 	s.resolver = &resolver{policy: s.policy, client: s.addr4, gw: s.gw4, upstream: m.cfg.Upstream, table: s.table, log: s.log}
+	if s.icpt != nil {
+		s.resolver.local = InterceptedHosts
+	}
 	startResolver(pc, ln, s.resolver)
 	s.fwd = &forwarders{}
+	if s.icpt != nil {
+		ln, err := net.Listen("tcp4", net.JoinHostPort(gw, strconv.Itoa(platformHTTPS)))
+		if err != nil {
+			return fmt.Errorf("sandbox cache interception: %w", err)
+		}
+		s.icpt.serve(s.fwd, ln)
+	}
 	if p.HTTP != nil {
 		ln, err := net.Listen("tcp4", net.JoinHostPort(gw, strconv.Itoa(platformHTTP)))
 		if err != nil {

@@ -31,6 +31,9 @@ type Platform struct {
 	// GRPC is host:port of the build cache's gRPC API, forwarded as TCP
 	// (it speaks plaintext HTTP/2). Empty: none.
 	GRPC string
+	// CacheToken is the job's cache token, which an interception of
+	// GitHub's cache services sends in place of GitHub's.
+	CacheToken string
 }
 
 // PlatformEnv are the in-sandbox endpoints, for a job's environment.

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -41,9 +42,12 @@ const (
 // allow set before the answer is sent; addresses in always-denied ranges
 // are removed from answers (DNS rebinding opens nothing).
 type resolver struct {
-	policy   compiled
-	client   netip.Addr // the sandbox's address: the only one served
-	gw       netip.Addr
+	policy compiled
+	client netip.Addr // the sandbox's address: the only one served
+	gw     netip.Addr
+	// local are names answered with the gateway, like PlatformName (the
+	// hosts the sandbox's interception serves).
+	local    []string
 	upstream []string
 	table    *sandboxTable
 	log      *slog.Logger
@@ -123,7 +127,7 @@ func (r *resolver) answer(from net.Addr, q *dns.Msg) *dns.Msg {
 		resp.Rcode = dns.RcodeNameError
 		return resp
 	}
-	if name == PlatformName {
+	if name == PlatformName || slices.Contains(r.local, name) {
 		if qtype == dns.TypeA {
 			resp.Answer = append(resp.Answer, &dns.A{
 				Hdr: dns.RR_Header{Name: question.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 3600},

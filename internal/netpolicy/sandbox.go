@@ -7,6 +7,7 @@ import (
 	"net/netip"
 
 	"github.com/nimbus-build/nimbus/internal/apiv1"
+	"github.com/nimbus-build/nimbus/internal/executor"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -26,6 +27,7 @@ type Sandbox struct {
 	resolver               *resolver
 	fwd                    *forwarders
 	env                    PlatformEnv
+	icpt                   *intercept // nil: the Actions cache is not intercepted
 	closed                 bool
 }
 
@@ -46,19 +48,34 @@ func (s *Sandbox) Addr6() netip.Addr { return s.addr6 }
 // platform endpoints.
 func (s *Sandbox) Gateway() netip.Addr { return s.gw4 }
 
+// InterceptsActionsCache reports whether the sandbox answers GitHub's
+// cache hosts itself (its CA is then at JobCAPath).
+func (s *Sandbox) InterceptsActionsCache() bool { return s.icpt != nil }
+
 // Mode is the sandbox's egress mode.
 func (s *Sandbox) Mode() Mode { return s.policy.mode }
 
 // Platform is where the sandbox reaches the platform's endpoints.
 func (s *Sandbox) Platform() PlatformEnv { return s.env }
 
-// ResolvConf is the sandbox's /etc/resolv.conf: its own resolver only.
-func (s *Sandbox) ResolvConf() []byte {
+// Files are the sandbox's /etc/resolv.conf (its own resolver only) and
+// /etc/hosts, and when it intercepts the Actions cache, the certificate
+// bundle that trusts its CA (see intercept.go).
+func (s *Sandbox) Files(hostname string) []executor.File {
+	files := []executor.File{{Path: "/etc/resolv.conf", Data: s.resolvConf()}, {Path: "/etc/hosts", Data: s.hosts(hostname)}}
+	if s.icpt != nil {
+		files = append(files, s.icpt.files()...)
+	}
+	return files
+}
+
+// resolvConf is the sandbox's /etc/resolv.conf: its own resolver only.
+func (s *Sandbox) resolvConf() []byte {
 	return fmt.Appendf(nil, "# Nimbus: this sandbox's resolver answers only the names its egress policy allows.\nnameserver %s\noptions edns0\n", s.gw4)
 }
 
-// Hosts is the sandbox's /etc/hosts.
-func (s *Sandbox) Hosts(hostname string) []byte {
+// hosts is the sandbox's /etc/hosts.
+func (s *Sandbox) hosts(hostname string) []byte {
 	return fmt.Appendf(nil, "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t%s\n%s\t%s\n",
 		hostname, s.gw4, PlatformName)
 }

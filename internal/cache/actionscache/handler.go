@@ -318,10 +318,16 @@ func (h *Handler) lookup(r *http.Request, c access.Caller, keys []string, versio
 }
 
 // baseURL is the scheme and host the client reached us at.
+// A proxy in front (the agent's forwarder of a sandbox's platform
+// address) says which scheme its client used in X-Forwarded-Proto; a
+// client setting it itself only changes the URLs it is given back.
 func baseURL(r *http.Request) string {
 	scheme := "http"
 	if r.TLS != nil {
 		scheme = "https"
+	}
+	if p := r.Header.Get("X-Forwarded-Proto"); p == "http" || p == "https" {
+		scheme = p
 	}
 	return scheme + "://" + r.Host
 }

@@ -14,14 +14,16 @@ import (
 
 // File descriptors bwrap inherits (exec.Cmd.ExtraFiles, from 3 on).
 const (
-	fdArgs    = 3  // NUL-separated options, read by --args
-	fdInfo    = 4  // bwrap writes the sandbox init's host pid here (--info-fd)
-	fdStarted = 5  // the wrapper writes one byte here just before it execs the job
-	fdPasswd  = 6  // contents of the sandbox's /etc/passwd (--ro-bind-data)
-	fdGroup   = 7  // contents of the sandbox's /etc/group
-	fdSeccomp = 8  // the syscall filter, read by --seccomp
-	fdResolv  = 9  // with a network: the sandbox's /etc/resolv.conf
-	fdHosts   = 10 // with a network: the sandbox's /etc/hosts
+	fdArgs    = 3 // NUL-separated options, read by --args
+	fdInfo    = 4 // bwrap writes the sandbox init's host pid here (--info-fd)
+	fdStarted = 5 // the wrapper writes one byte here just before it execs the job
+	fdPasswd  = 6 // contents of the sandbox's /etc/passwd (--ro-bind-data)
+	fdGroup   = 7 // contents of the sandbox's /etc/group
+	fdSeccomp = 8 // the syscall filter, read by --seccomp
+	// fdNetFiles and on: with a network, its files (/etc/resolv.conf,
+	// /etc/hosts, …), one descriptor each, in the order of
+	// invocation.NetFiles.
+	fdNetFiles = 9
 )
 
 // Fixed places and names inside the sandbox.
@@ -40,7 +42,7 @@ const (
 // missing command exit 127 and a non-executable one 126, as users expect;
 // bwrap alone would exit 1 for both.
 //
-// fdResolv and fdHosts need no closing here: bwrap closes the descriptors
+// The network's files need no closing here: bwrap closes the descriptors
 // of --ro-bind-data once read (and dash takes only single-digit ones).
 var wrapperScript = fmt.Sprintf(`exec 2>&1 %d<&- %d>&- %d<&- %d<&- %d<&-; printf . >&%d || exit 125; exec %d>&-; exec "$@"`,
 	fdArgs, fdInfo, fdPasswd, fdGroup, fdSeccomp, fdStarted, fdStarted)
@@ -61,9 +63,6 @@ const (
 	networkHost
 )
 
-// networkEtc are the /etc entries a joined network provides itself.
-var networkEtc = []string{"resolv.conf", "hosts"}
-
 // invocation is everything that decides a sandbox's bwrap command line.
 type invocation struct {
 	Argv      []string
@@ -74,6 +73,9 @@ type invocation struct {
 	Etc       []string // names under /etc to bind read-only if they exist
 	Network   network
 	Dir       string // working directory inside; empty: the workspace
+	// NetFiles are the paths of the joined network's files, bound from
+	// descriptors fdNetFiles, fdNetFiles+1, …
+	NetFiles []string
 	// Tmp is a host directory bound read-write at /tmp; empty: a tmpfs.
 	Tmp string
 	// Seccomp installs the syscall filter read from fdSeccomp.
@@ -139,16 +141,16 @@ func buildArgs(inv invocation) (bwrapArgs, error) {
 		o = append(o, "--ro-bind", d, d)
 	}
 	for _, name := range inv.Etc {
-		if inv.Network == networkJoined && slices.Contains(networkEtc, name) {
+		if inv.Network == networkJoined && slices.Contains(inv.NetFiles, path.Join("/etc", name)) {
 			continue
 		}
 		p := path.Join("/etc", name)
 		o = append(o, "--ro-bind-try", p, p)
 	}
 	if inv.Network == networkJoined {
-		o = append(o,
-			"--perms", "0644", "--ro-bind-data", strconv.Itoa(fdResolv), "/etc/resolv.conf",
-			"--perms", "0644", "--ro-bind-data", strconv.Itoa(fdHosts), "/etc/hosts")
+		for i, p := range inv.NetFiles {
+			o = append(o, "--perms", "0644", "--ro-bind-data", strconv.Itoa(fdNetFiles+i), p)
+		}
 	}
 	o = append(o,
 		"--perms", "0644", "--ro-bind-data", strconv.Itoa(fdPasswd), "/etc/passwd",
@@ -221,6 +223,11 @@ func validate(inv invocation) error {
 	}
 	if !path.IsAbs(inv.Workspace) || strings.IndexByte(inv.Workspace, 0) >= 0 {
 		return fmt.Errorf("workspace %q is not an absolute path", inv.Workspace)
+	}
+	for _, p := range inv.NetFiles {
+		if !strings.HasPrefix(p, "/etc/") || path.Clean(p) != p || strings.IndexByte(p, 0) >= 0 {
+			return fmt.Errorf("network file %q is not a clean path under /etc", p)
+		}
 	}
 	if inv.Dir != "" && (!path.IsAbs(inv.Dir) || path.Clean(inv.Dir) != inv.Dir || strings.IndexByte(inv.Dir, 0) >= 0) {
 		return fmt.Errorf("working directory %q is not a clean absolute path", inv.Dir)

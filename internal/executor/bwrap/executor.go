@@ -191,11 +191,17 @@ func (e *Executor) Run(ctx context.Context, spec executor.Spec) (executor.Result
 		}()
 	}
 	netMode, netw := networkNone, spec.Network
+	var netFiles []executor.File
+	var netPaths []string
 	switch {
 	case netw == executor.HostNetwork:
 		netMode, netw = networkHost, nil
 	case netw != nil:
 		netMode = networkJoined
+		netFiles = netw.Files(sandboxHostname)
+		for _, f := range netFiles {
+			netPaths = append(netPaths, f.Path)
+		}
 	}
 	args, err := buildArgs(invocation{
 		Argv:      spec.Argv,
@@ -207,6 +213,7 @@ func (e *Executor) Run(ctx context.Context, spec executor.Spec) (executor.Result
 		Etc:       e.opts.Etc,
 		Network:   netMode,
 		Dir:       spec.Dir,
+		NetFiles:  netPaths,
 		Seccomp:   true,
 	})
 	if err != nil {
@@ -229,7 +236,7 @@ func (e *Executor) Run(ctx context.Context, spec executor.Spec) (executor.Result
 	limitCtx, stop := context.WithCancelCause(runCtx)
 	defer stop(nil)
 	p, err := startSandbox(e.opts.BwrapPath, args, newAccounts(uid, gid), cred,
-		confinement{seccomp: e.seccomp, cgroup: cg, network: netw}, out, log)
+		confinement{seccomp: e.seccomp, cgroup: cg, network: netw, netFiles: netFiles}, out, log)
 	if err != nil {
 		return res, fmt.Errorf("run job %s: %w", spec.JobID, err)
 	}

@@ -53,9 +53,10 @@ type sandboxProcess struct {
 type confinement struct {
 	seccomp []byte        // the syscall filter (bwrap --seccomp); nil: none
 	cgroup  sandboxCgroup // where bwrap starts; nil: the agent's cgroup
-	// network is the namespace bwrap starts in, and its /etc files; nil:
+	// network is the namespace bwrap starts in, netFiles its files; nil:
 	// bwrap makes an empty one (--unshare-net).
-	network executor.Network
+	network  executor.Network
+	netFiles []executor.File
 }
 
 // startSandbox starts bwrap with args. The job's stdout and stderr go,
@@ -75,8 +76,8 @@ func startSandbox(bwrapPath string, args bwrapArgs, acc accounts, cred *syscall.
 		return nil, fmt.Errorf("start bwrap: %w", err)
 	}
 	data := [][]byte{args.OptionsData(), acc.Passwd, acc.Group, conf.seccomp}
-	if conf.network != nil {
-		data = append(data, conf.network.ResolvConf(), conf.network.Hosts(sandboxHostname))
+	for _, f := range conf.netFiles {
+		data = append(data, f.Data)
 	}
 	memFiles := make([]*os.File, len(data))
 	for i, data := range data {
@@ -99,20 +100,15 @@ func startSandbox(bwrapPath string, args bwrapArgs, acc accounts, cred *syscall.
 	}
 	info, started, output, stderr := pipes[0], pipes[1], pipes[2], pipes[3]
 
-	last := fdSeccomp
-	if conf.network != nil {
-		last = fdHosts
-	}
-	extra := make([]*os.File, last-2)
+	extra := make([]*os.File, fdNetFiles-3+len(conf.netFiles))
 	extra[fdArgs-3] = memFiles[0]
 	extra[fdInfo-3] = info[1]
 	extra[fdStarted-3] = started[1]
 	extra[fdPasswd-3] = memFiles[1]
 	extra[fdGroup-3] = memFiles[2]
 	extra[fdSeccomp-3] = memFiles[3]
-	if conf.network != nil {
-		extra[fdResolv-3] = memFiles[4]
-		extra[fdHosts-3] = memFiles[5]
+	for i := range conf.netFiles {
+		extra[fdNetFiles-3+i] = memFiles[4+i]
 	}
 	cmd := &exec.Cmd{
 		Path:       bwrapPath,
