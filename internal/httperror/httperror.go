@@ -31,6 +31,11 @@ const (
 	// Twirp: {"code": "…", "msg": "…"}. The Actions cache v2 API, a Twirp
 	// service: @actions/cache parses Twirp errors (Code is a Twirp code).
 	Twirp
+	// OCI: {"errors": [{"code": "…", "message": "…", "detail": …}]}. The
+	// container registry (internal/registry, /v2/): the OCI Distribution
+	// spec's error body, which docker, containerd, skopeo and crane parse
+	// (Code is a spec code such as MANIFEST_UNKNOWN; detail only when set).
+	OCI
 )
 
 // Error is what the caller sees of a failure.
@@ -40,6 +45,8 @@ type Error struct {
 	// Twirp code for Twirp); Message shapes do not show it.
 	Code    string
 	Message string
+	// Detail is structured detail; only the OCI shape shows it.
+	Detail any
 }
 
 func (e *Error) Error() string { return e.Message }
@@ -61,6 +68,17 @@ func Write(w http.ResponseWriter, shape Shape, e Error) {
 		body = map[string]string{"error": e.Message}
 	case Twirp:
 		body = map[string]string{"code": e.Code, "msg": e.Message}
+	case OCI:
+		type ociError struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+			Detail  any    `json:"detail,omitempty"`
+		}
+		code := e.Code
+		if code == Internal.Code {
+			code = "UNKNOWN" // the spec's (and distribution's) word for it
+		}
+		body = map[string][]ociError{"errors": {{Code: code, Message: e.Message, Detail: e.Detail}}}
 	default:
 		body = map[string]map[string]string{"error": {"code": e.Code, "message": e.Message}}
 	}

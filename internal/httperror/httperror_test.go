@@ -48,6 +48,7 @@ func TestShapes(t *testing.T) {
 		API:     {"error": map[string]any{"code": "not_found", "message": "job x not found"}},
 		Message: {"error": "job x not found"},
 		Twirp:   {"code": "not_found", "msg": "job x not found"},
+		OCI:     {"errors": []any{map[string]any{"code": "not_found", "message": "job x not found"}}},
 	} {
 		rec := httptest.NewRecorder()
 		Write(rec, shape, e)

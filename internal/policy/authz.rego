@@ -25,10 +25,12 @@ min_role := {
 	"agents.read": "viewer",
 	"sessions.read": "viewer",
 	"cache.read": "viewer",
+	"registry.read": "viewer",
 	"jobs.create": "developer",
 	"jobs.cancel": "developer",
 	"sessions.use": "developer",
 	"cache.write": "ci",
+	"registry.write": "ci",
 	"cache.write_ac": "ci",
 	"cache.trust.read": "viewer",
 	"cache.trust.write": "admin",
@@ -58,7 +60,9 @@ agent_actions := {
 # What a job credential may do when its scopes say so. The control plane
 # mints a job's scopes from what its submitter may do and how far its
 # source is trusted (internal/cache/jobcred).
-job_actions := {"cache.read", "cache.write", "cache.write_ac"}
+# registry.read pulls images through the registry cache; registry.write
+# pushes to the org's own repositories.
+job_actions := {"cache.read", "cache.write", "cache.write_ac", "registry.read", "registry.write"}
 
 same_org if {
 	input.subject.org != ""
