@@ -73,7 +73,7 @@ func (r *Registry) token(w http.ResponseWriter, req *http.Request, _ *call) erro
 			claims.Access = append(claims.Access, g)
 		}
 	}
-	tok, exp, err := r.signer.Sign(claims)
+	tok, _, err := r.signer.Sign(claims)
 	if err != nil {
 		return err
 	}
@@ -81,7 +81,7 @@ func (r *Registry) token(w http.ResponseWriter, req *http.Request, _ *call) erro
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	return json.NewEncoder(w).Encode(tokenResponse{
-		Token: tok, AccessToken: tok, ExpiresIn: int(exp.Sub(now) / time.Second), IssuedAt: now.UTC().Format(time.RFC3339),
+		Token: tok, AccessToken: tok, ExpiresIn: int(r.o.TokenTTL / time.Second), IssuedAt: now.UTC().Format(time.RFC3339),
 	})
 }
 

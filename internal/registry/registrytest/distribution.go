@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 )
 
 // Distribution is a running docker-registry.
@@ -34,6 +36,9 @@ type DistributionOptions struct {
 	ProxyRemoteURL string
 	// Addr makes it listen on TCP (host:port) instead of a unix socket.
 	Addr string
+	// User and Password, when set, make it require Basic credentials
+	// (htpasswd) behind the token-less challenge.
+	User, Password string
 }
 
 // Binary returns docker-registry's path, or skips the test (fails under
@@ -83,6 +88,17 @@ func LaunchDistribution(bin, dir string, o DistributionOptions) (*Distribution, 
 	cfg := "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n" +
 		"storage:\n  filesystem:\n    rootdirectory: " + filepath.Join(dir, "data") + "\n  delete:\n    enabled: true\n" +
 		"http:\n  secret: nimbus-test-secret\n" + listen
+	if o.User != "" {
+		hash, err := bcrypt.GenerateFromPassword([]byte(o.Password), bcrypt.MinCost)
+		if err != nil {
+			return nil, err
+		}
+		pw := filepath.Join(dir, "htpasswd")
+		if err := os.WriteFile(pw, []byte(o.User+":"+string(hash)+"\n"), 0o600); err != nil {
+			return nil, err
+		}
+		cfg += "auth:\n  htpasswd:\n    realm: nimbus-test\n    path: " + pw + "\n"
+	}
 	if o.ProxyRemoteURL != "" {
 		cfg += "proxy:\n  remoteurl: " + o.ProxyRemoteURL + "\n"
 	}
@@ -114,6 +130,7 @@ func LaunchDistribution(bin, dir string, o DistributionOptions) (*Distribution, 
 
 func (d *Distribution) waitReady(addr string) error {
 	c := &http.Client{Transport: d.Transport(), Timeout: time.Second}
+	ok := func(code int) bool { return code == http.StatusOK || code == http.StatusUnauthorized }
 	target := "http://registry/v2/"
 	if addr != "" {
 		c.Transport = http.DefaultTransport
@@ -129,7 +146,7 @@ func (d *Distribution) waitReady(addr string) error {
 		resp, err := c.Get(target)
 		if err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			if ok(resp.StatusCode) {
 				return nil
 			}
 		}

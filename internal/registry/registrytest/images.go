@@ -42,18 +42,18 @@ func Ref(t testing.TB, s string) name.Reference {
 	return r
 }
 
-// Push writes img to ref (host/repo:tag) with rt and no credentials.
-func Push(t testing.TB, ref string, img v1.Image, rt http.RoundTripper) {
+// Push writes img to ref (host/repo:tag) with rt (and opts, e.g. Basic).
+func Push(t testing.TB, ref string, img v1.Image, rt http.RoundTripper, opts ...remote.Option) {
 	t.Helper()
-	if err := remote.Write(Ref(t, ref), img, remote.WithTransport(rt)); err != nil {
+	if err := remote.Write(Ref(t, ref), img, append(opts, remote.WithTransport(rt))...); err != nil {
 		t.Fatalf("push %s: %v", ref, err)
 	}
 }
 
 // PushIndex writes idx and its images to ref.
-func PushIndex(t testing.TB, ref string, idx v1.ImageIndex, rt http.RoundTripper) {
+func PushIndex(t testing.TB, ref string, idx v1.ImageIndex, rt http.RoundTripper, opts ...remote.Option) {
 	t.Helper()
-	if err := remote.WriteIndex(Ref(t, ref), idx, remote.WithTransport(rt)); err != nil {
+	if err := remote.WriteIndex(Ref(t, ref), idx, append(opts, remote.WithTransport(rt))...); err != nil {
 		t.Fatalf("push %s: %v", ref, err)
 	}
 }
