@@ -18,6 +18,10 @@ command -v nft >/dev/null || pkgs+=(nftables)
 command -v ip >/dev/null || pkgs+=(iproute2)
 command -v node >/dev/null || pkgs+=(nodejs npm)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || pkgs+=(postgresql)
+# The registry cache's tests: a real upstream registry (distribution) and
+# a real client.
+command -v docker-registry >/dev/null || pkgs+=(docker-registry)
+command -v skopeo >/dev/null || pkgs+=(skopeo)
 
 if ((${#pkgs[@]})); then
 	if [ "$(id -u)" -ne 0 ]; then
@@ -28,6 +32,11 @@ if ((${#pkgs[@]})); then
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq >&2 || log "apt-get update failed; trying the install anyway"
 	apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >&2
+	# The package starts a registry service on :5000 where systemd runs;
+	# the tests start their own, each on a socket of its own.
+	if [[ " ${pkgs[*]} " == *" docker-registry "* ]] && [ -d /run/systemd/system ]; then
+		systemctl disable --now docker-registry >&2 || true
+	fi
 fi
 
 # versitygw: a real S3-compatible server for the cache's S3 tier tests,

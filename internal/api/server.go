@@ -110,10 +110,25 @@ func New(o Options) *Server {
 // ServeHTTP implements http.Handler. Every request body is read under
 // the minimum rate of EdgeLimits.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.guardBody(w, r)
+	s.mux.ServeHTTP(w, r)
+}
+
+func (s *Server) guardBody(w http.ResponseWriter, r *http.Request) {
 	if r.Body != nil && r.Body != http.NoBody && (s.Limits.MinBodyRate > 0 || s.Limits.OpenBodyTimeout > 0) {
 		r.Body = newGuardedBody(w, r, s.Limits, func() { s.edgeMet.shed.WithLabelValues(shedSlowBody).Inc() })
 	}
-	s.mux.ServeHTTP(w, r)
+}
+
+// GuardBodies returns h with its request bodies read under the minimum
+// rate of EdgeLimits, as the API's own are: for a handler served beside
+// the API on its listener without its mux (the registry cache, which
+// parses its paths itself).
+func (s *Server) GuardBodies(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.guardBody(w, r)
+		h.ServeHTTP(w, r)
+	})
 }
 
 // LimitListener bounds the open connections of one client address on ln

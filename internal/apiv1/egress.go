@@ -37,6 +37,7 @@ var PlatformPaths = []string{
 	"/cache/",         // Bazel HTTP cache
 	"/actions-cache/", // GitHub Actions cache v1, and v2's signed blob URLs
 	"/twirp/github.actions.results.api.v1.CacheService/", // Actions cache v2
+	"/v2/", // the registry cache (OCI Distribution API and its token endpoint)
 }
 
 // EgressReport is what a job did on the network, sent by the agent with
@@ -131,7 +132,21 @@ func CacheEnv(baseURL, grpcURL, token string, uploadResults bool) map[string]str
 		"NIMBUS_CACHE_URL":         remote,
 		"NIMBUS_CACHE_TOKEN":       token,
 		"NIMBUS_BAZEL_FLAGS":       flags,
+		// The registry cache, as image references name it (host[:port],
+		// no scheme): docker login $NIMBUS_REGISTRY -u nimbus with the
+		// token, then pull $NIMBUS_REGISTRY/docker.io/library/alpine.
+		"NIMBUS_REGISTRY": registryHost(base),
 	}
+}
+
+// registryHost is the host[:port] of a base URL.
+func registryHost(base string) string {
+	rest := base
+	if _, after, ok := strings.Cut(base, "://"); ok {
+		rest = after
+	}
+	host, _, _ := strings.Cut(rest, "/")
+	return host
 }
 
 // JobEgress is a job's network as GET /api/v1/jobs/{id} shows it: the

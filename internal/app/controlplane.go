@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -31,6 +32,7 @@ import (
 	"github.com/nimbus-build/nimbus/internal/notify"
 	"github.com/nimbus-build/nimbus/internal/pki"
 	"github.com/nimbus-build/nimbus/internal/policy"
+	"github.com/nimbus-build/nimbus/internal/registry"
 	"github.com/nimbus-build/nimbus/internal/secrets"
 	"github.com/nimbus-build/nimbus/internal/sessions"
 	"github.com/nimbus-build/nimbus/internal/store"
@@ -47,8 +49,10 @@ type ControlPlane struct {
 	API      *api.Server
 	Registry *prometheus.Registry
 	Cache    *cache.Service
-	Sessions *sessions.Broker
-	CA       *pki.CA
+	// ContainerRegistry is the registry cache (/v2/), in the cache's store.
+	ContainerRegistry *registry.Registry
+	Sessions          *sessions.Broker
+	CA                *pki.CA
 	// Bootstrap is set when this start created the installation.
 	Bootstrap *Bootstrap
 	log       *slog.Logger
@@ -96,6 +100,9 @@ func OpenControlPlane(ctx context.Context, c ServerConfig, log *slog.Logger, opt
 		o(cp)
 	}
 	if err := cp.build(ctx, sealer); err != nil {
+		if cp.ContainerRegistry != nil {
+			cp.ContainerRegistry.Close()
+		}
 		if cp.Cache != nil {
 			cp.Cache.Close()
 		}
@@ -173,6 +180,9 @@ func (cp *ControlPlane) build(ctx context.Context, sealer *auth.Sealer) error {
 	if err != nil {
 		return fmt.Errorf("build cache: %w", err)
 	}
+	if err := cp.openRegistry(ctx, authn, pol, sec); err != nil {
+		return err
+	}
 	ca, err := loadCA(ctx, sec)
 	if err != nil {
 		return fmt.Errorf("certificate authority: %w", err)
@@ -200,6 +210,45 @@ func (cp *ControlPlane) build(ctx context.Context, sealer *auth.Sealer) error {
 	})
 	cp.Bootstrap, err = bootstrap(ctx, cp.Store, sec, c.DataDir)
 	return err
+}
+
+// openRegistry builds the registry cache on the build cache's store (one
+// store, one quota, one eviction), with the same authentication and
+// policy as everything else.
+func (cp *ControlPlane) openRegistry(ctx context.Context, authn *auth.Authenticator, pol *policy.Engine, sec *secrets.Store) error {
+	key, err := sec.GetOrCreate(ctx, secrets.RegistryTokenKey, 32)
+	if err != nil {
+		return err
+	}
+	orgs := cp.Store.Orgs()
+	cp.ContainerRegistry, err = registry.New(registry.Options{
+		Config: cp.Config.registryConfig, Store: cp.Cache.Store(), Authn: authn, Authz: policy.OrgAuthorizer{Engine: pol},
+		OrgName: func(ctx context.Context, id string) (string, error) {
+			o, err := orgs.Get(ctx, id)
+			return o.Name, err
+		},
+		Secrets: sec, TokenKey: key, TempDir: filepath.Join(filepath.Dir(cp.Config.CacheDir), "registry-spool"),
+		Logger: cp.log, Registerer: cp.Registry,
+	})
+	if err != nil {
+		return fmt.Errorf("build registry: %w", err)
+	}
+	return nil
+}
+
+// handler is what the HTTP listener serves: the registry's /v2/ as it
+// arrives (the registry validates paths itself, so a path trick gets a
+// registry error, not the mux's redirect) with its bodies under the edge's
+// minimum rate, everything else through the API.
+func (cp *ControlPlane) handler() http.Handler {
+	reg := cp.API.GuardBodies(cp.ContainerRegistry)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, registry.PathPrefix) {
+			reg.ServeHTTP(w, r)
+			return
+		}
+		cp.API.ServeHTTP(w, r)
+	})
 }
 
 // githubApp loads the GitHub App: a key file given now is sealed into the
@@ -258,7 +307,7 @@ func (cp *ControlPlane) jobAccess(ctx context.Context, j store.Job) (api.JobAcce
 // gracefully.
 func (cp *ControlPlane) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
-		Handler:           cp.API,
+		Handler:           cp.handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
@@ -420,6 +469,7 @@ func (cp *ControlPlane) GRPCURL() string {
 
 // Close saves the cache's index and releases the database.
 func (cp *ControlPlane) Close() error {
+	cp.ContainerRegistry.Close()
 	cerr := cp.Cache.Close()
 	if err := cp.Store.Close(); err != nil {
 		return err

@@ -18,6 +18,7 @@ import (
 	"github.com/nimbus-build/nimbus/internal/jobs"
 	"github.com/nimbus-build/nimbus/internal/logs"
 	"github.com/nimbus-build/nimbus/internal/netpolicy"
+	"github.com/nimbus-build/nimbus/internal/registry"
 	"github.com/nimbus-build/nimbus/internal/sessions"
 )
 
@@ -64,6 +65,14 @@ type ServerConfig struct {
 	CacheQuotaSoft  int64
 	CacheQuotaHard  int64
 	CacheS3         cache.S3Config
+
+	// The registry cache: a YAML file (upstreams, per-org policies and
+	// credentials, signature keys) and the flags that add to it.
+	RegistryConfigFile string
+	RegistryUpstreams  []string
+	RegistryMirror     string
+	RegistryTagTTL     time.Duration
+	registryConfig     registry.Config
 
 	// Egress policy of jobs: a rules file, or for API jobs a mode and an
 	// allow-list given as flags.
@@ -135,6 +144,11 @@ func (c *ServerConfig) Register(s *config.Set) {
 	s.StringVar(&c.CacheS3.AccessKeyID, "cache-s3-access-key-id", "", "S3 access key id")
 	s.StringVar(&c.CacheS3.SecretAccessKey, "cache-s3-secret-access-key", "", "S3 secret key: set it as NIMBUS_CACHE_S3_SECRET_ACCESS_KEY or in the config file, not on the command line")
 	s.BoolVar(&c.CacheS3.PathStyle, "cache-s3-path-style", false, "address the bucket in the URL path (MinIO, versitygw) rather than the host name")
+	s.StringVar(&c.RegistryConfigFile, "registry-config", "", "YAML file of the registry cache: upstreams, per-org policies, credentials and signature keys (see docs/registry.md)")
+	c.RegistryUpstreams = []string{"docker.io=https://registry-1.docker.io", "ghcr.io=https://ghcr.io", "quay.io=https://quay.io"}
+	s.Var(config.ListValue{List: &c.RegistryUpstreams}, "registry-upstreams", "registries the registry cache pulls through, as name=url (HOST/<name>/<repository>); added to the config file's, a same name replacing it")
+	s.StringVar(&c.RegistryMirror, "registry-mirror", "", "upstream serving names without an upstream prefix (Docker's registry-mirrors); default docker.io when it is an upstream")
+	s.DurationVar(&c.RegistryTagTTL, "registry-tag-ttl", 5*time.Minute, "how long a pulled-through tag is served before the upstream is asked again (HEAD)")
 	s.StringVar(&c.EgressPolicyFile, "egress-policy-file", "", "YAML rules giving jobs their egress policy by org, label and source (see docs/sandbox-network.md)")
 	s.StringVar(&c.EgressMode, "egress-mode", "", "egress mode of API jobs: offline (default: the platform's caches only), allow-list or audit; overrides the rules file's default")
 	s.Var(config.ListValue{List: &c.EgressAllow}, "egress-allow", "names (example.com, *.example.com) and CIDRs API jobs may reach; added to the rules file's default")
@@ -189,6 +203,9 @@ func (c *ServerConfig) Validate() error {
 	}
 	if l := c.Limits; l.OpenBodyBytes < 0 || l.OpenBodyBytesPerClient < 0 || l.OpenBodyTimeout < 0 || l.MinBodyRate < 0 || l.BodyRateGrace < 0 || l.MaxConnsPerClient < 0 {
 		return errors.New("open-body-budget, open-body-per-client, open-body-timeout, min-body-rate, body-rate-grace, max-conns-per-client: must not be negative")
+	}
+	if err := c.validateRegistry(); err != nil {
+		return err
 	}
 	if c.CacheQuotaHard != 0 && c.CacheQuotaSoft > c.CacheQuotaHard {
 		return fmt.Errorf("cache-org-soft-quota %d is above cache-org-hard-quota %d", c.CacheQuotaSoft, c.CacheQuotaHard)
@@ -255,6 +272,55 @@ func (c *ServerConfig) metricsAccess() api.MetricsAccess {
 		m.Elsewhere = "metrics are not served on the HTTPS listener without a token: set --metrics-listen or --metrics-token-file"
 	}
 	return m
+}
+
+// validateRegistry builds the registry's configuration: the file, then
+// the flags' upstreams (a same name replacing the file's), mirror and TTL.
+func (c *ServerConfig) validateRegistry() error {
+	var rc registry.Config
+	if c.RegistryConfigFile != "" {
+		var err error
+		if rc, err = registry.LoadConfig(c.RegistryConfigFile); err != nil {
+			return fmt.Errorf("registry-config: %w", err)
+		}
+	}
+	for _, f := range c.RegistryUpstreams {
+		u, err := registry.ParseUpstreamFlag(f)
+		if err != nil {
+			return fmt.Errorf("registry-upstreams: %w", err)
+		}
+		replaced := false
+		for i := range rc.Upstreams {
+			if rc.Upstreams[i].Name == u.Name {
+				rc.Upstreams[i].URL, replaced = u.URL, true
+			}
+		}
+		if !replaced {
+			rc.Upstreams = append(rc.Upstreams, u)
+		}
+	}
+	if c.RegistryMirror != "" {
+		rc.Mirror = c.RegistryMirror
+	}
+	if rc.Mirror == "" {
+		for _, u := range rc.Upstreams {
+			if u.Name == "docker.io" {
+				rc.Mirror = u.Name
+			}
+		}
+	}
+	if c.RegistryTagTTL == 0 {
+		c.RegistryTagTTL = 5 * time.Minute
+	}
+	if c.RegistryTagTTL < 0 {
+		return fmt.Errorf("registry-tag-ttl: must be positive")
+	}
+	rc.TagTTL = c.RegistryTagTTL
+	if err := rc.Validate(); err != nil {
+		return fmt.Errorf("registry: %w", err)
+	}
+	c.registryConfig = rc
+	return nil
 }
 
 // TLS reports whether the server serves HTTPS.

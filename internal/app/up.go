@@ -88,9 +88,10 @@ func UpMain(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
   GitHub webhooks:    %[1]s/webhooks/github
   Metrics:            %[5]s
   Build cache:        %[1]s/cache (Bazel HTTP), %[4]s (Bazel gRPC), %[1]s/actions-cache/ (actions/cache)
+  Registry cache:     %[6]s (docker login %[6]s -u nimbus, a Nimbus token as the password)
   Data:               %[2]s (owner token in %[3]s)
 Try: nimbus ctl run -- sh -c 'echo hello from a sandbox'
-`, url, sc.DataDir, filepath.Join(sc.DataDir, "admin.token"), cp.GRPCURL(), cp.MetricsURL())
+`, url, sc.DataDir, filepath.Join(sc.DataDir, "admin.token"), cp.GRPCURL(), cp.MetricsURL(), hostOf(url))
 
 	serveCtx, stopServer := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopServer()
@@ -138,4 +139,14 @@ func localJoinToken(ctx context.Context, cp *ControlPlane, stateDir string) (str
 		return r.Tokens().CreateJoinToken(ctx, jt)
 	})
 	return secret, err
+}
+
+// hostOf is a URL's host[:port], as image references name a registry.
+func hostOf(u string) string {
+	_, rest, ok := strings.Cut(u, "://")
+	if !ok {
+		rest = u
+	}
+	host, _, _ := strings.Cut(rest, "/")
+	return host
 }

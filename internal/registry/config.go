@@ -30,7 +30,8 @@ type Config struct {
 	Orgs map[string]OrgPolicy `yaml:"orgs"`
 	// TagTTL is how long a pulled-through tag is served before it is
 	// checked upstream again (a HEAD with the cached digest). Default 5m.
-	TagTTL time.Duration `yaml:"tag_ttl"`
+	// (A flag, --registry-tag-ttl, not a key of the file.)
+	TagTTL time.Duration `yaml:"-"`
 }
 
 // UpstreamConfig is one registry pulled through.

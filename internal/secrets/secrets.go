@@ -23,6 +23,8 @@ const (
 	WebhookSecrets = "webhook-secrets" // JSON list, newest first
 	GitHubAppKey   = "github-app-key"  // PEM
 	CacheURLKey    = "cache-url-key"   // signs the Actions cache's blob URLs
+	// RegistryTokenKey signs the registry cache's short-lived tokens.
+	RegistryTokenKey = "registry-token-key"
 )
 
 // cacheTTL bounds how long another replica's rotation takes to be seen.

@@ -40,6 +40,13 @@ type Credential struct {
 	Grant Grant
 }
 
+// The registry cache's policy actions (internal/registry.ActionRead and
+// ActionWrite).
+const (
+	registryRead  access.Action = "registry.read"
+	registryWrite access.Action = "registry.write"
+)
+
 // githubActor is the submitter of jobs created from GitHub's webhooks: the
 // org's GitHub integration, which may do what role ci may.
 const githubActor = "github"
@@ -71,7 +78,18 @@ func (m *Minter) Mint(ctx context.Context, j store.Job) (c Credential, ok bool, 
 	if ttl <= 0 {
 		ttl = m.DefaultTimeout
 	}
-	tok, err := m.Keyring.Sign(auth.Claims{Kind: auth.KindJob, Subject: j.ID, Org: j.OrgID, Scopes: g.Scopes(), Fence: j.Fence}, ttl+10*time.Minute)
+	// The registry cache (internal/registry) takes the same credential:
+	// a job pulls images when its submitter may, and pushes to the org's
+	// own repositories when it may also write the cache (a trusted
+	// source: never a fork's pull request).
+	scopes := g.Scopes()
+	if may(registryRead) {
+		scopes = append(scopes, string(registryRead))
+	}
+	if g.Write && may(registryWrite) {
+		scopes = append(scopes, string(registryWrite))
+	}
+	tok, err := m.Keyring.Sign(auth.Claims{Kind: auth.KindJob, Subject: j.ID, Org: j.OrgID, Scopes: scopes, Fence: j.Fence}, ttl+10*time.Minute)
 	if err != nil {
 		return Credential{}, false, fmt.Errorf("mint cache credential of job %s: %w", j.ID, err)
 	}

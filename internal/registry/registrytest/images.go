@@ -1,6 +1,8 @@
 package registrytest
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"net/http"
 	"testing"
 
@@ -73,4 +75,10 @@ func Digest(t testing.TB, img interface{ Digest() (v1.Hash, error) }) string {
 		t.Fatal(err)
 	}
 	return h.String()
+}
+
+// DigestBytes returns the sha256 digest of b, as a registry writes it.
+func DigestBytes(b []byte) string {
+	h := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(h[:])
 }
