@@ -16,6 +16,7 @@ import (
 	"github.com/nimbus-build/nimbus/internal/cache/cachebench"
 	"github.com/nimbus-build/nimbus/internal/ctl"
 	rbsbench "github.com/nimbus-build/nimbus/internal/rbs/bench"
+	"github.com/nimbus-build/nimbus/internal/registry/registrybench"
 )
 
 const usage = `Usage: nimbus <command> [flags]
@@ -27,7 +28,7 @@ Commands:
   ctl      the admin and user CLI (run, jobs, logs, agents, tokens, orgs, audit)
   rbs      remote Bazel on a developer machine (init; proxy is what bazel starts)
   admin    maintenance on the server's host (rotate-master-key, recover-owner)
-  bench    benchmarks that print tables (jobs, sandbox, cache, rbs)
+  bench    benchmarks that print tables (jobs, sandbox, cache, rbs, registry)
   version  print the version
 
 Run "nimbus <command> --help" for a command's flags.
@@ -85,7 +86,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 }
 
 func benchMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	const usage = "Usage: nimbus bench jobs|sandbox|cache|rbs [flags]\n\n  jobs   the job loop: webhooks/s, lease cycles/s, webhook → process start, idle RSS\n  sandbox  the job sandbox with and without its network: lease → first instruction, setup, teardown, jobs/s\n  cache  a load generator for any Bazel remote cache (gRPC or HTTP)\n  rbs    remote Bazel beside a local Bazel: cold start, warm no-op, one-file rebuild, sync\n"
+	const usage = "Usage: nimbus bench jobs|sandbox|cache|rbs|registry [flags]\n\n  jobs   the job loop: webhooks/s, lease cycles/s, webhook → process start, idle RSS\n  sandbox  the job sandbox with and without its network: lease → first instruction, setup, teardown, jobs/s\n  cache  a load generator for any Bazel remote cache (gRPC or HTTP)\n  rbs    remote Bazel beside a local Bazel: cold start, warm no-op, one-file rebuild, sync\n  registry  the registry cache beside distribution's pull-through proxy: warm, cold and concurrent pulls, manifest HEAD/s\n"
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return 2
@@ -99,6 +100,8 @@ func benchMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return cachebench.Main(ctx, args[1:], stdout, stderr)
 	case "rbs":
 		return rbsbench.Main(ctx, args[1:], stdout, stderr)
+	case "registry":
+		return registrybench.Main(ctx, args[1:], stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "nimbus bench: unknown benchmark %q\n\n%s", args[0], usage)
 	return 2

@@ -93,13 +93,28 @@ func (r *Registry) serveStored(w http.ResponseWriter, req *http.Request, c *call
 	if req.Method == http.MethodHead {
 		return nil
 	}
-	_, err = io.Copy(w, rc)
+	// To the connection's own writer (the headers are out), so that the
+	// store's file reaches the socket by sendfile, not through a buffer.
+	_, err = io.Copy(unwrap(w), rc)
 	if err != nil && req.Context().Err() == nil {
 		// The headers are out: abort rather than end short.
 		r.log.Warn("aborting a blob response", "org", c.repo.Org, "err", err)
 		panic(http.ErrAbortHandler)
 	}
 	return nil
+}
+
+// unwrap returns the innermost ResponseWriter of wrappers (the error
+// wrapper's status tracker), which net/http's own writer follows with
+// sendfile.
+func unwrap(w http.ResponseWriter) http.ResponseWriter {
+	for {
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return w
+		}
+		w = u.Unwrap()
+	}
 }
 
 func blobHeaders(w http.ResponseWriter, d Digest, off, n, size int64, partial bool, cache string) {

@@ -76,8 +76,9 @@ func TestControlPlaneServesTheRegistry(t *testing.T) {
 	if out, err := sk.CopyTo(ctx, "dir:"+dir, "docker://"+host+"/"+h.OrgID+"/built-by-job:1", "nimbus:"+leased); err != nil {
 		t.Fatal("a job pushing to its org:", err, out)
 	}
-	// A job credential scoped to read only.
-	jobTok, err := h.CP.Keyring.Sign(auth.Claims{Kind: auth.KindJob, Subject: "job_e2e", Org: h.OrgID, Scopes: []string{"registry.read"}}, time.Hour)
+	// A credential of the same lease scoped to read only (as a fork's
+	// pull request gets).
+	jobTok, err := h.CP.Keyring.Sign(auth.Claims{Kind: auth.KindJob, Subject: l.Job.ID, Org: h.OrgID, Scopes: []string{"registry.read"}, Fence: l.Fence}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -59,6 +59,13 @@ func (f *Front) Rewrite(from, to string) { f.rewrites.Store(from, to) }
 
 // StartFront starts a front for d, closed when the test ends.
 func StartFront(t testing.TB, d *Distribution) *Front {
+	f := NewFront(d)
+	t.Cleanup(f.Close)
+	return f
+}
+
+// NewFront starts a front for d; the caller closes it.
+func NewFront(d *Distribution) *Front {
 	f := &Front{release: make(chan struct{})}
 	target, _ := url.Parse("http://registry")
 	proxy := httputil.NewSingleHostReverseProxy(target)
@@ -83,7 +90,6 @@ func StartFront(t testing.TB, d *Distribution) *Front {
 	}))
 	f.URL = f.srv.URL
 	f.Host = strings.TrimPrefix(f.srv.URL, "http://")
-	t.Cleanup(f.Close)
 	return f
 }
 
