@@ -22,6 +22,9 @@ ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || pkgs+=(postgresql)
 # a real client.
 command -v docker-registry >/dev/null || pkgs+=(docker-registry)
 command -v skopeo >/dev/null || pkgs+=(skopeo)
+# A real Docker daemon with registry-mirrors (started by the test on its
+# own socket and directories, never the host's).
+command -v dockerd >/dev/null || pkgs+=(docker.io)
 
 if ((${#pkgs[@]})); then
 	if [ "$(id -u)" -ne 0 ]; then
