@@ -107,8 +107,8 @@ func (r *jobRunner) runAndStream(leaseCtx, jobCtx context.Context, lose context.
 	ref := apiv1.LeaseRef{JobID: r.lease.Job.ID, Fence: r.lease.Fence}
 	stream := newLogStreamer(logStreamerOptions{
 		fence: ref.Fence,
-		upload: func(ctx context.Context, chunks []apiv1.LogChunk) (apiv1.LogsAck, error) {
-			return r.cp.logs(ctx, ref.JobID, apiv1.Logs{Fence: ref.Fence, Chunks: chunks})
+		upload: func(ctx context.Context, chunks []apiv1.LogChunk, end bool) (apiv1.LogsAck, error) {
+			return r.cp.logs(ctx, ref.JobID, apiv1.Logs{Fence: ref.Fence, Chunks: chunks, End: end})
 		},
 		maxChunk:      r.cfg.MaxChunk,
 		maxBatch:      maxBatch,

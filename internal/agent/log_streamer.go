@@ -13,10 +13,11 @@ import (
 	"github.com/nimbus-build/nimbus/internal/apiv1"
 )
 
-// uploadFunc sends chunks, in order, and returns the sequence number up to
-// which the server holds every chunk of the lease, and whether the job's
-// log is full (the server keeps nothing more).
-type uploadFunc func(ctx context.Context, chunks []apiv1.LogChunk) (apiv1.LogsAck, error)
+// uploadFunc sends chunks, in order (end: they are the workload's last),
+// and returns the sequence number up to which the server holds every
+// chunk of the lease, and whether the job's log is full (the server keeps
+// nothing more).
+type uploadFunc func(ctx context.Context, chunks []apiv1.LogChunk, end bool) (apiv1.LogsAck, error)
 
 // logStreamerOptions configure a logStreamer.
 type logStreamerOptions struct {
@@ -47,6 +48,11 @@ type logStreamer struct {
 	held    int // bytes in open and sealed
 	// finished: the workload is done; run returns once all is acknowledged.
 	finished bool
+	// lineOpen: the output written so far does not end with a newline;
+	// endSent: the server knows the output has ended (its last line then
+	// ends too).
+	lineOpen bool
+	endSent  bool
 	// dropWrites: writes are discarded (the workload is being killed, or
 	// uploads stopped for good).
 	dropWrites bool
@@ -89,6 +95,7 @@ func (s *logStreamer) Write(p []byte) (int, error) {
 		}
 		k := min(len(p), s.opts.maxUnacked-s.held, s.opts.maxChunk-len(s.open))
 		s.open = append(s.open, p[:k]...)
+		s.lineOpen = p[k-1] != '\n'
 		s.held += k
 		p = p[k:]
 		if len(s.open) >= s.opts.maxChunk {
@@ -147,8 +154,10 @@ func (s *logStreamer) flush() {
 }
 
 // nextBatch returns the oldest unacknowledged chunks, at most maxBatch
-// bytes of them (but at least one), and whether everything is done.
-func (s *logStreamer) nextBatch() (batch []apiv1.LogChunk, done bool) {
+// bytes of them (but at least one), whether they are the workload's last
+// (end; with no chunks when the last line still needs ending), and
+// whether everything is done.
+func (s *logStreamer) nextBatch() (batch []apiv1.LogChunk, end, done bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	size := 0
@@ -159,7 +168,19 @@ func (s *logStreamer) nextBatch() (batch []apiv1.LogChunk, done bool) {
 		batch = append(batch, c)
 		size += len(c.Data)
 	}
-	return batch, len(batch) == 0 && s.finished
+	if !s.finished {
+		return batch, false, false
+	}
+	if s.full {
+		return batch, false, len(batch) == 0
+	}
+	if len(batch) > 0 {
+		return batch, len(batch) == len(s.sealed), false
+	}
+	if s.lineOpen && !s.endSent {
+		return nil, true, false
+	}
+	return nil, false, true
 }
 
 // ack drops the chunks the server holds; it reports whether any was.
@@ -229,11 +250,11 @@ func (s *logStreamer) run(ctx context.Context) error {
 	tick := time.NewTicker(s.opts.flushInterval)
 	defer tick.Stop()
 	for failures := 0; ; {
-		batch, done := s.nextBatch()
+		batch, end, done := s.nextBatch()
 		if done {
 			return nil
 		}
-		if len(batch) == 0 {
+		if len(batch) == 0 && !end {
 			select {
 			case <-s.wake:
 			case <-tick.C:
@@ -243,7 +264,7 @@ func (s *logStreamer) run(ctx context.Context) error {
 			}
 			continue
 		}
-		err := s.uploadOnce(ctx, batch)
+		err := s.uploadOnce(ctx, batch, end)
 		switch {
 		case err == nil:
 			failures = 0
@@ -263,12 +284,17 @@ func (s *logStreamer) run(ctx context.Context) error {
 
 // uploadOnce sends one batch; an answer that acknowledges none of it is an
 // error, retried like a transient one.
-func (s *logStreamer) uploadOnce(ctx context.Context, batch []apiv1.LogChunk) error {
-	a, err := s.opts.upload(ctx, batch)
+func (s *logStreamer) uploadOnce(ctx context.Context, batch []apiv1.LogChunk, end bool) error {
+	a, err := s.opts.upload(ctx, batch, end)
 	if err != nil {
 		return err
 	}
-	if !s.ack(a.Seq) {
+	if end && (len(batch) == 0 || a.Seq >= batch[len(batch)-1].Seq) {
+		s.mu.Lock()
+		s.endSent = true
+		s.mu.Unlock()
+	}
+	if len(batch) > 0 && !s.ack(a.Seq) {
 		return fmt.Errorf("upload logs: the server acknowledged up to chunk %d, none of chunks %d..%d: %w",
 			a.Seq, batch[0].Seq, batch[len(batch)-1].Seq, errNoProgress)
 	}

@@ -88,12 +88,21 @@ type uploadServer struct {
 	limit int
 	bytes int
 	calls int
+	// ends counts uploads marked as the workload's last; endOnly those
+	// of them without chunks.
+	ends, endOnly int
 }
 
-func (u *uploadServer) upload(_ context.Context, chunks []apiv1.LogChunk) (apiv1.LogsAck, error) {
+func (u *uploadServer) upload(_ context.Context, chunks []apiv1.LogChunk, end bool) (apiv1.LogsAck, error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.calls++
+	if end && len(u.fail) == 0 {
+		u.ends++
+		if len(chunks) == 0 {
+			u.endOnly++
+		}
+	}
 	if len(u.fail) > 0 {
 		err := u.fail[0]
 		u.fail = u.fail[1:]
@@ -338,4 +347,62 @@ func TestLogUploadRefusedForAStaleFenceKillsTheWorkload(t *testing.T) {
 			t.Errorf("Run returned: %v", ra.err)
 		}
 	})
+}
+
+// The workload's last chunks go with end, so that the server ends its
+// last line; output that ended with everything acknowledged and without
+// a newline gets an upload of its own to say so.
+func TestLogStreamerSaysTheEnd(t *testing.T) {
+	for _, tc := range []struct {
+		name           string
+		writes         []string
+		wantEndOnly    int
+		flushBeforeEnd bool
+	}{
+		{"ends with a newline", []string{"a\n", "b\n"}, 0, false},
+		{"ends mid-line", []string{"a\n", "half"}, 0, false},
+		{"ends mid-line, all sent before", []string{"a\n", "half"}, 1, true},
+		{"ends with a newline, all sent before", []string{"a\n", "b\n"}, 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			u := &uploadServer{}
+			s := newTestStreamer(u)
+			done := make(chan error, 1)
+			go func() { done <- s.run(context.Background()) }()
+			for _, w := range tc.writes {
+				s.Write([]byte(w))
+			}
+			if tc.flushBeforeEnd {
+				s.flush()
+				waitUntil(t, func() bool {
+					s.mu.Lock()
+					defer s.mu.Unlock()
+					return len(s.sealed) == 0 && len(s.open) == 0
+				})
+			}
+			s.finish()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			u.mu.Lock()
+			defer u.mu.Unlock()
+			wantEnds := 1
+			if tc.flushBeforeEnd && tc.wantEndOnly == 0 {
+				wantEnds = 0
+			}
+			if u.ends != wantEnds || u.endOnly != tc.wantEndOnly {
+				t.Errorf("%d uploads with end, %d without chunks; want %d, %d", u.ends, u.endOnly, wantEnds, tc.wantEndOnly)
+			}
+		})
+	}
+}
+
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(10 * time.Second); !cond(); {
+		if time.Now().After(end) {
+			t.Fatal("condition not reached in 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }

@@ -196,23 +196,21 @@ func (s *Server) appendLogs(w http.ResponseWriter, r *http.Request, a store.Agen
 	if err := decode(w, r, maxLogBody, &req); err != nil {
 		return err
 	}
-	if len(req.Chunks) == 0 {
+	if len(req.Chunks) == 0 && !req.End {
 		return badRequest("chunks: empty")
 	}
 	chunks := make([]logs.Chunk, len(req.Chunks))
-	ack := int64(-1)
 	for i, c := range req.Chunks {
 		if c.Seq < 0 || len(c.Data) > maxChunk || c.Fence != 0 && c.Fence != req.Fence {
 			return badRequest("chunks[%d]: seq must be ≥ 0, data at most %d bytes, fence that of the request", i, maxChunk)
 		}
 		chunks[i] = logs.Chunk{Seq: c.Seq, Data: c.Data}
-		ack = max(ack, c.Seq)
 	}
-	full, err := s.Logs.Append(r.Context(), a, id, req.Fence, chunks)
+	ack, err := s.Logs.Append(r.Context(), a, id, req.Fence, chunks, req.End)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, apiv1.LogsAck{Seq: ack, Full: full})
+	writeJSON(w, http.StatusOK, apiv1.LogsAck{Seq: ack.Seq, Full: ack.Full})
 	return nil
 }
 

@@ -1,19 +1,15 @@
 package api
 
 import (
-	"bufio"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/nimbus-build/nimbus/internal/apiv1"
 	"github.com/nimbus-build/nimbus/internal/auth"
 	"github.com/nimbus-build/nimbus/internal/ids"
 	"github.com/nimbus-build/nimbus/internal/jobs"
-	"github.com/nimbus-build/nimbus/internal/logs"
 	"github.com/nimbus-build/nimbus/internal/store"
 )
 
@@ -148,69 +144,4 @@ func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request, p auth.Princi
 	}
 	writeJSON(w, http.StatusOK, jobJSON(j))
 	return nil
-}
-
-// parseCursor reads "FENCE.SEQ" (the position after which to read).
-func parseCursor(s string) (logs.Cursor, error) {
-	if s == "" {
-		return logs.Start, nil
-	}
-	f, q, ok := strings.Cut(s, ".")
-	fence, err1 := strconv.ParseInt(f, 10, 64)
-	seq, err2 := strconv.ParseInt(q, 10, 64)
-	if !ok || err1 != nil || err2 != nil || fence < 0 || seq < -1 {
-		return logs.Cursor{}, badRequest("after: want FENCE.SEQ, e.g. 1.41")
-	}
-	return logs.Cursor{Fence: fence, Seq: seq}, nil
-}
-
-func (s *Server) jobLogs(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
-	id, err := pathID(r, "job", "job")
-	if err != nil {
-		return err
-	}
-	q := r.URL.Query()
-	after, err := parseCursor(q.Get("after"))
-	if err != nil {
-		return err
-	}
-	follow := q.Get("follow") == "1" || q.Get("follow") == "true"
-	ndjson := q.Get("format") == "ndjson"
-	if f := q.Get("format"); f != "" && f != "ndjson" && f != "text" {
-		return badRequest("format: text or ndjson")
-	}
-	if _, err := s.Jobs.Get(r.Context(), p.Org, id); err != nil {
-		return err
-	}
-	if ndjson {
-		w.Header().Set("Content-Type", "application/x-ndjson")
-	} else {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	}
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.Header().Set("Cache-Control", "no-store")
-	bw := bufio.NewWriterSize(w, 64<<10)
-	enc := json.NewEncoder(bw)
-	flusher, _ := w.(http.Flusher)
-	w.WriteHeader(http.StatusOK)
-	err = s.Logs.Follow(r.Context(), p.Org, id, after, follow, func(chunks []logs.Chunk) error {
-		for _, c := range chunks {
-			if ndjson {
-				if err := enc.Encode(apiv1.LogChunk{Fence: c.Fence, Seq: c.Seq, Data: c.Data}); err != nil {
-					return err
-				}
-			} else if _, err := bw.Write(c.Data); err != nil {
-				return err
-			}
-		}
-		if err := bw.Flush(); err != nil {
-			return err
-		}
-		if flusher != nil {
-			flusher.Flush()
-		}
-		return nil
-	})
-	bw.Flush()
-	return err
 }

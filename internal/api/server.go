@@ -159,6 +159,7 @@ func (s *Server) handlers() map[string]any {
 		apiv1.RouteGetJob.Pattern():        userHandler(s.getJob),
 		apiv1.RouteCancelJob.Pattern():     userHandler(s.cancelJob),
 		apiv1.RouteJobLogs.Pattern():       userHandler(s.jobLogs),
+		apiv1.RouteSearchLogs.Pattern():    userHandler(s.searchLogs),
 		apiv1.RouteEgressSuggest.Pattern(): userHandler(s.suggestEgress),
 
 		apiv1.RouteCreateJoinToken.Pattern():      userHandler(s.createJoinToken),

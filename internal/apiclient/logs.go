@@ -102,3 +102,89 @@ func (c *Client) FollowJobLogs(ctx context.Context, id string, follow bool, fn f
 		}
 	}
 }
+
+// LineQuery selects a job's lines for FollowJobLines.
+type LineQuery struct {
+	From int64  // first line wanted (0: the first)
+	Step string // only this step's lines (empty: all)
+}
+
+// FollowJobLines calls fn with each of a job's lines, in order, until
+// every line stored now is delivered or, with follow, until the job has
+// ended and all are. A dropped connection or a server error is retried
+// from the line after the last delivered, with backoff; a 4xx is
+// returned.
+func (c *Client) FollowJobLines(ctx context.Context, id string, q LineQuery, follow bool, fn func(apiv1.LogLine) error) error {
+	from := max(q.From, 1)
+	for attempt := 0; ; attempt++ {
+		v := url.Values{"format": {"lines"}, "from_line": {strconv.FormatInt(from, 10)}}
+		if follow {
+			v.Set("follow", "1")
+		}
+		if q.Step != "" {
+			v.Set("step", q.Step)
+		}
+		resp, err := c.Raw(ctx, http.MethodGet, apiv1.RouteJobLogs.URL(id)+"?"+v.Encode(), nil)
+		if err == nil {
+			sc := bufio.NewScanner(resp.Body)
+			sc.Buffer(make([]byte, 64<<10), 4<<20)
+			for sc.Scan() {
+				var l apiv1.LogLine
+				if err = json.Unmarshal(sc.Bytes(), &l); err != nil {
+					err = fmt.Errorf("log lines: %w", err)
+					break
+				}
+				if err = fn(l); err != nil {
+					resp.Body.Close()
+					return err
+				}
+				from = l.Line + 1
+			}
+			if err == nil {
+				err = sc.Err()
+			}
+			resp.Body.Close()
+			if err == nil {
+				return nil
+			}
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if !Retryable(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(Backoff(attempt, 5*time.Second)):
+		}
+	}
+}
+
+// LogSearchQuery is a search of the org's job logs.
+type LogSearchQuery struct {
+	// Pattern is an RE2 regular expression.
+	Pattern string
+	Repo    string
+	Job     string
+	// Since and Until: RFC 3339 times or how long ago ("7d", "36h");
+	// empty: the server's default (the last 7 days).
+	Since, Until string
+	Limit        int
+}
+
+// SearchLogs finds the lines of the org's jobs matching a pattern, newest
+// first, with counts per job.
+func (c *Client) SearchLogs(ctx context.Context, q LogSearchQuery) (apiv1.LogSearch, error) {
+	v := url.Values{"q": {q.Pattern}}
+	for k, s := range map[string]string{"repo": q.Repo, "job": q.Job, "since": q.Since, "until": q.Until} {
+		if s != "" {
+			v.Set(k, s)
+		}
+	}
+	if q.Limit > 0 {
+		v.Set("limit", strconv.Itoa(q.Limit))
+	}
+	return get[apiv1.LogSearch](ctx, c, apiv1.RouteSearchLogs, nil, v, nil)
+}

@@ -102,14 +102,20 @@ type Fenced struct {
 }
 
 // Logs is the body of POST /api/v1/agent/jobs/{id}/logs. Chunks are
-// numbered from 0 per lease; a chunk sent twice is stored once.
+// numbered from 0 per lease and sent in order; a chunk sent twice is
+// stored once, and one after a gap is not taken (the answer says up to
+// where the server holds them).
 type Logs struct {
 	Fence  int64      `json:"fence"`
 	Chunks []LogChunk `json:"chunks"`
+	// End: the workload has ended and these are its last chunks (there
+	// may be none): its last line ends even without a newline.
+	End bool `json:"end,omitempty"`
 }
 
 // LogsAck answers a Logs upload: every chunk up to and including Seq is
-// stored.
+// stored (-1: none of this lease's yet). A 429 answer with Retry-After
+// says the server's ingest queue is full: send again after it.
 type LogsAck struct {
 	Seq int64 `json:"seq"`
 	// Full: the job's log reached the server's limit; it keeps nothing

@@ -78,6 +78,8 @@ var (
 	RouteGetJob    = Route{Method: "GET", Path: "/api/v1/jobs/{id}", Auth: AuthUser, Action: "jobs.read"}
 	RouteCancelJob = Route{Method: "POST", Path: "/api/v1/jobs/{id}/cancel", Auth: AuthUser, Action: "jobs.cancel"}
 	RouteJobLogs   = Route{Method: "GET", Path: "/api/v1/jobs/{id}/logs", Auth: AuthUser, Action: "logs.read"}
+	// RouteSearchLogs searches the lines of the org's jobs.
+	RouteSearchLogs = Route{Method: "GET", Path: "/api/v1/logs/search", Auth: AuthUser, Action: "logs.read"}
 	// RouteEgressSuggest reads jobs' egress reports, hence jobs.read.
 	RouteEgressSuggest = Route{Method: "GET", Path: "/api/v1/egress/suggest", Auth: AuthUser, Action: "jobs.read"}
 
@@ -130,7 +132,7 @@ var (
 // Routes is every route of the API.
 var Routes = []Route{
 	RouteHealthz, RouteReadyz, RouteMetrics, RouteGitHubWebhook,
-	RouteWhoami, RouteSubmitJob, RouteListJobs, RouteGetJob, RouteCancelJob, RouteJobLogs, RouteEgressSuggest,
+	RouteWhoami, RouteSubmitJob, RouteListJobs, RouteGetJob, RouteCancelJob, RouteJobLogs, RouteSearchLogs, RouteEgressSuggest,
 	RouteCreateJoinToken, RouteListAgents, RouteDisableAgent,
 	RouteCreateToken, RouteListTokens, RouteRevokeToken,
 	RouteListOrgs, RouteCreateOrg, RouteLinkOrg,

@@ -86,6 +86,42 @@ type LogChunk struct {
 	Data  []byte `json:"data"`
 }
 
+// LogLine is one line of a job's output in GET /api/v1/jobs/{id}/logs
+// (?format=lines: one JSON document per line; ?format=sse: the data of
+// each event, whose id is Line) and in log searches.
+type LogLine struct {
+	Job  string `json:"job"`
+	Repo string `json:"repo,omitempty"`
+	// Line numbers the job's lines from 1, across its attempts.
+	Line int64 `json:"line"`
+	// Step is the ::group:: the line is in, if any.
+	Step string `json:"step,omitempty"`
+	// Stream: "output" (the workload's stdout and stderr, interleaved as
+	// written) or "nimbus" (the truncation notice).
+	Stream string    `json:"stream"`
+	At     time.Time `json:"at"`
+	// Text is the line without its ending, ANSI escapes kept.
+	Text string `json:"text"`
+}
+
+// LogSearch answers GET /api/v1/logs/search: matching lines newest first,
+// and how many lines of each job matched (newest job first).
+type LogSearch struct {
+	Lines []LogLine      `json:"lines"`
+	Jobs  []LogSearchJob `json:"jobs"`
+	// Partial: a bound of the search (lines examined, bytes, time) was
+	// reached: more lines may match; narrow the search.
+	Partial bool `json:"partial,omitempty"`
+}
+
+// LogSearchJob is how many lines of a job matched a search.
+type LogSearchJob struct {
+	Job     string    `json:"job"`
+	Repo    string    `json:"repo,omitempty"`
+	Matches int       `json:"matches"`
+	Latest  time.Time `json:"latest"`
+}
+
 // Agent is an enrolled agent as the API shows it.
 type Agent struct {
 	ID            string    `json:"id"`

@@ -11,9 +11,9 @@ import (
 	nimbuslogs "github.com/nimbus-build/nimbus/internal/logs"
 )
 
-// A job that writes more than --max-log-size keeps the first bytes of its
-// output and a notice, and still finishes on its own exit code: a runaway
-// log cannot fill the database.
+// A job that writes more than --max-log-size keeps the first lines of
+// its output that fit and a notice, and still finishes on its own exit
+// code: a runaway log cannot fill the database.
 func TestJobLogIsBounded(t *testing.T) {
 	needSandbox(t)
 	const limit = 4096
@@ -24,11 +24,15 @@ func TestJobLogIsBounded(t *testing.T) {
 	if j.State != "failed" || j.ExitCode == nil || *j.ExitCode != 7 {
 		t.Fatalf("job: state %s exit %v reason %q, want failed with exit 7", j.State, j.ExitCode, j.Reason)
 	}
-	var full strings.Builder
+	var kept strings.Builder
 	for i := range 3000 {
-		fmt.Fprintf(&full, "line %d\n", i)
+		line := fmt.Sprintf("line %d\n", i)
+		if kept.Len()+len(line) > limit {
+			break
+		}
+		kept.WriteString(line)
 	}
-	want := full.String()[:limit] + nimbuslogs.Notice(limit)
+	want := kept.String() + nimbuslogs.Notice(limit) + "\n"
 	if got := logs(t, h, id); got != want {
 		t.Errorf("log: %d bytes ending %q, want %d bytes ending %q", len(got), tail(got), len(want), tail(want))
 	}

@@ -17,6 +17,7 @@ import (
 func commands() []command {
 	return []command{
 		runCommand(),
+		logsSearchCommand(),
 		logsCommand(),
 		{name: "jobs list", help: "List the org's jobs, newest first.", flags: func(fs *flag.FlagSet) {
 			fs.String("state", "", "only jobs in this state (queued, leased, running, succeeded, failed, cancelled)")

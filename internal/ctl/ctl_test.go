@@ -183,3 +183,41 @@ func TestHTTPS(t *testing.T) {
 		t.Errorf("whoami trusting only the system roots: %+v", r)
 	}
 }
+
+// `nimbus ctl logs` reads a job's lines by step and pattern, and `logs
+// search` finds lines across the org's jobs.
+func TestLogsCommands(t *testing.T) {
+	h := apptest.Start(t, "sqlite")
+	h.StartAgent(t, "ctl-test", nil)
+	script := `echo start; echo "::group::Build"; printf '\033[31merror: link timeout\033[0m\n'; echo "::endgroup::"; echo "error: other"; printf done`
+	r := run(h, nil, "run", "--", "sh", "-c", script)
+	if r.code != 0 {
+		t.Fatalf("run: %+v", r)
+	}
+	r = run(h, nil, "--json", "jobs", "list")
+	id := r.stdout[strings.Index(r.stdout, "job_"):]
+	id = id[:strings.IndexAny(id, `"`)]
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"logs", "--step", "Build", id}, "::group::Build\n\x1b[31merror: link timeout\x1b[0m\n::endgroup::\n"},
+		{[]string{"logs", "--grep", "error: .*timeout$", id}, "     3  \x1b[31merror: link timeout\x1b[0m\n"},
+		{[]string{"logs", "--from-line", "5", "-n", id}, "     5  error: other\n     6  done\n"},
+		{[]string{"logs", id}, "start\n::group::Build\n\x1b[31merror: link timeout\x1b[0m\n::endgroup::\nerror: other\ndone"},
+	} {
+		if r := run(h, nil, tc.args...); r.code != 0 || r.stdout != tc.want {
+			t.Errorf("%v: %+v, want stdout %q", tc.args, r, tc.want)
+		}
+	}
+	r = run(h, nil, "logs", "search", "error: .*", "--since", "1h")
+	if r.code != 0 || !strings.HasPrefix(r.stdout, id+":5 error: other\n"+id+":3 [Build] error: link timeout\n") || !strings.Contains(r.stdout, "2 matching lines in 1 jobs") {
+		t.Errorf("logs search: %+v", r)
+	}
+	if r := run(h, nil, "logs", "search", "(", "--since", "1h"); r.code != 2 || !strings.Contains(r.stderr, "pattern") {
+		t.Errorf("a bad pattern: %+v", r)
+	}
+	if r := run(h, nil, "logs", "search", "x", "--since", "1000d"); r.code != 1 || !strings.Contains(r.stderr, "92 days") {
+		t.Errorf("a range too long: %+v", r)
+	}
+}

@@ -2,7 +2,6 @@ package ctl
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"strings"
@@ -126,28 +125,4 @@ func follow(ctx context.Context, e *env, c *apiclient.Client, id string, followM
 		_, err := e.stdout.Write(ch.Data)
 		return err
 	})
-}
-
-func logsCommand() command {
-	return command{
-		name: "logs", args: "JOB", help: "Print a job's output; with -f, follow it until the job ends.",
-		flags: func(fs *flag.FlagSet) {
-			fs.Bool("f", false, "follow the output as it is produced")
-		},
-		run: func(e *env, g *globals, fs *flag.FlagSet) error {
-			id, err := oneArg(fs, "job id")
-			if err != nil {
-				return err
-			}
-			c, err := g.client(e)
-			if err != nil {
-				return err
-			}
-			err = follow(e.ctx, e, c, id, flagString(fs, "f") == "true")
-			if errors.Is(err, context.Canceled) {
-				return exitError{130}
-			}
-			return err
-		},
-	}
 }

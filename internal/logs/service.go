@@ -1,15 +1,19 @@
 // Package logs is where jobs' output lives: ingest (an agent's upload is
-// checked against its lease through the jobs service, then appended),
-// the per-job limit and the truncation notice, storage behind Store
-// (SQLite and PostgreSQL today, through internal/store/sqlstore), and
-// reading: a page after a cursor, or a live tail that follows a running
-// job until it ends.
+// checked against its lease through the jobs service, ordered, cut into
+// lines with their step and number, bounded by the per-job limit at a
+// line boundary), storage behind Store (SQLite and PostgreSQL through
+// internal/store/sqlstore, ClickHouse through internal/logs/clickhouse),
+// and reading: the raw output after a cursor or a job's lines, each as a
+// page or a live tail that follows a running job until it ends, and
+// search across an org's jobs.
 package logs
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/nimbus-build/nimbus/internal/jobs"
@@ -83,56 +87,98 @@ func New(o Options) (*Service, error) {
 // Config returns the configuration in force.
 func (s *Service) Config() Config { return s.cfg }
 
+// Ack is the answer to an upload.
+type Ack struct {
+	// Seq: every chunk of the lease up to and including it is stored
+	// (-1: none yet).
+	Seq int64
+	// Full: the job's log has reached Config.MaxBytes; nothing more will
+	// be kept, and the agent may stop sending.
+	Full bool
+}
+
+func ackOf(st State, fence int64) Ack {
+	a := Ack{Seq: -1, Full: st.Full}
+	if st.Cursor.Fence == fence {
+		a.Seq = st.Cursor.Seq
+	}
+	return a
+}
+
 // Append stores chunks of a job's output that the agent sent under its
-// lease (fence); their Seq and Data are used, the rest is filled in. A
-// chunk stored already is kept once and counts once. full reports that
-// the job's log has reached Config.MaxBytes: nothing more will be kept,
-// and the agent may stop sending.
+// lease (fence); their Seq and Data are used. end says the attempt's
+// output is complete: its last line ends even without a newline.
 //
 // The lease is checked first, through the jobs service (store.ErrStaleFence,
-// store.ErrFinished); the append itself is not in the jobs table's
-// transaction. Uploads of one job are applied one at a time in this
-// process; an agent sends them one at a time anyway.
-func (s *Service) Append(ctx context.Context, agent store.Agent, job string, fence int64, chunks []Chunk) (full bool, err error) {
+// store.ErrFinished); the write itself is not in the jobs table's
+// transaction. Chunks are applied in order, each once: those stored
+// already are skipped, and a chunk after a gap is not taken (the ack
+// says where the log is; the agent sends again from there). Uploads of
+// one job are applied one at a time in this process; across replicas
+// the store's compare-and-set on the cursor orders them.
+func (s *Service) Append(ctx context.Context, agent store.Agent, job string, fence int64, chunks []Chunk, end bool) (Ack, error) {
 	j, err := s.jobs.CheckLease(ctx, agent, job, fence)
 	if err != nil {
-		return false, err
+		return Ack{}, err
 	}
 	unlock := s.locks.lock(job)
 	defer unlock()
-	keys := make([]Key, len(chunks))
-	for i := range chunks {
-		keys[i] = Key{Fence: fence, Seq: chunks[i].Seq}
+	repo := ""
+	if j.GitHub != nil {
+		repo = j.GitHub.Repo
 	}
-	used, stored, err := s.store.Stored(ctx, j.OrgID, job, keys)
-	if err != nil {
-		return false, err
-	}
-	seen := make(map[Key]bool, len(stored)+len(chunks))
-	for _, k := range stored {
-		seen[k] = true
-	}
-	now := s.now()
-	fresh := make([]Chunk, 0, len(chunks))
-	for _, c := range chunks {
-		k := Key{Fence: fence, Seq: c.Seq}
-		if seen[k] {
-			continue
+	for attempt := 0; ; attempt++ {
+		st, err := s.store.State(ctx, j.OrgID, job)
+		if err != nil {
+			return Ack{}, err
 		}
-		seen[k] = true
-		fresh = append(fresh, Chunk{Org: j.OrgID, Job: job, Fence: fence, Seq: c.Seq, Data: c.Data, At: now})
-	}
-	keep := admit(used, s.cfg.MaxBytes, fresh)
-	if len(keep) > 0 {
-		if _, err := s.store.Append(ctx, keep); err != nil {
-			return false, err
+		fresh := nextChunks(st.Cursor, fence, chunks)
+		finish := end && st.Cursor.Fence == fence && len(st.Pending) > 0 && !st.Full
+		if len(fresh) == 0 && !finish {
+			return ackOf(st, fence), nil
+		}
+		w := ingest{org: j.OrgID, job: job, repo: repo, limit: s.cfg.MaxBytes, now: s.now()}.apply(st, fence, fresh, end)
+		errs, err := s.store.Write(ctx, []Write{w})
+		if err == nil {
+			err = errs[0]
+		}
+		if errors.Is(err, ErrConflict) && attempt < 3 {
+			continue // another replica moved the log on: look again
+		}
+		if err != nil {
+			return Ack{}, err
 		}
 		s.notify.Notify(jobs.Topic(job))
+		return ackOf(w.State, fence), nil
 	}
-	for _, c := range keep {
-		used += c.Counted
+}
+
+// nextChunks returns the chunks of an upload (of lease fence) that
+// continue the log after cursor, in order: those before are stored
+// already, and one after a gap cannot be placed yet.
+func nextChunks(cursor Cursor, fence int64, chunks []Chunk) []Chunk {
+	var want int64
+	switch {
+	case fence == cursor.Fence:
+		want = cursor.Seq + 1
+	case fence > cursor.Fence:
+		want = 0
+	default:
+		return nil // an older lease's: never placed
 	}
-	return s.cfg.MaxBytes > 0 && used >= s.cfg.MaxBytes, nil
+	sorted := slices.SortedFunc(slices.Values(chunks), func(a, b Chunk) int { return cmp.Compare(a.Seq, b.Seq) })
+	var out []Chunk
+	for _, c := range sorted {
+		switch {
+		case c.Seq < want:
+			continue
+		case c.Seq > want:
+			return out
+		}
+		out = append(out, c)
+		want++
+	}
+	return out
 }
 
 // Follow calls fn with org's job's output after the cursor, in order, as
@@ -140,21 +186,46 @@ func (s *Service) Append(ctx context.Context, agent store.Agent, job string, fen
 // (follow) or until what is stored now is delivered (!follow). It returns
 // the context's error when the context ends first (notify.LongPoll).
 func (s *Service) Follow(ctx context.Context, org, job string, after Cursor, follow bool, fn func([]Chunk) error) error {
+	return s.follow(ctx, org, job, follow, func() (bool, error) {
+		chunks, err := s.store.Read(ctx, org, job, after, 1000)
+		if err != nil || len(chunks) == 0 {
+			return false, err
+		}
+		last := chunks[len(chunks)-1]
+		after = Cursor{Fence: last.Fence, Seq: last.Seq}
+		return true, fn(chunks)
+	})
+}
+
+// FollowLines is Follow for the job's lines from q.From (of q.Step only,
+// when set).
+func (s *Service) FollowLines(ctx context.Context, org, job string, q LineQuery, follow bool, fn func([]Line) error) error {
+	if q.From < 1 {
+		q.From = 1
+	}
+	q.Limit = 1000
+	return s.follow(ctx, org, job, follow, func() (bool, error) {
+		lines, err := s.store.Lines(ctx, org, job, q)
+		if err != nil || len(lines) == 0 {
+			return false, err
+		}
+		q.From = lines[len(lines)-1].N + 1
+		return true, fn(lines)
+	})
+}
+
+// follow calls read until it finds nothing more, as output arrives, until
+// the job has ended (follow) or at once (!follow).
+func (s *Service) follow(ctx context.Context, org, job string, follow bool, read func() (more bool, err error)) error {
 	if _, err := s.jobs.Get(ctx, org, job); err != nil {
 		return err
 	}
-	// drain delivers everything stored after the cursor.
 	drain := func() error {
 		for {
-			chunks, err := s.store.Read(ctx, org, job, after, 1000)
-			if err != nil || len(chunks) == 0 {
+			more, err := read()
+			if err != nil || !more {
 				return err
 			}
-			if err := fn(chunks); err != nil {
-				return err
-			}
-			last := chunks[len(chunks)-1]
-			after = Cursor{Fence: last.Fence, Seq: last.Seq}
 		}
 	}
 	return s.notify.LongPoll(ctx, jobs.Topic(job), notify.Forever, s.cfg.PollInterval, func() (bool, error) {
@@ -165,8 +236,19 @@ func (s *Service) Follow(ctx context.Context, org, job string, after Cursor, fol
 		if err != nil || !j.State.Terminal() {
 			return false, err
 		}
-		// Chunks may have landed between the read and the state check:
+		// Output may have landed between the read and the state check:
 		// read once more before ending.
 		return true, drain()
 	})
+}
+
+// Search finds lines of org's jobs matching p, newest first.
+func (s *Service) Search(ctx context.Context, org string, p SearchParams) (Result, error) {
+	q, err := NewQuery(org, p, s.now())
+	if err != nil {
+		return Result{}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, q.Timeout)
+	defer cancel()
+	return s.store.Search(ctx, q)
 }

@@ -3,6 +3,8 @@ package logs_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -73,6 +75,21 @@ func chunks(first int64, data ...string) []logs.Chunk {
 	return out
 }
 
+func (f *fixture) lines(t *testing.T, job string) []string {
+	t.Helper()
+	var out []string
+	err := f.logs.FollowLines(context.Background(), f.org, job, logs.LineQuery{}, false, func(ls []logs.Line) error {
+		for _, l := range ls {
+			out = append(out, l.Text)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
 func (f *fixture) read(t *testing.T, job string) string {
 	t.Helper()
 	var b strings.Builder
@@ -97,19 +114,19 @@ func TestAppendChecksTheLease(t *testing.T) {
 			ctx := context.Background()
 			j := f.leased(t)
 			other := store.Agent{ID: "agt_2", OrgID: "org_a"}
-			if _, err := f.logs.Append(ctx, other, j.ID, j.Fence, chunks(0, "forged")); !errors.Is(err, store.ErrStaleFence) {
+			if _, err := f.logs.Append(ctx, other, j.ID, j.Fence, chunks(0, "forged"), false); !errors.Is(err, store.ErrStaleFence) {
 				t.Errorf("another agent: %v, want ErrStaleFence", err)
 			}
-			if _, err := f.logs.Append(ctx, f.agent, j.ID, j.Fence+1, chunks(0, "forged")); !errors.Is(err, store.ErrStaleFence) {
+			if _, err := f.logs.Append(ctx, f.agent, j.ID, j.Fence+1, chunks(0, "forged"), false); !errors.Is(err, store.ErrStaleFence) {
 				t.Errorf("a fence not issued: %v, want ErrStaleFence", err)
 			}
-			if _, err := f.logs.Append(ctx, f.agent, j.ID, j.Fence, chunks(0, "ok")); err != nil {
+			if _, err := f.logs.Append(ctx, f.agent, j.ID, j.Fence, chunks(0, "ok"), false); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := f.jobs.Complete(ctx, f.agent, j.ID, j.Fence, store.Outcome{State: store.JobSucceeded}); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := f.logs.Append(ctx, f.agent, j.ID, j.Fence, chunks(1, "late")); !errors.Is(err, store.ErrFinished) {
+			if _, err := f.logs.Append(ctx, f.agent, j.ID, j.Fence, chunks(1, "late"), false); !errors.Is(err, store.ErrFinished) {
 				t.Errorf("after completion: %v, want ErrFinished", err)
 			}
 			if got := f.read(t, j.ID); got != "ok" {
@@ -119,37 +136,41 @@ func TestAppendChecksTheLease(t *testing.T) {
 	}
 }
 
-// The job's output stops at the limit with one notice; retried chunks
-// count once, also inside a retried upload that carries new chunks after
-// stored ones; a later attempt's output is dropped; full is reported;
-// another job is unaffected.
+// The job's output stops at the limit, at a line boundary, with one
+// notice line; retried chunks count once, also inside a retried upload
+// that carries new chunks after stored ones; a later attempt's output is
+// dropped; full is reported; another job is unaffected.
 func TestLimit(t *testing.T) {
 	for _, engine := range storetest.Engines {
 		t.Run(engine, func(t *testing.T) {
-			const limit = 10
+			const limit = 16
 			f := newFixture(t, engine, limit)
 			ctx := context.Background()
 			j := f.leased(t)
 			for range 3 {
-				if full, err := f.logs.Append(ctx, f.agent, j.ID, j.Fence, chunks(0, "0123")); err != nil || full {
-					t.Fatalf("append: full=%v, %v", full, err)
+				if a, err := f.logs.Append(ctx, f.agent, j.ID, j.Fence, chunks(0, "012\n"), false); err != nil || a.Full || a.Seq != 0 {
+					t.Fatalf("append: %+v, %v", a, err)
 				}
 			}
 			// The agent lost the answer to (1, 2): it sends them again with a
-			// new chunk. Only 3 reaches the limit.
-			if _, err := f.logs.Append(ctx, f.agent, j.ID, j.Fence, chunks(1, "45", "67")); err != nil {
+			// new chunk. The line that crosses the limit is dropped whole.
+			if _, err := f.logs.Append(ctx, f.agent, j.ID, j.Fence, chunks(1, "45\n", "67\n"), false); err != nil {
 				t.Fatal(err)
 			}
-			full, err := f.logs.Append(ctx, f.agent, j.ID, j.Fence, chunks(1, "45", "67", "89abcdef", "ghij"))
-			if err != nil || !full {
-				t.Fatalf("append past the limit: full=%v, %v; want full", full, err)
+			a, err := f.logs.Append(ctx, f.agent, j.ID, j.Fence, chunks(1, "45\n", "67\n", "89\nabcdef\n", "ghij"), false)
+			if err != nil || !a.Full || a.Seq != 4 {
+				t.Fatalf("append past the limit: %+v, %v; want full, acknowledged to 4", a, err)
 			}
-			if full, err := f.logs.Append(ctx, f.agent, j.ID, j.Fence, chunks(5, "more")); err != nil || !full {
-				t.Errorf("append to a full log: full=%v, %v", full, err)
+			if a, err := f.logs.Append(ctx, f.agent, j.ID, j.Fence, chunks(5, "more"), false); err != nil || !a.Full || a.Seq != 5 {
+				t.Errorf("append to a full log: %+v, %v", a, err)
 			}
-			want := "0123456789" + logs.Notice(limit)
+			want := "012\n45\n67\n89\n" + logs.Notice(limit) + "\n"
 			if got := f.read(t, j.ID); got != want {
 				t.Errorf("log %q, want %q", got, want)
+			}
+			wantLines := []string{"012", "45", "67", "89", logs.Notice(limit)}
+			if got := f.lines(t, j.ID); !slices.Equal(got, wantLines) {
+				t.Errorf("lines %q, want %q", got, wantLines)
 			}
 			// The next attempt of the job (a new lease) adds nothing.
 			if _, err := f.db.Jobs().Release(ctx, j.ID, j.Fence, time.Time{}, "test", time.Now()); err != nil {
@@ -159,20 +180,123 @@ func TestLimit(t *testing.T) {
 			if err != nil || l == nil {
 				t.Fatalf("lease again: %v", err)
 			}
-			if full, err := f.logs.Append(ctx, f.agent, j.ID, l.Job.Fence, chunks(0, "second attempt")); err != nil || !full {
-				t.Errorf("next attempt: full=%v, %v", full, err)
+			if a, err := f.logs.Append(ctx, f.agent, j.ID, l.Job.Fence, chunks(0, "second attempt\n"), false); err != nil || !a.Full {
+				t.Errorf("next attempt: %+v, %v", a, err)
 			}
 			if got := f.read(t, j.ID); got != want {
 				t.Errorf("log after the next attempt %q, want %q", got, want)
 			}
 			other := f.leased(t)
-			if full, err := f.logs.Append(ctx, f.agent, other.ID, other.Fence, chunks(0, "other job")); err != nil || full {
-				t.Errorf("other job: full=%v, %v", full, err)
+			if a, err := f.logs.Append(ctx, f.agent, other.ID, other.Fence, chunks(0, "other job\n"), false); err != nil || a.Full {
+				t.Errorf("other job: %+v, %v", a, err)
 			}
-			if got := f.read(t, other.ID); got != "other job" {
+			if got := f.read(t, other.ID); got != "other job\n" {
 				t.Errorf("other job's log %q", got)
 			}
 		})
+	}
+}
+
+// A line that began in an earlier upload and crosses the limit in the
+// next is not a line of the log (its start shows in the raw output): the
+// lines end at the last complete one, then the notice.
+func TestLimitCutsAPendingLine(t *testing.T) {
+	f := newFixture(t, "sqlite", 10)
+	ctx := context.Background()
+	j := f.leased(t)
+	if _, err := f.logs.Append(ctx, f.agent, j.ID, j.Fence, chunks(0, "ab\ncde"), false); err != nil {
+		t.Fatal(err)
+	}
+	if a, err := f.logs.Append(ctx, f.agent, j.ID, j.Fence, chunks(1, "fghijk\n"), false); err != nil || !a.Full {
+		t.Fatalf("%+v, %v", a, err)
+	}
+	if got, want := f.read(t, j.ID), "ab\ncde\n"+logs.Notice(10)+"\n"; got != want {
+		t.Errorf("log %q, want %q", got, want)
+	}
+	if got, want := f.lines(t, j.ID), []string{"ab", logs.Notice(10)}; !slices.Equal(got, want) {
+		t.Errorf("lines %q, want %q", got, want)
+	}
+}
+
+// Lines are cut from the chunks as they come, whatever the chunks'
+// boundaries: a line may span chunks, a chunk hold many lines; steps
+// follow ::group:: markers; the attempt's last line ends at End, or when
+// the next attempt starts; long lines go on in the next line; chunks
+// after a gap wait, and resent ones are stored once.
+func TestLinesFromChunks(t *testing.T) {
+	for _, engine := range storetest.Engines {
+		t.Run(engine, func(t *testing.T) {
+			f := newFixture(t, engine, 0)
+			ctx := context.Background()
+			j := f.leased(t)
+			ack := func(first int64, end bool, data ...string) logs.Ack {
+				t.Helper()
+				a, err := f.logs.Append(ctx, f.agent, j.ID, j.Fence, chunks(first, data...), end)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return a
+			}
+			if a := ack(0, false, "hel", "lo\nwor", "ld\r\n::group::Bu"); a.Seq != 2 {
+				t.Errorf("ack %+v", a)
+			}
+			if a := ack(5, false, "after a gap"); a.Seq != 2 {
+				t.Errorf("a chunk after a gap: ack %+v, want 2", a)
+			}
+			ack(2, false, "ld::group::Bu", "ild\ncc\n::endgroup::\n", "tail without newline")
+			if got, want := f.lines(t, j.ID), []string{"hello", "world", "::group::Build", "cc", "::endgroup::"}; !slices.Equal(got, want) {
+				t.Errorf("lines %q, want %q", got, want)
+			}
+			if a := ack(5, true); a.Seq != 4 {
+				t.Errorf("end: ack %+v", a)
+			}
+			ack(5, true) // again: nothing more
+			lines, err := f.db.Logs().Lines(ctx, f.org, j.ID, logs.LineQuery{From: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, l := range lines {
+				got = append(got, fmt.Sprintf("%d %s %q", l.N, l.Step, l.Text))
+			}
+			want := []string{`1  "hello"`, `2  "world"`, `3 Build "::group::Build"`, `4 Build "cc"`, `5 Build "::endgroup::"`, `6  "tail without newline"`}
+			if !slices.Equal(got, want) {
+				t.Errorf("lines %q, want %q", got, want)
+			}
+			if got := f.read(t, j.ID); got != "hello\nworld\r\n::group::Build\ncc\n::endgroup::\ntail without newline" {
+				t.Errorf("raw %q", got)
+			}
+			long := strings.Repeat("x", logs.MaxLine+10)
+			ack(5, false, long[:100], long[100:]+"\n")
+			if got := f.lines(t, j.ID); len(got) != 8 || len(got[6]) != logs.MaxLine || got[7] != "xxxxxxxxxx" {
+				t.Errorf("a long line: %d lines", len(got))
+			}
+		})
+	}
+}
+
+// A new attempt ends the last one's unfinished line; its steps start
+// afresh.
+func TestNewAttemptEndsTheLine(t *testing.T) {
+	f := newFixture(t, "sqlite", 0)
+	ctx := context.Background()
+	j := f.leased(t)
+	if _, err := f.logs.Append(ctx, f.agent, j.ID, j.Fence, chunks(0, "::group::One\nhalf a li"), false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.db.Jobs().Release(ctx, j.ID, j.Fence, time.Time{}, "test", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	l, err := f.jobs.Lease(ctx, f.agent, 0)
+	if err != nil || l == nil {
+		t.Fatalf("lease again: %v", err)
+	}
+	if _, err := f.logs.Append(ctx, f.agent, j.ID, l.Job.Fence, chunks(0, "again\n"), false); err != nil {
+		t.Fatal(err)
+	}
+	lines, err := f.db.Logs().Lines(ctx, f.org, j.ID, logs.LineQuery{From: 1})
+	if err != nil || len(lines) != 3 || lines[1].Text != "half a li" || lines[1].Step != "One" || lines[2].Step != "" || lines[2].Fence != l.Job.Fence {
+		t.Errorf("lines %+v, %v", lines, err)
 	}
 }
 
@@ -193,7 +317,7 @@ func TestFollow(t *testing.T) {
 		})
 	}()
 	for i, s := range []string{"one ", "two ", "three"} {
-		if _, err := f.logs.Append(ctx, f.agent, j.ID, j.Fence, chunks(int64(i), s)); err != nil {
+		if _, err := f.logs.Append(ctx, f.agent, j.ID, j.Fence, chunks(int64(i), s), false); err != nil {
 			t.Fatal(err)
 		}
 		if c := <-got; c != s {

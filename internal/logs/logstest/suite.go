@@ -1,12 +1,16 @@
-// Package logstest is the conformance suite every logs.Store passes (the
-// embedded SQL store on SQLite and PostgreSQL today).
+// Package logstest is the conformance suite every logs.Store passes: the
+// embedded SQL store on SQLite and PostgreSQL, and ClickHouse. It
+// includes the org-isolation regression harness: every read path is
+// tried with another org, with no org and with injection in its
+// arguments.
 package logstest
 
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
-	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -25,30 +29,74 @@ type Env struct {
 
 // Run runs the suite; open returns a new, empty store.
 func Run(t *testing.T, open func(t *testing.T) Env) {
-	tests := map[string]func(t *testing.T, e Env){
-		"AppendIdempotent": testAppendIdempotent,
-		"Usage":            testUsage,
-		"Cursor":           testCursor,
-		"OrgScope":         testOrgScope,
-		"BatchOfJobs":      testBatchOfJobs,
-		"LargeBatch":       testLargeBatch,
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, e Env)
+	}{
+		{"StateRoundTrip", testStateRoundTrip},
+		{"Conflict", testConflict},
+		{"ReadChunks", testReadChunks},
+		{"Lines", testLines},
+		{"BatchOfJobs", testBatchOfJobs},
+		{"LargeWrite", testLargeWrite},
+		{"Search", testSearch},
+		{"SearchBounds", testSearchBounds},
+		{"SearchHostileText", testSearchHostileText},
+		{"OrgIsolation", testOrgIsolation},
 	}
-	for name, fn := range tests {
-		t.Run(name, func(t *testing.T) { fn(t, open(t)) })
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
 	}
 }
 
 var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 
-func chunk(org, job string, fence, seq int64, data string) logs.Chunk {
-	return logs.Chunk{Org: org, Job: job, Fence: fence, Seq: seq, Data: []byte(data), At: t0, Counted: int64(len(data))}
+// log builds a job's writes as the Service would: one chunk per call,
+// holding lines (each ending in a newline), numbered on.
+type log struct {
+	org, job, repo string
+	st             logs.State
+	fence          int64
+	at             time.Time
+	step           string
 }
 
-func appendOK(t *testing.T, e Env, want int, chunks ...logs.Chunk) {
+func newLog(org, job string) *log {
+	return &log{org: org, job: job, st: logs.State{Cursor: logs.Start}, fence: 1, at: t0}
+}
+
+// next makes the write of one chunk holding texts as lines.
+func (l *log) next(texts ...string) logs.Write {
+	w := logs.Write{Org: l.org, Job: l.job, Prev: l.st.Version}
+	seq := int64(0)
+	if l.st.Cursor.Fence == l.fence {
+		seq = l.st.Cursor.Seq + 1
+	}
+	var data bytes.Buffer
+	for _, s := range texts {
+		data.WriteString(s + "\n")
+		l.st.Lines++
+		w.Lines = append(w.Lines, logs.Line{Org: l.org, Job: l.job, Repo: l.repo, N: l.st.Lines, Fence: l.fence, Seq: seq,
+			Step: l.step, Stream: logs.StreamOutput, At: l.at, Text: s})
+	}
+	w.Chunks = []logs.Chunk{{Org: l.org, Job: l.job, Fence: l.fence, Seq: seq, Data: data.Bytes(), At: l.at}}
+	l.st.Cursor = logs.Cursor{Fence: l.fence, Seq: seq}
+	l.st.Used += int64(data.Len())
+	l.st.Version++
+	w.State = l.st
+	return w
+}
+
+func writeOK(t *testing.T, e Env, ws ...logs.Write) {
 	t.Helper()
-	n, err := e.Store.Append(context.Background(), chunks)
-	if err != nil || n != want {
-		t.Fatalf("append %d chunks: %d new, %v; want %d new", len(chunks), n, err, want)
+	errs, err := e.Store.Write(context.Background(), ws)
+	if err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("write %d (%s): %v", i, ws[i].Job, err)
+		}
 	}
 }
 
@@ -70,7 +118,7 @@ func readAll(t *testing.T, e Env, org, job string) []logs.Chunk {
 	}
 }
 
-func text(cs []logs.Chunk) string {
+func raw(cs []logs.Chunk) string {
 	var b bytes.Buffer
 	for _, c := range cs {
 		b.Write(c.Data)
@@ -78,135 +126,414 @@ func text(cs []logs.Chunk) string {
 	return b.String()
 }
 
-// A chunk sent again (a retried upload, or twice in one batch) is stored
-// once, and the first copy stays.
-func testAppendIdempotent(t *testing.T, e Env) {
-	job := e.NewJob(t, "org_a")
-	appendOK(t, e, 2, chunk("org_a", job, 1, 0, "a"), chunk("org_a", job, 1, 1, "b"))
-	appendOK(t, e, 2, chunk("org_a", job, 1, 1, "B"), chunk("org_a", job, 1, 2, "c"), chunk("org_a", job, 2, 0, "d"))
-	appendOK(t, e, 1, chunk("org_a", job, 2, 1, "e"), chunk("org_a", job, 2, 1, "E"))
-	appendOK(t, e, 0, chunk("org_a", job, 1, 0, "A"))
-	if got := text(readAll(t, e, "org_a", job)); got != "abcde" {
-		t.Errorf("log %q, want abcde", got)
+func allLines(t *testing.T, e Env, org, job string, q logs.LineQuery) []logs.Line {
+	t.Helper()
+	var out []logs.Line
+	q.Limit = 3
+	if q.From == 0 {
+		q.From = 1
 	}
-	// Binary output survives as it was written.
-	bin := string([]byte{0, 0xff, 0xfe, '\n', 0x1b, '['})
-	appendOK(t, e, 1, chunk("org_a", job, 3, 0, bin))
-	if got := text(readAll(t, e, "org_a", job)); got != "abcde"+bin {
-		t.Errorf("log %q, want the binary chunk at the end", got)
+	for {
+		page, err := e.Store.Lines(context.Background(), org, job, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) == 0 {
+			return out
+		}
+		out = append(out, page...)
+		q.From = page[len(page)-1].N + 1
 	}
 }
 
-// Usage adds up what new chunks count, never a skipped one; Stored says
-// which keys are there.
-func testUsage(t *testing.T, e Env) {
+func texts(ls []logs.Line) []string {
+	out := []string{}
+	for _, l := range ls {
+		out = append(out, l.Text)
+	}
+	return out
+}
+
+// A job's state is Start until written, then what the last write set,
+// pending bytes (binary too), step and fullness included.
+func testStateRoundTrip(t *testing.T, e Env) {
 	ctx := context.Background()
 	job := e.NewJob(t, "org_a")
-	used, stored, err := e.Store.Stored(ctx, "org_a", job, []logs.Key{{Fence: 1, Seq: 0}})
-	if err != nil || used != 0 || len(stored) != 0 {
-		t.Fatalf("empty log: used %d, stored %v, %v", used, stored, err)
+	st, err := e.Store.State(ctx, "org_a", job)
+	if err != nil || st.Cursor != logs.Start || st.Version != 0 || st.Used != 0 || st.Lines != 0 {
+		t.Fatalf("state of a job without output: %+v, %v", st, err)
 	}
-	cut := chunk("org_a", job, 1, 1, "45"+logs.Notice(6))
-	cut.Counted = 2
-	appendOK(t, e, 2, chunk("org_a", job, 1, 0, "0123"), cut)
-	appendOK(t, e, 0, chunk("org_a", job, 1, 0, "0123"), chunk("org_a", job, 1, 1, "4567"))
-	appendOK(t, e, 1, chunk("org_a", job, 2, 5, "xyz"))
-	keys := []logs.Key{{Fence: 1, Seq: 0}, {Fence: 1, Seq: 1}, {Fence: 1, Seq: 2}, {Fence: 2, Seq: 4}, {Fence: 2, Seq: 5}, {Fence: 3, Seq: 0}}
-	used, stored, err = e.Store.Stored(ctx, "org_a", job, keys)
+	l := newLog("org_a", job)
+	w := l.next("one")
+	w.State.Pending = []byte{0, 0xff, 'p', 0x1b}
+	w.State.Step = "Build ✓"
+	writeOK(t, e, w)
+	st, err = e.Store.State(ctx, "org_a", job)
 	if err != nil {
 		t.Fatal(err)
 	}
-	slices.SortFunc(stored, func(a, b logs.Key) int { return int(a.Fence-b.Fence)*1000 + int(a.Seq-b.Seq) })
-	if used != 9 {
-		t.Errorf("used %d, want 9 (4 + 2 of the cut chunk + 3)", used)
+	if d := cmp.Diff(w.State, st); d != "" {
+		t.Errorf("state (-want +got):\n%s", d)
 	}
-	if d := cmp.Diff([]logs.Key{{Fence: 1, Seq: 0}, {Fence: 1, Seq: 1}, {Fence: 2, Seq: 5}}, stored); d != "" {
-		t.Errorf("stored keys (-want +got):\n%s", d)
+	l.st = w.State
+	w2 := l.next("two")
+	w2.State.Full, w2.State.Pending, w2.State.Step = true, nil, ""
+	writeOK(t, e, w2)
+	if st, err = e.Store.State(ctx, "org_a", job); err != nil || st.Version != 2 || !st.Full || len(st.Pending) != 0 || st.Lines != 2 {
+		t.Errorf("state after the second write: %+v, %v", st, err)
 	}
 }
 
-// Reads start after the cursor, in (fence, seq) order, up to the limit.
-func testCursor(t *testing.T, e Env) {
+// A write applies only onto the version it was made from: written twice
+// (a retried upload, another replica), it is kept once; a stale one
+// changes nothing.
+func testConflict(t *testing.T, e Env) {
 	ctx := context.Background()
 	job := e.NewJob(t, "org_a")
-	// Appended out of order: read back in order.
-	appendOK(t, e, 3, chunk("org_a", job, 2, 0, "d"), chunk("org_a", job, 1, 1, "b"), chunk("org_a", job, 1, 0, "a"))
-	appendOK(t, e, 1, chunk("org_a", job, 1, 2, "c"))
-	got, err := e.Store.Read(ctx, "org_a", job, logs.Cursor{Fence: 1, Seq: 0}, 2)
-	if err != nil || text(got) != "bc" {
-		t.Errorf("read after (1,0), limit 2: %q, %v; want bc", text(got), err)
+	l := newLog("org_a", job)
+	w1 := l.next("a")
+	writeOK(t, e, w1)
+	errs, err := e.Store.Write(ctx, []logs.Write{w1})
+	if err != nil || !errors.Is(errs[0], logs.ErrConflict) {
+		t.Fatalf("the same write again: %v, %v; want ErrConflict", errs, err)
 	}
-	if len(got) == 2 && (got[0].Fence != 1 || got[0].Seq != 1 || got[1].Seq != 2 || !got[0].At.Equal(t0)) {
-		t.Errorf("chunks: %+v", got)
+	w2 := l.next("b")
+	stale := w2
+	stale.Prev = 0
+	stale.State.Version = 1
+	stale.Lines = []logs.Line{{Org: "org_a", Job: job, N: 1, Text: "forged"}}
+	if errs, err := e.Store.Write(ctx, []logs.Write{stale}); err != nil || !errors.Is(errs[0], logs.ErrConflict) {
+		t.Fatalf("a stale write: %v, %v; want ErrConflict", errs, err)
 	}
-	got, err = e.Store.Read(ctx, "org_a", job, logs.Cursor{Fence: 1, Seq: 2}, 0)
-	if err != nil || text(got) != "d" {
-		t.Errorf("read after (1,2): %q, %v; want d", text(got), err)
+	writeOK(t, e, w2)
+	if errs, err := e.Store.Write(ctx, []logs.Write{w2}); err != nil || !errors.Is(errs[0], logs.ErrConflict) {
+		t.Fatalf("the second write again: %v, %v", errs, err)
 	}
-	got, err = e.Store.Read(ctx, "org_a", job, logs.Cursor{Fence: 2, Seq: 0}, 0)
-	if err != nil || len(got) != 0 {
+	if got := texts(allLines(t, e, "org_a", job, logs.LineQuery{})); !cmp.Equal(got, []string{"a", "b"}) {
+		t.Errorf("lines %q, want [a b]", got)
+	}
+	if got := raw(readAll(t, e, "org_a", job)); got != "a\nb\n" {
+		t.Errorf("raw output %q", got)
+	}
+}
+
+// Chunks read back after a cursor, in (fence, seq) order, byte for byte.
+func testReadChunks(t *testing.T, e Env) {
+	ctx := context.Background()
+	job := e.NewJob(t, "org_a")
+	l := newLog("org_a", job)
+	writeOK(t, e, l.next("a"))
+	writeOK(t, e, l.next("b"))
+	l.fence = 3 // a later attempt
+	w := l.next("c")
+	bin := []byte{0, 0xff, 0xfe, '\r', 0x1b, '[', '1', 'm'}
+	w.Chunks[0].Data = append(w.Chunks[0].Data, bin...)
+	writeOK(t, e, w)
+	got, err := e.Store.Read(ctx, "org_a", job, logs.Cursor{Fence: 1, Seq: 0}, 1)
+	if err != nil || raw(got) != "b\n" || got[0].Fence != 1 || got[0].Seq != 1 || !got[0].At.Equal(t0) {
+		t.Errorf("read after (1,0), limit 1: %+v, %v", got, err)
+	}
+	got, err = e.Store.Read(ctx, "org_a", job, logs.Cursor{Fence: 1, Seq: 1}, 0)
+	if err != nil || len(got) != 1 || got[0].Fence != 3 || got[0].Seq != 0 || !bytes.Equal(got[0].Data, append([]byte("c\n"), bin...)) {
+		t.Errorf("read after (1,1): %+v, %v", got, err)
+	}
+	if got, err := e.Store.Read(ctx, "org_a", job, logs.Cursor{Fence: 3, Seq: 0}, 0); err != nil || len(got) != 0 {
 		t.Errorf("read after the end: %+v, %v", got, err)
 	}
-	if got := text(readAll(t, e, "org_a", job)); got != "abcd" {
-		t.Errorf("whole log %q", got)
-	}
 }
 
-// Another org sees nothing of a job, nor its usage.
-func testOrgScope(t *testing.T, e Env) {
+// Lines read back from a number, of one step or all, in order, with what
+// they carry; text is kept as written (ANSI, unicode, tabs).
+func testLines(t *testing.T, e Env) {
 	ctx := context.Background()
 	job := e.NewJob(t, "org_a")
-	e.NewJob(t, "org_b")
-	appendOK(t, e, 1, chunk("org_a", job, 1, 0, "secret"))
-	if got, err := e.Store.Read(ctx, "org_b", job, logs.Start, 0); err != nil || len(got) != 0 {
-		t.Errorf("org b reads org a's job: %q, %v", text(got), err)
+	l := newLog("org_a", job)
+	l.repo = "acme/web"
+	writeOK(t, e, l.next("start", "\x1b[31mred\x1b[0m", "tab\tand ünïcødé ✓"))
+	l.step = "Build"
+	writeOK(t, e, l.next("::group::Build", "compiling", "::endgroup::"))
+	l.step = ""
+	l.at = t0.Add(time.Minute)
+	writeOK(t, e, l.next("done"))
+	all := allLines(t, e, "org_a", job, logs.LineQuery{})
+	want := []string{"start", "\x1b[31mred\x1b[0m", "tab\tand ünïcødé ✓", "::group::Build", "compiling", "::endgroup::", "done"}
+	if d := cmp.Diff(want, texts(all)); d != "" {
+		t.Fatalf("lines (-want +got):\n%s", d)
 	}
-	if used, stored, err := e.Store.Stored(ctx, "org_b", job, []logs.Key{{Fence: 1, Seq: 0}}); err != nil || used != 0 || len(stored) != 0 {
-		t.Errorf("org b's view of org a's usage: %d %v %v", used, stored, err)
+	for i, ln := range all {
+		if ln.N != int64(i+1) || ln.Org != "org_a" || ln.Job != job || ln.Repo != "acme/web" || ln.Stream != logs.StreamOutput || ln.Fence != 1 {
+			t.Errorf("line %d: %+v", i+1, ln)
+		}
 	}
-	if got := text(readAll(t, e, "org_a", job)); got != "secret" {
-		t.Errorf("org a's own log %q", got)
+	if all[6].Seq != 2 || !all[6].At.Equal(t0.Add(time.Minute)) || all[0].Seq != 0 {
+		t.Errorf("chunk and time of lines: %+v, %+v", all[0], all[6])
+	}
+	if got := texts(allLines(t, e, "org_a", job, logs.LineQuery{From: 5})); !cmp.Equal(got, want[4:]) {
+		t.Errorf("from line 5: %q", got)
+	}
+	if got := texts(allLines(t, e, "org_a", job, logs.LineQuery{Step: "Build"})); !cmp.Equal(got, want[3:6]) {
+		t.Errorf("step Build: %q", got)
+	}
+	if got, err := e.Store.Lines(ctx, "org_a", job, logs.LineQuery{From: 2, Limit: 2}); err != nil || !cmp.Equal(texts(got), want[1:3]) {
+		t.Errorf("from 2, limit 2: %q, %v", texts(got), err)
+	}
+	if got, err := e.Store.Lines(ctx, "org_a", job, logs.LineQuery{From: 8}); err != nil || len(got) != 0 {
+		t.Errorf("after the last line: %q, %v", texts(got), err)
 	}
 }
 
-// One append may carry several jobs' chunks (a batching ingest).
+// One Write call may carry several jobs' writes of several orgs (a
+// batching ingest); a conflicting one does not hold the others back.
 func testBatchOfJobs(t *testing.T, e Env) {
 	ctx := context.Background()
 	a, b := e.NewJob(t, "org_a"), e.NewJob(t, "org_a")
 	c := e.NewJob(t, "org_b")
-	appendOK(t, e, 4, chunk("org_a", a, 1, 0, "a0"), chunk("org_a", b, 1, 0, "b0"), chunk("org_b", c, 1, 0, "c0"), chunk("org_a", a, 1, 1, "a1"))
-	appendOK(t, e, 1, chunk("org_a", a, 1, 1, "a1"), chunk("org_a", b, 1, 1, "b1"))
-	for job, want := range map[string]string{a: "a0a1", b: "b0b1"} {
-		if got := text(readAll(t, e, "org_a", job)); got != want {
-			t.Errorf("job %s: %q, want %q", job, got, want)
-		}
+	la, lb, lc := newLog("org_a", a), newLog("org_a", b), newLog("org_b", c)
+	writeOK(t, e, la.next("a0"), lb.next("b0"), lc.next("c0"))
+	stale := lb.next("b1")
+	stale.Prev = 0
+	errs, err := e.Store.Write(ctx, []logs.Write{la.next("a1"), stale, lc.next("c1")})
+	if err != nil || errs[0] != nil || !errors.Is(errs[1], logs.ErrConflict) || errs[2] != nil {
+		t.Fatalf("batch with a stale write: %v, %v", errs, err)
 	}
-	if got := text(readAll(t, e, "org_b", c)); got != "c0" {
-		t.Errorf("org b's job: %q", got)
-	}
-	for job, want := range map[string]int64{a: 4, b: 4} {
-		if used, _, err := e.Store.Stored(ctx, "org_a", job, nil); err != nil || used != want {
-			t.Errorf("usage of %s: %d, %v; want %d", job, used, err, want)
+	for _, tc := range []struct {
+		org, job string
+		want     []string
+	}{{"org_a", a, []string{"a0", "a1"}}, {"org_a", b, []string{"b0"}}, {"org_b", c, []string{"c0", "c1"}}} {
+		if got := texts(allLines(t, e, tc.org, tc.job, logs.LineQuery{})); !cmp.Equal(got, tc.want) {
+			t.Errorf("job %s: %q, want %q", tc.job, got, tc.want)
 		}
 	}
 }
 
-// A batch larger than one statement's worth keeps every chunk, in order.
-func testLargeBatch(t *testing.T, e Env) {
+// A write larger than one statement's worth keeps every line and chunk.
+func testLargeWrite(t *testing.T, e Env) {
 	job := e.NewJob(t, "org_a")
-	var batch []logs.Chunk
-	var want bytes.Buffer
+	l := newLog("org_a", job)
+	var lines []string
 	for i := range 1234 {
-		s := fmt.Sprintf("line %d\n", i)
-		batch = append(batch, chunk("org_a", job, 1, int64(i), s))
-		want.WriteString(s)
+		lines = append(lines, fmt.Sprintf("line %d", i))
 	}
-	appendOK(t, e, len(batch), batch...)
-	appendOK(t, e, 0, batch...)
-	if got := text(readAll(t, e, "org_a", job)); got != want.String() {
-		t.Errorf("log of %d bytes, want %d", len(got), want.Len())
+	w := l.next(lines...)
+	for range 700 {
+		more := l.next("x")
+		w.Chunks = append(w.Chunks, more.Chunks...)
+		w.Lines = append(w.Lines, more.Lines...)
 	}
-	if used, _, err := e.Store.Stored(context.Background(), "org_a", job, nil); err != nil || used != int64(want.Len()) {
-		t.Errorf("used %d, %v; want %d", used, err, want.Len())
+	w.State = l.st
+	writeOK(t, e, w)
+	got := allLines(t, e, "org_a", job, logs.LineQuery{})
+	if len(got) != 1934 || got[1233].Text != "line 1233" || got[1933].N != 1934 {
+		t.Errorf("%d lines", len(got))
+	}
+	if n := len(readAll(t, e, "org_a", job)); n != 701 {
+		t.Errorf("%d chunks, want 701", n)
+	}
+}
+
+func search(t *testing.T, e Env, org string, p logs.SearchParams) logs.Result {
+	t.Helper()
+	q, err := logs.NewQuery(org, p, t0.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.Store.Search(context.Background(), q)
+	if err != nil {
+		t.Fatalf("search %q: %v", p.Pattern, err)
+	}
+	return res
+}
+
+type hit struct {
+	Job  string
+	N    int64
+	Text string
+}
+
+func hits(r logs.Result) []hit {
+	out := []hit{}
+	for _, l := range r.Lines {
+		out = append(out, hit{l.Job, l.N, l.Text})
+	}
+	return out
+}
+
+// Search finds the lines matching a regular expression across the org's
+// jobs, newest first, with counts per job; repository, job and time
+// range narrow it.
+func testSearch(t *testing.T, e Env) {
+	web1, web2, api := e.NewJob(t, "org_a"), e.NewJob(t, "org_a"), e.NewJob(t, "org_a")
+	l1, l2, l3 := newLog("org_a", web1), newLog("org_a", web2), newLog("org_a", api)
+	l1.repo, l2.repo, l3.repo = "acme/web", "acme/web", "acme/api"
+	l1.at, l2.at, l3.at = t0, t0.Add(10*time.Minute), t0.Add(20*time.Minute)
+	writeOK(t, e, l1.next("ok", "error: connect timeout after 3s", "error: refused"),
+		l2.next("error: read timeout", "fine", "ERROR: TIMEOUT shouting"),
+		l3.next("error: dns timeout", "error: slow timeout"))
+	res := search(t, e, "org_a", logs.SearchParams{Pattern: `error: .*timeout`, Since: t0.Add(-time.Hour)})
+	want := []hit{{api, 2, "error: slow timeout"}, {api, 1, "error: dns timeout"}, {web2, 1, "error: read timeout"}, {web1, 2, "error: connect timeout after 3s"}}
+	if d := cmp.Diff(want, hits(res)); d != "" {
+		t.Errorf("matches (-want +got):\n%s", d)
+	}
+	jobs := []logs.JobCount{}
+	for _, j := range res.Jobs {
+		jobs = append(jobs, logs.JobCount{Job: j.Job, Repo: j.Repo, Matches: j.Matches})
+	}
+	wantJobs := []logs.JobCount{{Job: api, Repo: "acme/api", Matches: 2}, {Job: web2, Repo: "acme/web", Matches: 1}, {Job: web1, Repo: "acme/web", Matches: 1}}
+	if d := cmp.Diff(wantJobs, jobs); d != "" || res.Partial {
+		t.Errorf("counts per job (-want +got):\n%s (partial %v)", d, res.Partial)
+	}
+	if got := hits(search(t, e, "org_a", logs.SearchParams{Pattern: `(?i)error: .*timeout`, Repo: "acme/web", Since: t0.Add(-time.Hour)})); len(got) != 3 || got[0].Text != "ERROR: TIMEOUT shouting" {
+		t.Errorf("case-insensitive in acme/web: %+v", got)
+	}
+	if got := hits(search(t, e, "org_a", logs.SearchParams{Pattern: `timeout`, Job: web1, Since: t0.Add(-time.Hour)})); len(got) != 1 || got[0].Job != web1 {
+		t.Errorf("one job: %+v", got)
+	}
+	if got := hits(search(t, e, "org_a", logs.SearchParams{Pattern: `timeout`, Since: t0.Add(5 * time.Minute), Until: t0.Add(15 * time.Minute)})); len(got) != 1 || got[0].Job != web2 {
+		t.Errorf("time range: %+v", got)
+	}
+	if got := hits(search(t, e, "org_a", logs.SearchParams{Pattern: `timeout`, Since: t0.Add(-time.Hour), Limit: 2})); len(got) != 2 || got[0].Job != api {
+		t.Errorf("limit 2: %+v", got)
+	}
+	if got := hits(search(t, e, "org_a", logs.SearchParams{Pattern: `^ok$|^fine$`, Since: t0.Add(-time.Hour)})); len(got) != 2 {
+		t.Errorf("a pattern without literals: %+v", got)
+	}
+	if got := search(t, e, "org_a", logs.SearchParams{Pattern: `nothing like this`, Since: t0.Add(-time.Hour)}); len(got.Lines) != 0 || len(got.Jobs) != 0 {
+		t.Errorf("no match: %+v", got)
+	}
+}
+
+// The scan bound ends a search early and says so.
+func testSearchBounds(t *testing.T, e Env) {
+	job := e.NewJob(t, "org_a")
+	l := newLog("org_a", job)
+	var lines []string
+	for i := range 50 {
+		lines = append(lines, fmt.Sprintf("step %d failed", i))
+	}
+	writeOK(t, e, l.next(lines...))
+	q, err := logs.NewQuery("org_a", logs.SearchParams{Pattern: "failed", Since: t0.Add(-time.Hour)}, t0.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	q.Scan = 10
+	res, err := e.Store.Search(context.Background(), q)
+	if err != nil || !res.Partial || len(res.Lines) > 10 || len(res.Lines) == 0 {
+		t.Errorf("search scanning at most 10 lines: %d lines, partial %v, %v", len(res.Lines), res.Partial, err)
+	}
+	q.Scan = logs.DefaultScan
+	res, err = e.Store.Search(context.Background(), q)
+	if err != nil || res.Partial || len(res.Lines) != 50 || res.Jobs[0].Matches != 50 || res.Lines[0].N != 50 {
+		t.Errorf("whole search: %d lines, partial %v, %+v, %v", len(res.Lines), res.Partial, res.Jobs, err)
+	}
+}
+
+// Hostile text and patterns: quotes, backslashes, the stores' wildcard
+// and escape characters, regular expression metacharacters, NUL and
+// unicode are data, found exactly, never syntax.
+func testSearchHostileText(t *testing.T, e Env) {
+	job := e.NewJob(t, "org_a")
+	l := newLog("org_a", job)
+	nasty := []string{
+		`it's 100% done_ok`,
+		`back\slash \' \" \\x00 \x27`,
+		`glob *?[a-z] and like %_ \%`,
+		`sql '); DROP TABLE log_lines; -- `,
+		`clickhouse ' || '' FORMAT TSV \N`,
+		"unicode ✓ naïve 日本語 \u202e",
+		`regex (a+)+$ [^]] {1,2}`,
+	}
+	writeOK(t, e, l.next(nasty...))
+	for _, s := range nasty {
+		pattern := quoteMeta(s)
+		got := hits(search(t, e, "org_a", logs.SearchParams{Pattern: pattern, Since: t0.Add(-time.Hour)}))
+		if len(got) != 1 || got[0].Text != s {
+			t.Errorf("search for %q (%q): %+v", s, pattern, got)
+		}
+	}
+	for _, p := range []string{`%`, `_`, `\*`, `[*?]`, `'`, `\\`, `\x00`, `.*' OR 1=1 --`, strings.Repeat("a", logs.MaxPattern)} {
+		q, err := logs.NewQuery("org_a", logs.SearchParams{Pattern: p, Since: t0.Add(-time.Hour)}, t0.Add(time.Hour))
+		if err != nil {
+			t.Errorf("pattern %q: %v", p, err)
+			continue
+		}
+		if _, err := e.Store.Search(context.Background(), q); err != nil {
+			t.Errorf("pattern %q: %v", p, err)
+		}
+	}
+	if got := hits(search(t, e, "org_a", logs.SearchParams{Pattern: `%`, Since: t0.Add(-time.Hour)})); len(got) != 2 {
+		t.Errorf("a literal %%: %+v", got)
+	}
+}
+
+func quoteMeta(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if strings.ContainsRune(`\.+*?()|[]{}^$`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// The org-isolation regression harness: through every read path another
+// org sees nothing of a job, a read without an org is refused, and
+// injection in the org, job or search arguments reaches nothing.
+func testOrgIsolation(t *testing.T, e Env) {
+	ctx := context.Background()
+	job := e.NewJob(t, "org_a")
+	e.NewJob(t, "org_b")
+	l := newLog("org_a", job)
+	l.repo = "acme/secret"
+	writeOK(t, e, l.next("the secret of org a", "token=hunter2"))
+	attackers := []string{"org_b", "org_a' OR '1'='1", "org_a\x00", "ORG_A", "org_a ", "%", "*", `org_a\`, "' OR 1=1 --"}
+	jobs := []string{job, job + "' OR '1'='1", "%", "*", job + "\x00"}
+	for _, org := range attackers {
+		for _, j := range jobs {
+			if st, err := e.Store.State(ctx, org, j); err != nil || st.Version != 0 || st.Used != 0 {
+				t.Errorf("State(%q, %q): %+v, %v", org, j, st, err)
+			}
+			if got, err := e.Store.Read(ctx, org, j, logs.Start, 0); err != nil || len(got) != 0 {
+				t.Errorf("Read(%q, %q): %q, %v", org, j, raw(got), err)
+			}
+			if got, err := e.Store.Lines(ctx, org, j, logs.LineQuery{From: 1}); err != nil || len(got) != 0 {
+				t.Errorf("Lines(%q, %q): %q, %v", org, j, texts(got), err)
+			}
+		}
+		for _, p := range []logs.SearchParams{{Pattern: "."}, {Pattern: "secret", Repo: "acme/secret"}, {Pattern: "hunter2", Job: job}} {
+			p.Since = t0.Add(-time.Hour)
+			if res := search(t, e, org, p); len(res.Lines) != 0 || len(res.Jobs) != 0 {
+				t.Errorf("Search as %q for %q: %+v", org, p.Pattern, res)
+			}
+		}
+	}
+	// Writes to another org's job are not a way in either: they are
+	// keyed by the job, and the state is org a's.
+	lb := newLog("org_b", job)
+	if errs, err := e.Store.Write(ctx, []logs.Write{lb.next("injected")}); err == nil && errs[0] == nil {
+		if got := texts(allLines(t, e, "org_a", job, logs.LineQuery{})); !cmp.Equal(got, []string{"the secret of org a", "token=hunter2"}) {
+			t.Errorf("org a's lines after org b wrote to its job: %q", got)
+		}
+	}
+	for name, fn := range map[string]func() error{
+		"State": func() error { _, err := e.Store.State(ctx, "", job); return err },
+		"Read":  func() error { _, err := e.Store.Read(ctx, "", job, logs.Start, 0); return err },
+		"Lines": func() error { _, err := e.Store.Lines(ctx, "", job, logs.LineQuery{From: 1}); return err },
+		"Search": func() error {
+			_, err := e.Store.Search(ctx, logs.Query{Pattern: ".", Since: t0.Add(-time.Hour), Until: t0.Add(time.Hour), Limit: 10, Scan: 10})
+			return err
+		},
+		"Write": func() error {
+			w := newLog("", job).next("x")
+			_, err := e.Store.Write(ctx, []logs.Write{w})
+			return err
+		},
+	} {
+		if err := fn(); !errors.Is(err, logs.ErrNoScope) {
+			t.Errorf("%s without an org: %v, want ErrNoScope", name, err)
+		}
+	}
+	if res := search(t, e, "org_a", logs.SearchParams{Pattern: "secret", Since: t0.Add(-time.Hour)}); len(res.Lines) != 1 {
+		t.Errorf("org a's own search: %+v", res)
 	}
 }

@@ -27,8 +27,20 @@ var (
 	sqliteDialect = dialect{
 		name: "sqlite",
 		words: map[string]string{
-			"bytes":  "BLOB",
-			"serial": "INTEGER PRIMARY KEY AUTOINCREMENT",
+			"bytes":       "BLOB",
+			"serial":      "INTEGER PRIMARY KEY AUTOINCREMENT",
+			"rowid":       "INTEGER PRIMARY KEY",
+			"empty_bytes": "X''",
+			// Trigrams index every substring of three or more bytes: the
+			// literals of a search's pattern find their candidate lines.
+			"log_search": `CREATE VIRTUAL TABLE log_lines_fts USING fts5(text, content='log_lines', content_rowid='id',
+    tokenize='trigram', detail='none');
+CREATE TRIGGER log_lines_fts_insert AFTER INSERT ON log_lines BEGIN
+    INSERT INTO log_lines_fts (rowid, text) VALUES (new.id, new.text);
+END;
+CREATE TRIGGER log_lines_fts_delete AFTER DELETE ON log_lines BEGIN
+    INSERT INTO log_lines_fts (log_lines_fts, rowid, text) VALUES ('delete', old.id, old.text);
+END;`,
 			"audit_guard": `CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
 BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
 CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
@@ -38,8 +50,22 @@ BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;`,
 	postgresDialect = dialect{
 		name: "postgres",
 		words: map[string]string{
-			"bytes":  "BYTEA",
-			"serial": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+			"bytes":       "BYTEA",
+			"serial":      "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+			"rowid":       "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+			"empty_bytes": "''::bytea",
+			// pg_trgm is trusted (any database owner may install it) but not
+			// always there: without it, searches read lines without an index.
+			"log_search": `DO $$ BEGIN
+    CREATE EXTENSION IF NOT EXISTS pg_trgm;
+EXCEPTION WHEN OTHERS THEN
+    RAISE NOTICE 'pg_trgm is not available: log search reads lines without an index';
+END $$;
+DO $$ BEGIN
+    IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm') THEN
+        CREATE INDEX log_lines_trgm ON log_lines USING gin (text gin_trgm_ops);
+    END IF;
+END $$;`,
 			"audit_guard": `CREATE FUNCTION nimbus_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN RAISE EXCEPTION 'audit log is append-only'; END $$;
 CREATE TRIGGER audit_log_no_change BEFORE UPDATE OR DELETE ON audit_log

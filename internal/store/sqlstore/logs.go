@@ -8,12 +8,16 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/nimbus-build/nimbus/internal/logs"
 )
 
-// Logs is the embedded logs.Store: chunks in log_chunks, each job's usage
-// in log_usage, on the same database as the rest.
+// Logs is the embedded logs.Store: raw chunks in log_chunks, lines in
+// log_lines (with a trigram index for search: SQLite FTS5, PostgreSQL
+// pg_trgm when it could be installed), each job's ingest state in
+// log_state, on the same database as the rest. Every statement that
+// reads is scoped by org_id.
 type Logs struct{ x repos }
 
 var _ logs.Store = Logs{}
@@ -21,128 +25,169 @@ var _ logs.Store = Logs{}
 // Logs returns the database's log store.
 func (db *DB) Logs() Logs { return Logs{db.repos} }
 
-// Stored implements logs.Store.
-func (l Logs) Stored(ctx context.Context, org, job string, keys []logs.Key) (int64, []logs.Key, error) {
-	var used int64
-	err := l.x.r.QueryRowContext(ctx, `SELECT bytes FROM log_usage WHERE job_id = $1 AND org_id = $2`, job, org).Scan(&used)
-	if errors.Is(err, sql.ErrNoRows) {
-		used = 0 // nothing stored yet
-	} else if err != nil {
-		return 0, nil, fmt.Errorf("log usage: %w", err)
-	}
-	if len(keys) == 0 {
-		return used, nil, nil
-	}
-	// Keys of one upload share a fence and are consecutive: one range
-	// query per fence.
-	lo, hi := map[int64]int64{}, map[int64]int64{}
+// unstorable reports whether a key cannot be in the tables: not UTF-8,
+// or holding NUL (which PostgreSQL's text refuses). No row has it.
+func unstorable(keys ...string) bool {
 	for _, k := range keys {
-		if v, ok := lo[k.Fence]; !ok || k.Seq < v {
-			lo[k.Fence] = k.Seq
-		}
-		if v, ok := hi[k.Fence]; !ok || k.Seq > v {
-			hi[k.Fence] = k.Seq
+		if !utf8.ValidString(k) || strings.IndexByte(k, 0) >= 0 {
+			return true
 		}
 	}
-	want := map[logs.Key]bool{}
-	for _, k := range keys {
-		want[k] = true
-	}
-	var stored []logs.Key
-	for fence := range lo {
-		rows, err := l.x.r.QueryContext(ctx, `SELECT seq FROM log_chunks
-			WHERE job_id = $1 AND org_id = $2 AND fence = $3 AND seq BETWEEN $4 AND $5`, job, org, fence, lo[fence], hi[fence])
-		if err != nil {
-			return 0, nil, fmt.Errorf("stored log chunks: %w", err)
-		}
-		for rows.Next() {
-			k := logs.Key{Fence: fence}
-			if err := rows.Scan(&k.Seq); err != nil {
-				rows.Close()
-				return 0, nil, err
-			}
-			if want[k] {
-				stored = append(stored, k)
-			}
-		}
-		if err := rows.Close(); err != nil {
-			return 0, nil, err
-		}
-	}
-	return used, stored, nil
+	return false
 }
 
-// appendRows bounds the rows of one INSERT (PostgreSQL takes at most
-// 65535 parameters).
-const appendRows = 500
+// State implements logs.Store.
+func (l Logs) State(ctx context.Context, org, job string) (logs.State, error) {
+	if org == "" {
+		return logs.State{}, logs.ErrNoScope
+	}
+	if unstorable(org, job) {
+		return logs.State{Cursor: logs.Start}, nil
+	}
+	st := logs.State{Cursor: logs.Start}
+	err := l.x.r.QueryRowContext(ctx, `SELECT version, fence, seq, used, lines, pending, step, full_log FROM log_state
+		WHERE job_id = $1 AND org_id = $2`, job, org).
+		Scan(&st.Version, &st.Cursor.Fence, &st.Cursor.Seq, &st.Used, &st.Lines, &st.Pending, &st.Step, &st.Full)
+	if errors.Is(err, sql.ErrNoRows) {
+		return logs.State{Cursor: logs.Start}, nil
+	}
+	if err != nil {
+		return logs.State{}, fmt.Errorf("log state: %w", err)
+	}
+	if len(st.Pending) == 0 {
+		st.Pending = nil
+	}
+	return st, nil
+}
 
-// Append implements logs.Store: one transaction for the batch, one
-// INSERT per appendRows chunks, and each job's usage raised by what its
-// new chunks count.
-func (l Logs) Append(ctx context.Context, chunks []logs.Chunk) (int, error) {
-	added := 0
+// insertRows bounds the rows of one INSERT (PostgreSQL takes at most
+// 65535 parameters).
+const insertRows = 500
+
+// Write implements logs.Store: one transaction for all the writes (on
+// SQLite, one group commit with other callers' work). Each write first
+// moves its job's state from the version it was made from (a conditional
+// UPDATE, or an INSERT for a job's first output); a write whose state
+// moved on is skipped whole and reported as logs.ErrConflict.
+func (l Logs) Write(ctx context.Context, ws []logs.Write) ([]error, error) {
+	errs := make([]error, len(ws))
 	err := l.x.inTx(ctx, func(q querier) error {
-		added = 0
-		type job struct{ org, id string }
-		counted := map[string]int64{}
-		var order []job
-		for batch := range slices.Chunk(chunks, appendRows) {
-			var sb strings.Builder
-			sb.WriteString(`INSERT INTO log_chunks (job_id, org_id, fence, seq, data, created_at) VALUES `)
-			args := make([]any, 0, 6*len(batch))
-			byKey := map[string]logs.Chunk{}
-			for i, c := range batch {
-				if i > 0 {
-					sb.WriteString(", ")
-				}
-				n := len(args)
-				fmt.Fprintf(&sb, "($%d, $%d, $%d, $%d, $%d, $%d)", n+1, n+2, n+3, n+4, n+5, n+6)
-				args = append(args, c.Job, c.Org, c.Fence, c.Seq, c.Data, micros(c.At))
-				byKey[chunkKey(c.Job, c.Fence, c.Seq)] = c
+		clear(errs)
+		var chunks []logs.Chunk
+		var lines []logs.Line
+		for i, w := range ws {
+			if w.Org == "" {
+				return logs.ErrNoScope
 			}
-			sb.WriteString(` ON CONFLICT DO NOTHING RETURNING job_id, fence, seq`)
-			rows, err := q.QueryContext(ctx, sb.String(), args...)
+			ok, err := l.moveState(ctx, q, w)
 			if err != nil {
-				return fmt.Errorf("append log chunks: %w", err)
+				return err
 			}
-			for rows.Next() {
-				var id string
-				var fence, seq int64
-				if err := rows.Scan(&id, &fence, &seq); err != nil {
-					rows.Close()
-					return fmt.Errorf("append log chunks: %w", err)
-				}
-				c := byKey[chunkKey(id, fence, seq)]
-				added++
-				if _, ok := counted[id]; !ok {
-					order = append(order, job{c.Org, id})
-				}
-				counted[id] += c.Counted
+			if !ok {
+				errs[i] = logs.ErrConflict
+				continue
 			}
-			if err := rows.Close(); err != nil {
-				return fmt.Errorf("append log chunks: %w", err)
-			}
+			chunks = append(chunks, w.Chunks...)
+			lines = append(lines, w.Lines...)
 		}
-		for _, j := range order {
-			if _, err := q.ExecContext(ctx, `INSERT INTO log_usage (job_id, org_id, bytes) VALUES ($1, $2, $3)
-				ON CONFLICT (job_id) DO UPDATE SET bytes = log_usage.bytes + excluded.bytes`, j.id, j.org, counted[j.id]); err != nil {
-				return fmt.Errorf("append log chunks: usage of %s: %w", j.id, err)
-			}
+		if err := insertChunks(ctx, q, chunks); err != nil {
+			return err
 		}
-		return nil
+		return insertLines(ctx, q, lines)
 	})
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	return added, nil
+	return errs, nil
 }
 
-func chunkKey(job string, fence, seq int64) string {
-	return job + "/" + strconv.FormatInt(fence, 10) + "/" + strconv.FormatInt(seq, 10)
+// moveState sets the job's state to w.State if it is still at w.Prev.
+func (l Logs) moveState(ctx context.Context, q querier, w logs.Write) (bool, error) {
+	st := w.State
+	pending := st.Pending
+	if pending == nil {
+		pending = []byte{}
+	}
+	var res sql.Result
+	var err error
+	if w.Prev == 0 {
+		res, err = q.ExecContext(ctx, `INSERT INTO log_state (job_id, org_id, version, fence, seq, used, lines, pending, step, full_log)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (job_id) DO NOTHING`,
+			w.Job, w.Org, st.Version, st.Cursor.Fence, st.Cursor.Seq, st.Used, st.Lines, pending, st.Step, st.Full)
+	} else {
+		res, err = q.ExecContext(ctx, `UPDATE log_state SET version = $3, fence = $4, seq = $5, used = $6, lines = $7, pending = $8,
+			step = $9, full_log = $10 WHERE job_id = $1 AND org_id = $2 AND version = $11`,
+			w.Job, w.Org, st.Version, st.Cursor.Fence, st.Cursor.Seq, st.Used, st.Lines, pending, st.Step, st.Full, w.Prev)
+	}
+	if err != nil {
+		return false, fmt.Errorf("log state of %s: %w", w.Job, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, err
+	}
+	return n == 1, nil
+}
+
+func insertChunks(ctx context.Context, q querier, chunks []logs.Chunk) error {
+	for batch := range slices.Chunk(chunks, insertRows) {
+		var sb strings.Builder
+		sb.WriteString(`INSERT INTO log_chunks (job_id, org_id, fence, seq, data, created_at) VALUES `)
+		args := make([]any, 0, 6*len(batch))
+		for i, c := range batch {
+			if i > 0 {
+				sb.WriteString(", ")
+			}
+			placeholders(&sb, len(args), 6)
+			args = append(args, c.Job, c.Org, c.Fence, c.Seq, c.Data, micros(c.At))
+		}
+		if _, err := q.ExecContext(ctx, sb.String(), args...); err != nil {
+			return fmt.Errorf("store log chunks: %w", err)
+		}
+	}
+	return nil
+}
+
+func insertLines(ctx context.Context, q querier, lines []logs.Line) error {
+	for batch := range slices.Chunk(lines, insertRows) {
+		var sb strings.Builder
+		sb.WriteString(`INSERT INTO log_lines (job_id, org_id, line, repo, fence, seq, step, stream, created_at, text) VALUES `)
+		args := make([]any, 0, 10*len(batch))
+		for i, ln := range batch {
+			if i > 0 {
+				sb.WriteString(", ")
+			}
+			placeholders(&sb, len(args), 10)
+			args = append(args, ln.Job, ln.Org, ln.N, ln.Repo, ln.Fence, ln.Seq, ln.Step, ln.Stream, micros(ln.At), ln.Text)
+		}
+		if _, err := q.ExecContext(ctx, sb.String(), args...); err != nil {
+			return fmt.Errorf("store log lines: %w", err)
+		}
+	}
+	return nil
+}
+
+// placeholders writes "($n+1, …, $n+k)".
+func placeholders(sb *strings.Builder, n, k int) {
+	sb.WriteByte('(')
+	for j := 1; j <= k; j++ {
+		if j > 1 {
+			sb.WriteString(", ")
+		}
+		sb.WriteByte('$')
+		sb.WriteString(strconv.Itoa(n + j))
+	}
+	sb.WriteByte(')')
 }
 
 // Read implements logs.Store.
 func (l Logs) Read(ctx context.Context, org, job string, after logs.Cursor, limit int) ([]logs.Chunk, error) {
+	if org == "" {
+		return nil, logs.ErrNoScope
+	}
+	if unstorable(org, job) {
+		return nil, nil
+	}
 	if limit <= 0 || limit > 10000 {
 		limit = 1000
 	}
@@ -164,4 +209,116 @@ func (l Logs) Read(ctx context.Context, org, job string, after logs.Cursor, limi
 		out = append(out, c)
 	}
 	return out, rows.Err()
+}
+
+const lineColumns = `l.job_id, l.org_id, l.line, l.repo, l.fence, l.seq, l.step, l.stream, l.created_at, l.text`
+
+func scanLine(rows *sql.Rows) (logs.Line, error) {
+	var ln logs.Line
+	var at int64
+	err := rows.Scan(&ln.Job, &ln.Org, &ln.N, &ln.Repo, &ln.Fence, &ln.Seq, &ln.Step, &ln.Stream, &at, &ln.Text)
+	ln.At = fromMicros(at)
+	return ln, err
+}
+
+// Lines implements logs.Store.
+func (l Logs) Lines(ctx context.Context, org, job string, q logs.LineQuery) ([]logs.Line, error) {
+	if org == "" {
+		return nil, logs.ErrNoScope
+	}
+	if unstorable(org, job, q.Step) {
+		return nil, nil
+	}
+	if q.Limit <= 0 || q.Limit > 10000 {
+		q.Limit = 1000
+	}
+	query := `SELECT ` + lineColumns + ` FROM log_lines l WHERE l.job_id = $1 AND l.org_id = $2 AND l.line >= $3`
+	args := []any{job, org, q.From}
+	if q.Step != "" {
+		query += ` AND l.step = $4`
+		args = append(args, q.Step)
+	}
+	rows, err := l.x.r.QueryContext(ctx, query+` ORDER BY l.line LIMIT `+strconv.Itoa(q.Limit), args...)
+	if err != nil {
+		return nil, fmt.Errorf("read log lines: %w", err)
+	}
+	defer rows.Close()
+	var out []logs.Line
+	for rows.Next() {
+		ln, err := scanLine(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ln)
+	}
+	return out, rows.Err()
+}
+
+// Search implements logs.Store: the org's lines in the time range (and
+// repository or job), newest first, narrowed by the query's longest
+// literal through the trigram index, each checked against the pattern by
+// logs.Collector until the query's bounds.
+func (l Logs) Search(ctx context.Context, q logs.Query) (logs.Result, error) {
+	if q.Org == "" {
+		return logs.Result{}, logs.ErrNoScope
+	}
+	if unstorable(append([]string{q.Org, q.Repo, q.Job}, q.Literals...)...) {
+		return logs.Result{}, nil
+	}
+	where := []string{"l.org_id = $1", "l.created_at >= $2", "l.created_at < $3"}
+	args := []any{q.Org, micros(q.Since), micros(q.Until)}
+	add := func(cond string, arg any) {
+		args = append(args, arg)
+		where = append(where, strings.ReplaceAll(cond, "$?", "$"+strconv.Itoa(len(args))))
+	}
+	if q.Repo != "" {
+		add("l.repo = $?", q.Repo)
+	}
+	if q.Job != "" {
+		add("l.job_id = $?", q.Job)
+	}
+	for i, lit := range q.Literals {
+		switch {
+		case i == 0 && l.x.d.name == "sqlite":
+			add("l.id IN (SELECT rowid FROM log_lines_fts WHERE text GLOB $?)", "*"+globEscape(lit)+"*")
+		case l.x.d.name == "sqlite":
+			add("instr(l.text, $?) > 0", lit)
+		default:
+			add(`l.text LIKE $?`, "%"+likeEscape(lit)+"%")
+		}
+	}
+	query := `SELECT ` + lineColumns + ` FROM log_lines l WHERE ` + strings.Join(where, " AND ") +
+		` ORDER BY l.created_at DESC, l.job_id DESC, l.line DESC LIMIT ` + strconv.Itoa(q.Scan)
+	rows, err := l.x.r.QueryContext(ctx, query, args...)
+	if err != nil {
+		return logs.Result{}, fmt.Errorf("search logs: %w", err)
+	}
+	defer rows.Close()
+	c := logs.NewCollector(q)
+	for rows.Next() {
+		ln, err := scanLine(rows)
+		if err != nil {
+			return logs.Result{}, err
+		}
+		if !c.Add(ln) {
+			break
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return logs.Result{}, fmt.Errorf("search logs: %w", err)
+	}
+	return c.Result(), nil
+}
+
+// globEscape makes s match itself in a GLOB pattern.
+func globEscape(s string) string {
+	r := strings.NewReplacer("*", "[*]", "?", "[?]", "[", "[[]")
+	return r.Replace(s)
+}
+
+// likeEscape makes s match itself in a LIKE pattern (PostgreSQL's default
+// escape character is the backslash).
+func likeEscape(s string) string {
+	r := strings.NewReplacer(`\`, `\\`, "%", `\%`, "_", `\_`)
+	return r.Replace(s)
 }

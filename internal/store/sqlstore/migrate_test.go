@@ -13,7 +13,9 @@ import (
 )
 
 // Migration 6 moves each job's log usage out of the jobs table and gives
-// every stored chunk its job's org, so logs written before it read back.
+// every stored chunk its job's org; migration 10 turns the usage into the
+// job's ingest state (its cursor at the last chunk stored): logs written
+// before them read back, and the next chunk continues them.
 func TestMigrateLogsToTheirOwnTables(t *testing.T) {
 	for _, engine := range storetest.Engines {
 		t.Run(engine, func(t *testing.T) {
@@ -30,6 +32,8 @@ func TestMigrateLogsToTheirOwnTables(t *testing.T) {
 					cancel_requested, runner_name, reason, created_by, created_at, not_before, updated_at, started_at, finished_at, log_bytes)
 					VALUES ('job_1', 'org_a', 'api', 'succeeded', '[]', '{}', 0, 3, 1, '', 0, FALSE, '', '', 'test', 1, 1, 1, 1, 1, 5)`,
 				`INSERT INTO log_chunks (job_id, fence, seq, data, created_at) VALUES ('job_1', 1, 0, 'hello', 1)`,
+				`INSERT INTO log_chunks (job_id, fence, seq, data, created_at) VALUES ('job_1', 2, 0, 'again', 1)`,
+				`INSERT INTO log_chunks (job_id, fence, seq, data, created_at) VALUES ('job_1', 2, 1, '!', 1)`,
 			} {
 				if err := db.ExecForTest(ctx, q); err != nil {
 					t.Fatalf("%s: %v", q, err)
@@ -38,12 +42,12 @@ func TestMigrateLogsToTheirOwnTables(t *testing.T) {
 			if err := db.Migrate(ctx); err != nil {
 				t.Fatal(err)
 			}
-			used, stored, err := db.Logs().Stored(ctx, "org_a", "job_1", []logs.Key{{Fence: 1, Seq: 0}})
-			if err != nil || used != 5 || len(stored) != 1 {
-				t.Errorf("after migrating: used %d, stored %v, %v; want 5 and the chunk", used, stored, err)
+			st, err := db.Logs().State(ctx, "org_a", "job_1")
+			if err != nil || st.Used != 5 || st.Cursor != (logs.Cursor{Fence: 2, Seq: 1}) || st.Version != 1 || st.Lines != 0 {
+				t.Errorf("after migrating: state %+v, %v; want 5 bytes used, the cursor at (2, 1)", st, err)
 			}
 			got, err := db.Logs().Read(ctx, "org_a", "job_1", logs.Start, 0)
-			if err != nil || len(got) != 1 || string(got[0].Data) != "hello" {
+			if err != nil || len(got) != 3 || string(got[0].Data) != "hello" {
 				t.Errorf("after migrating: read %+v, %v", got, err)
 			}
 			if _, err := db.Jobs().Get(ctx, "job_1"); err != nil {
