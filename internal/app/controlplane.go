@@ -20,6 +20,7 @@ import (
 	"github.com/nimbus-build/nimbus/internal/admin"
 	"github.com/nimbus-build/nimbus/internal/api"
 	"github.com/nimbus-build/nimbus/internal/apiv1"
+	"github.com/nimbus-build/nimbus/internal/audit"
 	"github.com/nimbus-build/nimbus/internal/auth"
 	"github.com/nimbus-build/nimbus/internal/cache"
 	"github.com/nimbus-build/nimbus/internal/cache/actionscache"
@@ -227,7 +228,7 @@ func (cp *ControlPlane) openRegistry(ctx context.Context, authn *auth.Authentica
 			o, err := orgs.Get(ctx, id)
 			return o.Name, err
 		},
-		Secrets: sec, TokenKey: key, TempDir: filepath.Join(filepath.Dir(cp.Config.CacheDir), "registry-spool"),
+		Secrets: sec, Audit: audit.New(cp.Store, nil, cp.log), TokenKey: key, TempDir: filepath.Join(filepath.Dir(cp.Config.CacheDir), "registry-spool"),
 		Logger: cp.log, Registerer: cp.Registry,
 	})
 	if err != nil {

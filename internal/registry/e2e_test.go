@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nimbus-build/nimbus/internal/apiclient"
 	"github.com/nimbus-build/nimbus/internal/apiv1"
 	"github.com/nimbus-build/nimbus/internal/app"
 	"github.com/nimbus-build/nimbus/internal/app/apptest"
@@ -55,6 +56,20 @@ func TestControlPlaneServesTheRegistry(t *testing.T) {
 	own := host + "/" + h.OrgID + "/app:v1"
 	if out, err := sk.CopyTo(ctx, "dir:"+dir, "docker://"+own, "nimbus:"+h.OwnerToken); err != nil {
 		t.Fatal(err, out)
+	}
+	// The push is in the org's audit log, with who pushed what.
+	al, err := h.Owner().ListAudit(ctx, apiclient.AuditQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, e := range al.Entries {
+		if e.Action == "registry.pushed" && e.Target == h.OrgID+"/app:v1" && e.Detail["digest"] == want && strings.HasPrefix(e.Actor, "user:") {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no registry.pushed entry in the audit log: %+v", al.Entries)
 	}
 	// A leased job's credential, and NIMBUS_REGISTRY naming this server.
 	var en apiv1.Enrolled

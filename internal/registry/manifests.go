@@ -11,7 +11,9 @@ import (
 	"strings"
 
 	"github.com/nimbus-build/nimbus/internal/cache/blobstore"
+	"github.com/nimbus-build/nimbus/internal/audit"
 	"github.com/nimbus-build/nimbus/internal/httperror"
+	"github.com/nimbus-build/nimbus/internal/store"
 )
 
 // How a manifest answer was served (X-Nimbus-Cache).
@@ -320,6 +322,10 @@ func (r *Registry) putManifest(w http.ResponseWriter, req *http.Request, c *call
 		if err := r.tags.put(ctx, c.repo, c.t.Ref.Tag, rec); err != nil {
 			return err
 		}
+	}
+	if r.o.Audit != nil {
+		r.o.Audit.Record(ctx, store.AuditEntry{OrgID: c.repo.Org, Actor: audit.Actor(c.caller.principal), Action: "registry.pushed",
+			Target: c.t.Name + ":" + c.t.Ref.String(), Detail: map[string]string{"digest": d.String(), "media_type": m.MediaType}})
 	}
 	h := w.Header()
 	h.Set("Location", PathPrefix+c.t.Name+"/manifests/"+d.String())

@@ -16,6 +16,7 @@ import (
 	"github.com/nimbus-build/nimbus/internal/auth"
 	"github.com/nimbus-build/nimbus/internal/cache/blobstore"
 	"github.com/nimbus-build/nimbus/internal/httperror"
+	"github.com/nimbus-build/nimbus/internal/store"
 )
 
 // Authenticator turns a Nimbus credential (API token, job credential)
@@ -34,6 +35,11 @@ type Authorizer interface {
 type Secrets interface {
 	Get(ctx context.Context, name string) ([]byte, error)
 	Put(ctx context.Context, name string, value []byte) error
+}
+
+// Auditor records events in the audit log (internal/audit.Log).
+type Auditor interface {
+	Record(ctx context.Context, e store.AuditEntry)
 }
 
 // Policy actions the registry asks for.
@@ -57,6 +63,8 @@ type Options struct {
 	// Secrets seals upstream credentials at rest; nil keeps the
 	// configured ones in memory only.
 	Secrets Secrets
+	// Audit records pushes (registry.pushed); nil: none.
+	Audit Auditor
 	// TokenKey signs registry tokens (HMAC-SHA256, at least 32 bytes);
 	// give every replica the same.
 	TokenKey []byte
@@ -147,6 +155,10 @@ func New(o Options) (*Registry, error) {
 	}
 	if cfg.TagTTL == 0 {
 		cfg.TagTTL = 5 * time.Minute
+	}
+	// What a crash left of fetches and uploads is of no use.
+	if err := os.RemoveAll(o.TempDir); err != nil {
+		return nil, fmt.Errorf("registry temp dir: %w", err)
 	}
 	if err := os.MkdirAll(o.TempDir, 0o700); err != nil {
 		return nil, fmt.Errorf("registry temp dir: %w", err)

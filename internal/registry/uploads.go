@@ -71,6 +71,7 @@ func (us *uploads) create(org, name string) (*upload, error) {
 	if err != nil {
 		return nil, fmt.Errorf("upload: %w", err)
 	}
+	os.Remove(f.Name()) // the descriptor is enough; a crash leaves nothing
 	u := &upload{id: newUploadID(), org: org, name: name, file: f, h: sha256.New(), last: us.now(), busy: true}
 	us.m[u.id] = u
 	us.perOrg[org]++
@@ -111,7 +112,6 @@ func (us *uploads) remove(u *upload) {
 	}
 	us.mu.Unlock()
 	u.file.Close()
-	os.Remove(u.file.Name())
 }
 
 // sweep removes sessions idle longer than idle and returns how many.

@@ -163,7 +163,7 @@ func Run(ctx context.Context, o Options) ([]Row, error) {
 	if err := remote.Write(ref, img, remote.WithTransport(origin.Transport()), remote.WithContext(ctx)); err != nil {
 		return nil, fmt.Errorf("push to the origin: %w", err)
 	}
-	if b.blobBytes, err = blobBytes(img); err != nil {
+	if b.blobBytes, b.layers, err = blobBytes(img); err != nil {
 		return nil, err
 	}
 	return b.measure(ctx)
@@ -173,6 +173,7 @@ type bench struct {
 	o Options
 	// blobBytes is the image's config and layers: one copy.
 	blobBytes int64
+	layers    []string // the layers' digests
 	dir       string
 	sk        *registrytest.Skopeo
 	front     *registrytest.Front
@@ -187,9 +188,9 @@ func (b *bench) mkdir(n string) string {
 
 func (b *bench) measure(ctx context.Context) ([]Row, error) {
 	type result struct {
-		cold, warm, conc     time.Duration
-		coldBytes, concBytes int64
-		heads                float64
+		cold, warm, conc, raw time.Duration
+		coldBytes, concBytes  int64
+		heads                 float64
 	}
 	var res [2]result
 	for i, start := range []func(context.Context) (*target, error){b.startNimbus, b.startDistribution} {
@@ -207,6 +208,11 @@ func (b *bench) measure(ctx context.Context) ([]Row, error) {
 		res[i].coldBytes = b.front.BlobBytes()
 		fmt.Fprintf(b.o.Log, "%s: warm pull\n", t.name)
 		if res[i].warm, err = b.pull(ctx, t); err != nil {
+			t.stop()
+			return nil, err
+		}
+		fmt.Fprintf(b.o.Log, "%s: warm GETs of the layers\n", t.name)
+		if res[i].raw, err = b.rawGets(ctx, t); err != nil {
 			t.stop()
 			return nil, err
 		}
@@ -235,6 +241,8 @@ func (b *bench) measure(ctx context.Context) ([]Row, error) {
 	return []Row{
 		{Name: "warm pull " + size, Nimbus: mbps(res[0].warm), Distrib: mbps(res[1].warm), Unit: "MB/s", HigherWins: true, Goal: "≥ 1.5×",
 			NimbusNote: dur(res[0].warm), DistribNote: dur(res[1].warm)},
+		{Name: "warm layer GETs (no skopeo)", Nimbus: mbps(res[0].raw), Distrib: mbps(res[1].raw), Unit: "MB/s", HigherWins: true, Goal: "—",
+			NimbusNote: dur(res[0].raw), DistribNote: dur(res[1].raw)},
 		{Name: "cold pull " + size, Nimbus: mbps(res[0].cold), Distrib: mbps(res[1].cold), Unit: "MB/s", HigherWins: true, Goal: "—",
 			NimbusNote: dur(res[0].cold), DistribNote: dur(res[1].cold)},
 		{Name: "cold pull: origin bytes", Nimbus: copies(res[0].coldBytes), Distrib: copies(res[1].coldBytes), Unit: "copies", Goal: "1"},
@@ -276,6 +284,38 @@ func (b *bench) concurrent(ctx context.Context, t *target) (time.Duration, error
 	wg.Wait()
 	close(errs)
 	return time.Since(start), <-errs
+}
+
+// rawGets reads every layer once with a plain HTTP client (the
+// server's side of a warm pull, without skopeo's hashing and writing);
+// the best of three rounds.
+func (b *bench) rawGets(ctx context.Context, t *target) (time.Duration, error) {
+	client := &http.Client{Transport: &http.Transport{}}
+	defer client.CloseIdleConnections()
+	buf := make([]byte, 1<<20)
+	best := time.Duration(0)
+	for range 3 {
+		start := time.Now()
+		for _, d := range b.layers {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+t.host+"/v2/"+t.repo+"/blobs/"+d, nil)
+			if t.token != "" {
+				req.Header.Set("Authorization", "Bearer "+t.token)
+			}
+			resp, err := client.Do(req)
+			if err != nil {
+				return 0, err
+			}
+			_, err = io.CopyBuffer(io.Discard, resp.Body, buf)
+			resp.Body.Close()
+			if err != nil || resp.StatusCode != http.StatusOK {
+				return 0, fmt.Errorf("%s: GET %s: %s %v", t.name, d, resp.Status, err)
+			}
+		}
+		if d := time.Since(start); best == 0 || d < best {
+			best = d
+		}
+	}
+	return best, nil
 }
 
 // heads sends manifest HEADs by tag for the duration and returns the rate.
@@ -429,17 +469,20 @@ func randomImage(size int64, layers int) (v1.Image, error) {
 	return img, nil
 }
 
-// blobBytes is the size of img's config and layers.
-func blobBytes(img v1.Image) (int64, error) {
+// blobBytes is the size of img's config and layers, and the layers'
+// digests.
+func blobBytes(img v1.Image) (int64, []string, error) {
 	m, err := img.Manifest()
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	n := m.Config.Size
+	var layers []string
 	for _, l := range m.Layers {
 		n += l.Size
+		layers = append(layers, l.Digest.String())
 	}
-	return n, nil
+	return n, layers, nil
 }
 
 // Print writes the table.
