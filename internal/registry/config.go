@@ -67,8 +67,9 @@ type OrgPolicy struct {
 	// all of the allowed upstreams.
 	Repositories []string `yaml:"repositories"`
 	// Credentials are the org's own credentials for upstreams, by
-	// upstream name. Images pulled with them are the org's alone.
-	// Passwords are sealed into the database at start.
+	// upstream name. Images pulled with them are the org's alone (in the
+	// default policy: each org's alone, as if each had them). Passwords
+	// are sealed into the database at start.
 	Credentials map[string]Credential `yaml:"credentials"`
 	// Signatures, when set, makes pulls of the matching repositories
 	// require a valid cosign signature from one of the keys.
@@ -99,7 +100,8 @@ type SignaturePolicy struct {
 }
 
 // LoadConfig reads a registry configuration file (YAML; unknown keys are
-// errors), reading the password and key files it names.
+// errors). Validate checks it (and reads the files it names) once the
+// flags have added to it; New validates too.
 func LoadConfig(path string) (Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -108,16 +110,13 @@ func LoadConfig(path string) (Config, error) {
 	return ParseConfig(data)
 }
 
-// ParseConfig decodes and validates a configuration.
+// ParseConfig decodes a configuration strictly (see LoadConfig).
 func ParseConfig(data []byte) (Config, error) {
 	var c Config
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
 		return Config{}, fmt.Errorf("registry config: %w", err)
-	}
-	if err := c.Validate(); err != nil {
-		return Config{}, err
 	}
 	return c, nil
 }

@@ -37,8 +37,13 @@ type cachedPassword struct {
 // have resealed it).
 const credentialTTL = time.Minute
 
-// serverCredentialOwner names the server's own credentials in secret names.
-const serverCredentialOwner = "_server"
+// Owners of credentials in secret names that are not an org: the
+// server's own, and the default policy's (each org without an entry uses
+// them as its own).
+const (
+	serverCredentialOwner  = "_server"
+	defaultCredentialOwner = "_default"
+)
 
 func newCredentials(cfg *Config, sec Secrets, log *slog.Logger) *credentials {
 	return &credentials{cfg: cfg, secrets: sec, log: log, cache: map[string]cachedPassword{}, inline: map[string][]byte{}}
@@ -77,19 +82,28 @@ func (c *credentials) seal(ctx context.Context) error {
 			}
 		}
 	}
+	for up, cr := range c.cfg.Default.Credentials {
+		if err := put(defaultCredentialOwner, up, cr.password); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
-// forRequest returns the credentials of org's requests to upstream up.
+// forRequest returns the credentials of org's requests to upstream up:
+// its policy's (its own entry's, or the default policy's when it has
+// none), which make what they fetch the org's alone, else the server's.
 func (c *credentials) forRequest(ctx context.Context, org string, up *upstream) (creds, error) {
-	if p, ok := c.cfg.Orgs[org]; ok {
-		if cr, ok := p.Credentials[up.cfg.Name]; ok {
-			pw, err := c.password(ctx, org, up.cfg.Name)
-			if err != nil {
-				return creds{}, err
-			}
-			return creds{id: org, user: cr.Username, pass: string(pw)}, nil
+	owner, p := org, c.cfg.Orgs[org]
+	if _, ok := c.cfg.Orgs[org]; !ok {
+		owner, p = defaultCredentialOwner, c.cfg.Default
+	}
+	if cr, ok := p.Credentials[up.cfg.Name]; ok {
+		pw, err := c.password(ctx, owner, up.cfg.Name)
+		if err != nil {
+			return creds{}, err
 		}
+		return creds{id: org, user: cr.Username, pass: string(pw)}, nil
 	}
 	if up.cfg.Username != "" {
 		pw, err := c.password(ctx, serverCredentialOwner, up.cfg.Name)

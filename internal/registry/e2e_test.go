@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
 	"github.com/nimbus-build/nimbus/internal/apiclient"
 	"github.com/nimbus-build/nimbus/internal/apiv1"
 	"github.com/nimbus-build/nimbus/internal/app"
@@ -125,4 +128,60 @@ func TestControlPlaneServesTheRegistry(t *testing.T) {
 	if resp.StatusCode != 400 || json.Unmarshal(b, &body) != nil || len(body.Errors) != 1 || body.Errors[0].Code != "NAME_INVALID" {
 		t.Errorf("path trick: %d %s", resp.StatusCode, b)
 	}
+}
+
+// An org's private upstream credentials: given once in the registry
+// configuration, the password is sealed into the database (never stored
+// in the clear), and a later start whose configuration names only the
+// username still pulls with it.
+func TestPrivateUpstreamCredentialsSealedAcrossRestarts(t *testing.T) {
+	const secret = "s3cret-upstream-password"
+	priv := registrytest.StartDistribution(t, registrytest.DistributionOptions{User: "bot", Password: secret})
+	front := registrytest.StartFront(t, priv)
+	h := apptest.Start(t, "sqlite", func(c *app.ServerConfig) {
+		c.RegistryUpstreams = []string{"private.test=" + front.URL}
+	})
+	ctx := context.Background()
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "pw")
+	cfg := filepath.Join(dir, "registry.yaml")
+	configure := func(withPassword bool) {
+		t.Helper()
+		y := "orgs:\n  " + h.OrgID + ":\n    credentials:\n      private.test:\n        username: bot\n"
+		if withPassword {
+			y += "        password_file: " + pw + "\n"
+		}
+		if err := os.WriteFile(cfg, []byte(y), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		h.Config.RegistryConfigFile = cfg
+		if err := h.Config.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		h.Restart()
+	}
+	os.WriteFile(pw, []byte(secret+"\n"), 0o600)
+	configure(true)
+	host := strings.TrimPrefix(h.URL, "http://")
+	sk := registrytest.NewSkopeo(t)
+	pull := func(tag string) {
+		t.Helper()
+		img := registrytest.RandomImage(t, 4096, 1)
+		registrytest.Push(t, front.Host+"/secret/app:"+tag, img, priv.Transport(), remote.WithAuth(&authn.Basic{Username: "bot", Password: secret}))
+		out := filepath.Join(t.TempDir(), tag)
+		if msg, err := sk.Copy(ctx, "docker://"+host+"/private.test/secret/app:"+tag, "dir:"+out, "nimbus:"+h.OwnerToken); err != nil {
+			t.Fatal(err, msg)
+		}
+	}
+	pull("1")
+	sec, err := h.CP.Store.Keys().GetSecret(ctx, "registry-credential/"+h.OrgID+"/private.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sec.Sealed) == 0 || strings.Contains(string(sec.Sealed), secret) {
+		t.Fatalf("the password is not sealed: %q", sec.Sealed)
+	}
+	os.Remove(pw)
+	configure(false)
+	pull("2")
 }

@@ -124,6 +124,10 @@ func TestSingleFlightStreamsToAll(t *testing.T) {
 		t.Errorf("%d upstream blob GETs for %d concurrent pulls, want 1", g, n)
 	}
 	waitFor(t, "both orgs to hold the blob", func() bool { return e.held(orgAcme, d) && e.held(orgGlobex, d) })
+	// Held by both, stored once: the public layer is shared by digest.
+	if b := e.disk.Stats().Bytes; b >= 2*int64(len(want)) {
+		t.Errorf("the store holds %d bytes for a %d-byte blob held by two orgs", b, len(want))
+	}
 	if e.reg.flights.inFlight() != 0 {
 		t.Errorf("%d flights left", e.reg.flights.inFlight())
 	}

@@ -10,8 +10,8 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/nimbus-build/nimbus/internal/cache/blobstore"
 	"github.com/nimbus-build/nimbus/internal/audit"
+	"github.com/nimbus-build/nimbus/internal/cache/blobstore"
 	"github.com/nimbus-build/nimbus/internal/httperror"
 	"github.com/nimbus-build/nimbus/internal/store"
 )

@@ -2,6 +2,7 @@ package registrytest
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -50,6 +51,68 @@ type Front struct {
 	mu       sync.Mutex
 	release  chan struct{}
 	rewrites sync.Map // path -> path
+
+	// The token protocol, when RequireTokens is on: tokens issued by the
+	// front's /token (anonymously, or for user:pass) for one repository.
+	tokensOn   atomic.Bool
+	tokenUser  string
+	tokenPass  string
+	tokens     sync.Map // token -> repository
+	tokenCount atomic.Int64
+}
+
+// RequireTokens makes the front a registry of the Docker token protocol,
+// as Docker Hub and ghcr.io are: every /v2/ request needs a Bearer token
+// for its repository from the front's /token endpoint, which hands them
+// out anonymously (user "") or for user:pass only.
+func (f *Front) RequireTokens(user, pass string) {
+	f.tokenUser, f.tokenPass = user, pass
+	f.tokensOn.Store(true)
+}
+
+// TokensIssued is how many tokens /token handed out.
+func (f *Front) TokensIssued() int64 { return f.tokenCount.Load() }
+
+// tokenGate answers the token endpoint and checks tokens; it reports
+// whether the request may go on.
+func (f *Front) tokenGate(w http.ResponseWriter, r *http.Request) bool {
+	if !f.tokensOn.Load() {
+		return true
+	}
+	if r.URL.Path == "/token" {
+		if f.tokenUser != "" {
+			u, p, ok := r.BasicAuth()
+			if !ok || u != f.tokenUser || p != f.tokenPass {
+				http.Error(w, `{"details":"incorrect username or password"}`, http.StatusUnauthorized)
+				return false
+			}
+		}
+		scope := r.URL.Query().Get("scope")
+		repo := strings.TrimSuffix(strings.TrimPrefix(scope, "repository:"), ":pull")
+		if r.URL.Query().Get("service") != "front.test" || repo == scope {
+			http.Error(w, `{"details":"bad scope or service"}`, http.StatusBadRequest)
+			return false
+		}
+		tok := fmt.Sprintf("tok-%d-%s", f.tokenCount.Add(1), strings.ReplaceAll(repo, "/", "."))
+		f.tokens.Store(tok, repo)
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"token":%q,"expires_in":300}`, tok)
+		return false
+	}
+	repo := strings.TrimPrefix(r.URL.Path, "/v2/")
+	for _, sep := range []string{"/manifests/", "/blobs/", "/tags/"} {
+		if i := strings.Index(repo, sep); i >= 0 {
+			repo = repo[:i]
+		}
+	}
+	got, ok := f.tokens.Load(strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "))
+	if ok && got == repo {
+		r.Header.Del("Authorization")
+		return true
+	}
+	w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="%s/token",service="front.test",scope="repository:%s:pull"`, f.URL, repo))
+	http.Error(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`, http.StatusUnauthorized)
+	return false
 }
 
 // Rewrite makes the front forward requests for path to another path: the
@@ -77,6 +140,9 @@ func NewFront(d *Distribution) *Front {
 		}
 		kind := kindOf(r.URL.Path)
 		f.count(r.Method + " " + kind)
+		if !f.tokenGate(w, r) {
+			return
+		}
 		if Fault(f.fault.Load()) == Down {
 			http.Error(w, `{"errors":[{"code":"UNAVAILABLE","message":"down for the test"}]}`, http.StatusServiceUnavailable)
 			return
