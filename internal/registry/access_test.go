@@ -45,6 +45,11 @@ func TestTokenProtocol(t *testing.T) {
 	if resp.StatusCode != 200 || json.Unmarshal(b, &tr) != nil || tr.AccessToken == "" || tr.ExpiresIn != 300 {
 		t.Fatalf("oauth2 password grant: %d %s", resp.StatusCode, b)
 	}
+	// A job's registry tokens live a minute.
+	resp, b = e.do("GET", "/v2/token?service=nimbus", "acme-job", nil)
+	if resp.StatusCode != 200 || json.Unmarshal(b, &tr) != nil || tr.ExpiresIn != 60 {
+		t.Errorf("job token: %d %s", resp.StatusCode, b)
+	}
 	// Credentials that must not get a token.
 	for _, bad := range []string{"nope", "acme-agent", "acme-job-none", tok} {
 		resp, b := e.do("GET", "/v2/token?service=nimbus", bad, nil)
@@ -55,7 +60,7 @@ func TestTokenProtocol(t *testing.T) {
 	// A tampered token, another key's token, an expired token.
 	tampered := tok[:len(tok)-2] + "AA"
 	other := (&tokenSigner{key: []byte(strings.Repeat("x", 32)), ttl: time.Minute, now: time.Now})
-	forged, _, _ := other.Sign(TokenClaims{Org: orgAcme, Access: []Scope{{Name: "x", Actions: []string{"pull"}}}})
+	forged, _, _ := other.Sign(TokenClaims{Org: orgAcme, Access: []Scope{{Name: "x", Actions: []string{"pull"}}}}, 0)
 	for name, bad := range map[string]string{"tampered": tampered, "forged": forged} {
 		if resp, b := e.bearer("GET", "/v2/", bad, nil); resp.StatusCode != 401 || ociCode(t, resp, b) != codeUnauthorized {
 			t.Errorf("%s token: %d %s", name, resp.StatusCode, b)
@@ -274,5 +279,39 @@ func TestPrivateUpstreamIsTheOrgsAlone(t *testing.T) {
 	}
 	if strings.Contains(pulled, "200") {
 		t.Errorf("globex got acme's private image: %s", pulled)
+	}
+}
+
+// An org's uploads in progress hold at most the largest blob's size
+// together: a token cannot fill the disk with sessions it never finishes.
+// Cancelling one gives its bytes back.
+func TestUploadsInProgressAreBounded(t *testing.T) {
+	e := newEnv(t, withMaxBlobSize(1<<20))
+	chunk := strings.Repeat("x", 600<<10)
+	start := func() string {
+		resp, b := e.do("POST", "/v2/"+orgAcme+"/app/blobs/uploads/", "acme-ci", nil)
+		if resp.StatusCode != 202 {
+			t.Fatalf("start: %d %s", resp.StatusCode, b)
+		}
+		return resp.Header.Get("Location")
+	}
+	first, second := start(), start()
+	if resp, b := e.do("PATCH", first, "acme-ci", strings.NewReader(chunk)); resp.StatusCode != 202 {
+		t.Fatalf("first chunk: %d %s", resp.StatusCode, b)
+	}
+	resp, b := e.do("PATCH", second, "acme-ci", strings.NewReader(chunk))
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || ociCode(t, resp, b) != codeSizeInvalid {
+		t.Fatalf("second chunk past the budget: %d %s", resp.StatusCode, b)
+	}
+	// Another org has its own budget.
+	resp, _ = e.do("POST", "/v2/globex/app/blobs/uploads/", "globex-ci", nil)
+	if resp, b := e.do("PATCH", resp.Header.Get("Location"), "globex-ci", strings.NewReader(chunk)); resp.StatusCode != 202 {
+		t.Fatalf("globex's chunk: %d %s", resp.StatusCode, b)
+	}
+	if resp, _ := e.do("DELETE", first, "acme-ci", nil); resp.StatusCode != 204 {
+		t.Fatalf("cancel: %d", resp.StatusCode)
+	}
+	if resp, b := e.do("PATCH", start(), "acme-ci", strings.NewReader(chunk)); resp.StatusCode != 202 {
+		t.Fatalf("after a cancel: %d %s", resp.StatusCode, b)
 	}
 }

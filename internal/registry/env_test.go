@@ -81,6 +81,7 @@ type envOptions struct {
 	cfg           Config
 	quotas        map[string]blobstore.Quota
 	idle          time.Duration
+	maxBlob       int64
 	noUpstream    bool
 	extraUpstream func(*env) []UpstreamConfig
 }
@@ -94,6 +95,8 @@ func withQuota(org string, q blobstore.Quota) envOption {
 }
 
 func withIdleTimeout(d time.Duration) envOption { return func(o *envOptions) { o.idle = d } }
+
+func withMaxBlobSize(n int64) envOption { return func(o *envOptions) { o.maxBlob = n } }
 
 // upstreamName is the test upstream's name (and the mirror).
 const upstreamName = "upstream.test"
@@ -130,7 +133,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 		OrgName: func(ctx context.Context, id string) (string, error) {
 			return map[string]string{orgAcme: "Acme Inc", orgGlobex: "globex"}[id], nil
 		},
-		TokenKey: []byte(strings.Repeat("k", 32)), TempDir: t.TempDir(), UpstreamIdleTimeout: o.idle,
+		TokenKey: []byte(strings.Repeat("k", 32)), TempDir: t.TempDir(), UpstreamIdleTimeout: o.idle, MaxBlobSize: o.maxBlob,
 		Logger: slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelWarn})), Now: e.clock.Now,
 	})
 	if err != nil {

@@ -134,7 +134,7 @@ func FuzzParseManifest(f *testing.F) {
 
 func FuzzVerifyToken(f *testing.F) {
 	s := &tokenSigner{key: []byte(strings.Repeat("k", 32)), ttl: time.Minute, now: time.Now}
-	tok, _, _ := s.Sign(TokenClaims{Org: "acme", Access: []Scope{{Name: "a", Actions: []string{"pull"}}}})
+	tok, _, _ := s.Sign(TokenClaims{Org: "acme", Access: []Scope{{Name: "a", Actions: []string{"pull"}}}}, 0)
 	f.Add(tok)
 	f.Add(TokenPrefix + "e30.AAAA")
 	f.Fuzz(func(t *testing.T, tok string) {

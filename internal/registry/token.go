@@ -69,11 +69,15 @@ type tokenSigner struct {
 
 var tokenB64 = base64.RawURLEncoding.Strict()
 
-// Sign returns a token for c, valid for the signer's TTL from now.
-func (s *tokenSigner) Sign(c TokenClaims) (string, time.Time, error) {
+// Sign returns a token for c, valid for ttl from now (at most the
+// signer's TTL; 0: the signer's TTL).
+func (s *tokenSigner) Sign(c TokenClaims, ttl time.Duration) (string, time.Time, error) {
+	if ttl <= 0 || ttl > s.ttl {
+		ttl = s.ttl
+	}
 	now := s.now()
 	c.Audience, c.IssuedAt = tokenAudience, now.Unix()
-	exp := now.Add(s.ttl)
+	exp := now.Add(ttl)
 	c.ExpiresAt = exp.Unix()
 	b, err := json.Marshal(c)
 	if err != nil {

@@ -10,6 +10,9 @@ import (
 	"github.com/nimbus-build/nimbus/internal/auth"
 )
 
+// jobTokenTTL bounds the registry tokens of job credentials.
+const jobTokenTTL = time.Minute
+
 // tokenResponse is the Docker token protocol's answer (token and
 // access_token carry the same value: older clients read the first, OAuth2
 // clients the second).
@@ -73,7 +76,13 @@ func (r *Registry) token(w http.ResponseWriter, req *http.Request, _ *call) erro
 			claims.Access = append(claims.Access, g)
 		}
 	}
-	tok, _, err := r.signer.Sign(claims)
+	// A job's credential dies with its lease; the registry tokens it got
+	// live a minute past that at most.
+	ttl := r.o.TokenTTL
+	if c.principal.Kind == auth.KindJob {
+		ttl = min(ttl, jobTokenTTL)
+	}
+	tok, _, err := r.signer.Sign(claims, ttl)
 	if err != nil {
 		return err
 	}
@@ -81,7 +90,7 @@ func (r *Registry) token(w http.ResponseWriter, req *http.Request, _ *call) erro
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	return json.NewEncoder(w).Encode(tokenResponse{
-		Token: tok, AccessToken: tok, ExpiresIn: int(r.o.TokenTTL / time.Second), IssuedAt: now.UTC().Format(time.RFC3339),
+		Token: tok, AccessToken: tok, ExpiresIn: int(ttl / time.Second), IssuedAt: now.UTC().Format(time.RFC3339),
 	})
 }
 

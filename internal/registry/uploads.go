@@ -35,24 +35,54 @@ type upload struct {
 	file          *os.File
 	h             hash.Hash
 	size          int64
+	charged       int64 // bytes charged to the org's budget
 	last          time.Time
 	busy          bool
 }
 
 // uploads holds the upload sessions of this process (a push goes to one
-// replica: behind a load balancer, make it sticky for /v2/).
+// replica: behind a load balancer, make it sticky for /v2/). An org's
+// sessions hold at most max bytes together (the largest blob): a push of
+// several large layers at once fits, a token cannot fill the disk.
 type uploads struct {
 	dir string
 	max int64
 	now func() time.Time
 
-	mu     sync.Mutex
-	m      map[string]*upload
-	perOrg map[string]int
+	mu       sync.Mutex
+	m        map[string]*upload
+	perOrg   map[string]int
+	orgBytes map[string]int64
 }
 
 func newUploads(dir string, max int64, now func() time.Time) *uploads {
-	return &uploads{dir: dir, max: max, now: now, m: map[string]*upload{}, perOrg: map[string]int{}}
+	return &uploads{dir: dir, max: max, now: now, m: map[string]*upload{}, perOrg: map[string]int{}, orgBytes: map[string]int64{}}
+}
+
+// charge adds n bytes of u to its org's uploads, refusing past the
+// budget; remove gives them back.
+func (us *uploads) charge(u *upload, n int64) error {
+	us.mu.Lock()
+	defer us.mu.Unlock()
+	if us.orgBytes[u.org]+n > us.max {
+		return fmt.Errorf("%w: this org's uploads in progress would hold more than %d bytes; finish or cancel some", blobstore.ErrTooLarge, us.max)
+	}
+	us.orgBytes[u.org] += n
+	u.charged += n
+	return nil
+}
+
+// budgetWriter charges what passes to the upload's org.
+type budgetWriter struct {
+	us *uploads
+	u  *upload
+}
+
+func (b budgetWriter) Write(p []byte) (int, error) {
+	if err := b.us.charge(b.u, int64(len(p))); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
 func newUploadID() string {
@@ -109,6 +139,9 @@ func (us *uploads) remove(u *upload) {
 		if us.perOrg[u.org]--; us.perOrg[u.org] <= 0 {
 			delete(us.perOrg, u.org)
 		}
+		if us.orgBytes[u.org] -= u.charged; us.orgBytes[u.org] <= 0 {
+			delete(us.orgBytes, u.org)
+		}
 	}
 	us.mu.Unlock()
 	u.file.Close()
@@ -144,8 +177,11 @@ func (us *uploads) closeAll() {
 
 // appendBody adds a request body to the session.
 func (us *uploads) appendBody(u *upload, body io.Reader) error {
-	n, err := io.Copy(io.MultiWriter(u.file, u.h), io.LimitReader(body, us.max-u.size+1))
+	n, err := io.Copy(io.MultiWriter(budgetWriter{us, u}, u.file, u.h), io.LimitReader(body, us.max-u.size+1))
 	u.size += n
+	if errors.Is(err, blobstore.ErrTooLarge) {
+		return err
+	}
 	if err != nil {
 		return fmt.Errorf("%w: upload %s: %v", errUploadBroken, u.id, err)
 	}
