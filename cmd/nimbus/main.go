@@ -73,7 +73,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	case "admin":
 		return app.AdminMain(ctx, rest, stdout, stderr, getenv)
 	case "bench":
-		return benchMain(ctx, rest, stdout, stderr)
+		return benchMain(ctx, rest, stdout, stderr, getenv)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "nimbus", app.Version)
 		return 0
@@ -85,7 +85,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	return 2
 }
 
-func benchMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+func benchMain(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
 	const usage = "Usage: nimbus bench jobs|sandbox|cache|rbs|registry [flags]\n\n  jobs   the job loop: webhooks/s, lease cycles/s, webhook → process start, idle RSS\n  sandbox  the job sandbox with and without its network: lease → first instruction, setup, teardown, jobs/s\n  cache  a load generator for any Bazel remote cache (gRPC or HTTP)\n  rbs    remote Bazel beside a local Bazel: cold start, warm no-op, one-file rebuild, sync\n  registry  the registry cache beside distribution's pull-through proxy: warm, cold and concurrent pulls, manifest HEAD/s\n"
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
@@ -97,7 +97,7 @@ func benchMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	case "sandbox":
 		return bench.SandboxMain(ctx, args[1:], stdout, stderr)
 	case "cache":
-		return cachebench.Main(ctx, args[1:], stdout, stderr)
+		return cachebench.Main(ctx, args[1:], stdout, stderr, getenv)
 	case "rbs":
 		return rbsbench.Main(ctx, args[1:], stdout, stderr)
 	case "registry":

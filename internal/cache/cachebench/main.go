@@ -23,17 +23,26 @@ import (
 
 const usage = `usage: nimbus bench cache [flags]
 
-Load-tests a remote build cache and prints ops/s, MB/s, p50 and p99 for:
-CAS GET and PUT of 4 KiB blobs, a PUT of an existing blob, FindMissingBlobs
-of 1,000 digests, BatchUpdateBlobs and BatchReadBlobs of 100 x 4 KiB, and
-64 MiB GET, PUT and ByteStream read.
+Load-tests build caches and prints ops/s, MB/s, p50 and p99 for: CAS GET and
+PUT of 4 KiB blobs, a PUT of an existing blob, FindMissingBlobs of 1,000
+digests, BatchUpdateBlobs and BatchReadBlobs of 100 x 4 KiB, and 64 MiB GET,
+PUT and ByteStream read.
 
-  --target grpc://HOST:PORT        a REAPI server (ByteStream, batch calls)
-  --target http://HOST:PORT/BASE   a Bazel HTTP cache (GET/PUT BASE/cas/<sha256>)
+By default it measures what a user runs: it starts ` + "`nimbus up`" + ` (this
+binary, or --nimbus) on a fresh data dir and free loopback ports, makes a
+real API token of role ci, and drives the cache over gRPC and HTTP; and it
+starts bazel-remote (--bazel-remote, else $NIMBUS_BAZEL_REMOTE, else
+bazel-remote on $PATH) and drives it with the same load, row by row, then
+prints both side by side with their ratio, the server CPU per 4 KiB GET
+and each server's resident memory. Without bazel-remote it says so and
+measures Nimbus alone. Then it saves and restores a --actions-size archive
+with the real @actions/cache package (--actions-client, the directory of
+its driver script with node_modules) through Nimbus, in MB/s end to end.
 
-Without --target, an in-process Nimbus cache is started on loopback (in a
-temporary directory, durable writes unless --no-sync) and measured over both
-protocols, or the one --protocol names.
+  --target grpc://HOST:PORT        one running REAPI server (ByteStream, batch calls)
+  --target http://HOST:PORT/BASE   one running Bazel HTTP cache (GET/PUT BASE/cas/<sha256>)
+  --in-process                     a Nimbus cache in this process, without
+                                   authentication's cost (durable writes unless --no-sync)
 
 Flags:
 `
@@ -49,14 +58,30 @@ type options struct {
 	noSync      bool
 	dir         string
 	protocol    string
+
+	inProcess     bool
+	nimbus        string
+	bazelRemote   string
+	actionsSize   int64
+	actionsClient string
+	getenv        func(string) string
+	// cpu reads the CPU time of the server being measured (nil: unknown).
+	cpu func() time.Duration
+}
+
+func (o *options) serverCPU() time.Duration {
+	if o.cpu == nil {
+		return 0
+	}
+	return o.cpu()
 }
 
 // Main runs the benchmark; it returns the process exit code.
-func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	var o options
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	o := options{getenv: getenv}
 	fs := flag.NewFlagSet("nimbus bench cache", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.target, "target", "", "cache to measure: grpc://HOST:PORT or http://HOST:PORT/BASE (default: an in-process Nimbus cache)")
+	fs.StringVar(&o.target, "target", "", "one running cache to measure: grpc://HOST:PORT or http://HOST:PORT/BASE")
 	fs.StringVar(&o.token, "token", "", "bearer token sent with every request")
 	fs.DurationVar(&o.duration, "duration", 3*time.Second, "how long each small-blob row runs")
 	fs.IntVar(&o.concurrency, "concurrency", 32, "concurrent requests for the 4 KiB rows")
@@ -65,7 +90,12 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.rows, "rows", "", "comma-separated rows to run (default: all that the protocol has): "+strings.Join(rowNames(), ","))
 	fs.BoolVar(&o.noSync, "no-sync", false, "in-process server only: acknowledge writes before they are durable")
 	fs.StringVar(&o.dir, "dir", "", "in-process server only: storage directory (default: a temporary one, removed after)")
-	fs.StringVar(&o.protocol, "protocol", "", "in-process server only: measure grpc or http alone (default: both)")
+	fs.StringVar(&o.protocol, "protocol", "", "measure grpc or http alone (default: both; not with --target)")
+	fs.BoolVar(&o.inProcess, "in-process", false, "measure a Nimbus cache in this process instead of `nimbus up` and bazel-remote")
+	fs.StringVar(&o.nimbus, "nimbus", "", "the nimbus binary to start with `up` (default: this one)")
+	fs.StringVar(&o.bazelRemote, "bazel-remote", "", "the bazel-remote binary to compare with (default: $NIMBUS_BAZEL_REMOTE, else bazel-remote on $PATH)")
+	fs.Int64Var(&o.actionsSize, "actions-size", 1<<30, "size of the Actions cache archive (0: skip the Actions cache rows)")
+	fs.StringVar(&o.actionsClient, "actions-client", "internal/cache/actionscache/testdata/client", "directory of the @actions/cache driver (drive.js and node_modules)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, usage)
 		fs.PrintDefaults()
@@ -86,8 +116,11 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "--protocol: want grpc or http, got %q\n", o.protocol)
 		return 2
 	case o.protocol != "" && o.target != "":
-		fmt.Fprintln(stderr, "--protocol applies to the in-process server only; the scheme of --target names the protocol")
+		fmt.Fprintln(stderr, "--protocol does not go with --target: the scheme of --target names the protocol")
 		return 2
+	}
+	if o.target == "" && !o.inProcess {
+		return compareMain(ctx, &o, stdout, stderr)
 	}
 	var targets []string
 	if o.target != "" {

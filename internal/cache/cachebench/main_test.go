@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -12,7 +14,7 @@ import (
 // over both protocols and checks the table is complete and error-free.
 func TestMainInProcess(t *testing.T) {
 	var out, errb bytes.Buffer
-	code := Main(context.Background(), []string{"--duration=100ms", "--concurrency=4", "--big-size=1048576", "--big-count=2", "--dir=" + t.TempDir()}, &out, &errb)
+	code := Main(context.Background(), []string{"--in-process", "--duration=100ms", "--concurrency=4", "--big-size=1048576", "--big-count=2", "--dir=" + t.TempDir()}, &out, &errb, os.Getenv)
 	if code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), errb.String())
 	}
@@ -29,7 +31,7 @@ func TestMainInProcess(t *testing.T) {
 // TestMainOneProtocol measures only the protocol --protocol names.
 func TestMainOneProtocol(t *testing.T) {
 	var out, errb bytes.Buffer
-	code := Main(context.Background(), []string{"--protocol=http", "--rows=put-64m", "--big-size=65536", "--big-count=2", "--dir=" + t.TempDir()}, &out, &errb)
+	code := Main(context.Background(), []string{"--in-process", "--protocol=http", "--rows=put-64m", "--big-size=65536", "--big-count=2", "--dir=" + t.TempDir()}, &out, &errb, os.Getenv)
 	if code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), errb.String())
 	}
@@ -55,7 +57,7 @@ func TestMainFlags(t *testing.T) {
 	}
 	for _, tc := range tests {
 		var out, errb bytes.Buffer
-		if code := Main(context.Background(), tc.args, &out, &errb); code != tc.code {
+		if code := Main(context.Background(), tc.args, &out, &errb, os.Getenv); code != tc.code {
 			t.Errorf("Main(%v) = %d, want %d\n%s", tc.args, code, tc.code, errb.String())
 		}
 	}
@@ -68,9 +70,54 @@ func TestMainFlags(t *testing.T) {
 func BenchmarkCacheTable(b *testing.B) {
 	for range b.N {
 		var out, errb bytes.Buffer
-		if code := Main(context.Background(), []string{"--dir=" + b.TempDir()}, &out, &errb); code != 0 {
+		if code := Main(context.Background(), []string{"--in-process", "--dir=" + b.TempDir()}, &out, &errb, os.Getenv); code != 0 {
 			b.Fatalf("exit %d\n%s\n%s", code, out.String(), errb.String())
 		}
 		os.Stdout.WriteString(out.String())
+	}
+}
+
+// TestCompareNimbusUp runs the default mode as a user does: `nimbus up`
+// (built from this tree) with a real ci token, beside bazel-remote when
+// $NIMBUS_BAZEL_REMOTE names one (else it must say it measures Nimbus
+// alone), and the Actions cache rows through the real @actions/cache
+// client when it is installed.
+func TestCompareNimbusUp(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and starts nimbus")
+	}
+	bin := filepath.Join(t.TempDir(), "nimbus")
+	if out, err := exec.Command("go", "build", "-o", bin, "../../../cmd/nimbus").CombinedOutput(); err != nil {
+		t.Fatalf("build nimbus: %v\n%s", err, out)
+	}
+	var out, errb bytes.Buffer
+	args := []string{"--nimbus", bin, "--rows", "cas-get-4k,put-existing-4k", "--duration", "200ms", "--concurrency", "4",
+		"--actions-size", "1048576", "--actions-client", "../actionscache/testdata/client"}
+	code := Main(context.Background(), args, &out, &errb, os.Getenv)
+	if code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), errb.String())
+	}
+	if n := strings.Count(out.String(), "cas-get-4k"); n != 2 {
+		t.Errorf("cas-get-4k rows: %d, want one per protocol:\n%s", n, out.String())
+	}
+	for _, want := range []string{"server CPU per 4 KiB GET over grpc", "server CPU per 4 KiB GET over http", "resident memory"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("%q missing from\n%s", want, out.String())
+		}
+	}
+	if strings.Contains(out.String(), "error") {
+		t.Errorf("errors in the table:\n%s", out.String())
+	}
+	if os.Getenv("NIMBUS_BAZEL_REMOTE") == "" {
+		if _, err := exec.LookPath("bazel-remote"); err != nil && !strings.Contains(errb.String(), "bazel-remote not found") {
+			t.Errorf("no word that bazel-remote is absent:\n%s", errb.String())
+		}
+	} else if !strings.Contains(out.String(), "×") {
+		t.Errorf("no ratios with bazel-remote:\n%s", out.String())
+	}
+	if _, err := os.Stat("../actionscache/testdata/client/node_modules/@actions/cache"); err == nil {
+		if !strings.Contains(out.String(), "actions-restore-1m") {
+			t.Errorf("no Actions cache rows:\n%s", out.String())
+		}
 	}
 }

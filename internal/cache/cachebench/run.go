@@ -22,8 +22,11 @@ type result struct {
 	bytes    int64
 	elapsed  time.Duration
 	p50, p99 time.Duration
-	err      error
-	skipped  bool
+	// cpu is the server's CPU time over the measured phase (not the
+	// setup), when the benchmark knows the server's process.
+	cpu     time.Duration
+	err     error
+	skipped bool
 }
 
 type row struct {
@@ -160,9 +163,12 @@ func runGet4k(ctx context.Context, cl client, o *options) result {
 	if err != nil {
 		return result{err: fmt.Errorf("seed: %w", err)}
 	}
-	return measure(ctx, o.concurrency, o.duration, 0, func(ctx context.Context, i int64) (int64, error) {
+	c0 := o.serverCPU()
+	r := measure(ctx, o.concurrency, o.duration, 0, func(ctx context.Context, i int64) (int64, error) {
 		return cl.get(ctx, bs[i%int64(len(bs))])
 	})
+	r.cpu = o.serverCPU() - c0
+	return r
 }
 
 func runPut4k(ctx context.Context, cl client, o *options) result {
