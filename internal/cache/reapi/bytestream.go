@@ -29,6 +29,10 @@ func (s *Server) Read(req *bytestream.ReadRequest, stream bytestream.ByteStream_
 	if req.GetReadOffset() < 0 || req.GetReadLimit() < 0 {
 		return s.status(ctx, fmt.Errorf("%w: negative read offset or limit", blobstore.ErrInvalid))
 	}
+	if res.Compressed {
+		ref := blobstore.Ref{Org: c.Org(), Kind: blobstore.KindCAS, Digest: res.Digest}
+		return s.readCompressed(ctx, ref, req.GetReadOffset(), req.GetReadLimit(), stream)
+	}
 	r, size, err := s.store.Get(ctx, blobstore.Ref{Org: c.Org(), Kind: blobstore.KindCAS, Digest: res.Digest}, req.GetReadOffset(), req.GetReadLimit())
 	if err != nil {
 		if errors.Is(err, blobstore.ErrInvalid) {
@@ -89,6 +93,11 @@ func (s *Server) Write(stream bytestream.ByteStream_WriteServer) error {
 		return s.status(ctx, err)
 	}
 	ref := blobstore.Ref{Org: c.Org(), Kind: blobstore.KindCAS, Digest: res.Digest}
+	if res.Compressed {
+		r := req
+		req = nil // writeCompressed releases it
+		return s.writeCompressed(ctx, r, res, ref, stream)
+	}
 	missing, err := s.store.FindMissing(ctx, ref.Org, ref.Kind, []blobstore.Digest{ref.Digest})
 	if err != nil {
 		return s.status(ctx, err)

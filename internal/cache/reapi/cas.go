@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 
 	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"golang.org/x/sync/errgroup"
@@ -65,8 +66,8 @@ func (s *Server) BatchUpdateBlobs(ctx context.Context, req *repb.BatchUpdateBlob
 	var total int64
 	for _, r := range req.GetRequests() {
 		total += int64(len(r.GetData()))
-		if r.GetCompressor() != repb.Compressor_IDENTITY {
-			return nil, s.status(ctx, fmt.Errorf("%w: compressor %v not supported", blobstore.ErrInvalid, r.GetCompressor()))
+		if c := r.GetCompressor(); c != repb.Compressor_IDENTITY && c != repb.Compressor_ZSTD {
+			return nil, s.status(ctx, fmt.Errorf("%w: compressor %v not supported", blobstore.ErrInvalid, c))
 		}
 	}
 	if total > s.opts.MaxBatchTotalSize {
@@ -77,7 +78,7 @@ func (s *Server) BatchUpdateBlobs(ctx context.Context, req *repb.BatchUpdateBlob
 	g.SetLimit(batchParallelism)
 	for i, r := range req.GetRequests() {
 		g.Go(func() error {
-			err := s.putBlob(ctx, c.Org(), r.GetDigest(), r.GetData())
+			err := s.putBlob(ctx, c.Org(), r.GetDigest(), r.GetData(), r.GetCompressor() == repb.Compressor_ZSTD)
 			if err != nil && codeOf(err) == codes.Internal {
 				s.log.ErrorContext(ctx, "batch update blob", "org", c.Org(), "err", err)
 			}
@@ -89,10 +90,15 @@ func (s *Server) BatchUpdateBlobs(ctx context.Context, req *repb.BatchUpdateBlob
 	return resp, nil
 }
 
-func (s *Server) putBlob(ctx context.Context, org string, pd *repb.Digest, data []byte) error {
+func (s *Server) putBlob(ctx context.Context, org string, pd *repb.Digest, data []byte, zstd bool) error {
 	d, err := actionresult.FromProto(pd)
 	if err != nil {
 		return err
+	}
+	if zstd {
+		if data, err = decompress(data, d.Size); err != nil {
+			return err
+		}
 	}
 	if d.Size != int64(len(data)) {
 		return fmt.Errorf("%w: %s: got %d bytes", blobstore.ErrInvalid, d, len(data))
@@ -113,10 +119,15 @@ func (s *Server) BatchReadBlobs(ctx context.Context, req *repb.BatchReadBlobsReq
 	if total > s.opts.MaxBatchTotalSize {
 		return nil, s.status(ctx, fmt.Errorf("%w: batch of %d bytes, at most %d", blobstore.ErrInvalid, total, s.opts.MaxBatchTotalSize))
 	}
+	zstd := slices.Contains(req.GetAcceptableCompressors(), repb.Compressor_ZSTD)
 	resp := &repb.BatchReadBlobsResponse{Responses: make([]*repb.BatchReadBlobsResponse_Response, len(req.GetDigests()))}
 	for i, pd := range req.GetDigests() {
 		data, err := s.readBlob(ctx, c.Org(), pd)
-		resp.Responses[i] = &repb.BatchReadBlobsResponse_Response{Digest: pd, Data: data, Status: rpcStatus(err)}
+		r := &repb.BatchReadBlobsResponse_Response{Digest: pd, Data: data, Status: rpcStatus(err)}
+		if zstd && err == nil {
+			r.Data, r.Compressor = compress(data), repb.Compressor_ZSTD
+		}
+		resp.Responses[i] = r
 	}
 	return resp, nil
 }

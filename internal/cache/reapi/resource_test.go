@@ -30,7 +30,12 @@ func TestParseResources(t *testing.T) {
 		{"blobs/" + h64 + "/99999999999999999999", false, Resource{}, false},
 		{"blobs/" + h64, false, Resource{}, false},
 		{"blobs/../../etc/passwd/1", false, Resource{}, false},
-		{"compressed-blobs/zstd/" + h64 + "/12", false, Resource{}, false},
+		{"compressed-blobs/zstd/" + h64 + "/12", false, Resource{Digest: d, Compressed: true}, true},
+		{"i/compressed-blobs/zstd/" + h64 + "/12", false, Resource{Instance: "i", Digest: d, Compressed: true}, true},
+		{"compressed-blobs/deflate/" + h64 + "/12", false, Resource{}, false},
+		{"inst/uploads/u-2/compressed-blobs/zstd/" + h64 + "/12/x", true, Resource{Instance: "inst", UUID: "u-2", Digest: d, Compressed: true}, true},
+		{"uploads/u-2/compressed-blobs/brotli/" + h64 + "/12", true, Resource{}, false},
+		{"blobs/" + h64 + "/12/extra", false, Resource{}, false},
 		{"uploads//blobs/" + h64 + "/12", true, Resource{}, false},
 		{"blobs/" + h64 + "/12", true, Resource{}, false},
 	}
