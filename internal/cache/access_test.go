@@ -155,3 +155,45 @@ func TestBadInputGetsClearErrors(t *testing.T) {
 		t.Errorf("GetActionResult after HTTP PUT = %v, %v", got, err)
 	}
 }
+
+// TestErrorShapes: each protocol's errors keep the shape its clients
+// parse (internal/httperror): {"error": "…"} for the Bazel HTTP cache and
+// the Actions cache v1 API, Twirp's {"code", "msg"} for v2, and a 401 asks
+// for credentials the way Bazel's HTTP cache understands.
+func TestErrorShapes(t *testing.T) {
+	e := startEnv(t, cache.Config{})
+	tw := "/twirp/github.actions.results.api.v1.CacheService/"
+	for _, tc := range []struct {
+		method, path, token string
+		status              int
+		shape               string // "message" or "twirp"
+	}{
+		{"GET", "/cache/cas/" + blobstore.EmptyDigest.Hash.String(), "", 401, "message"},
+		{"PUT", "/cache/ac/" + blobstore.EmptyDigest.Hash.String(), tokDevA, 403, "message"},
+		{"GET", "/actions-cache/_apis/artifactcache/cache?keys=a&version=v", "nope", 401, "message"},
+		{"POST", tw + "CreateCacheEntry", "", 401, "twirp"},
+		{"POST", tw + "CreateCacheEntry", tokDevA, 403, "twirp"},
+		{"POST", tw + "NoSuchMethod", tokCIA, 404, "twirp"},
+		{"GET", tw + "CreateCacheEntry", tokCIA, 404, "twirp"},
+	} {
+		resp, body := httpDo(t, tc.method, e.httpURL+tc.path, tc.token, []byte("{}"))
+		var m map[string]any
+		if resp.StatusCode != tc.status || json.Unmarshal(body, &m) != nil {
+			t.Errorf("%s %s: %d %s, want %d", tc.method, tc.path, resp.StatusCode, body, tc.status)
+			continue
+		}
+		switch tc.shape {
+		case "message":
+			if s, ok := m["error"].(string); !ok || s == "" {
+				t.Errorf("%s %s: body %s, want {\"error\": \"…\"}", tc.method, tc.path, body)
+			}
+		case "twirp":
+			if c, ok := m["code"].(string); !ok || c == "" || m["msg"] == nil {
+				t.Errorf("%s %s: body %s, want Twirp's {\"code\", \"msg\"}", tc.method, tc.path, body)
+			}
+		}
+		if tc.status == 401 && !strings.Contains(resp.Header.Get("WWW-Authenticate"), "Basic") {
+			t.Errorf("%s %s: 401 without WWW-Authenticate: Basic", tc.method, tc.path)
+		}
+	}
+}

@@ -6,6 +6,8 @@ import (
 
 	"github.com/nimbus-build/nimbus/internal/cache/access"
 	"github.com/nimbus-build/nimbus/internal/cache/actionscache"
+	"github.com/nimbus-build/nimbus/internal/cache/httperr"
+	"github.com/nimbus-build/nimbus/internal/httperror"
 )
 
 // The route table: every gRPC method and HTTP route the cache serves, and
@@ -49,27 +51,27 @@ func (s *Service) httpRoutes() []access.Route {
 	)
 	return []access.Route{
 		// Bazel's HTTP cache.
-		{Pattern: "GET " + bz + "{kind}/{hash}", Action: access.Read, Handler: h.Get, Errors: h.Errors},
-		{Pattern: "PUT " + bz + "cas/{hash}", Action: access.Write, Handler: h.PutCAS, Errors: h.Errors},
-		{Pattern: "PUT " + bz + "ac/{hash}", Action: access.WriteAC, Handler: h.PutAC, Errors: h.Errors},
-		{Pattern: bz + "{kind}/{hash}", Action: access.Public, Handler: h.NoMethod, Errors: h.Errors},
-		{Pattern: bz, Action: access.Public, Handler: h.NoRoute, Errors: h.Errors},
+		{Pattern: "GET " + bz + "{kind}/{hash}", Action: access.Read, Handler: h.Get, Shape: httperror.Message, Classify: httperr.Classify},
+		{Pattern: "PUT " + bz + "cas/{hash}", Action: access.Write, Handler: h.PutCAS, Shape: httperror.Message, Classify: httperr.Classify},
+		{Pattern: "PUT " + bz + "ac/{hash}", Action: access.WriteAC, Handler: h.PutAC, Shape: httperror.Message, Classify: httperr.Classify},
+		{Pattern: bz + "{kind}/{hash}", Action: access.Public, Handler: h.NoMethod, Shape: httperror.Message, Classify: httperr.Classify},
+		{Pattern: bz, Action: access.Public, Handler: h.NoRoute, Shape: httperror.Message, Classify: httperr.Classify},
 
 		// Actions cache, v1 REST.
-		{Pattern: "GET " + v1 + "cache", Action: access.Read, Handler: a.V1GetCache, Errors: a.Errors},
-		{Pattern: "GET " + v1 + "caches", Action: access.Read, Handler: a.V1ListCaches, Errors: a.Errors},
-		{Pattern: "POST " + v1 + "caches", Action: access.Write, Handler: a.V1Reserve, Errors: a.Errors},
-		{Pattern: "PATCH " + v1 + "caches/{id}", Action: access.Write, Handler: a.V1Upload, Errors: a.Errors},
-		{Pattern: "POST " + v1 + "caches/{id}", Action: access.Write, Handler: a.V1Commit, Errors: a.Errors},
+		{Pattern: "GET " + v1 + "cache", Action: access.Read, Handler: a.V1GetCache, Shape: httperror.Message, Classify: httperr.Classify},
+		{Pattern: "GET " + v1 + "caches", Action: access.Read, Handler: a.V1ListCaches, Shape: httperror.Message, Classify: httperr.Classify},
+		{Pattern: "POST " + v1 + "caches", Action: access.Write, Handler: a.V1Reserve, Shape: httperror.Message, Classify: httperr.Classify},
+		{Pattern: "PATCH " + v1 + "caches/{id}", Action: access.Write, Handler: a.V1Upload, Shape: httperror.Message, Classify: httperr.Classify},
+		{Pattern: "POST " + v1 + "caches/{id}", Action: access.Write, Handler: a.V1Commit, Shape: httperror.Message, Classify: httperr.Classify},
 		// Actions cache, v2 Twirp.
-		{Pattern: "POST " + tw + "GetCacheEntryDownloadURL", Action: access.Read, Handler: a.GetCacheEntryDownloadURL, Errors: a.TwirpErrors},
-		{Pattern: "POST " + tw + "CreateCacheEntry", Action: access.Write, Handler: a.CreateCacheEntry, Errors: a.TwirpErrors},
-		{Pattern: "POST " + tw + "FinalizeCacheEntryUpload", Action: access.Write, Handler: a.FinalizeCacheEntryUpload, Errors: a.TwirpErrors},
-		{Pattern: tw, Action: access.Public, Handler: a.TwirpNoRoute, Errors: a.TwirpErrors},
+		{Pattern: "POST " + tw + "GetCacheEntryDownloadURL", Action: access.Read, Handler: a.GetCacheEntryDownloadURL, Shape: httperror.Twirp, Classify: httperr.ClassifyTwirp},
+		{Pattern: "POST " + tw + "CreateCacheEntry", Action: access.Write, Handler: a.CreateCacheEntry, Shape: httperror.Twirp, Classify: httperr.ClassifyTwirp},
+		{Pattern: "POST " + tw + "FinalizeCacheEntryUpload", Action: access.Write, Handler: a.FinalizeCacheEntryUpload, Shape: httperror.Twirp, Classify: httperr.ClassifyTwirp},
+		{Pattern: tw, Action: access.Public, Handler: a.TwirpNoRoute, Shape: httperror.Twirp, Classify: httperr.ClassifyTwirp},
 		// The signed blob URLs both versions hand out.
-		{Pattern: "PUT " + bl + "up/{id}", Action: access.Signed, Handler: a.BlobUpload, Errors: a.Errors},
-		{Pattern: "GET " + bl + "down/{id}", Action: access.Signed, Handler: a.BlobDownload, Errors: a.Errors},
-		{Pattern: actionscache.Prefix, Action: access.Public, Handler: a.NoRoute, Errors: a.Errors},
+		{Pattern: "PUT " + bl + "up/{id}", Action: access.Signed, Handler: a.BlobUpload, Shape: httperror.Message, Classify: httperr.Classify},
+		{Pattern: "GET " + bl + "down/{id}", Action: access.Signed, Handler: a.BlobDownload, Shape: httperror.Message, Classify: httperr.Classify},
+		{Pattern: actionscache.Prefix, Action: access.Public, Handler: a.NoRoute, Shape: httperror.Message, Classify: httperr.Classify},
 	}
 }
 

@@ -116,7 +116,7 @@ func New(cfg Config, authn Authenticator, authz Authorizer, log *slog.Logger, re
 		s.closeStores()
 		return nil, err
 	}
-	s.mux = s.gate.Mux(s.httpRoutes())
+	s.mux = s.gate.Mux(s.httpRoutes(), log)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel

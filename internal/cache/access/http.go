@@ -1,16 +1,18 @@
 package access
 
 import (
+	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
+
+	"github.com/nimbus-build/nimbus/internal/auth"
+	"github.com/nimbus-build/nimbus/internal/httperror"
 )
 
-// HandlerFunc serves a request and returns its error, which the route's
-// ErrorWriter answers.
+// HandlerFunc serves a request and returns its error, which
+// internal/httperror answers in the route's shape.
 type HandlerFunc func(w http.ResponseWriter, r *http.Request) error
-
-// ErrorWriter answers an error in a protocol's own shape.
-type ErrorWriter func(w http.ResponseWriter, r *http.Request, err error)
 
 // Route is one HTTP endpoint of the cache and the action it needs.
 type Route struct {
@@ -20,8 +22,11 @@ type Route struct {
 	Pattern string
 	Action  Action
 	Handler HandlerFunc
-	// Errors answers the handler's errors and the edge's refusals.
-	Errors ErrorWriter
+	// Shape and Classify answer the handler's errors and the edge's
+	// refusals (internal/httperror): the body's shape the protocol's
+	// clients read, and what each error of the cache means to them.
+	Shape    httperror.Shape
+	Classify httperror.Classify
 }
 
 // Mux returns a handler that serves routes and nothing else, each behind
@@ -29,33 +34,30 @@ type Route struct {
 // is authenticated and authorized before the handler runs, and the
 // handler finds the Caller in the request's context. A route can only be
 // served through its entry, so none can be served without a check.
-func (g *Gate) Mux(routes []Route) *http.ServeMux {
+func (g *Gate) Mux(routes []Route, log *slog.Logger) *http.ServeMux {
 	mux := http.NewServeMux()
 	for _, rt := range routes {
-		if rt.Errors == nil || rt.Handler == nil {
-			panic(fmt.Sprintf("cache route %q: no handler or error writer", rt.Pattern))
+		if rt.Handler == nil || rt.Classify == nil {
+			panic(fmt.Sprintf("cache route %q: no handler or classification", rt.Pattern))
 		}
-		mux.Handle(rt.Pattern, g.edge(rt))
+		mux.Handle(rt.Pattern, httperror.Wrap(log, rt.Shape, rt.Classify, g.edge(rt)))
 	}
 	return mux
 }
 
-func (g *Gate) edge(rt Route) http.Handler {
+func (g *Gate) edge(rt Route) httperror.Handler {
 	if !rt.Action.Decided() {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if err := rt.Handler(w, r); err != nil {
-				rt.Errors(w, r, err)
-			}
-		})
+		return httperror.Handler(rt.Handler)
 	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return func(w http.ResponseWriter, r *http.Request) error {
 		ctx, err := g.Admit(r.Context(), RequestToken(r), rt.Action)
-		if err == nil {
-			r = r.WithContext(ctx)
-			err = rt.Handler(w, r)
+		if errors.Is(err, auth.ErrUnauthenticated) {
+			// Bazel's HTTP cache sends credentials when asked to.
+			w.Header().Set("WWW-Authenticate", `Bearer realm="nimbus-cache", Basic realm="nimbus-cache"`)
 		}
 		if err != nil {
-			rt.Errors(w, r, err)
+			return err
 		}
-	})
+		return rt.Handler(w, r.WithContext(ctx))
+	}
 }

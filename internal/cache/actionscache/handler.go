@@ -31,7 +31,6 @@ import (
 	"github.com/nimbus-build/nimbus/internal/auth"
 	"github.com/nimbus-build/nimbus/internal/cache/access"
 	"github.com/nimbus-build/nimbus/internal/cache/blobstore"
-	"github.com/nimbus-build/nimbus/internal/cache/httperr"
 )
 
 // Path prefixes of the routes Handler serves.
@@ -140,12 +139,6 @@ func (h *Handler) discard(p *pending) {
 	for _, b := range p.blocks {
 		os.Remove(b)
 	}
-}
-
-// Errors answers the errors of the v1 API and the blob URLs: a status
-// from the error and a JSON body {"error": "..."}.
-func (h *Handler) Errors(w http.ResponseWriter, r *http.Request, err error) {
-	httperr.Write(w, r, h.log, err)
 }
 
 // NoRoute answers a path under Prefix that no route serves.

@@ -9,10 +9,10 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/nimbus-build/nimbus/internal/auth"
 	"github.com/nimbus-build/nimbus/internal/cache/access"
 	"github.com/nimbus-build/nimbus/internal/cache/blobstore"
 	"github.com/nimbus-build/nimbus/internal/cache/httperr"
+	"github.com/nimbus-build/nimbus/internal/httperror"
 )
 
 // Twirp request bodies (proto field names, as @actions/cache sends them).
@@ -33,30 +33,6 @@ type downloadReq struct {
 	Version     string   `json:"version"`
 }
 
-// twirpError answers a Twirp error: {"code": ..., "msg": ...}.
-func twirpError(w http.ResponseWriter, err error) {
-	code, status := "internal", http.StatusInternalServerError
-	switch {
-	case errors.Is(err, auth.ErrUnauthenticated):
-		code, status = "unauthenticated", http.StatusUnauthorized
-	case errors.Is(err, auth.ErrForbidden):
-		code, status = "permission_denied", http.StatusForbidden
-	case errors.Is(err, blobstore.ErrNotFound):
-		code, status = "not_found", http.StatusNotFound
-	case errors.Is(err, blobstore.ErrInvalid):
-		code, status = "invalid_argument", http.StatusBadRequest
-	case errors.Is(err, blobstore.ErrQuotaExceeded), errors.Is(err, blobstore.ErrTooLarge):
-		code, status = "resource_exhausted", http.StatusTooManyRequests
-	case errors.Is(err, blobstore.ErrUnavailable):
-		code, status = "unavailable", http.StatusServiceUnavailable
-	}
-	msg := err.Error()
-	if status == http.StatusInternalServerError {
-		msg = "internal error"
-	}
-	httperr.WriteJSON(w, status, map[string]string{"code": code, "msg": msg})
-}
-
 // decodeTwirp parses a JSON Twirp request strictly.
 func decodeTwirp(r *http.Request, v any) error {
 	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
@@ -69,20 +45,10 @@ func decodeTwirp(r *http.Request, v any) error {
 	return nil
 }
 
-// TwirpErrors answers the Twirp API's errors in Twirp's shape, which the
-// client reads: {"code": ..., "msg": ...}.
-func (h *Handler) TwirpErrors(w http.ResponseWriter, r *http.Request, err error) {
-	if httperr.Status(err) == http.StatusInternalServerError {
-		h.log.ErrorContext(r.Context(), "actions cache twirp", "path", r.URL.Path, "err", err)
-	}
-	twirpError(w, err)
-}
-
 // TwirpNoRoute answers a Twirp path or method that no route serves
 // (Twirp's bad_route).
 func (h *Handler) TwirpNoRoute(w http.ResponseWriter, r *http.Request) error {
-	httperr.WriteJSON(w, http.StatusNotFound, map[string]string{"code": "bad_route", "msg": "no handler for " + r.Method + " " + r.URL.Path})
-	return nil
+	return httperror.New(http.StatusNotFound, "bad_route", "no handler for %s %s", r.Method, r.URL.Path)
 }
 
 // CreateCacheEntry starts a save and returns its signed upload URL; ok

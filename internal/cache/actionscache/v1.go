@@ -15,6 +15,7 @@ import (
 	"github.com/nimbus-build/nimbus/internal/cache/access"
 	"github.com/nimbus-build/nimbus/internal/cache/blobstore"
 	"github.com/nimbus-build/nimbus/internal/cache/httperr"
+	"github.com/nimbus-build/nimbus/internal/httperror"
 )
 
 func urlEscape(s string) string { return url.QueryEscape(s) }
@@ -77,8 +78,7 @@ func (h *Handler) V1Reserve(w http.ResponseWriter, r *http.Request) error {
 	}
 	p, err := h.reserve(c, req.Key, req.Version, req.CacheSize)
 	if errors.Is(err, errExists) {
-		httperr.WriteJSON(w, http.StatusConflict, map[string]string{"error": err.Error()})
-		return nil
+		return httperror.New(http.StatusConflict, "already_exists", "%v", err)
 	}
 	if err != nil {
 		return err

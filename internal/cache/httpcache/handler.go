@@ -18,7 +18,7 @@ import (
 	"github.com/nimbus-build/nimbus/internal/cache/access"
 	"github.com/nimbus-build/nimbus/internal/cache/actionresult"
 	"github.com/nimbus-build/nimbus/internal/cache/blobstore"
-	"github.com/nimbus-build/nimbus/internal/cache/httperr"
+	"github.com/nimbus-build/nimbus/internal/httperror"
 )
 
 // Handler serves the HTTP cache.
@@ -73,12 +73,6 @@ func ref(r *http.Request, kind string) (blobstore.Ref, error) {
 		return blobstore.Ref{}, err
 	}
 	return blobstore.Ref{Org: c.Org(), Kind: k, Digest: blobstore.Digest{Hash: h, Size: -1}}, nil
-}
-
-// Errors answers the HTTP cache's errors: a status from the error and a
-// JSON body (Bazel reads only the status).
-func (h *Handler) Errors(w http.ResponseWriter, r *http.Request, err error) {
-	httperr.Write(w, r, h.log, err)
 }
 
 // Get serves GET and HEAD of {kind}/{hash}. The store in front of every
@@ -200,8 +194,7 @@ func (h *Handler) NoMethod(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	w.Header().Set("Allow", "GET, HEAD, PUT")
-	httperr.WriteJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": "method not allowed"})
-	return nil
+	return httperror.New(http.StatusMethodNotAllowed, "method_not_allowed", "method %s not allowed", r.Method)
 }
 
 // NoRoute answers a path that names no blob.

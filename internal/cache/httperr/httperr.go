@@ -1,72 +1,65 @@
-// Package httperr turns the cache's errors into HTTP responses: a status
-// code from the error's sentinel and a JSON body {"error": "..."}; an
-// unexpected error is logged and answered 500 without its details.
+// Package httperr classifies the cache's errors for internal/httperror,
+// which answers every failed HTTP request of Nimbus in its protocol's
+// shape: the Bazel HTTP cache, the Actions cache v1 API and its blob URLs
+// answer {"error": "…"} (httperror.Message), the Actions cache v2 API
+// {"code", "msg"} (httperror.Twirp, which @actions/cache parses).
 package httperr
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
-	"log/slog"
 	"net/http"
 
 	"github.com/nimbus-build/nimbus/internal/auth"
 	"github.com/nimbus-build/nimbus/internal/cache/blobstore"
+	"github.com/nimbus-build/nimbus/internal/httperror"
 )
 
-// Status returns the HTTP status for err.
-func Status(err error) int {
-	switch {
-	case errors.Is(err, auth.ErrUnauthenticated):
-		return http.StatusUnauthorized
-	case errors.Is(err, auth.ErrForbidden):
-		return http.StatusForbidden
-	case errors.Is(err, blobstore.ErrNotFound):
-		return http.StatusNotFound
-	case errors.Is(err, blobstore.ErrInvalid):
-		return http.StatusBadRequest
-	case errors.Is(err, blobstore.ErrTooLarge):
-		return http.StatusRequestEntityTooLarge
-	case errors.Is(err, blobstore.ErrQuotaExceeded):
-		return http.StatusInsufficientStorage
-	case errors.Is(err, blobstore.ErrUnavailable):
-		return http.StatusServiceUnavailable
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return http.StatusServiceUnavailable
-	}
-	return http.StatusInternalServerError
+// classes are the cache's sentinels, what an HTTP cache client sees of
+// them, and their Twirp code and status.
+var classes = []struct {
+	sentinel    error
+	status      int
+	twirp       string
+	twirpStatus int
+}{
+	{auth.ErrUnauthenticated, http.StatusUnauthorized, "unauthenticated", http.StatusUnauthorized},
+	{auth.ErrForbidden, http.StatusForbidden, "permission_denied", http.StatusForbidden},
+	{blobstore.ErrNotFound, http.StatusNotFound, "not_found", http.StatusNotFound},
+	{blobstore.ErrInvalid, http.StatusBadRequest, "invalid_argument", http.StatusBadRequest},
+	{blobstore.ErrTooLarge, http.StatusRequestEntityTooLarge, "resource_exhausted", http.StatusTooManyRequests},
+	{blobstore.ErrQuotaExceeded, http.StatusInsufficientStorage, "resource_exhausted", http.StatusTooManyRequests},
+	{blobstore.ErrUnavailable, http.StatusServiceUnavailable, "unavailable", http.StatusServiceUnavailable},
+	{context.Canceled, http.StatusServiceUnavailable, "canceled", http.StatusServiceUnavailable},
+	{context.DeadlineExceeded, http.StatusServiceUnavailable, "deadline_exceeded", http.StatusServiceUnavailable},
 }
 
-// Write answers err. realm names the WWW-Authenticate realm on a 401.
-func Write(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
-	code := Status(err)
-	msg := err.Error()
-	if code == http.StatusInternalServerError {
-		log.ErrorContext(r.Context(), "cache request", "method", r.Method, "path", r.URL.Path, "err", err)
-		msg = "internal error"
+// Classify is the HTTP cache's and the Actions cache v1 API's
+// classification; anything else is an internal error.
+func Classify(err error) (httperror.Error, bool) {
+	for _, c := range classes {
+		if errors.Is(err, c.sentinel) {
+			return httperror.Error{Status: c.status, Code: c.twirp, Message: err.Error()}, true
+		}
 	}
-	if code == http.StatusUnauthorized {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="nimbus-cache", Basic realm="nimbus-cache"`)
-	}
-	WriteJSON(w, code, map[string]string{"error": msg})
+	return httperror.Error{}, false
 }
 
-// WriteJSON answers v as JSON with code.
+// ClassifyTwirp is the Actions cache v2 (Twirp) API's.
+func ClassifyTwirp(err error) (httperror.Error, bool) {
+	for _, c := range classes {
+		if errors.Is(err, c.sentinel) {
+			return httperror.Error{Status: c.twirpStatus, Code: c.twirp, Message: err.Error()}, true
+		}
+	}
+	return httperror.Error{}, false
+}
+
+// WriteJSON answers v as JSON with code (successful answers).
 func WriteJSON(w http.ResponseWriter, code int, v any) {
 	b, _ := json.Marshal(v)
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	w.Write(append(b, '\n'))
-}
-
-// Handler is an http.Handler that returns its error; Wrap answers it.
-type Handler func(w http.ResponseWriter, r *http.Request) error
-
-// Wrap turns h into an http.Handler.
-func Wrap(log *slog.Logger, h Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if err := h(w, r); err != nil {
-			Write(w, r, log, err)
-		}
-	})
 }
