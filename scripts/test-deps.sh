@@ -17,6 +17,8 @@ command -v bazel >/dev/null || pkgs+=(bazel-bootstrap)
 command -v nft >/dev/null || pkgs+=(nftables)
 command -v ip >/dev/null || pkgs+=(iproute2)
 command -v node >/dev/null || pkgs+=(nodejs npm)
+# The dashboard's browser tests drive Debian's Chromium (playwright-core).
+command -v chromium >/dev/null || pkgs+=(chromium)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || pkgs+=(postgresql)
 # The registry cache's tests: a real upstream registry (distribution) and
 # a real client.
@@ -51,8 +53,17 @@ if [ ! -x "$gobin/versitygw" ] && ! command -v versitygw >/dev/null; then
 	GOBIN="$gobin" GOFLAGS=-mod=mod go install github.com/versity/versitygw/cmd/versitygw@v1.8.0 >&2
 fi
 
-# Node packages of the tests that drive real JavaScript clients.
-for d in internal/cache/actionscache/testdata/client; do
+# A real OpenID Provider for the dashboard's sign-in tests: zitadel/oidc's
+# example server (a certified OP library), run by the tests as a process.
+opdir="$gobin/zitadel-oidc-v3.52.0"
+if [ ! -x "$opdir/server" ]; then
+	log "installing zitadel/oidc's example OpenID Provider"
+	GOBIN="$opdir" GOFLAGS=-mod=mod go install github.com/zitadel/oidc/v3/example/server@v3.52.0 >&2
+fi
+
+# Node packages of the tests that drive real JavaScript clients (and the
+# dashboard's browser tests: playwright-core, no browser download).
+for d in internal/cache/actionscache/testdata/client internal/dashboard/testdata/browser; do
 	if [ -f "$d/package-lock.json" ] && [ ! -d "$d/node_modules" ]; then
 		log "npm ci in $d"
 		npm ci --prefix "$d" --no-audit --no-fund --loglevel=error >&2

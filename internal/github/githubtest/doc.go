@@ -9,6 +9,8 @@
 //	POST   /repos/{owner}/{repo}/actions/runners/generate-jitconfig
 //	DELETE /orgs/{org}/actions/runners/{runner_id}
 //	DELETE /repos/{owner}/{repo}/actions/runners/{runner_id}
+//	GET    /login/oauth/authorize, POST /login/oauth/access_token  (an App's OAuth client, PKCE)
+//	GET    /user, /user/emails, /user/memberships/orgs/{org}       (user token)
 //
 // It verifies App JWTs as GitHub does (RS256 with the App's registered public
 // key, iat, exp, iss), issues random installation tokens with a configurable

@@ -98,6 +98,8 @@ type Server struct {
 
 	runs  map[int64]WorkflowRun
 	pulls map[string][]PullRequest // by lower-case "owner/name"
+
+	oauth *oauthState // "Sign in with GitHub" (oauth.go)
 }
 
 // NewServer starts an emulator on 127.0.0.1 with a random port and closes it
@@ -129,6 +131,11 @@ func NewServer(tb testing.TB, cfg Config) *Server {
 	mux.HandleFunc("GET /repos/{owner}/{repo}/actions/runs/{run_id}", s.getWorkflowRun)
 	mux.HandleFunc("GET /repos/{owner}/{repo}/pulls", s.listPulls)
 	mux.HandleFunc("POST /app/hook/deliveries/{delivery_id}/attempts", s.redeliverHook)
+	mux.HandleFunc("GET /login/oauth/authorize", s.oauthAuthorize)
+	mux.HandleFunc("POST /login/oauth/access_token", s.oauthAccessToken)
+	mux.HandleFunc("GET /user", s.getUser)
+	mux.HandleFunc("GET /user/emails", s.getUserEmails)
+	mux.HandleFunc("GET /user/memberships/orgs/{org}", s.getUserOrgMembership)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "Not Found")
 	})

@@ -251,7 +251,7 @@ func TestJITConfigEndpoint(t *testing.T) {
 		{"no token", "/orgs/octo-org/actions/runners/generate-jitconfig", "", body, 401, "Requires authentication"},
 		{"unknown token", "/orgs/octo-org/actions/runners/generate-jitconfig", "token ghs_nope", body, 401, "Bad credentials"},
 		{"registration token", "/orgs/octo-org/actions/runners/registration-token", tok, nil, 404, "Not Found"},
-		{"unknown route", "/user", tok, nil, 404, "Not Found"},
+		{"unknown route", "/users/octo/hovercard", tok, nil, 404, "Not Found"},
 		{"wrong method", "/orgs/octo-org/actions/runners/generate-jitconfig", tok, nil, 404, "Not Found"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

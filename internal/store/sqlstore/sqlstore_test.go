@@ -9,6 +9,8 @@ import (
 	"github.com/nimbus-build/nimbus/internal/store"
 	"github.com/nimbus-build/nimbus/internal/store/sqlstore"
 	"github.com/nimbus-build/nimbus/internal/store/storetest"
+	"github.com/nimbus-build/nimbus/internal/websession"
+	"github.com/nimbus-build/nimbus/internal/websession/websessiontest"
 )
 
 func TestConformance(t *testing.T) {
@@ -71,6 +73,14 @@ func TestReopen(t *testing.T) {
 				}
 				db.Close()
 			}
+		})
+	}
+}
+
+func TestWebSessionsConformance(t *testing.T) {
+	for _, engine := range storetest.Engines {
+		t.Run(engine, func(t *testing.T) {
+			websessiontest.Run(t, func(t *testing.T) websession.Store { return storetest.Open(t, engine).WebSessions() })
 		})
 	}
 }
