@@ -25,6 +25,7 @@ import (
 	"github.com/nimbus-build/nimbus/internal/cache"
 	"github.com/nimbus-build/nimbus/internal/cache/actionscache"
 	"github.com/nimbus-build/nimbus/internal/cache/jobcred"
+	"github.com/nimbus-build/nimbus/internal/dashboard"
 	"github.com/nimbus-build/nimbus/internal/egress"
 	"github.com/nimbus-build/nimbus/internal/fleet"
 	"github.com/nimbus-build/nimbus/internal/github"
@@ -36,8 +37,10 @@ import (
 	"github.com/nimbus-build/nimbus/internal/registry"
 	"github.com/nimbus-build/nimbus/internal/secrets"
 	"github.com/nimbus-build/nimbus/internal/sessions"
+	"github.com/nimbus-build/nimbus/internal/sso"
 	"github.com/nimbus-build/nimbus/internal/store"
 	"github.com/nimbus-build/nimbus/internal/store/sqlstore"
+	"github.com/nimbus-build/nimbus/internal/websession"
 )
 
 // ControlPlane is the server side of Nimbus, built and ready to serve.
@@ -54,6 +57,9 @@ type ControlPlane struct {
 	ContainerRegistry *registry.Registry
 	Sessions          *sessions.Broker
 	CA                *pki.CA
+	// Dashboard is the web dashboard; Web its sign-in sessions.
+	Dashboard *dashboard.Server
+	Web       *websession.Manager
 	// Bootstrap is set when this start created the installation.
 	Bootstrap *Bootstrap
 	log       *slog.Logger
@@ -195,19 +201,29 @@ func (cp *ControlPlane) build(ctx context.Context, sealer *auth.Sealer) error {
 	}
 	cp.Sessions = sessions.New(sessions.Options{Store: cp.Store, CA: ca, Policy: pol, IdleTTL: c.SessionIdleTTL, AgentCertTTL: c.RBSAgentCertTTL,
 		Notifier: cp.sessionsWake, Logger: cp.log})
+	flt := fleet.New(fleet.Options{Store: cp.Store, Keyring: ring, Policy: pol, Logger: cp.log})
+	adm := admin.New(admin.Options{Store: cp.Store, Policy: pol, Keyring: ring, Secrets: sec, Logger: cp.log})
+	egr := egress.New(cp.Store.Egress(), cp.Store, c.egressRules, cp.log)
+	mounts := map[string]http.Handler{
+		cache.BazelHTTPPrefix: cp.Cache.Handler(), actionscache.Prefix: cp.Cache.Handler(), actionscache.TwirpPrefix: cp.Cache.Handler(),
+	}
+	if err := cp.buildDashboard(ctx, sec, pol, ring, flt, adm, egr); err != nil {
+		return err
+	}
+	for _, p := range dashboard.MountPatterns {
+		mounts[p] = cp.Dashboard
+	}
 	cp.API = api.New(api.Options{
 		Store: cp.Store, Jobs: svc, Logs: cp.Logs, Auth: authn,
-		Fleet:   fleet.New(fleet.Options{Store: cp.Store, Keyring: ring, Policy: pol, Logger: cp.log}),
-		Admin:   admin.New(admin.Options{Store: cp.Store, Policy: pol, Keyring: ring, Secrets: sec, Logger: cp.log}),
+		Fleet:   flt,
+		Admin:   adm,
 		Keyring: ring, Policy: pol, Sessions: cp.Sessions, CA: ca,
 		RBSRequireClientCert: c.RBSRequireClientCert,
 		Secrets:              sec, Gatherer: cp.Registry, Registry: cp.Registry, Logger: cp.log, JobAccess: cp.jobAccess,
 		Metrics: c.metricsAccess(), Limits: c.Limits,
-		Egress:     egress.New(cp.Store.Egress(), cp.Store, c.egressRules, cp.log),
+		Egress:     egr,
 		CacheTrust: jobcred.NewSettings(cp.Store, cp.log),
-		Mounts: map[string]http.Handler{
-			cache.BazelHTTPPrefix: cp.Cache.Handler(), actionscache.Prefix: cp.Cache.Handler(), actionscache.TwirpPrefix: cp.Cache.Handler(),
-		},
+		Mounts:     mounts,
 	})
 	cp.Bootstrap, err = bootstrap(ctx, cp.Store, sec, c.DataDir)
 	return err
@@ -250,6 +266,40 @@ func (cp *ControlPlane) handler() http.Handler {
 		}
 		cp.API.ServeHTTP(w, r)
 	})
+}
+
+// buildDashboard builds the web dashboard and its sessions: sign-in as
+// --dashboard-config says (no providers: the sign-in page says how to
+// add one), over the same services and policy as the API.
+func (cp *ControlPlane) buildDashboard(ctx context.Context, sec *secrets.Store, pol *policy.Engine, ring *auth.Keyring,
+	flt *fleet.Service, adm *admin.Service, egr *egress.Service) error {
+	c := cp.Config
+	key, err := sec.GetOrCreate(ctx, secrets.DashboardKey, 32)
+	if err != nil {
+		return err
+	}
+	sc := websession.DefaultConfig()
+	d := c.dashboard
+	if d.Session.Idle > 0 {
+		sc.Idle = d.Session.Idle
+	}
+	if d.Session.Lifetime > 0 {
+		sc.Absolute = d.Session.Lifetime
+	}
+	if d.Session.StepUp > 0 {
+		sc.StepUp = d.Session.StepUp
+	}
+	sc.Secure = c.TLS() || strings.HasPrefix(c.PublicURL, "https://")
+	if cp.Web, err = websession.New(cp.Store.WebSessions(), sc, key, nil); err != nil {
+		return fmt.Errorf("dashboard-config: session: %w", err)
+	}
+	cp.Dashboard, err = dashboard.New(dashboard.Options{
+		Store: cp.Store, Jobs: cp.Jobs, Logs: cp.Logs, Fleet: flt, Admin: adm, Keyring: ring, Policy: pol,
+		Sessions: cp.Sessions, Egress: egr, Cache: cp.Cache, Web: cp.Web,
+		Providers: sso.Providers(d, c.GitHubAPIURL, c.GitHubClientID, nil), Rules: d.Rules,
+		PublicURL: c.PublicURL, Wait: cp.jobsWake.Wait, Logger: cp.log,
+	})
+	return err
 }
 
 // githubApp loads the GitHub App: a key file given now is sealed into the
@@ -348,6 +398,7 @@ func (cp *ControlPlane) Serve(ctx context.Context, ln net.Listener) error {
 		})
 	}
 	g.Go(func() error { return cp.Jobs.Run(gctx) })
+	g.Go(func() error { cp.runWebSessionPruneLoop(gctx); return nil })
 	g.Go(func() error { return cp.Sessions.Run(gctx) })
 	if cp.ghApp != nil && cp.Config.GitHubRedeliverInterval > 0 {
 		r := &github.Redeliverer{App: cp.ghApp, Seen: cp.Store.Deliveries().Seen}
@@ -483,5 +534,26 @@ func (cp *ControlPlane) Close() error {
 // `nimbus ctl` finds it. Call it before Serve.
 func (cp *ControlPlane) SetURL(url string) error {
 	cp.Config.PublicURL = url
+	if cp.Dashboard != nil {
+		cp.Dashboard.SetPublicURL(url)
+	}
 	return os.WriteFile(filepath.Join(cp.Config.DataDir, "url"), []byte(url+"\n"), 0o600)
+}
+
+// runWebSessionPruneLoop deletes ended dashboard sessions every hour.
+func (cp *ControlPlane) runWebSessionPruneLoop(ctx context.Context) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if n, err := cp.Web.Prune(ctx); err != nil && ctx.Err() == nil {
+				cp.log.Warn("prune dashboard sessions", "err", err)
+			} else if n > 0 {
+				cp.log.Debug("pruned dashboard sessions", "count", n)
+			}
+		}
+	}
 }

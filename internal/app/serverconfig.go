@@ -20,6 +20,7 @@ import (
 	"github.com/nimbus-build/nimbus/internal/netpolicy"
 	"github.com/nimbus-build/nimbus/internal/registry"
 	"github.com/nimbus-build/nimbus/internal/sessions"
+	"github.com/nimbus-build/nimbus/internal/sso"
 )
 
 // ServerConfig configures the control plane.
@@ -80,6 +81,11 @@ type ServerConfig struct {
 	EgressMode       string
 	EgressAllow      []string
 	egressRules      egress.Rules
+
+	// DashboardConfig is the dashboard's sign-in configuration (YAML:
+	// providers, role mapping rules, session bounds).
+	DashboardConfig string
+	dashboard       sso.Config
 
 	GitHubAppID         int64
 	GitHubClientID      string
@@ -152,6 +158,7 @@ func (c *ServerConfig) Register(s *config.Set) {
 	s.StringVar(&c.EgressPolicyFile, "egress-policy-file", "", "YAML rules giving jobs their egress policy by org, label and source (see docs/sandbox-network.md)")
 	s.StringVar(&c.EgressMode, "egress-mode", "", "egress mode of API jobs: offline (default: the platform's caches only), allow-list or audit; overrides the rules file's default")
 	s.Var(config.ListValue{List: &c.EgressAllow}, "egress-allow", "names (example.com, *.example.com) and CIDRs API jobs may reach; added to the rules file's default")
+	s.StringVar(&c.DashboardConfig, "dashboard-config", "", "YAML file of the dashboard's sign-in: OpenID Connect providers, GitHub sign-in, rules mapping people to org roles, session bounds (see docs/dashboard.md)")
 	s.Int64Var(&c.GitHubAppID, "github-app-id", 0, "GitHub App id (JIT runner configs are minted with it)")
 	s.StringVar(&c.GitHubClientID, "github-client-id", "", "GitHub App client id (used as the JWT issuer when set)")
 	s.StringVar(&c.GitHubAppKeyFile, "github-app-key-file", "", "GitHub App private key (PEM); stored sealed in the database, so later starts need no file")
@@ -191,6 +198,13 @@ func (c *ServerConfig) Validate() error {
 	c.egressRules.Default.Allow = append(c.egressRules.Default.Allow, c.EgressAllow...)
 	if err := c.egressRules.Validate(); err != nil {
 		return fmt.Errorf("egress-allow: %w", err)
+	}
+	if c.DashboardConfig != "" {
+		d, err := sso.Load(c.DashboardConfig)
+		if err != nil {
+			return fmt.Errorf("dashboard-config: %w", err)
+		}
+		c.dashboard = d
 	}
 	if c.MetricsTokenFile != "" {
 		b, err := os.ReadFile(c.MetricsTokenFile)

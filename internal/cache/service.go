@@ -287,3 +287,13 @@ func (s *Service) Close() error {
 
 // Entries returns the number of entries in the local store's index.
 func (s *Service) Entries() int { return s.disk.Len() }
+
+// OrgUsage is the bytes org holds in the cache's local tier and the
+// quota that bounds it (the dashboard shows one against the other).
+func (s *Service) OrgUsage(org string) (used int64, quota Quota) {
+	quota = s.cfg.DefaultQuota
+	if q, ok := s.cfg.OrgQuotas[org]; ok {
+		quota = q
+	}
+	return s.disk.OrgBytes(org), quota
+}

@@ -51,9 +51,9 @@ var githubStatusRank = map[string]int{"queued": 0, "waiting": 0, "in_progress": 
 func (s *Service) IngestWorkflowJob(ctx context.Context, d github.Delivery, ev github.WorkflowJobEvent) (WebhookResult, error) {
 	now := s.now()
 	var res WebhookResult
-	var notifyOrg string
+	var notifyOrg, changedOrg string
 	err := s.audit.Do(ctx, func(r *audit.Tx) error {
-		res, notifyOrg = WebhookResult{}, ""
+		res, notifyOrg, changedOrg = WebhookResult{}, "", ""
 		first, err := r.Deliveries().Record(ctx, store.Delivery{ID: d.ID, Event: d.Event, ReceivedAt: now})
 		if err != nil {
 			return err
@@ -71,6 +71,7 @@ func (s *Service) IngestWorkflowJob(ctx context.Context, d github.Delivery, ev g
 		if err != nil {
 			return err
 		}
+		changedOrg = org.ID
 		key := "gh/" + ev.JobKey()
 		cur, err := r.Jobs().GetForUpdate(ctx, key)
 		if errors.Is(err, store.ErrNotFound) {
@@ -88,6 +89,9 @@ func (s *Service) IngestWorkflowJob(ctx context.Context, d github.Delivery, ev g
 	})
 	if err != nil {
 		return WebhookResult{}, err
+	}
+	if changedOrg != "" && (res.Outcome == WebhookCreated || res.Outcome == WebhookUpdated) {
+		s.notify.Notify(OrgTopic(changedOrg))
 	}
 	if notifyOrg != "" {
 		s.m.transitions.WithLabelValues(string(store.JobQueued)).Inc()

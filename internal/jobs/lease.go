@@ -64,6 +64,7 @@ func (s *Service) tryLease(ctx context.Context, agent store.Agent) (*Lease, erro
 	}
 	s.m.leaseWait.Observe(max(now.Sub(ready), 0).Seconds())
 	s.m.transitions.WithLabelValues(string(store.JobLeased)).Inc()
+	s.notify.Notify(OrgTopic(j.OrgID))
 	s.log.Debug("leased", "job_id", j.ID, "agent_id", agent.ID, "fence", j.Fence)
 	if j.Source != store.SourceGitHub {
 		return &Lease{Job: j}, nil
@@ -108,6 +109,7 @@ func (s *Service) leaseRunner(ctx context.Context, agent store.Agent, j store.Jo
 	if _, rerr := s.store.Jobs().Release(ctx, j.ID, j.Fence, now.Add(backoff), reason, now); rerr != nil {
 		return nil, rerr
 	}
+	s.notify.Notify(OrgTopic(j.OrgID))
 	s.audit.Record(ctx, store.AuditEntry{At: now, OrgID: j.OrgID, Actor: "system", Action: "job.released", Target: j.ID,
 		Detail: map[string]string{"reason": reason}})
 	s.log.Warn("runner config not minted; job requeued", "job_id", j.ID, "err", err, "retry_in", backoff)
@@ -195,6 +197,7 @@ func (s *Service) Start(ctx context.Context, agent store.Agent, id string, fence
 	s.audit.Record(ctx, store.AuditEntry{At: now, OrgID: j.OrgID, Actor: "agent:" + agent.ID, Action: "job.started", Target: id,
 		Detail: map[string]string{"fence": strconv.FormatInt(fence, 10)}})
 	s.notify.Notify(Topic(id))
+	s.notify.Notify(OrgTopic(j.OrgID))
 	return j, nil
 }
 
@@ -242,6 +245,7 @@ func (s *Service) finish(ctx context.Context, actor, agentID, id string, fence i
 	}
 	s.m.transitions.WithLabelValues(string(j.State)).Inc()
 	s.notify.Notify(Topic(id))
+	s.notify.Notify(OrgTopic(j.OrgID))
 	s.runnerSpent(j)
 	return j, nil
 }

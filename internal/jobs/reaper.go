@@ -66,6 +66,7 @@ func (s *Service) Reap(ctx context.Context) ([]store.Expired, error) {
 		s.m.expired.WithLabelValues(result).Inc()
 		s.m.transitions.WithLabelValues(string(e.Job.State)).Inc()
 		s.notify.Notify(Topic(e.Job.ID))
+		s.notify.Notify(OrgTopic(e.Job.OrgID))
 		s.audit.Record(ctx, store.AuditEntry{At: now, OrgID: e.Job.OrgID, Actor: "system", Action: "job.lease_expired", Target: e.Job.ID,
 			Detail: map[string]string{"agent_id": e.Job.AgentID, "fence": strconv.FormatInt(e.Job.Fence, 10),
 				"attempt": strconv.Itoa(e.Job.Attempt), "result": result}})

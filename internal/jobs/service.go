@@ -202,6 +202,7 @@ func (s *Service) Submit(ctx context.Context, sub Submission) (store.Job, bool, 
 	if created {
 		s.m.transitions.WithLabelValues(string(store.JobQueued)).Inc()
 		s.notify.Notify(queueTopic(j.OrgID))
+		s.notify.Notify(OrgTopic(j.OrgID))
 	}
 	return j, created, nil
 }
@@ -241,6 +242,7 @@ func (s *Service) Cancel(ctx context.Context, org, id, actor string) (store.Job,
 	if err != nil {
 		return j, err
 	}
+	s.notify.Notify(OrgTopic(org))
 	if j.State == store.JobCancelled {
 		s.m.transitions.WithLabelValues(string(store.JobCancelled)).Inc()
 		s.notify.Notify(Topic(j.ID))

@@ -7,3 +7,7 @@ func queueTopic(org string) string { return "queue/" + org }
 func Topic(id string) string { return "job/" + id }
 
 func agentTopic(id string) string { return "agent/" + id }
+
+// OrgTopic is notified whenever a job of org is created or changes state
+// (the dashboard's live job lists wait on it).
+func OrgTopic(org string) string { return "jobs/" + org }

@@ -45,6 +45,11 @@ min_role := {
 	"orgs.create": "owner",
 	"keys.read": "owner",
 	"keys.rotate": "owner",
+	# The dashboard (internal/dashboard): signing in and moving around,
+	# the insights page, an org's cache usage against its quota.
+	"dashboard.use": "viewer",
+	"insights.read": "viewer",
+	"cache.usage.read": "viewer",
 }
 
 # What an enrolled agent may do, in its own org only.

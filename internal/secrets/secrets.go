@@ -25,6 +25,7 @@ const (
 	CacheURLKey    = "cache-url-key"   // signs the Actions cache's blob URLs
 	// RegistryTokenKey signs the registry cache's short-lived tokens.
 	RegistryTokenKey = "registry-token-key"
+	DashboardKey     = "dashboard-key" // keys the dashboard's CSRF tokens and seals its sign-in cookie
 )
 
 // cacheTTL bounds how long another replica's rotation takes to be seen.
