@@ -9,8 +9,10 @@ FUZZTIME ?= 10s
 
 .PHONY: build run test test-deps vet unit fuzz bench clean
 
+# Static (CGO_ENABLED=0): the Docker executor runs the binary itself as
+# the first process of every container, whatever C library the image has.
 build:
-	$(GO) build -o $(BIN) ./cmd/nimbus
+	CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/nimbus
 
 # Starts the control plane and one local agent with embedded storage under
 # $(DATA_DIR). Installs bubblewrap when run as root; otherwise says what to

@@ -14,6 +14,7 @@ import (
 	"github.com/nimbus-build/nimbus/internal/app"
 	"github.com/nimbus-build/nimbus/internal/bench"
 	"github.com/nimbus-build/nimbus/internal/cache/cachebench"
+	"github.com/nimbus-build/nimbus/internal/executor/docker"
 	"github.com/nimbus-build/nimbus/internal/ctl"
 	rbsbench "github.com/nimbus-build/nimbus/internal/rbs/bench"
 	"github.com/nimbus-build/nimbus/internal/registry/registrybench"
@@ -36,6 +37,11 @@ Run "nimbus <command> --help" for a command's flags.
 
 func main() {
 	args := os.Args[1:]
+	// The first process of a Docker job's container: nothing else of
+	// nimbus runs there (no signal handling, no goroutines of ours).
+	if len(args) > 0 && args[0] == "container-init" {
+		os.Exit(docker.InitMain(os.Stdin, os.Stderr))
+	}
 	// `nimbus ctl` handles Ctrl-C itself (the first cancels a job, the
 	// second stops waiting); the daemons stop gracefully on it.
 	interrupts := make(chan os.Signal, 2)

@@ -52,6 +52,24 @@ type Spec struct {
 	// Dir is the working directory inside the sandbox (absolute); empty:
 	// the workspace.
 	Dir string
+	// Container, for an executor that runs workloads in containers (the
+	// Docker executor), is the image and how to run it; others refuse a
+	// Spec with one.
+	Container *Container
+	// BuildNetwork, for an executor that makes its own network namespace
+	// (Docker's), builds the workload's network in it before the workload
+	// starts; the caller releases what it built once Run has returned.
+	// netnsFD is valid for the call only. nil: no network at all.
+	BuildNetwork func(ctx context.Context, netnsFD int) (Network, error)
+}
+
+// Container is a workload's image and how to run it.
+type Container struct {
+	// Image is a reference the daemon resolves (name:tag or @digest).
+	Image string
+	// ReadOnlyRoot makes the image's filesystem read-only (the workspace
+	// and /tmp stay writable).
+	ReadOnlyRoot bool
 }
 
 // Limits bound what one workload may use. A zero field is no limit.

@@ -125,6 +125,11 @@ type Spec struct {
 	ID       string
 	Policy   Policy
 	Platform Platform
+	// NetnsFD, when above 2, is a network namespace to build in (an
+	// executor's own, such as a Docker container's, holding only its
+	// loopback interface) instead of a new one. The descriptor is
+	// duplicated: the caller keeps its own.
+	NetnsFD int
 	// InterceptActionsCache points GitHub's cache services, as an
 	// unmodified actions/cache reaches them, at the platform's cache
 	// (intercept.go). It needs Platform.HTTP and Platform.CacheToken.
@@ -148,7 +153,12 @@ func (m *Manager) Prepare(ctx context.Context, spec Spec) (*Sandbox, error) {
 			s.teardown()
 		}
 	}()
-	if s.ns, err = newNetns(); err != nil {
+	if spec.NetnsFD > 2 {
+		s.ns, err = dupNetns(spec.NetnsFD)
+	} else {
+		s.ns, err = newNetns()
+	}
+	if err != nil {
 		return nil, err
 	}
 	if err := m.claimLink(s); err != nil {
@@ -239,6 +249,20 @@ func (m *Manager) configure(s *Sandbox) error {
 	eth, err := h.LinkByName("eth0")
 	if err != nil {
 		return err
+	}
+	// A namespace made by someone else (Docker's) may have IPv6 turned off.
+	if err := s.ns.Do(func() error {
+		for _, k := range []string{"all", "default", "eth0"} {
+			p := "/proc/sys/net/ipv6/conf/" + k + "/disable_ipv6"
+			if v, err := os.ReadFile(p); err == nil && strings.TrimSpace(string(v)) != "0" {
+				if err := os.WriteFile(p, []byte("0"), 0o644); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("turn IPv6 on in the sandbox: %w", err)
 	}
 	for _, a := range []netlink.Addr{addrOf(s.addr4, 30), addrOf(s.addr6, 64)} {
 		if err := h.AddrAdd(eth, &a); err != nil {

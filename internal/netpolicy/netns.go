@@ -38,6 +38,16 @@ func newNetns() (*Netns, error) {
 	return ns, err
 }
 
+// dupNetns takes hold of an existing namespace through a descriptor of
+// its own.
+func dupNetns(fd int) (*Netns, error) {
+	nfd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 3)
+	if err != nil {
+		return nil, fmt.Errorf("hold the network namespace: %w", err)
+	}
+	return &Netns{f: os.NewFile(uintptr(nfd), "netns")}, nil
+}
+
 // FD is the namespace's file descriptor (for setns, or nftables' and
 // netlink's WithNetNS options). It stays valid until Close.
 func (n *Netns) FD() int { return int(n.f.Fd()) }

@@ -1,0 +1,498 @@
+// Package docker is the Docker executor: it runs a job's workload in a
+// container of the job's image, through the host's Docker Engine, as the
+// job's unprivileged uid with every capability dropped, no new privileges,
+// Docker's default syscall filter, CPU, memory and pids limits, the job's
+// own network (its namespace Docker makes, equipped by netpolicy with the
+// job's egress policy before the workload starts), and no Docker socket
+// inside.
+//
+// Lifecycle: Run creates the container with a small init of Nimbus's own
+// (the agent's static binary, `nimbus container-init`, bound read-only)
+// that waits on stdin; starts it; builds its network in the container's
+// namespace; sends the init the workload's command, which it execs; copies
+// the output as it comes; waits for the exit; removes the container. Every
+// container carries the executor's owner label, so a restarted agent
+// removes what a crashed one left (New).
+package docker
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"debug/elf"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nimbus-build/nimbus/internal/executor"
+	"github.com/nimbus-build/nimbus/internal/executor/workspace"
+)
+
+// Labels on every container of the executor.
+const (
+	labelOwner = "build.nimbus.owner" // the executor's owner id (its work root's)
+	labelJob   = "build.nimbus.job"
+)
+
+// Fixed places inside the container.
+const (
+	initTarget      = "/.nimbus/init"
+	containerWS     = "/workspace"
+	defaultPath     = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	defaultHostname = "nimbus"
+)
+
+// Defaults of Options.
+const (
+	DefaultSocket  = "/var/run/docker.sock"
+	DefaultUIDBase = 100000
+)
+
+// Options configure an Executor.
+type Options struct {
+	// Socket is the Docker Engine's Unix socket. Default DefaultSocket.
+	Socket string
+	// WorkRoot holds the jobs' workspaces and per-job files (required,
+	// absolute); emptied by New.
+	WorkRoot string
+	// UIDBase: the job in slot n runs as uid and gid UIDBase+n. Default
+	// DefaultUIDBase.
+	UIDBase int
+	// Init is a statically linked nimbus binary (the agent's own, built
+	// with CGO_ENABLED=0), run in each container as `container-init`.
+	// Default: the running executable.
+	Init string
+	Logger *slog.Logger
+}
+
+// Executor runs workloads in Docker containers. Safe for concurrent use.
+type Executor struct {
+	opts  Options
+	c     *client
+	owner string
+	log   *slog.Logger
+
+	mu   sync.Mutex
+	busy map[int]bool
+}
+
+var _ executor.Executor = (*Executor)(nil)
+
+// New checks the daemon and the init binary and removes what a crashed
+// executor with the same work root left behind (containers, workspaces).
+func New(ctx context.Context, o Options) (*Executor, error) {
+	if o.Socket == "" {
+		o.Socket = DefaultSocket
+	}
+	if o.UIDBase == 0 {
+		o.UIDBase = DefaultUIDBase
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if !filepath.IsAbs(o.WorkRoot) {
+		return nil, fmt.Errorf("docker executor: WorkRoot %q is not an absolute path", o.WorkRoot)
+	}
+	if o.Init == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("docker executor: %w", err)
+		}
+		o.Init = exe
+	}
+	if err := checkStatic(o.Init); err != nil {
+		return nil, fmt.Errorf("docker executor: %w", err)
+	}
+	sum := sha256.Sum256([]byte(filepath.Clean(o.WorkRoot)))
+	e := &Executor{opts: o, c: newClient(o.Socket), owner: hex.EncodeToString(sum[:8]),
+		log: o.Logger.With("component", "executor", "executor", "docker"), busy: map[int]bool{}}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := e.c.ping(pctx); err != nil {
+		return nil, fmt.Errorf("docker executor: %w", err)
+	}
+	if err := e.sweep(ctx); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// checkStatic refuses a binary that needs a dynamic loader: it must run in
+// any image, with or without a C library.
+func checkStatic(path string) error {
+	f, err := elf.Open(path)
+	if err != nil {
+		return fmt.Errorf("init binary %s: %w", path, err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return fmt.Errorf("init binary %s is dynamically linked: build nimbus with CGO_ENABLED=0 (make build does)", path)
+		}
+	}
+	return nil
+}
+
+// sweep removes the containers and workspaces of this owner.
+func (e *Executor) sweep(ctx context.Context) error {
+	ids, err := e.c.listByLabel(ctx, labelOwner, e.owner)
+	if err != nil {
+		return fmt.Errorf("docker executor: list leftovers: %w", err)
+	}
+	for _, id := range ids {
+		if err := e.c.remove(ctx, id); err != nil {
+			return fmt.Errorf("docker executor: remove leftover container %s: %w", id, err)
+		}
+		e.log.Info("removed a container a previous agent left", "container", id[:min(12, len(id))])
+	}
+	if err := os.MkdirAll(e.opts.WorkRoot, 0o711); err != nil {
+		return err
+	}
+	entries, err := os.ReadDir(e.opts.WorkRoot)
+	if err != nil {
+		return err
+	}
+	for _, en := range entries {
+		if err := workspace.Remove(filepath.Join(e.opts.WorkRoot, en.Name())); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Name is "docker".
+func (e *Executor) Name() string { return "docker" }
+
+// Identity is the uid and gid of a slot's job.
+func (e *Executor) Identity(slot int) (uid, gid int) { return e.opts.UIDBase + slot, e.opts.UIDBase + slot }
+
+// Run runs spec in a fresh container; see the package documentation.
+func (e *Executor) Run(ctx context.Context, spec executor.Spec) (res executor.Result, err error) {
+	res = executor.Result{ExitCode: -1}
+	if ctx.Err() != nil {
+		res.Cause = context.Cause(ctx)
+		return res, nil
+	}
+	if err := validate(spec); err != nil {
+		return res, fmt.Errorf("run job %s: %w", spec.JobID, err)
+	}
+	if err := e.begin(spec.Slot); err != nil {
+		return res, fmt.Errorf("run job %s: %w", spec.JobID, err)
+	}
+	defer e.end(spec.Slot)
+	log := e.log.With("job_id", spec.JobID, "slot", spec.Slot)
+	uid, gid := e.Identity(spec.Slot)
+	dir, err := workspace.Create(e.opts.WorkRoot, spec.JobID, uid, gid)
+	if err != nil {
+		return res, fmt.Errorf("run job %s: %w", spec.JobID, err)
+	}
+	defer func() {
+		if rerr := workspace.Remove(dir); rerr != nil {
+			log.Error("remove workspace", "error", rerr)
+		}
+	}()
+	// The workspace and, beside it, the files the job's network provides
+	// (written once the network exists; bound now).
+	ws, etc := filepath.Join(dir, "ws"), filepath.Join(dir, "etc")
+	for _, d := range []string{ws, etc} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			return res, fmt.Errorf("run job %s: %w", spec.JobID, err)
+		}
+	}
+	if err := os.Chown(ws, uid, gid); err != nil {
+		return res, fmt.Errorf("run job %s: %w", spec.JobID, err)
+	}
+	os.Chmod(ws, 0o700)
+	binds := []string{e.opts.Init + ":" + initTarget + ":ro", ws + ":" + containerWS}
+	if spec.BuildNetwork != nil {
+		for _, name := range []string{"resolv.conf", "hosts"} {
+			p := filepath.Join(etc, name)
+			if err := os.WriteFile(p, nil, 0o644); err != nil {
+				return res, fmt.Errorf("run job %s: %w", spec.JobID, err)
+			}
+			binds = append(binds, p+":/etc/"+name+":ro")
+		}
+	}
+	for _, b := range spec.Binds {
+		m := b.Source + ":" + b.Target
+		if b.ReadOnly {
+			m += ":ro"
+		}
+		binds = append(binds, m)
+	}
+
+	cctx := context.WithoutCancel(ctx) // the cleanup's calls must outlive a cancel
+	// A job stopped (cancelled, lease lost) while its container is being
+	// made has a cause, not an error.
+	stopped := func(err error) (executor.Result, error) {
+		if ctx.Err() != nil {
+			res.Cause = context.Cause(ctx)
+			return res, nil
+		}
+		return res, fmt.Errorf("run job %s: %w", spec.JobID, err)
+	}
+	id, err := e.c.create(ctx, "nimbus-"+sanitize(spec.JobID)+"-"+randomHex(4), e.config(spec, uid, gid, binds))
+	if err != nil {
+		return stopped(fmt.Errorf("create the container: %w", err))
+	}
+	defer func() {
+		rctx, cancel := context.WithTimeout(cctx, 30*time.Second)
+		defer cancel()
+		if rerr := e.c.remove(rctx, id); rerr != nil {
+			log.Error("remove the container", "error", rerr)
+		}
+	}()
+	conn, br, err := e.c.attach(ctx, id)
+	if err != nil {
+		return stopped(err)
+	}
+	defer conn.Close()
+	out := spec.Output
+	if out == nil {
+		out = io.Discard
+	}
+	copied := make(chan error, 1)
+	go func() { copied <- demux(br, out) }()
+	type exit struct {
+		code int
+		err  error
+	}
+	waited := make(chan exit, 1)
+	waitCtx, stopWait := context.WithCancel(cctx)
+	defer stopWait()
+	go func() {
+		code, err := e.c.wait(waitCtx, id)
+		waited <- exit{code, err}
+	}()
+	if err := e.c.start(ctx, id); err != nil {
+		return stopped(fmt.Errorf("start the container: %w", err))
+	}
+	res.Started = time.Now()
+
+	runCtx, cancel := runContext(ctx, spec.Timeout)
+	defer cancel()
+	if spec.BuildNetwork != nil {
+		if err := e.network(runCtx, id, spec, etc); err != nil {
+			if runCtx.Err() != nil {
+				res.Cause = context.Cause(runCtx)
+				return res, nil
+			}
+			return res, fmt.Errorf("run job %s: %w", spec.JobID, err)
+		}
+	}
+	cmd, _ := json.Marshal(initCommand{Argv: spec.Argv, Env: env(spec.Env), Dir: cmp(spec.Dir, containerWS)})
+	if _, err := conn.Write(append(cmd, '\n')); err != nil {
+		return res, fmt.Errorf("run job %s: hand the command over: %w", spec.JobID, err)
+	}
+	if cw, ok := conn.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+
+	var ex exit
+	select {
+	case ex = <-waited:
+	case <-runCtx.Done():
+		res.Cause = context.Cause(runCtx)
+		kctx, kcancel := context.WithTimeout(cctx, 10*time.Second)
+		e.c.kill(kctx, id)
+		kcancel()
+		ex = <-waited
+	}
+	conn.Close() // the output of a killed container may never end
+	<-copied
+	res.Finished = time.Now()
+	if ex.err != nil && res.Cause == nil {
+		return res, fmt.Errorf("run job %s: wait: %w", spec.JobID, ex.err)
+	}
+	if res.Cause != nil {
+		return res, nil
+	}
+	res.ExitCode = ex.code
+	ictx, icancel := context.WithTimeout(cctx, 10*time.Second)
+	st, err := e.c.inspect(ictx, id)
+	icancel()
+	if err == nil && st.State.OOMKilled && spec.Limits.Memory > 0 {
+		res.Cause = &executor.LimitError{Resource: "memory", Limit: spec.Limits.Memory}
+	}
+	return res, nil
+}
+
+// config is the container of spec.
+func (e *Executor) config(spec executor.Spec, uid, gid int, binds []string) containerConfig {
+	labels := map[string]string{labelOwner: e.owner, labelJob: spec.JobID}
+	hc := hostConfig{
+		Binds:          binds,
+		NetworkMode:    "none",
+		CapDrop:        []string{"ALL"},
+		SecurityOpt:    []string{"no-new-privileges:true"},
+		ReadonlyRootfs: spec.Container.ReadOnlyRoot,
+		Tmpfs:          map[string]string{"/tmp": "rw,nosuid,nodev,mode=1777"},
+		Init:           true,
+		Memory:         spec.Limits.Memory,
+		NanoCPUs:       int64(spec.Limits.CPUs * 1e9),
+		IpcMode:        "private",
+	}
+	if spec.Limits.Memory > 0 {
+		hc.MemorySwap = spec.Limits.Memory // no swap
+	}
+	if spec.Limits.Pids > 0 {
+		p := spec.Limits.Pids
+		hc.PidsLimit = &p
+	}
+	return containerConfig{
+		Image:        spec.Container.Image,
+		Entrypoint:   []string{initTarget, "container-init"},
+		User:         strconv.Itoa(uid) + ":" + strconv.Itoa(gid),
+		WorkingDir:   containerWS,
+		Hostname:     defaultHostname,
+		Labels:       labels,
+		AttachStdin:  true,
+		AttachStdout: true,
+		AttachStderr: true,
+		OpenStdin:    true,
+		StdinOnce:    true,
+		HostConfig:   hc,
+	}
+}
+
+// network builds the job's network in the container's namespace (its
+// init is waiting) and writes the network's resolv.conf and hosts.
+func (e *Executor) network(ctx context.Context, id string, spec executor.Spec, etc string) error {
+	st, err := e.c.inspect(ctx, id)
+	if err != nil {
+		return fmt.Errorf("inspect the container: %w", err)
+	}
+	if !st.State.Running || st.State.Pid <= 0 {
+		return errors.New("the container ended before its network was ready")
+	}
+	ns, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", st.State.Pid))
+	if err != nil {
+		return fmt.Errorf("the container's network namespace: %w", err)
+	}
+	defer ns.Close()
+	netw, err := spec.BuildNetwork(ctx, int(ns.Fd()))
+	if err != nil {
+		return fmt.Errorf("the container's network: %w", err)
+	}
+	for _, f := range netw.Files(defaultHostname) {
+		switch f.Path {
+		case "/etc/resolv.conf", "/etc/hosts":
+			// In place: the container's bind follows the inode.
+			if err := writeInPlace(filepath.Join(etc, filepath.Base(f.Path)), f.Data); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func writeInPlace(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func (e *Executor) begin(slot int) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.busy[slot] {
+		return fmt.Errorf("slot %d already runs a job", slot)
+	}
+	e.busy[slot] = true
+	return nil
+}
+
+func (e *Executor) end(slot int) {
+	e.mu.Lock()
+	delete(e.busy, slot)
+	e.mu.Unlock()
+}
+
+func validate(spec executor.Spec) error {
+	switch {
+	case spec.Container == nil || spec.Container.Image == "":
+		return errors.New("the Docker executor needs a container image")
+	case len(spec.Argv) == 0 || spec.Argv[0] == "":
+		return errors.New("empty command")
+	case spec.Network != nil:
+		return errors.New("the Docker executor builds its network itself (BuildNetwork), it cannot join one")
+	case strings.ContainsAny(spec.Container.Image, " \t\n\x00"):
+		return fmt.Errorf("image %q: bad characters", spec.Container.Image)
+	}
+	for _, b := range spec.Binds {
+		if !filepath.IsAbs(b.Source) || !filepath.IsAbs(b.Target) || strings.ContainsAny(b.Source+b.Target, ":,\x00") {
+			return fmt.Errorf("bind %s → %s: paths must be absolute, without ':' or ','", b.Source, b.Target)
+		}
+	}
+	return spec.Limits.Validate()
+}
+
+// env is the workload's environment, sorted, with PATH and HOME.
+func env(m map[string]string) []string {
+	m = maps.Clone(m)
+	if m == nil {
+		m = map[string]string{}
+	}
+	if _, ok := m["PATH"]; !ok {
+		m["PATH"] = defaultPath
+	}
+	if _, ok := m["HOME"]; !ok {
+		m["HOME"] = containerWS
+	}
+	out := make([]string, 0, len(m))
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		out = append(out, k+"="+m[k])
+	}
+	return out
+}
+
+func cmp(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+func runContext(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
+	if timeout > 0 {
+		return context.WithTimeoutCause(ctx, timeout, executor.ErrTimeout)
+	}
+	return context.WithCancel(ctx)
+}
+
+// sanitize makes a container name part of a job id.
+func sanitize(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.' {
+			b.WriteRune(r)
+		}
+	}
+	if b.Len() == 0 {
+		return "job"
+	}
+	return b.String()[:min(b.Len(), 64)]
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,93 @@
+package docker
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// initCommand is what the executor sends a container's init, as one JSON
+// line on its stdin, once the container's network is in place: the
+// workload to exec.
+type initCommand struct {
+	Argv []string `json:"argv"`
+	Env  []string `json:"env"`
+	Dir  string   `json:"dir"`
+}
+
+// maxInitCommand bounds the init's one line.
+const maxInitCommand = 4 << 20
+
+// InitMain is `nimbus container-init`, the first process of a Docker job's
+// container (under Docker's own init, which reaps): it waits for its
+// command on stdin, so that the container can be started (and its network
+// namespace made ready) before the job runs, puts /dev/null on stdin and
+// execs the command. It returns only when it could not: 127 when the
+// command is not found, 126 when it cannot be executed, 125 for anything
+// else, as a shell would.
+func InitMain(stdin io.Reader, stderr io.Writer) int {
+	fail := func(code int, format string, args ...any) int {
+		fmt.Fprintf(stderr, "nimbus-init: "+format+"\n", args...)
+		return code
+	}
+	line, err := bufio.NewReaderSize(io.LimitReader(stdin, maxInitCommand), 64<<10).ReadBytes('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return fail(125, "read the command: %v", err)
+	}
+	var c initCommand
+	if err := json.Unmarshal(line, &c); err != nil || len(c.Argv) == 0 || c.Argv[0] == "" {
+		return fail(125, "no command given (%v)", err)
+	}
+	null, err := os.Open(os.DevNull)
+	if err != nil {
+		return fail(125, "%v", err)
+	}
+	if err := unix.Dup2(int(null.Fd()), 0); err != nil {
+		return fail(125, "stdin: %v", err)
+	}
+	if c.Dir != "" {
+		if err := os.Chdir(c.Dir); err != nil {
+			return fail(125, "%v", err)
+		}
+	}
+	path, err := lookPath(c.Argv[0], envValue(c.Env, "PATH"))
+	if err != nil {
+		return fail(127, "%s: %v", c.Argv[0], err)
+	}
+	err = syscall.Exec(path, c.Argv, c.Env)
+	return fail(126, "exec %s: %v", path, err)
+}
+
+func envValue(env []string, key string) string {
+	for i := len(env) - 1; i >= 0; i-- {
+		if k, v, ok := strings.Cut(env[i], "="); ok && k == key {
+			return v
+		}
+	}
+	return "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+}
+
+// lookPath finds name on path, as a shell does.
+func lookPath(name, path string) (string, error) {
+	if strings.Contains(name, "/") {
+		return name, nil
+	}
+	for _, dir := range filepath.SplitList(path) {
+		if dir == "" {
+			dir = "."
+		}
+		p := filepath.Join(dir, name)
+		if st, err := os.Stat(p); err == nil && !st.IsDir() && st.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", errors.New("command not found")
+}
