@@ -14,8 +14,8 @@ import (
 	"github.com/nimbus-build/nimbus/internal/app"
 	"github.com/nimbus-build/nimbus/internal/bench"
 	"github.com/nimbus-build/nimbus/internal/cache/cachebench"
-	"github.com/nimbus-build/nimbus/internal/executor/docker"
 	"github.com/nimbus-build/nimbus/internal/ctl"
+	"github.com/nimbus-build/nimbus/internal/executor/docker"
 	rbsbench "github.com/nimbus-build/nimbus/internal/rbs/bench"
 	"github.com/nimbus-build/nimbus/internal/registry/registrybench"
 )

@@ -72,7 +72,7 @@ type Options struct {
 	// Init is a statically linked nimbus binary (the agent's own, built
 	// with CGO_ENABLED=0), run in each container as `container-init`.
 	// Default: the running executable.
-	Init string
+	Init   string
 	Logger *slog.Logger
 }
 
@@ -175,7 +175,9 @@ func (e *Executor) sweep(ctx context.Context) error {
 func (e *Executor) Name() string { return "docker" }
 
 // Identity is the uid and gid of a slot's job.
-func (e *Executor) Identity(slot int) (uid, gid int) { return e.opts.UIDBase + slot, e.opts.UIDBase + slot }
+func (e *Executor) Identity(slot int) (uid, gid int) {
+	return e.opts.UIDBase + slot, e.opts.UIDBase + slot
+}
 
 // Run runs spec in a fresh container; see the package documentation.
 func (e *Executor) Run(ctx context.Context, spec executor.Spec) (res executor.Result, err error) {
