@@ -27,6 +27,9 @@ command -v skopeo >/dev/null || pkgs+=(skopeo)
 # A real Docker daemon with registry-mirrors (started by the test on its
 # own socket and directories, never the host's).
 command -v dockerd >/dev/null || pkgs+=(docker.io)
+# The Docker executor's tests import a busybox-static root filesystem as
+# their image (no registry can be reached).
+[ -x /bin/busybox ] || [ -x /usr/bin/busybox ] || pkgs+=(busybox-static)
 
 if ((${#pkgs[@]})); then
 	if [ "$(id -u)" -ne 0 ]; then

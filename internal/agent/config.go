@@ -65,6 +65,9 @@ type Config struct {
 	// Executor runs the workloads. When it has a Close method (an
 	// io.Closer), Run calls it as it returns.
 	Executor executor.Executor
+	// Containers runs the workloads of jobs with a container image (the
+	// Docker executor); nil: such jobs fail.
+	Containers executor.Executor
 	// JobLimits are the resource limits of every job (executor.Spec.Limits).
 	JobLimits executor.Limits
 	// ScratchDirs hold only per-job data of this agent that a crashed

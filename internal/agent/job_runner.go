@@ -26,6 +26,10 @@ const (
 // errNoRunnerDir fails a GitHub job on an agent without a runner directory.
 var errNoRunnerDir = errors.New("this agent has no GitHub Actions runner directory (configure the agent's runner dir) and cannot run GitHub jobs")
 
+// errNoContainers fails a job with a container on an agent without the
+// Docker executor.
+var errNoContainers = errors.New("this agent has no Docker executor (start it with --docker-socket) and cannot run jobs with a container image")
+
 // errLogDrainTimeout stops the upload of a job's last chunks.
 var errLogDrainTimeout = errors.New("log chunks not acknowledged in time")
 
@@ -190,25 +194,55 @@ func (r *jobRunner) runWorkload(ctx context.Context, output io.Writer) (executor
 		spec.Argv = []string{runnerScript, "--jitconfig", r.lease.Runner.JITConfig}
 		spec.Binds = append(spec.Binds, executor.Bind{Source: filepath.Join(dir, "runner"), Target: runnerTarget})
 	}
+	ex := r.cfg.Executor
+	if c := job.Container; c != nil {
+		if r.cfg.Containers == nil {
+			return executor.Result{ExitCode: -1}, errNoContainers
+		}
+		ex = r.cfg.Containers
+		spec.Container = &executor.Container{Image: c.Image, ReadOnlyRoot: c.ReadOnlyRoot}
+		// The container's limits are Docker's: a disk limit is the bubblewrap
+		// executor's (its slot filesystems).
+		spec.Limits.Disk = 0
+	}
 	if r.cfg.Network != nil {
-		sb, err := r.prepareNetwork(ctx)
-		if err != nil {
-			return executor.Result{ExitCode: -1}, err
-		}
-		// Closed once Run has returned: no process of the job is left.
-		defer r.closeNetwork(sb)
-		spec.Network = sb
 		if c := r.lease.Cache; c != nil {
-			p := sb.Platform()
-			maps.Copy(spec.Env, apiv1.CacheEnv(p.HTTP, p.GRPC, c.Token, !c.NoUploadResults))
+			env := apiv1.CacheEnv("http://"+netpolicy.PlatformName, "", c.Token, !c.NoUploadResults)
+			if c.GRPC != "" {
+				env = apiv1.CacheEnv("http://"+netpolicy.PlatformName, netpolicy.PlatformGRPC, c.Token, !c.NoUploadResults)
+			}
+			maps.Copy(spec.Env, env)
 		}
-		if sb.InterceptsActionsCache() {
-			// Node.js trusts its own bundle, not the system's.
-			spec.Env["NODE_EXTRA_CA_CERTS"] = netpolicy.JobCAPath
+		if spec.Container != nil {
+			// Docker makes the container's namespace; the network is built
+			// in it before the workload starts.
+			var sb *netpolicy.Sandbox
+			defer func() {
+				if sb != nil {
+					r.closeNetwork(sb)
+				}
+			}()
+			spec.BuildNetwork = func(ctx context.Context, netnsFD int) (executor.Network, error) {
+				var err error
+				sb, err = r.prepareNetwork(ctx, netnsFD)
+				return sb, err
+			}
+		} else {
+			sb, err := r.prepareNetwork(ctx, 0)
+			if err != nil {
+				return executor.Result{ExitCode: -1}, err
+			}
+			// Closed once Run has returned: no process of the job is left.
+			defer r.closeNetwork(sb)
+			spec.Network = sb
+			if sb.InterceptsActionsCache() {
+				// Node.js trusts its own bundle, not the system's.
+				spec.Env["NODE_EXTRA_CA_CERTS"] = netpolicy.JobCAPath
+			}
 		}
 	}
-	r.log.Info("workload starting", "executor", r.cfg.Executor.Name())
-	res, err := r.cfg.Executor.Run(ctx, spec)
+	r.log.Info("workload starting", "executor", ex.Name())
+	res, err := ex.Run(ctx, spec)
 	if err == nil {
 		r.log.Info("workload ended", "exit_code", res.ExitCode, "cause", res.Cause, "duration", res.Finished.Sub(res.Started))
 	}
@@ -218,7 +252,7 @@ func (r *jobRunner) runWorkload(ctx context.Context, output io.Writer) (executor
 // prepareNetwork builds the job's network under its lease's egress policy
 // (the agent's default when the lease has none), with the platform's
 // endpoints forwarded to the control plane.
-func (r *jobRunner) prepareNetwork(ctx context.Context) (*netpolicy.Sandbox, error) {
+func (r *jobRunner) prepareNetwork(ctx context.Context, netnsFD int) (*netpolicy.Sandbox, error) {
 	pol := r.cfg.DefaultEgress
 	if r.lease.Egress != nil {
 		pol = *r.lease.Egress
@@ -227,7 +261,7 @@ func (r *jobRunner) prepareNetwork(ctx context.Context) (*netpolicy.Sandbox, err
 	if u, err := url.Parse(r.cfg.Server); err == nil {
 		platform.HTTP = u
 	}
-	spec := netpolicy.Spec{ID: r.lease.Job.ID, Policy: netpolicy.PolicyFrom(pol), Platform: platform}
+	spec := netpolicy.Spec{ID: r.lease.Job.ID, Policy: netpolicy.PolicyFrom(pol), Platform: platform, NetnsFD: netnsFD}
 	if c := r.lease.Cache; c != nil {
 		spec.Platform.GRPC, spec.Platform.CacheToken = c.GRPC, c.Token
 		// An unmodified workflow's actions/cache talks to GitHub's cache

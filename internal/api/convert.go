@@ -15,6 +15,9 @@ func jobJSON(j store.Job) apiv1.Job {
 		ExitCode: j.ExitCode, Reason: j.Reason, CreatedBy: j.CreatedBy, CreatedAt: j.CreatedAt, NotBefore: j.NotBefore,
 		StartedAt: j.StartedAt, FinishedAt: j.FinishedAt,
 	}
+	if c := j.Spec.Container; c != nil {
+		out.Container = &apiv1.Container{Image: c.Image, ReadOnlyRoot: c.ReadOnlyRoot}
+	}
 	if out.Labels == nil {
 		out.Labels = []string{}
 	}

@@ -21,10 +21,14 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request, p auth.Princi
 	if req.TimeoutSeconds < 0 || req.TimeoutSeconds > 365*24*3600 {
 		return badRequest("timeout_seconds: %d is out of range", req.TimeoutSeconds)
 	}
-	j, created, err := s.Jobs.Submit(r.Context(), jobs.Submission{
+	sub := jobs.Submission{
 		OrgID: p.Org, CreatedBy: actor(p), Argv: req.Argv, Env: req.Env, Labels: req.Labels,
 		Timeout: time.Duration(req.TimeoutSeconds) * time.Second, IdempotencyKey: req.IdempotencyKey,
-	})
+	}
+	if c := req.Container; c != nil {
+		sub.Container = &store.Container{Image: c.Image, ReadOnlyRoot: c.ReadOnlyRoot}
+	}
+	j, created, err := s.Jobs.Submit(r.Context(), sub)
 	if err != nil {
 		return err
 	}

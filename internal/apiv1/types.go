@@ -28,6 +28,7 @@ type Job struct {
 	Argv            []string          `json:"argv,omitempty"`
 	Env             map[string]string `json:"env,omitempty"`
 	TimeoutSeconds  int64             `json:"timeout_seconds,omitempty"`
+	Container       *Container        `json:"container,omitempty"`
 	Attempt         int               `json:"attempt"`
 	MaxAttempts     int               `json:"max_attempts"`
 	Fence           int64             `json:"fence"`
@@ -67,9 +68,26 @@ type SubmitJob struct {
 	Env            map[string]string `json:"env,omitempty"`
 	Labels         []string          `json:"labels,omitempty"`
 	TimeoutSeconds int64             `json:"timeout_seconds,omitempty"`
+	// Container runs the job in a container of this image (on an agent
+	// with the Docker executor: the job gets the label "container").
+	Container *Container `json:"container,omitempty"`
 	// IdempotencyKey makes a retried submission return the first job.
 	IdempotencyKey string `json:"idempotency_key,omitempty"`
 }
+
+// Container is the image a job runs in, and how.
+type Container struct {
+	// Image is a reference the agent's Docker Engine resolves
+	// (name[:tag] or name@sha256:…).
+	Image string `json:"image"`
+	// ReadOnlyRoot makes the image's filesystem read-only (the workspace
+	// and /tmp stay writable).
+	ReadOnlyRoot bool `json:"read_only_root,omitempty"`
+}
+
+// ContainerLabel is the label of every job with a container: agents with
+// the Docker executor serve it.
+const ContainerLabel = "container"
 
 // JobList is the answer of GET /api/v1/jobs.
 type JobList struct {

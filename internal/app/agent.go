@@ -26,6 +26,7 @@ import (
 	"github.com/nimbus-build/nimbus/internal/config"
 	"github.com/nimbus-build/nimbus/internal/executor"
 	"github.com/nimbus-build/nimbus/internal/executor/bwrap"
+	"github.com/nimbus-build/nimbus/internal/executor/docker"
 	"github.com/nimbus-build/nimbus/internal/netpolicy"
 	"github.com/nimbus-build/nimbus/internal/rbs/server"
 )
@@ -58,6 +59,12 @@ type AgentConfig struct {
 	SandboxSubnet6 string
 	SandboxDNS     []string
 	DefaultEgress  string
+	// DockerSocket enables the Docker executor for jobs with a container
+	// image (empty: off).
+	DockerSocket string
+	// DockerInit is the static nimbus binary each container runs first
+	// (default: this executable).
+	DockerInit string
 	// InterceptActionsCache: GitHub jobs' unmodified actions/cache uses
 	// Nimbus's cache (docs/sandbox-network.md).
 	InterceptActionsCache bool
@@ -98,6 +105,8 @@ func (c *AgentConfig) Register(s *config.Set, standalone bool) {
 	s.StringVar(&c.SandboxSubnet4, "sandbox-subnet4", netpolicy.DefaultSubnet4.String(), "IPv4 pool of the jobs' networks, a /30 each; pick one the host's networks do not use")
 	s.StringVar(&c.SandboxSubnet6, "sandbox-subnet6", netpolicy.DefaultSubnet6.String(), "IPv6 pool of the jobs' networks, a /64 each")
 	s.Var(config.ListValue{List: &c.SandboxDNS}, "sandbox-dns", "DNS servers (ip:port) the jobs' resolvers ask (default: the host's /etc/resolv.conf)")
+	s.StringVar(&c.DockerSocket, "docker-socket", "", "run jobs with a container image through this Docker Engine's socket, e.g. /var/run/docker.sock (empty: no Docker executor; give the agent the label \"container\")")
+	s.StringVar(&c.DockerInit, "docker-init", "", "statically linked nimbus binary each container runs as its first process (default: this one; make build links it statically)")
 	s.BoolVar(&c.InterceptActionsCache, "intercept-actions-cache", true, "give GitHub jobs' unmodified actions/cache Nimbus's cache: their sandbox answers GitHub's cache hosts with a certificate only it trusts (needs sandbox networks)")
 	s.StringVar(&c.DefaultEgress, "default-egress", string(netpolicy.ModeOffline), "egress mode of a job whose control plane sends no policy: offline, allow-list or audit")
 	s.StringVar(&c.RBSListen, "rbs-listen", "", "offer remote Bazel: address of the sessions' mTLS tunnel, e.g. :7443 (empty: off)")
@@ -298,6 +307,12 @@ func NewAgent(ctx context.Context, c AgentConfig, log *slog.Logger) (_ *agent.Ag
 	}
 	if cfg.Network, err = sandboxNetworks(c, log); err != nil {
 		return nil, err
+	}
+	if c.DockerSocket != "" {
+		if cfg.Containers, err = docker.New(ctx, docker.Options{Socket: c.DockerSocket, WorkRoot: filepath.Join(c.WorkDir, "containers"),
+			UIDBase: c.UIDBase, Init: c.DockerInit, Logger: log}); err != nil {
+			return nil, err
+		}
 	}
 	if host, err := os.Hostname(); err == nil {
 		cfg.Hostname = host

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/nimbus-build/nimbus/internal/apiv1"
 	"github.com/nimbus-build/nimbus/internal/app"
 	"github.com/nimbus-build/nimbus/internal/app/apptest"
+	"github.com/nimbus-build/nimbus/internal/executor/docker/dockertest"
 	"github.com/nimbus-build/nimbus/internal/github/githubtest"
 	"github.com/nimbus-build/nimbus/internal/netpolicy/netpolicytest"
 	"github.com/nimbus-build/nimbus/internal/testenv"
@@ -221,6 +223,43 @@ func TestE2EUnmodifiedActionsCacheUsesNimbus(t *testing.T) {
 	// The cache's traffic reached Nimbus, not GitHub: the job's resolver
 	// answered the cache host itself.
 	if r := j.Egress; r == nil || r.Report == nil || !hasEgressName(r.Report.Names, "results-receiver.actions.githubusercontent.com", apiv1.VerdictAllowed) {
+		t.Errorf("egress: %+v", j.Egress)
+	}
+}
+
+// A job with a container image runs in a container through the agent's
+// Docker executor, as the job's uid, under its egress policy.
+func TestE2EContainerJob(t *testing.T) {
+	needSandbox(t)
+	d := dockertest.Start(t)
+	img := d.Busybox(t)
+	init := dockertest.BuildStatic(t, "github.com/nimbus-build/nimbus/internal/executor/docker/testinit")
+	h := apptest.Start(t, "sqlite")
+	h.StartAgent(t, "docker-agent", func(c *app.AgentConfig) {
+		c.Labels = append(c.Labels, apiv1.ContainerLabel)
+		c.JoinToken = h.JoinToken(c.Labels...)
+		c.DockerSocket, c.DockerInit = d.Socket, init
+		c.SandboxNetwork = true
+		c.SandboxDNS = []string{"127.0.0.1:53"}
+	})
+	var j apiv1.Job
+	if _, err := h.Owner().Do(context.Background(), "POST", "/api/v1/jobs", apiv1.SubmitJob{
+		Argv: []string{"sh", "-c", "echo in a container; id -u; cat /etc/resolv.conf | grep -c nameserver; ls /bin/busybox"}, TimeoutSeconds: 120,
+		Container: &apiv1.Container{Image: img, ReadOnlyRoot: true}}, &j); err != nil {
+		t.Fatal(err)
+	}
+	if j.Container == nil || j.Container.Image != img || !slices.Contains(j.Labels, apiv1.ContainerLabel) {
+		t.Fatalf("submitted job: %+v", j)
+	}
+	j = waitJob(t, h, j.ID, 2*time.Minute, finished)
+	out := logs(t, h, j.ID)
+	if j.State != "succeeded" || !strings.Contains(out, "in a container\n") || !strings.Contains(out, "/bin/busybox") {
+		t.Fatalf("job %s (%s):\n%s", j.State, j.Reason, out)
+	}
+	if strings.Contains(out, "\n0\n") {
+		t.Errorf("the container ran as root:\n%s", out)
+	}
+	if j.Egress == nil || j.Egress.Report == nil || j.Egress.Policy.Mode != "offline" {
 		t.Errorf("egress: %+v", j.Egress)
 	}
 }

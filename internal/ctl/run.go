@@ -29,6 +29,8 @@ func runCommand() command {
 			fs.Duration("timeout", 0, "run time limit (default: the server's)")
 			fs.Bool("detach", false, "print the job id and return without waiting")
 			fs.String("idempotency-key", "", "a retried submission with the same key returns the first job")
+			fs.String("image", "", "run the job in a container of this image (on an agent with the Docker executor)")
+			fs.Bool("read-only-root", false, "with --image: the image's filesystem is read-only (the workspace and /tmp are not)")
 		},
 		run: func(e *env, g *globals, fs *flag.FlagSet) error {
 			argv := fs.Args()
@@ -37,6 +39,11 @@ func runCommand() command {
 			}
 			req := apiv1.SubmitJob{Argv: argv, Labels: labels, TimeoutSeconds: int64(flagDuration(fs, "timeout") / time.Second),
 				IdempotencyKey: flagString(fs, "idempotency-key")}
+			if img := flagString(fs, "image"); img != "" {
+				req.Container = &apiv1.Container{Image: img, ReadOnlyRoot: flagString(fs, "read-only-root") == "true"}
+			} else if flagString(fs, "read-only-root") == "true" {
+				return usagef("--read-only-root needs --image")
+			}
 			for _, kv := range envs {
 				k, v, ok := strings.Cut(kv, "=")
 				if !ok || k == "" {

@@ -166,6 +166,7 @@ type Submission struct {
 	Env            map[string]string
 	Labels         []string
 	Timeout        time.Duration
+	Container      *store.Container
 	IdempotencyKey string
 }
 
@@ -178,7 +179,7 @@ func (s *Service) Submit(ctx context.Context, sub Submission) (store.Job, bool, 
 	now := s.now()
 	j := store.Job{
 		ID: ids.New("job"), OrgID: sub.OrgID, Source: store.SourceAPI, State: store.JobQueued,
-		Labels: sub.Labels, Spec: store.JobSpec{Argv: sub.Argv, Env: sub.Env, Timeout: sub.Timeout},
+		Labels: sub.Labels, Spec: store.JobSpec{Argv: sub.Argv, Env: sub.Env, Timeout: sub.Timeout, Container: sub.Container},
 		MaxAttempts: s.cfg.MaxAttempts, CreatedBy: sub.CreatedBy, CreatedAt: now, UpdatedAt: now,
 	}
 	if sub.IdempotencyKey != "" {

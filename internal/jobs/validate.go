@@ -62,6 +62,15 @@ func validateSubmission(s *Submission, cfg Config) error {
 	if total > maxEnvBytes {
 		return invalid("env: %d bytes, at most %d", total, maxEnvBytes)
 	}
+	if c := s.Container; c != nil {
+		if err := validImage(c.Image); err != nil {
+			return err
+		}
+		// Only agents with the Docker executor take it.
+		if !slices.Contains(s.Labels, containerLabel) {
+			s.Labels = append(slices.Clone(s.Labels), containerLabel)
+		}
+	}
 	labels, err := normalizeLabels(s.Labels)
 	if err != nil {
 		return err
@@ -137,3 +146,29 @@ func subset(a, b []string) bool {
 
 // Subset is subset for other packages.
 func Subset(a, b []string) bool { return subset(a, b) }
+
+// containerLabel is apiv1.ContainerLabel: every job with a container has it.
+const containerLabel = "container"
+
+// maxImageRef bounds an image reference.
+const maxImageRef = 512
+
+// validImage checks an image reference's shape: what Docker accepts
+// (lower-case name components, an optional registry host and port, tag
+// or digest); the daemon has the last word.
+func validImage(ref string) error {
+	if ref == "" || len(ref) > maxImageRef {
+		return invalid("container.image: want 1-%d bytes", maxImageRef)
+	}
+	for i := 0; i < len(ref); i++ {
+		c := ref[i]
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("._-/:@", c) >= 0
+		if !ok {
+			return invalid("container.image: %q has a character an image reference cannot have", ref)
+		}
+	}
+	if strings.HasPrefix(ref, "-") || strings.Contains(ref, "..") || strings.HasPrefix(ref, "/") {
+		return invalid("container.image: %q is not an image reference", ref)
+	}
+	return nil
+}

@@ -20,6 +20,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// PlatformGRPC is the build cache's gRPC endpoint in a sandbox, as Bazel
+// takes it.
+var PlatformGRPC = "grpc://" + PlatformName + ":" + strconv.Itoa(platformGRPC)
+
 // Defaults of Config.
 var (
 	DefaultSubnet4 = netip.MustParsePrefix("10.213.0.0/16")
@@ -321,7 +325,7 @@ func (m *Manager) listen(s *Sandbox, p Platform) error {
 			return fmt.Errorf("sandbox platform endpoint: %w", err)
 		}
 		s.fwd.startTCP(ln, p.GRPC, s.log)
-		s.env.GRPC = "grpc://" + PlatformName + ":" + strconv.Itoa(platformGRPC)
+		s.env.GRPC = PlatformGRPC
 	}
 	return nil
 }

@@ -134,6 +134,14 @@ type JobSpec struct {
 	Argv    []string          `json:"argv,omitempty"`
 	Env     map[string]string `json:"env,omitempty"`
 	Timeout time.Duration     `json:"timeout,omitempty"`
+	// Container: the job runs in a container of this image.
+	Container *Container `json:"container,omitempty"`
+}
+
+// Container is the image a job runs in.
+type Container struct {
+	Image        string `json:"image"`
+	ReadOnlyRoot bool   `json:"read_only_root,omitempty"`
 }
 
 // GitHubJob is the GitHub side of a job created from a workflow_job webhook.
