@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
 
 	"github.com/nimbus-build/nimbus/internal/admin"
 	"github.com/nimbus-build/nimbus/internal/api"
@@ -411,7 +412,14 @@ func (cp *ControlPlane) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	if cp.grpcLn != nil {
 		gs := cp.Cache.NewGRPCServer()
-		g.Go(func() error { return gs.Serve(cp.grpcLn) })
+		g.Go(func() error {
+			// A stop that comes before Serve began (a quick restart) is
+			// a stop, not a failure.
+			if err := gs.Serve(cp.grpcLn); !errors.Is(err, grpc.ErrServerStopped) {
+				return err
+			}
+			return nil
+		})
 		g.Go(func() error {
 			<-gctx.Done()
 			stopped := make(chan struct{})
