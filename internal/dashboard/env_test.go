@@ -210,3 +210,11 @@ func (e *env) sessionAs(org string, role auth.Role) *http.Cookie {
 func submitLogin(b *browser, resp *http.Response, page, user, password string) (*http.Response, error) {
 	return ssotest.SubmitLogin(b.Client, resp.Request.URL.String(), page, user, password)
 }
+
+func mustURL(s string) *url.URL {
+	u, err := url.Parse(s)
+	if err != nil {
+		panic(err)
+	}
+	return u
+}

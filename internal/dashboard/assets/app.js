@@ -3,7 +3,8 @@
 // links, search). No framework, no build step; served from the binary.
 'use strict';
 
-(function () {
+// init runs once the whole file is read (the script is deferred).
+function init() {
   // Buttons that ask first.
   document.addEventListener('click', function (e) {
     var b = e.target.closest('[data-confirm]');
@@ -54,7 +55,7 @@
 
   var log = document.getElementById('log');
   if (log) new LogView(log).start();
-})();
+}
 
 // ---- ANSI SGR to DOM ------------------------------------------------------
 
@@ -170,17 +171,7 @@ function LogView(el) {
 LogView.prototype.start = function () {
   var self = this;
   this.setStatus('loading…');
-  var es = new EventSource(this.el.dataset.src);
-  this.es = es;
-  es.addEventListener('out', function (ev) { self.append(JSON.parse(ev.data).t); });
-  es.addEventListener('end', function () {
-    es.close();
-    self.finish();
-  });
-  es.onerror = function () {
-    if (es.readyState === EventSource.CLOSED && !self.done) self.setStatus('disconnected: reload the page');
-    else if (!self.done) self.setStatus('reconnecting…');
-  };
+  if (this.el.dataset.raw) this.fetchRaw(); else this.tail();
   this.el.addEventListener('scroll', function () {
     if (self.follow && self.follow.checked && !self.atBottom()) self.follow.checked = false;
     self.schedule();
@@ -209,6 +200,41 @@ LogView.prototype.start = function () {
   this.jumpToHash();
 };
 
+// tail follows a live job's output (Server-Sent Events; a reconnect
+// resumes after the last event).
+LogView.prototype.tail = function () {
+  var self = this;
+  var es = new EventSource(this.el.dataset.src);
+  this.es = es;
+  es.addEventListener('out', function (ev) { self.append(JSON.parse(ev.data).t); });
+  es.addEventListener('end', function () {
+    es.close();
+    self.finish();
+  });
+  es.onerror = function () {
+    if (es.readyState === EventSource.CLOSED && !self.done) self.setStatus('disconnected: reload the page');
+    else if (!self.done) self.setStatus('reconnecting…');
+  };
+};
+
+// fetchRaw reads a finished job's output in one streamed download: the
+// cheapest way for a long log.
+LogView.prototype.fetchRaw = function () {
+  var self = this;
+  fetch(this.el.dataset.raw, {credentials: 'same-origin'}).then(function (resp) {
+    if (!resp.ok) throw new Error(resp.status + ' ' + resp.statusText);
+    var reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
+    function pump() {
+      return reader.read().then(function (r) {
+        if (r.done) { self.finish(); return; }
+        self.append(r.value);
+        return pump();
+      });
+    }
+    return pump();
+  }).catch(function (e) { self.setStatus('could not load the log: ' + e.message); });
+};
+
 LogView.prototype.setStatus = function (s) { if (this.status) this.status.textContent = s; };
 
 LogView.prototype.atBottom = function () {
@@ -221,7 +247,7 @@ LogView.prototype.append = function (text) {
   var parts = s.split('\n');
   this.partial = parts.pop();
   for (var i = 0; i < parts.length; i++) this.addLine(parts[i]);
-  this.dirty = true;
+  this.grew = true;
   this.schedule();
 };
 
@@ -230,24 +256,43 @@ LogView.prototype.addLine = function (line) {
   var cr = line.lastIndexOf('\r');
   if (cr >= 0) line = line.slice(cr + 1); // a progress bar: what it ended at
   var n = this.lines.length;
-  var plain = stripAnsi(line);
-  var m = GROUP.exec(plain);
+  var plain = line.indexOf('group') >= 0 ? stripAnsi(line) : '';
+  var m = plain ? GROUP.exec(plain) : null;
   if (m) {
-    if (this.openGroup >= 0) this.groups[this.openGroup].end = n - 1;
+    if (this.openGroup >= 0) { this.groups[this.openGroup].end = n - 1; this.closed(this.openGroup); }
     this.groups.push({start: n, end: -1, title: m[1] || 'Step', open: false});
     this.openGroup = this.groups.length - 1;
     this.kind.push(1);
     this.group.push(this.openGroup);
-  } else if (ENDGROUP.test(plain)) {
+  } else if (plain && ENDGROUP.test(plain)) {
     this.kind.push(2);
     this.group.push(this.openGroup);
-    if (this.openGroup >= 0) this.groups[this.openGroup].end = n;
+    if (this.openGroup >= 0) { this.groups[this.openGroup].end = n; this.closed(this.openGroup); }
     this.openGroup = -1;
   } else {
     this.kind.push(0);
     this.group.push(this.openGroup);
   }
   this.lines.push(line);
+  // The shown lines grow with the log (no full rebuild per chunk).
+  if (!this.dirty && this.isShown(n)) this.pushVisible(n);
+};
+
+LogView.prototype.pushVisible = function (i) {
+  if (this.nvisible === this.visible.length) {
+    var v = new Int32Array(Math.max(1024, this.visible.length * 2));
+    v.set(this.visible);
+    this.visible = v;
+  }
+  this.visible[this.nvisible++] = i;
+};
+
+// closed folds a step that just ended (unless opened by hand): its lines,
+// the last shown, leave the view.
+LogView.prototype.closed = function (g) {
+  var gr = this.groups[g];
+  if (gr.open || this.dirty) return;
+  while (this.nvisible > 0 && this.visible[this.nvisible - 1] > gr.start) this.nvisible--;
 };
 
 LogView.prototype.finish = function () {
@@ -257,6 +302,7 @@ LogView.prototype.finish = function () {
   this.dirty = true;
   this.render();
   this.setStatus('complete · ' + this.lines.length + ' lines');
+  document.body.dataset.logCompleteAt = String(Math.round(performance.now()));
   document.body.dataset.log = 'complete';
   document.body.dataset.logLines = String(this.lines.length);
   this.jumpToHash();
@@ -293,8 +339,10 @@ LogView.prototype.schedule = function () {
 };
 
 LogView.prototype.render = function () {
-  if (this.dirty) {
-    this.rebuild();
+  if (this.dirty) this.rebuild();
+  if (this.grew) {
+    this.grew = false;
+    this.space.style.height = (this.nvisible * ROW) + 'px';
     if (this.follow && this.follow.checked && this.target < 0) this.el.scrollTop = this.el.scrollHeight;
     if (!this.done) this.setStatus('live · ' + this.lines.length + ' lines');
   }
@@ -341,6 +389,10 @@ LogView.prototype.render = function () {
     frag.appendChild(row);
   }
   this.layer.replaceChildren(frag);
+  if (!this.firstRows && last > first) {
+    this.firstRows = true;
+    document.body.dataset.logFirstAt = String(Math.round(performance.now()));
+  }
 };
 
 LogView.prototype.toggle = function (g) {
@@ -409,3 +461,5 @@ LogView.prototype.step = function (d) {
   if (out) out.textContent = (this.cur + 1) + ' of ' + this.matches.length;
   this.reveal(this.matches[this.cur]);
 };
+
+init();
