@@ -436,8 +436,25 @@ func (w *world) apiRoute(t *testing.T, rt apiv1.Route, allowed func(auth.Role, s
 		}
 		return
 	}
+	// A user route names a policy action the policy knows (whoami alone
+	// needs none: it answers who the caller is).
+	if rt.Action == "" && rt != apiv1.RouteWhoami {
+		t.Fatalf("%s has no policy action: give it one (and a min_role in authz.rego)", rt.Pattern())
+	}
+	if rt.Action != "" && !allowed(auth.RoleOwner, rt.Action) {
+		t.Fatalf("%s: action %q has no policy entry (min_role in authz.rego)", rt.Pattern(), rt.Action)
+	}
 	if r := w.callAPI(t, rt, w.agentCred, nil); r.status != http.StatusForbidden {
 		t.Errorf("an agent credential: %d, want 403", r.status)
+	}
+	// Org b's admin reading a list sees none of org a's resources.
+	if rt.Method == "GET" && !strings.Contains(rt.Path, "{") {
+		r := w.callAPI(t, rt, w.tokenB, nil)
+		for _, leak := range []string{w.job["a"], w.agent["a"], w.token["a"], w.victimJob, w.victimAgnt, w.victimToken} {
+			if strings.Contains(r.body, leak) {
+				t.Errorf("org b admin sees org a's %s: %.300s", leak, r.body)
+			}
+		}
 	}
 	// Org b's admin on org a's resource.
 	if strings.Contains(rt.Path, "{") {
