@@ -275,7 +275,8 @@ func (s *logStreamer) run(ctx context.Context) error {
 			return err
 		}
 		s.opts.log.Warn("upload logs; will retry", "err", err, "failures", failures+1)
-		if !pause(ctx, apiclient.Backoff(failures, s.opts.maxBackoff)) {
+		// A busy server says when to come back (429 and Retry-After).
+		if !pause(ctx, max(apiclient.Backoff(failures, s.opts.maxBackoff), apiclient.RetryAfter(err))) {
 			return context.Cause(ctx)
 		}
 		failures++

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"errors"
 	"net/http"
 	"strings"
 	"time"
@@ -207,6 +208,10 @@ func (s *Server) appendLogs(w http.ResponseWriter, r *http.Request, a store.Agen
 		chunks[i] = logs.Chunk{Seq: c.Seq, Data: c.Data}
 	}
 	ack, err := s.Logs.Append(r.Context(), a, id, req.Fence, chunks, req.End)
+	if errors.Is(err, logs.ErrBusy) {
+		w.Header().Set("Retry-After", "1")
+		return errorf(http.StatusTooManyRequests, apiv1.CodeTooMany, "the server's log ingest queue is full: send again after Retry-After")
+	}
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -38,6 +39,18 @@ type Error struct {
 	Status  int
 	Code    string
 	Message string
+	// RetryAfter is the answer's Retry-After (429, 503), or 0.
+	RetryAfter time.Duration
+}
+
+// RetryAfter is how long the server asked to wait before trying again
+// (an *Error's RetryAfter), or 0.
+func RetryAfter(err error) time.Duration {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.RetryAfter
+	}
+	return 0
 }
 
 func (e *Error) Error() string {
@@ -116,6 +129,10 @@ func (c *Client) Raw(ctx context.Context, method, path string, in any) (*http.Re
 		return resp, nil
 	}
 	defer resp.Body.Close()
+	var retryAfter time.Duration
+	if n, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && n > 0 && n <= 3600 {
+		retryAfter = time.Duration(n) * time.Second
+	}
 	var e apiv1.Error
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	var short struct {
@@ -123,16 +140,16 @@ func (c *Client) Raw(ctx context.Context, method, path string, in any) (*http.Re
 	}
 	if json.Unmarshal(b, &short) == nil && short.Error != "" {
 		// The shape of the remote Bazel proxy's routes.
-		return nil, &Error{Status: resp.StatusCode, Message: short.Error}
+		return nil, &Error{Status: resp.StatusCode, Message: short.Error, RetryAfter: retryAfter}
 	}
 	if json.Unmarshal(b, &e) != nil || e.Error.Code == "" {
 		msg := strings.TrimSpace(string(b))
 		if len(msg) > 200 {
 			msg = msg[:200]
 		}
-		return nil, &Error{Status: resp.StatusCode, Message: msg}
+		return nil, &Error{Status: resp.StatusCode, Message: msg, RetryAfter: retryAfter}
 	}
-	return nil, &Error{Status: resp.StatusCode, Code: e.Error.Code, Message: e.Error.Message}
+	return nil, &Error{Status: resp.StatusCode, Code: e.Error.Code, Message: e.Error.Message, RetryAfter: retryAfter}
 }
 
 // Backoff returns the wait before retry number n (from 0): exponential from

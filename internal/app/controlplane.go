@@ -161,7 +161,8 @@ func (cp *ControlPlane) build(ctx context.Context, sealer *auth.Sealer) error {
 		return err
 	}
 	cp.Jobs = svc
-	cp.Logs, err = logs.New(logs.Options{Store: cp.Store.Logs(), Jobs: svc, Config: logs.Config{MaxBytes: c.MaxLogBytes},
+	cp.Logs, err = logs.New(logs.Options{Store: cp.Store.Logs(), Jobs: svc, Config: logs.Config{MaxBytes: c.MaxLogBytes, Batch: c.LogBatch},
+		Registry: cp.Registry,
 		Notifier: cp.jobsWake, Logger: cp.log})
 	if err != nil {
 		return err
@@ -400,6 +401,7 @@ func (cp *ControlPlane) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	g.Go(func() error { return cp.Jobs.Run(gctx) })
 	g.Go(func() error { cp.runWebSessionPruneLoop(gctx); return nil })
+	g.Go(func() error { return cp.Logs.Run(gctx) })
 	g.Go(func() error { return cp.Sessions.Run(gctx) })
 	if cp.ghApp != nil && cp.Config.GitHubRedeliverInterval > 0 {
 		r := &github.Redeliverer{App: cp.ghApp, Seen: cp.Store.Deliveries().Seen}

@@ -42,6 +42,8 @@ type ServerConfig struct {
 	OrgJobBurst    int
 	PoolLabels     []string
 	MaxLogBytes    int64
+	// LogBatch sets how log uploads are batched into the store's writes.
+	LogBatch logs.BatchConfig
 
 	SessionIdleTTL       time.Duration
 	RBSAgentCertTTL      time.Duration
@@ -119,6 +121,11 @@ func (c *ServerConfig) Register(s *config.Set) {
 	s.IntVar(&c.OrgJobBurst, "org-job-burst", d.OrgJobBurst, "jobs an org may create at once before the rate applies")
 	c.MaxLogBytes = logs.DefaultConfig().MaxBytes
 	s.Var(config.SizeValue{Size: &c.MaxLogBytes}, "max-log-size", "output kept per job; past it the log ends with a notice (0: no limit)")
+	c.LogBatch = logs.DefaultBatchConfig()
+	s.IntVar(&c.LogBatch.Lines, "log-batch-lines", c.LogBatch.Lines, "log lines that make a batch written to the log store at once")
+	s.Var(config.SizeValue{Size: &c.LogBatch.Bytes}, "log-batch-size", "bytes of log uploads that make a batch written at once")
+	s.DurationVar(&c.LogBatch.Delay, "log-batch-delay", c.LogBatch.Delay, "longest an upload waits for others to share its batch (0: none beyond the write before it)")
+	s.Var(config.SizeValue{Size: &c.LogBatch.QueueBytes}, "log-queue-size", "bytes of log uploads queued or being written; beyond, uploads get 429 and Retry-After (0: no bound)")
 	c.PoolLabels = d.Pools[0].Labels
 	s.Var(config.ListValue{List: &c.PoolLabels}, "pool-labels", "runner labels this server serves: a GitHub job is taken when all its labels are among them")
 	s.DurationVar(&c.SessionIdleTTL, "rbs-session-idle-ttl", 3*time.Hour, "a remote Bazel session no proxy used for this long is stopped")
@@ -250,6 +257,10 @@ func (c *ServerConfig) Validate() error {
 		return fmt.Errorf("rbs-agent-cert-ttl: %v is too short: certificates are backdated 5m for clock skew, so it must be longer", c.RBSAgentCertTTL)
 	case c.MaxLogBytes < 0:
 		return fmt.Errorf("max-log-size: must not be negative")
+	case c.LogBatch.Lines < 0 || c.LogBatch.Bytes < 0 || c.LogBatch.Delay < 0 || c.LogBatch.QueueBytes < 0:
+		return fmt.Errorf("log-batch-lines, log-batch-size, log-batch-delay, log-queue-size: must not be negative")
+	case c.LogBatch.Delay > 10*time.Second:
+		return fmt.Errorf("log-batch-delay: at most 10s (an agent waits that long for its acknowledgement)")
 	case c.LogLevel != "debug" && c.LogLevel != "info" && c.LogLevel != "warn" && c.LogLevel != "error":
 		return fmt.Errorf("log-level: %q: debug, info, warn or error", c.LogLevel)
 	case c.LogFormat != "text" && c.LogFormat != "json":

@@ -14,7 +14,10 @@ import (
 	"errors"
 	"log/slog"
 	"slices"
+	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nimbus-build/nimbus/internal/jobs"
 	"github.com/nimbus-build/nimbus/internal/notify"
@@ -29,11 +32,14 @@ type Config struct {
 	// PollInterval bounds how long a tail goes without reading the store
 	// (in case a wake-up from another replica was lost).
 	PollInterval time.Duration
+	// Batch sets how uploads are batched into the store's writes while
+	// Run runs (without it, each upload is its own write).
+	Batch BatchConfig
 }
 
 // DefaultConfig is what `nimbus up` runs with.
 func DefaultConfig() Config {
-	return Config{MaxBytes: 64 << 20, PollInterval: time.Second}
+	return Config{MaxBytes: 64 << 20, PollInterval: time.Second, Batch: DefaultBatchConfig()}
 }
 
 // Options are the Service's dependencies.
@@ -46,6 +52,8 @@ type Options struct {
 	// one the jobs service notifies. Default: a new one.
 	Notifier *notify.Notifier
 	Logger   *slog.Logger
+	// Registry takes the ingest's metrics (nil: none).
+	Registry prometheus.Registerer
 	Now      func() time.Time
 }
 
@@ -58,6 +66,9 @@ type Service struct {
 	log    *slog.Logger
 	now    func() time.Time
 	locks  keyedMutex
+	batch  *batcher
+	// batching: Run is running, uploads go through batch.
+	batching atomic.Bool
 }
 
 // New builds a Service.
@@ -81,7 +92,29 @@ func New(o Options) (*Service, error) {
 		o.Now = time.Now
 	}
 	return &Service{store: o.Store, jobs: o.Jobs, cfg: o.Config, notify: o.Notifier,
-		log: o.Logger.With("component", "logs"), now: o.Now}, nil
+		log: o.Logger.With("component", "logs"), now: o.Now, batch: newBatcher(o.Store, o.Config.Batch, o.Registry)}, nil
+}
+
+// Run batches uploads into the store's writes (Config.Batch) until ctx
+// ends. Without it, each upload is written on its own.
+func (s *Service) Run(ctx context.Context) error {
+	s.batching.Store(true)
+	defer s.batching.Store(false)
+	return s.batch.run(ctx)
+}
+
+// write stores w, through the batcher when it runs.
+func (s *Service) write(ctx context.Context, w Write) error {
+	if s.batching.Load() {
+		if err := s.batch.write(ctx, w); !errors.Is(err, errBatcherClosed) {
+			return err
+		}
+	}
+	errs, err := s.store.Write(ctx, []Write{w})
+	if err != nil {
+		return err
+	}
+	return errs[0]
 }
 
 // Config returns the configuration in force.
@@ -138,10 +171,7 @@ func (s *Service) Append(ctx context.Context, agent store.Agent, job string, fen
 			return ackOf(st, fence), nil
 		}
 		w := ingest{org: j.OrgID, job: job, repo: repo, limit: s.cfg.MaxBytes, now: s.now()}.apply(st, fence, fresh, end)
-		errs, err := s.store.Write(ctx, []Write{w})
-		if err == nil {
-			err = errs[0]
-		}
+		err = s.write(ctx, w)
 		if errors.Is(err, ErrConflict) && attempt < 3 {
 			continue // another replica moved the log on: look again
 		}
