@@ -85,6 +85,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	a.log.Info("agent running", "labels", a.cfg.Labels, "max_jobs", a.cfg.MaxJobs, "executor", a.cfg.Executor.Name())
+	if root := a.cfg.logSpoolRoot(); root != "" {
+		if err := sweepSpools(root); err != nil {
+			a.log.Warn("remove the last run's log spools", "err", err)
+		}
+	}
 
 	g, gctx := errgroup.WithContext(ctx)
 	// The sync and refresh loops outlive leasing: running jobs need them.

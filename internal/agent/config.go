@@ -23,9 +23,9 @@ const (
 	DefaultLeaseWait       = 30 * time.Second
 	DefaultSyncWait        = 20 * time.Second
 	DefaultIdleHeartbeat   = 15 * time.Second
-	DefaultFlushInterval   = 250 * time.Millisecond
+	DefaultFlushInterval   = 25 * time.Millisecond
 	DefaultMaxChunk        = 64 << 10
-	DefaultMaxUnacked      = 32 << 20
+	DefaultMaxUnacked      = 256 << 20
 	DefaultLogDrainTimeout = 30 * time.Second
 	DefaultRequestTimeout  = 30 * time.Second
 	DefaultMaxBackoff      = 30 * time.Second
@@ -118,12 +118,14 @@ type Config struct {
 	SyncWait time.Duration
 	// IdleHeartbeat is the heartbeat period when no job runs.
 	IdleHeartbeat time.Duration
-	// FlushInterval is how often buffered output is cut into a chunk.
+	// FlushInterval is how long output may wait before it is cut into a
+	// chunk and sent (when it does not fill one first).
 	FlushInterval time.Duration
 	// MaxChunk bounds a log chunk's size in bytes (≤ 512 KiB).
 	MaxChunk int
-	// MaxUnacked bounds the output of one job held in memory until the
-	// server acknowledges it; past it, the job's writes block.
+	// MaxUnacked bounds the output of one job held until the server
+	// acknowledges it, on disk in <StateDir>/log-spool (in memory, at
+	// most 32 MiB, without a StateDir); past it, the job's writes block.
 	MaxUnacked int
 	// LogDrainTimeout bounds the wait for the last chunks' acknowledgement
 	// before a job is completed anyway.

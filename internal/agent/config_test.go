@@ -73,7 +73,7 @@ func TestNewValidatesConfig(t *testing.T) {
 func TestConfigDefaults(t *testing.T) {
 	c := validConfig().withDefaults()
 	got := []any{c.MaxJobs, c.LeaseWait, c.SyncWait, c.IdleHeartbeat, c.FlushInterval, c.MaxChunk, c.MaxUnacked, c.LogDrainTimeout}
-	want := []any{1, 30 * time.Second, 20 * time.Second, 15 * time.Second, 250 * time.Millisecond, 64 << 10, 32 << 20, 30 * time.Second}
+	want := []any{1, 30 * time.Second, 20 * time.Second, 15 * time.Second, 25 * time.Millisecond, 64 << 10, 256 << 20, 30 * time.Second}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)
 	}

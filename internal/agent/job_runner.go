@@ -109,6 +109,10 @@ func (r *jobRunner) stopped(leaseCtx context.Context, err error) error {
 // upload's error fatal to the agent.
 func (r *jobRunner) runAndStream(leaseCtx, jobCtx context.Context, lose context.CancelCauseFunc) (res executor.Result, runErr, fatalErr error) {
 	ref := apiv1.LeaseRef{JobID: r.lease.Job.ID, Fence: r.lease.Fence}
+	spoolDir, maxUnacked := "", min(r.cfg.MaxUnacked, memoryUnacked)
+	if root := r.cfg.logSpoolRoot(); root != "" {
+		spoolDir, maxUnacked = filepath.Join(root, fmt.Sprintf("%s-%d", ref.JobID, ref.Fence)), r.cfg.MaxUnacked
+	}
 	stream := newLogStreamer(logStreamerOptions{
 		fence: ref.Fence,
 		upload: func(ctx context.Context, chunks []apiv1.LogChunk, end bool) (apiv1.LogsAck, error) {
@@ -116,7 +120,9 @@ func (r *jobRunner) runAndStream(leaseCtx, jobCtx context.Context, lose context.
 		},
 		maxChunk:      r.cfg.MaxChunk,
 		maxBatch:      maxBatch,
-		maxUnacked:    r.cfg.MaxUnacked,
+		maxUnacked:    maxUnacked,
+		spoolDir:      spoolDir,
+		mask:          r.lease.Mask,
 		flushInterval: r.cfg.FlushInterval,
 		maxBackoff:    r.cfg.MaxBackoff,
 		log:           r.log,

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
 	"time"
 
@@ -21,31 +20,42 @@ type uploadFunc func(ctx context.Context, chunks []apiv1.LogChunk, end bool) (ap
 
 // logStreamerOptions configure a logStreamer.
 type logStreamerOptions struct {
-	fence         int64
-	upload        uploadFunc
-	maxChunk      int // bytes of a chunk, at most
-	maxBatch      int // bytes of chunks in one upload, at most (but one chunk always goes)
-	maxUnacked    int // bytes held until acknowledged, at most
+	fence    int64
+	upload   uploadFunc
+	maxChunk int // bytes of a chunk, at most
+	maxBatch int // bytes of chunks in one upload, at most (but one chunk always goes)
+	// maxUnacked bounds the bytes held until acknowledged: in memory, or
+	// on disk in spoolDir when it is set.
+	maxUnacked int
+	spoolDir   string
+	// flushInterval is how long output may wait before it is cut into a
+	// chunk (when it does not fill one first).
 	flushInterval time.Duration
 	maxBackoff    time.Duration
-	log           *slog.Logger
+	// mask lists the secrets the job was given, to replace in its output.
+	mask []string
+	log  *slog.Logger
 }
 
 // logStreamer is a job's output on its way to the control plane. It is the
-// io.Writer the executor copies the workload's output to: Write cuts the
-// output into chunks numbered from 0, and run uploads them in order,
-// retrying each batch until the server acknowledges it (the server stores a
-// chunk sent twice once). Chunks stay in memory until acknowledged; past
-// maxUnacked bytes, Write blocks, and so does the workload writing to its
-// output pipe: output is neither dropped nor buffered without bound.
+// io.Writer the executor copies the workload's output to: Write masks the
+// job's secrets, cuts the output into chunks numbered from 0 and keeps
+// them (on disk, in a bounded spool, when the agent has one); run uploads
+// them in order, retrying each batch until the server acknowledges it
+// (the server stores a chunk sent twice once), so a slow or unreachable
+// server only delays the output. Past maxUnacked bytes held, Write
+// blocks, and so does the workload writing to its output pipe: output is
+// neither dropped nor buffered without bound.
 type logStreamer struct {
 	opts logStreamerOptions
+	mask *masker
 
 	mu      sync.Mutex
-	open    []byte           // the chunk being filled
-	sealed  []apiv1.LogChunk // cut, not yet acknowledged, in order
+	open    []byte     // the chunk being filled
+	queue   chunkQueue // cut, not yet acknowledged, in order
 	nextSeq int64
-	held    int // bytes in open and sealed
+	held    int // bytes in open and queue
+	timer   *time.Timer
 	// finished: the workload is done; run returns once all is acknowledged.
 	finished bool
 	// lineOpen: the output written so far does not end with a newline;
@@ -62,12 +72,33 @@ type logStreamer struct {
 	// (counted in past) rather than sent.
 	full  bool
 	past  int64
-	wake  chan struct{} // to run: a chunk was sealed, or finish was called
+	wake  chan struct{} // to run: a chunk was cut, or finish was called
 	freed chan struct{} // closed and replaced when writers may go on
 }
 
+// chunkQueue holds cut chunks until they are acknowledged: logSpool on
+// disk, or memQueue.
+type chunkQueue interface {
+	add(seq int64, data []byte) error
+	peek(fence int64, maxBytes int) ([]apiv1.LogChunk, error)
+	ack(seq int64) bool
+	len() int
+	drop()
+	close() error
+}
+
 func newLogStreamer(opts logStreamerOptions) *logStreamer {
-	return &logStreamer{opts: opts, wake: make(chan struct{}, 1), freed: make(chan struct{})}
+	s := &logStreamer{opts: opts, mask: newMasker(opts.mask), wake: make(chan struct{}, 1), freed: make(chan struct{})}
+	s.queue = &memQueue{}
+	if opts.spoolDir != "" {
+		spool, err := openSpool(opts.spoolDir)
+		if err != nil {
+			opts.log.Warn("job output kept in memory: no spool", "err", err)
+		} else {
+			s.queue = spool
+		}
+	}
+	return s
 }
 
 // Write takes p, blocking while too much output waits for acknowledgement.
@@ -77,14 +108,32 @@ func (s *logStreamer) Write(p []byte) (int, error) {
 	n := len(p)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.full || s.dropWrites || s.finished {
+		s.discardLocked(len(p))
+		return n, nil
+	}
+	if s.mask != nil {
+		p = s.mask.mask(p)
+	}
+	s.addLocked(p)
+	return n, nil
+}
+
+func (s *logStreamer) discardLocked(n int) {
+	if s.full {
+		s.past += int64(n)
+	} else {
+		s.dropped += int64(n)
+	}
+}
+
+// addLocked adds output to the open chunk, cutting full chunks and
+// waiting while too much is held.
+func (s *logStreamer) addLocked(p []byte) {
 	for len(p) > 0 {
-		if s.full {
-			s.past += int64(len(p))
-			return n, nil
-		}
-		if s.dropWrites || s.finished {
-			s.dropped += int64(len(p))
-			return n, nil
+		if s.full || s.dropWrites {
+			s.discardLocked(len(p))
+			return
 		}
 		if s.held >= s.opts.maxUnacked {
 			freed := s.freed
@@ -94,15 +143,26 @@ func (s *logStreamer) Write(p []byte) (int, error) {
 			continue
 		}
 		k := min(len(p), s.opts.maxUnacked-s.held, s.opts.maxChunk-len(s.open))
+		if len(s.open) == 0 {
+			s.armFlushLocked()
+		}
 		s.open = append(s.open, p[:k]...)
-		s.lineOpen = p[k-1] != '\n'
 		s.held += k
+		s.lineOpen = p[k-1] != '\n'
 		p = p[k:]
 		if len(s.open) >= s.opts.maxChunk {
 			s.sealLocked()
 		}
 	}
-	return n, nil
+}
+
+// armFlushLocked starts the wait after which the open chunk is cut.
+func (s *logStreamer) armFlushLocked() {
+	if s.timer == nil {
+		s.timer = time.AfterFunc(s.opts.flushInterval, s.flush)
+		return
+	}
+	s.timer.Reset(s.opts.flushInterval)
 }
 
 // sealLocked turns the open chunk, if any, into the next numbered chunk.
@@ -110,7 +170,15 @@ func (s *logStreamer) sealLocked() {
 	if len(s.open) == 0 {
 		return
 	}
-	s.sealed = append(s.sealed, apiv1.LogChunk{Fence: s.opts.fence, Seq: s.nextSeq, Data: s.open})
+	if err := s.queue.add(s.nextSeq, s.open); err != nil {
+		// The spool cannot take it (a full disk): the chunk is lost, and
+		// said to be.
+		s.opts.log.Error("job output lost: the spool failed", "err", err, "bytes", len(s.open))
+		s.held -= len(s.open)
+		s.dropped += int64(len(s.open))
+		s.open = nil
+		return
+	}
 	s.nextSeq++
 	s.open = nil
 	select {
@@ -134,13 +202,21 @@ func (s *logStreamer) abortWrites() {
 	s.broadcastLocked()
 }
 
-// finish says the workload has ended: the last chunk is cut and run
-// returns once every chunk is acknowledged.
+// finish says the workload has ended: what the masker held goes out, the
+// last chunk is cut and run returns once every chunk is acknowledged.
 func (s *logStreamer) finish() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.mask != nil && !s.dropWrites && !s.full {
+		if rest := s.mask.flush(); len(rest) > 0 {
+			s.addLocked(rest)
+		}
+	}
 	s.finished = true
 	s.sealLocked()
+	if s.timer != nil {
+		s.timer.Stop()
+	}
 	select {
 	case s.wake <- struct{}{}:
 	default:
@@ -157,47 +233,49 @@ func (s *logStreamer) flush() {
 // bytes of them (but at least one), whether they are the workload's last
 // (end; with no chunks when the last line still needs ending), and
 // whether everything is done.
-func (s *logStreamer) nextBatch() (batch []apiv1.LogChunk, end, done bool) {
+func (s *logStreamer) nextBatch() (batch []apiv1.LogChunk, end, done bool, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	size := 0
-	for _, c := range s.sealed {
-		if len(batch) > 0 && size+len(c.Data) > s.opts.maxBatch {
-			break
-		}
-		batch = append(batch, c)
-		size += len(c.Data)
+	batch, err = s.queue.peek(s.opts.fence, s.opts.maxBatch)
+	if err != nil {
+		return nil, false, false, err
 	}
 	if !s.finished {
-		return batch, false, false
+		return batch, false, false, nil
 	}
 	if s.full {
-		return batch, false, len(batch) == 0
+		return batch, false, len(batch) == 0, nil
 	}
 	if len(batch) > 0 {
-		return batch, len(batch) == len(s.sealed), false
+		return batch, len(batch) == s.queue.len(), false, nil
 	}
 	if s.lineOpen && !s.endSent {
-		return nil, true, false
+		return nil, true, false, nil
 	}
-	return nil, false, true
+	return nil, false, true, nil
 }
 
 // ack drops the chunks the server holds; it reports whether any was.
 func (s *logStreamer) ack(seq int64) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	i := 0
-	for i < len(s.sealed) && s.sealed[i].Seq <= seq {
-		s.held -= len(s.sealed[i].Data)
-		i++
-	}
-	if i == 0 {
+	bytesBefore := s.queuedBytesLocked()
+	if !s.queue.ack(seq) {
 		return false
 	}
-	s.sealed = slices.Delete(s.sealed, 0, i)
+	s.held -= bytesBefore - s.queuedBytesLocked()
 	s.broadcastLocked()
 	return true
+}
+
+func (s *logStreamer) queuedBytesLocked() int {
+	switch q := s.queue.(type) {
+	case *logSpool:
+		return int(q.bytes)
+	case *memQueue:
+		return q.bytes
+	}
+	return 0
 }
 
 // stopUploads ends the stream for good: what is held is given up and
@@ -206,8 +284,15 @@ func (s *logStreamer) stopUploads() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.unsent += int64(s.held)
-	s.open, s.sealed, s.held = nil, nil, 0
+	s.queue.drop()
+	s.open, s.held = nil, 0
 	s.dropWrites = true
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	if err := s.queue.close(); err != nil {
+		s.opts.log.Warn("remove the log spool", "err", err)
+	}
 	s.broadcastLocked()
 }
 
@@ -221,7 +306,8 @@ func (s *logStreamer) logFull() {
 	}
 	s.full = true
 	s.past += int64(s.held)
-	s.open, s.sealed, s.held = nil, nil, 0
+	s.queue.drop()
+	s.open, s.held = nil, 0
 	s.broadcastLocked()
 }
 
@@ -243,28 +329,28 @@ func (s *logStreamer) lost() (unsent, dropped int64) {
 
 // run uploads chunks until finish was called and every chunk is
 // acknowledged (it returns nil), or until ctx ends or an upload fails for
-// good (it returns why). Transient failures are retried with backoff. When
-// run returns, uploads have stopped and Write no longer blocks.
+// good (it returns why). Transient failures are retried with backoff, or
+// after the server's Retry-After. When run returns, uploads have stopped,
+// the spool is gone and Write no longer blocks.
 func (s *logStreamer) run(ctx context.Context) error {
 	defer s.stopUploads()
-	tick := time.NewTicker(s.opts.flushInterval)
-	defer tick.Stop()
 	for failures := 0; ; {
-		batch, end, done := s.nextBatch()
+		batch, end, done, err := s.nextBatch()
+		if err != nil {
+			return err
+		}
 		if done {
 			return nil
 		}
 		if len(batch) == 0 && !end {
 			select {
 			case <-s.wake:
-			case <-tick.C:
-				s.flush()
 			case <-ctx.Done():
 				return context.Cause(ctx)
 			}
 			continue
 		}
-		err := s.uploadOnce(ctx, batch, end)
+		err = s.uploadOnce(ctx, batch, end)
 		switch {
 		case err == nil:
 			failures = 0
@@ -307,3 +393,45 @@ func (s *logStreamer) uploadOnce(ctx context.Context, batch []apiv1.LogChunk, en
 
 // errNoProgress: an upload was answered but acknowledged nothing new.
 var errNoProgress = errors.New("no progress")
+
+// memQueue keeps chunks in memory (an agent without a spool).
+type memQueue struct {
+	chunks []apiv1.LogChunk
+	bytes  int
+}
+
+func (q *memQueue) add(seq int64, data []byte) error {
+	q.chunks = append(q.chunks, apiv1.LogChunk{Seq: seq, Data: data})
+	q.bytes += len(data)
+	return nil
+}
+
+func (q *memQueue) peek(fence int64, maxBytes int) ([]apiv1.LogChunk, error) {
+	var out []apiv1.LogChunk
+	size := 0
+	for _, c := range q.chunks {
+		if len(out) > 0 && size+len(c.Data) > maxBytes {
+			break
+		}
+		c.Fence = fence
+		out = append(out, c)
+		size += len(c.Data)
+	}
+	return out, nil
+}
+
+func (q *memQueue) ack(seq int64) bool {
+	i := 0
+	for i < len(q.chunks) && q.chunks[i].Seq <= seq {
+		q.bytes -= len(q.chunks[i].Data)
+		i++
+	}
+	q.chunks = q.chunks[i:]
+	return i > 0
+}
+
+func (q *memQueue) len() int { return len(q.chunks) }
+
+func (q *memQueue) drop() { q.chunks, q.bytes = nil, 0 }
+
+func (q *memQueue) close() error { return nil }

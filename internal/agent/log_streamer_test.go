@@ -377,7 +377,7 @@ func TestLogStreamerSaysTheEnd(t *testing.T) {
 				waitUntil(t, func() bool {
 					s.mu.Lock()
 					defer s.mu.Unlock()
-					return len(s.sealed) == 0 && len(s.open) == 0
+					return s.queue.len() == 0 && len(s.open) == 0
 				})
 			}
 			s.finish()

@@ -115,6 +115,7 @@ func (s *Server) lease(w http.ResponseWriter, r *http.Request, a store.Agent) er
 	out := apiv1.Lease{Job: jobJSON(l.Job), Fence: l.Job.Fence, TTLSeconds: int64(s.Jobs.Config().LeaseTTL / time.Second)}
 	if l.JITConfig != "" {
 		out.Runner = &apiv1.RunnerLease{Name: l.RunnerName, JITConfig: l.JITConfig, Labels: l.Job.Labels}
+		out.Mask = append(out.Mask, l.JITConfig)
 	}
 	if s.JobAccess != nil {
 		acc, err := s.JobAccess(r.Context(), l.Job)
@@ -122,6 +123,9 @@ func (s *Server) lease(w http.ResponseWriter, r *http.Request, a store.Agent) er
 			s.log.Warn("job environment", "job_id", l.Job.ID, "err", err)
 		}
 		out.Env, out.Cache = acc.Env, acc.Cache
+		if acc.Cache != nil && acc.Cache.Token != "" {
+			out.Mask = append(out.Mask, acc.Cache.Token)
+		}
 	}
 	if s.Egress != nil {
 		p, err := s.Egress.Lease(r.Context(), l.Job, "agent:"+a.ID)

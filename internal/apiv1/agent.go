@@ -56,6 +56,10 @@ type Lease struct {
 	// sandbox networks forwards to the job at its platform address (and
 	// then rewrites Env's endpoints to point there).
 	Cache *CacheAccess `json:"cache,omitempty"`
+	// Mask lists the secrets the job is given (its job-scoped token, a
+	// runner's JIT config): the agent replaces them with *** in the job's
+	// output before it leaves the host, so they are never stored.
+	Mask []string `json:"mask,omitempty"`
 }
 
 // RunnerLease carries a just-in-time runner configuration. It is handed

@@ -43,6 +43,9 @@ type AgentConfig struct {
 	MaxJobs   int
 	RunnerDir string
 	UIDBase   int
+	// LogSpool bounds one job's output held until the server has it, on
+	// disk under the state dir.
+	LogSpool  int64
 	LogLevel  string
 	LogFormat string
 
@@ -95,6 +98,8 @@ func (c *AgentConfig) Register(s *config.Set, standalone bool) {
 	s.StringVar(&c.Name, "agent-name", host, "name the agent shows in nimbus ctl agents list")
 	s.IntVar(&c.MaxJobs, "max-jobs", runtime.NumCPU(), "jobs to run at once")
 	s.StringVar(&c.RunnerDir, "runner-dir", "", "GitHub Actions runner directory (with run.sh), for GitHub jobs")
+	c.LogSpool = agent.DefaultMaxUnacked
+	s.Var(config.SizeValue{Size: &c.LogSpool}, "log-spool-size", "a job's output held on disk (<state-dir>/log-spool) while the server is slow or down; past it the job's writes wait")
 	s.IntVar(&c.UIDBase, "sandbox-uid-base", bwrap.DefaultUIDBase, "as root, the job in slot n runs as host uid base+n")
 	s.Float64Var(&c.JobCPUs, "job-cpus", 0, "CPU time each job may use, in CPUs, e.g. 2 or 0.5 (0: no cap; running jobs share the CPUs evenly)")
 	c.JobMemory, c.JobDisk = autoSize, autoSize
@@ -124,6 +129,9 @@ func (c *AgentConfig) Validate(standalone bool) error {
 	}
 	if c.StateDir == "" {
 		return errors.New("state-dir: required")
+	}
+	if c.LogSpool < 0 || c.LogSpool > 0 && c.LogSpool < 1<<20 {
+		return errors.New("log-spool-size: at least 1MiB")
 	}
 	abs, err := filepath.Abs(c.StateDir)
 	if err != nil {
@@ -302,7 +310,7 @@ func NewAgent(ctx context.Context, c AgentConfig, log *slog.Logger) (_ *agent.Ag
 	}()
 	cfg := agent.Config{
 		Server: c.Server, StateDir: c.StateDir, JoinToken: c.JoinToken, Name: c.Name, Labels: c.Labels, MaxJobs: c.MaxJobs,
-		Version: Version, Executor: ex, JobLimits: limits, Logger: log,
+		Version: Version, Executor: ex, JobLimits: limits, Logger: log, MaxUnacked: int(c.LogSpool),
 		DefaultEgress: apiv1.EgressPolicy{Mode: c.DefaultEgress}, InterceptActionsCache: c.InterceptActionsCache,
 	}
 	if cfg.Network, err = sandboxNetworks(c, log); err != nil {

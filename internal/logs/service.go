@@ -9,6 +9,7 @@
 package logs
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -160,27 +161,63 @@ func (s *Service) Append(ctx context.Context, agent store.Agent, job string, fen
 	if j.GitHub != nil {
 		repo = j.GitHub.Repo
 	}
-	for attempt := 0; ; attempt++ {
-		st, err := s.store.State(ctx, j.OrgID, job)
-		if err != nil {
-			return Ack{}, err
+	in := ingest{org: j.OrgID, job: job, repo: repo, limit: s.cfg.MaxBytes}
+	var st State
+	known, wrote, conflicts := false, false, 0
+	for {
+		if !known {
+			if st, err = s.store.State(ctx, j.OrgID, job); err != nil {
+				return Ack{}, err
+			}
+			known = true
 		}
 		fresh := nextChunks(st.Cursor, fence, chunks)
 		finish := end && st.Cursor.Fence == fence && len(st.Pending) > 0 && !st.Full
 		if len(fresh) == 0 && !finish {
+			if wrote {
+				s.notify.Notify(jobs.Topic(job))
+			}
 			return ackOf(st, fence), nil
 		}
-		w := ingest{org: j.OrgID, job: job, repo: repo, limit: s.cfg.MaxBytes, now: s.now()}.apply(st, fence, fresh, end)
-		err = s.write(ctx, w)
-		if errors.Is(err, ErrConflict) && attempt < 3 {
-			continue // another replica moved the log on: look again
+		// An upload of many short lines is written in parts, so that one
+		// job's flood never holds the store's writer for long.
+		part := fresh
+		if !st.Full {
+			part = fresh[:linesPart(fresh, s.maxWriteLines())]
+		}
+		in.now = s.now()
+		w := in.apply(st, fence, part, end && len(part) == len(fresh))
+		err := s.write(ctx, w)
+		if errors.Is(err, ErrConflict) && conflicts < 3 {
+			conflicts++
+			known = false // another replica moved the log on: look again
+			continue
 		}
 		if err != nil {
 			return Ack{}, err
 		}
-		s.notify.Notify(jobs.Topic(job))
-		return ackOf(w.State, fence), nil
+		st, wrote = w.State, true
 	}
+}
+
+// maxWriteLines bounds the lines of one write.
+func (s *Service) maxWriteLines() int {
+	if s.cfg.Batch.Lines > 0 {
+		return s.cfg.Batch.Lines
+	}
+	return DefaultBatchConfig().Lines
+}
+
+// linesPart is how many of chunks (at least one) hold at most max lines.
+func linesPart(chunks []Chunk, max int) int {
+	lines := 0
+	for i, c := range chunks {
+		lines += bytes.Count(c.Data, []byte{'\n'})
+		if i > 0 && lines > max {
+			return i
+		}
+	}
+	return len(chunks)
 }
 
 // nextChunks returns the chunks of an upload (of lease fence) that

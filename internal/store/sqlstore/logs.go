@@ -90,10 +90,10 @@ func (l Logs) Write(ctx context.Context, ws []logs.Write) ([]error, error) {
 			chunks = append(chunks, w.Chunks...)
 			lines = append(lines, w.Lines...)
 		}
-		if err := insertChunks(ctx, q, chunks); err != nil {
+		if err := insertChunks(ctx, q, l.x.d, chunks); err != nil {
 			return err
 		}
-		return insertLines(ctx, q, lines)
+		return insertLines(ctx, q, l.x.d, lines)
 	})
 	if err != nil {
 		return nil, err
@@ -129,7 +129,7 @@ func (l Logs) moveState(ctx context.Context, q querier, w logs.Write) (bool, err
 	return n == 1, nil
 }
 
-func insertChunks(ctx context.Context, q querier, chunks []logs.Chunk) error {
+func insertChunks(ctx context.Context, q querier, d *dialect, chunks []logs.Chunk) error {
 	for batch := range slices.Chunk(chunks, insertRows) {
 		var sb strings.Builder
 		sb.WriteString(`INSERT INTO log_chunks (job_id, org_id, fence, seq, data, created_at) VALUES `)
@@ -138,7 +138,7 @@ func insertChunks(ctx context.Context, q querier, chunks []logs.Chunk) error {
 			if i > 0 {
 				sb.WriteString(", ")
 			}
-			placeholders(&sb, len(args), 6)
+			placeholders(&sb, d, len(args), 6)
 			args = append(args, c.Job, c.Org, c.Fence, c.Seq, c.Data, micros(c.At))
 		}
 		if _, err := q.ExecContext(ctx, sb.String(), args...); err != nil {
@@ -148,7 +148,7 @@ func insertChunks(ctx context.Context, q querier, chunks []logs.Chunk) error {
 	return nil
 }
 
-func insertLines(ctx context.Context, q querier, lines []logs.Line) error {
+func insertLines(ctx context.Context, q querier, d *dialect, lines []logs.Line) error {
 	for batch := range slices.Chunk(lines, insertRows) {
 		var sb strings.Builder
 		sb.WriteString(`INSERT INTO log_lines (job_id, org_id, line, repo, fence, seq, step, stream, created_at, text) VALUES `)
@@ -157,7 +157,7 @@ func insertLines(ctx context.Context, q querier, lines []logs.Line) error {
 			if i > 0 {
 				sb.WriteString(", ")
 			}
-			placeholders(&sb, len(args), 10)
+			placeholders(&sb, d, len(args), 10)
 			args = append(args, ln.Job, ln.Org, ln.N, ln.Repo, ln.Fence, ln.Seq, ln.Step, ln.Stream, micros(ln.At), ln.Text)
 		}
 		if _, err := q.ExecContext(ctx, sb.String(), args...); err != nil {
@@ -167,12 +167,17 @@ func insertLines(ctx context.Context, q querier, lines []logs.Line) error {
 	return nil
 }
 
-// placeholders writes "($n+1, …, $n+k)".
-func placeholders(sb *strings.Builder, n, k int) {
+// placeholders writes "($n+1, …, $n+k)", or "(?, …, ?)" on SQLite, which
+// looks numbered parameters up by name (slow past a few thousand).
+func placeholders(sb *strings.Builder, d *dialect, n, k int) {
 	sb.WriteByte('(')
 	for j := 1; j <= k; j++ {
 		if j > 1 {
 			sb.WriteString(", ")
+		}
+		if d.name == "sqlite" {
+			sb.WriteByte('?')
+			continue
 		}
 		sb.WriteByte('$')
 		sb.WriteString(strconv.Itoa(n + j))
