@@ -27,7 +27,8 @@ test-deps:
 vet:
 	$(GO) vet ./...
 
-# Every test: dependencies first (Debian packages, a PostgreSQL cluster),
+# Every test: dependencies first (Debian packages, a PostgreSQL cluster, a
+# ClickHouse server),
 # then vet, the race-enabled test suite, and a short run of every fuzz
 # target. With CI=true a test whose dependency is missing fails instead of
 # skipping.

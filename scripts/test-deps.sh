@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the system packages Nimbus's tests run against and starts a
-# throwaway PostgreSQL cluster for them. Prints the environment the tests
+# throwaway PostgreSQL cluster and ClickHouse server for them. Prints the environment the tests
 # need as `export` lines, so the caller can `eval "$(scripts/test-deps.sh)"`.
 #
 # Run as root it installs what is missing with apt-get; otherwise it says
@@ -20,6 +20,8 @@ command -v node >/dev/null || pkgs+=(nodejs npm)
 # The dashboard's browser tests drive Debian's Chromium (playwright-core).
 command -v chromium >/dev/null || pkgs+=(chromium)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || pkgs+=(postgresql)
+# Log storage at scale: ClickHouse (Debian's 18.16), through its HTTP interface.
+[ -x /usr/sbin/clickhouse-server ] || pkgs+=(clickhouse-server)
 # The registry cache's tests: a real upstream registry (distribution) and
 # a real client.
 command -v docker-registry >/dev/null || pkgs+=(docker-registry)
@@ -95,3 +97,62 @@ if ! "${as_pg[@]}" "$pgbin/pg_ctl" -D "$pgdata" status >/dev/null 2>&1; then
 		start >/dev/null
 fi
 echo "export NIMBUS_TEST_POSTGRES='postgres://nimbus@127.0.0.1:$pgport/postgres?sslmode=disable'"
+
+# ClickHouse: our own server (its own config, data dir and loopback port),
+# never the system's. It is started in a new session with every inherited
+# descriptor closed, so that it keeps neither the caller's pipes (this
+# script's output is read by eval "$(…)") nor any lock it holds.
+chdir=${NIMBUS_TEST_CHDIR:-/tmp/nimbus-test-ch}
+chport=${NIMBUS_TEST_CHPORT:-58123}
+if ! curl -fsS "http://127.0.0.1:$chport/ping" >/dev/null 2>&1; then
+	log "starting ClickHouse on 127.0.0.1:$chport ($chdir)"
+	rm -rf "$chdir"
+	mkdir -p "$chdir/data" "$chdir/tmp" "$chdir/user_files" "$chdir/format_schemas"
+	cat >"$chdir/config.xml" <<XML
+<?xml version="1.0"?>
+<yandex>
+    <logger><level>warning</level><log>$chdir/server.log</log><errorlog>$chdir/server.err.log</errorlog><size>10M</size><count>1</count></logger>
+    <http_port>$chport</http_port>
+    <listen_host>127.0.0.1</listen_host>
+    <max_connections>1024</max_connections>
+    <keep_alive_timeout>10</keep_alive_timeout>
+    <max_concurrent_queries>200</max_concurrent_queries>
+    <uncompressed_cache_size>67108864</uncompressed_cache_size>
+    <mark_cache_size>134217728</mark_cache_size>
+    <path>$chdir/data/</path>
+    <tmp_path>$chdir/tmp/</tmp_path>
+    <user_files_path>$chdir/user_files/</user_files_path>
+    <format_schema_path>$chdir/format_schemas/</format_schema_path>
+    <users_config>$chdir/users.xml</users_config>
+    <default_profile>default</default_profile>
+    <default_database>default</default_database>
+    <mlock_executable>false</mlock_executable>
+</yandex>
+XML
+	cat >"$chdir/users.xml" <<XML
+<?xml version="1.0"?>
+<yandex>
+    <profiles><default><max_memory_usage>2000000000</max_memory_usage></default></profiles>
+    <users><default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks><profile>default</profile><quota>default</quota></default></users>
+    <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors><result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
+</yandex>
+XML
+	as_ch=()
+	if [ "$(id -u)" -eq 0 ] && id clickhouse >/dev/null 2>&1; then
+		chown -R clickhouse: "$chdir"
+		as_ch=(runuser -u clickhouse --)
+	fi
+	(
+		for fd in /proc/$BASHPID/fd/*; do
+			fd=${fd##*/}
+			[ "$fd" -gt 2 ] && eval "exec $fd>&-"
+		done
+		exec setsid "${as_ch[@]}" /usr/sbin/clickhouse-server --config-file="$chdir/config.xml" </dev/null >>"$chdir/stdout.log" 2>&1
+	) &
+	for _ in $(seq 1 100); do
+		curl -fsS "http://127.0.0.1:$chport/ping" >/dev/null 2>&1 && break
+		sleep 0.1
+	done
+	curl -fsS "http://127.0.0.1:$chport/ping" >/dev/null || { log "ClickHouse did not start; see $chdir/server.err.log"; exit 1; }
+fi
+echo "export NIMBUS_TEST_CLICKHOUSE='http://127.0.0.1:$chport'"

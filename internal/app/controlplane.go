@@ -32,6 +32,7 @@ import (
 	"github.com/nimbus-build/nimbus/internal/github"
 	"github.com/nimbus-build/nimbus/internal/jobs"
 	"github.com/nimbus-build/nimbus/internal/logs"
+	"github.com/nimbus-build/nimbus/internal/logs/clickhouse"
 	"github.com/nimbus-build/nimbus/internal/notify"
 	"github.com/nimbus-build/nimbus/internal/pki"
 	"github.com/nimbus-build/nimbus/internal/policy"
@@ -68,6 +69,7 @@ type ControlPlane struct {
 	grpcLn    net.Listener
 	grpcAddr  string
 	metricsLn net.Listener
+	logCH     *clickhouse.Store // nil: logs in the database
 	// jobsWake and sessionsWake wake long polls, across replicas on
 	// PostgreSQL.
 	jobsWake, sessionsWake *notify.Notifier
@@ -161,7 +163,15 @@ func (cp *ControlPlane) build(ctx context.Context, sealer *auth.Sealer) error {
 		return err
 	}
 	cp.Jobs = svc
-	cp.Logs, err = logs.New(logs.Options{Store: cp.Store.Logs(), Jobs: svc, Config: logs.Config{MaxBytes: c.MaxLogBytes, Batch: c.LogBatch},
+	var logStore logs.Store = cp.Store.Logs()
+	if c.LogStore != "" {
+		ch, err := clickhouse.Open(ctx, c.LogStore, clickhouse.Options{Retention: c.LogRetention})
+		if err != nil {
+			return fmt.Errorf("log-store: %w", err)
+		}
+		cp.logCH, logStore = ch, ch
+	}
+	cp.Logs, err = logs.New(logs.Options{Store: logStore, Jobs: svc, Config: logs.Config{MaxBytes: c.MaxLogBytes, Batch: c.LogBatch},
 		Registry: cp.Registry,
 		Notifier: cp.jobsWake, Logger: cp.log})
 	if err != nil {
@@ -402,6 +412,9 @@ func (cp *ControlPlane) Serve(ctx context.Context, ln net.Listener) error {
 	g.Go(func() error { return cp.Jobs.Run(gctx) })
 	g.Go(func() error { cp.runWebSessionPruneLoop(gctx); return nil })
 	g.Go(func() error { return cp.Logs.Run(gctx) })
+	if cp.logCH != nil && cp.Config.LogRetention > 0 {
+		g.Go(func() error { cp.logCH.RunRetention(gctx, cp.Config.LogRetention, cp.log); return nil })
+	}
 	g.Go(func() error { return cp.Sessions.Run(gctx) })
 	if cp.ghApp != nil && cp.Config.GitHubRedeliverInterval > 0 {
 		r := &github.Redeliverer{App: cp.ghApp, Seen: cp.Store.Deliveries().Seen}

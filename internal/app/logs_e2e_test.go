@@ -18,6 +18,7 @@ import (
 	"github.com/nimbus-build/nimbus/internal/app"
 	"github.com/nimbus-build/nimbus/internal/app/apptest"
 	nimbuslogs "github.com/nimbus-build/nimbus/internal/logs"
+	"github.com/nimbus-build/nimbus/internal/logs/clickhouse"
 )
 
 // chattyJob prints "line 0" … "line n-1", pausing a little every 200
@@ -74,7 +75,7 @@ type serverProcess struct {
 	cmd  *exec.Cmd
 }
 
-func startServerProcess(t *testing.T, dir, addr string) *serverProcess {
+func startServerProcess(t *testing.T, dir, addr string, extra ...string) *serverProcess {
 	t.Helper()
 	out, err := os.OpenFile(filepath.Join(dir, "server.out"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -88,6 +89,7 @@ func startServerProcess(t *testing.T, dir, addr string) *serverProcess {
 	os.Remove(filepath.Join(dir, "url"))
 	cmd := exec.Command(nimbusBin, "server", "--data-dir", dir, "--listen", listen, "--cache-grpc-listen", "",
 		"--github-redeliver-interval", "0", "--lease-ttl", "30s")
+	cmd.Args = append(cmd.Args, extra...)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -123,8 +125,33 @@ func (s *serverProcess) kill() {
 // none lost, none doubled.
 func TestE2ELogsSurviveServerKill(t *testing.T) {
 	needSandbox(t)
+	t.Run("sqlite", func(t *testing.T) { testLogsSurviveServerKill(t) })
+	t.Run("clickhouse", func(t *testing.T) { testLogsSurviveServerKill(t, "--log-store", clickhouseDB(t)) })
+}
+
+// clickhouseDB is the URL of a throwaway ClickHouse database for a log
+// store (NIMBUS_TEST_CLICKHOUSE's server), dropped when the test ends.
+func clickhouseDB(t *testing.T) string {
+	t.Helper()
+	base := os.Getenv("NIMBUS_TEST_CLICKHOUSE")
+	if base == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("NIMBUS_TEST_CLICKHOUSE is not set: run scripts/test-deps.sh")
+		}
+		t.Skip("NIMBUS_TEST_CLICKHOUSE is not set: run scripts/test-deps.sh")
+	}
+	url := fmt.Sprintf("%s/nimbus_e2e_%d", strings.TrimRight(base, "/"), time.Now().UnixNano())
+	t.Cleanup(func() {
+		if s, err := clickhouse.Open(context.Background(), url, clickhouse.Options{}); err == nil {
+			s.DropDatabase(context.Background())
+		}
+	})
+	return url
+}
+
+func testLogsSurviveServerKill(t *testing.T, extra ...string) {
 	dir := t.TempDir()
-	srv := startServerProcess(t, dir, "")
+	srv := startServerProcess(t, dir, "", extra...)
 	url := "http://" + srv.addr
 	tok, err := os.ReadFile(filepath.Join(dir, "admin.token"))
 	if err != nil {
@@ -177,7 +204,7 @@ func TestE2ELogsSurviveServerKill(t *testing.T) {
 		}
 		return false
 	})
-	startServerProcess(t, dir, srv.addr)
+	startServerProcess(t, dir, srv.addr, extra...)
 	until(t, 90*time.Second, "job finished", func() bool {
 		got, err := owner.GetJob(ctx, j.ID)
 		return err == nil && (got.State == "succeeded" || got.State == "failed")
@@ -305,5 +332,29 @@ func TestE2ELogFloodHitsItsLimit(t *testing.T) {
 	raw := logs(t, h, flood)
 	if want := strings.Repeat("y\n", limit/2) + nimbuslogs.Notice(limit) + "\n"; raw != want {
 		t.Errorf("raw flood output: %d bytes, want %d", len(raw), len(want))
+	}
+}
+
+// The log pipeline on ClickHouse, end to end: a sandboxed job's output is
+// read back raw and by line, and found by search, through the API.
+func TestE2ELogsOnClickHouse(t *testing.T) {
+	needSandbox(t)
+	url := clickhouseDB(t)
+	h := apptest.Start(t, "sqlite", func(c *app.ServerConfig) { c.LogStore = url })
+	h.StartAgent(t, "ch", nil)
+	id := submit(t, h, "sh", "-c", `echo "::group::Build"; echo "error: link timeout"; echo "::endgroup::"; printf "no newline"`)
+	if j := waitJob(t, h, id, 60*time.Second, finished); j.State != "succeeded" {
+		t.Fatalf("job: %s %q", j.State, j.Reason)
+	}
+	if out := logs(t, h, id); out != "::group::Build\nerror: link timeout\n::endgroup::\nno newline" {
+		t.Errorf("raw output %q", out)
+	}
+	lines := jobLines(t, h.Owner(), id)
+	if len(lines) != 4 || lines[1].Step != "Build" || lines[3].Text != "no newline" {
+		t.Errorf("lines %+v", lines)
+	}
+	res, err := h.Owner().SearchLogs(context.Background(), apiclient.LogSearchQuery{Pattern: "error: .*timeout", Since: "1h"})
+	if err != nil || len(res.Lines) != 1 || res.Lines[0].Job != id || res.Lines[0].Line != 2 {
+		t.Errorf("search: %+v, %v", res, err)
 	}
 }

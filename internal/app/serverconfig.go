@@ -44,6 +44,11 @@ type ServerConfig struct {
 	MaxLogBytes    int64
 	// LogBatch sets how log uploads are batched into the store's writes.
 	LogBatch logs.BatchConfig
+	// LogStore is where jobs' output goes: "" for the database, or a
+	// ClickHouse URL; LogRetention how long ClickHouse keeps it (0:
+	// forever).
+	LogStore     string
+	LogRetention time.Duration
 
 	SessionIdleTTL       time.Duration
 	RBSAgentCertTTL      time.Duration
@@ -125,6 +130,8 @@ func (c *ServerConfig) Register(s *config.Set) {
 	s.IntVar(&c.LogBatch.Lines, "log-batch-lines", c.LogBatch.Lines, "log lines that make a batch written to the log store at once")
 	s.Var(config.SizeValue{Size: &c.LogBatch.Bytes}, "log-batch-size", "bytes of log uploads that make a batch written at once")
 	s.DurationVar(&c.LogBatch.Delay, "log-batch-delay", c.LogBatch.Delay, "longest an upload waits for others to share its batch (0: none beyond the write before it)")
+	s.StringVar(&c.LogStore, "log-store", "", "where jobs' output goes: empty for the database, or ClickHouse: http://[user[:password]@]host:8123/database")
+	s.DurationVar(&c.LogRetention, "log-retention", 0, "with ClickHouse, how long jobs' output is kept, in whole days (0: forever)")
 	s.Var(config.SizeValue{Size: &c.LogBatch.QueueBytes}, "log-queue-size", "bytes of log uploads queued or being written; beyond, uploads get 429 and Retry-After (0: no bound)")
 	c.PoolLabels = d.Pools[0].Labels
 	s.Var(config.ListValue{List: &c.PoolLabels}, "pool-labels", "runner labels this server serves: a GitHub job is taken when all its labels are among them")
@@ -259,6 +266,12 @@ func (c *ServerConfig) Validate() error {
 		return fmt.Errorf("max-log-size: must not be negative")
 	case c.LogBatch.Lines < 0 || c.LogBatch.Bytes < 0 || c.LogBatch.Delay < 0 || c.LogBatch.QueueBytes < 0:
 		return fmt.Errorf("log-batch-lines, log-batch-size, log-batch-delay, log-queue-size: must not be negative")
+	case c.LogRetention < 0 || c.LogRetention > 0 && c.LogRetention < 24*time.Hour:
+		return fmt.Errorf("log-retention: 0 (forever) or at least 24h")
+	case c.LogRetention > 0 && c.LogStore == "":
+		return fmt.Errorf("log-retention: needs --log-store (ClickHouse); the database keeps jobs' output with the jobs")
+	case c.LogStore != "" && !strings.HasPrefix(c.LogStore, "http://") && !strings.HasPrefix(c.LogStore, "https://"):
+		return fmt.Errorf("log-store: %q: want http://[user[:password]@]host:port/database (ClickHouse's HTTP interface)", c.LogStore)
 	case c.LogBatch.Delay > 10*time.Second:
 		return fmt.Errorf("log-batch-delay: at most 10s (an agent waits that long for its acknowledgement)")
 	case c.LogLevel != "debug" && c.LogLevel != "info" && c.LogLevel != "warn" && c.LogLevel != "error":

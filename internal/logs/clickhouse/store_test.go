@@ -1,0 +1,79 @@
+package clickhouse_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nimbus-build/nimbus/internal/logs"
+	"github.com/nimbus-build/nimbus/internal/logs/clickhouse"
+	"github.com/nimbus-build/nimbus/internal/logs/logstest"
+)
+
+// Open returns a ClickHouse store on a database of its own, dropped when
+// the test ends. The server is NIMBUS_TEST_CLICKHOUSE (scripts/test-deps.sh
+// starts one); without it the test is skipped, or fails under CI=true.
+func Open(t *testing.T) *clickhouse.Store {
+	t.Helper()
+	base := os.Getenv("NIMBUS_TEST_CLICKHOUSE")
+	if base == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("NIMBUS_TEST_CLICKHOUSE is not set: run scripts/test-deps.sh")
+		}
+		t.Skip("NIMBUS_TEST_CLICKHOUSE is not set: run scripts/test-deps.sh")
+	}
+	b := make([]byte, 6)
+	rand.Read(b)
+	s, err := clickhouse.Open(context.Background(), strings.TrimRight(base, "/")+"/nimbus_test_"+hex.EncodeToString(b), clickhouse.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.DropDatabase(context.Background()); err != nil {
+			t.Errorf("drop the test database: %v", err)
+		}
+	})
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	logstest.Run(t, func(t *testing.T) logstest.Env {
+		s := Open(t)
+		n := 0
+		return logstest.Env{Store: s, NewJob: func(t *testing.T, org string) string {
+			n++
+			return fmt.Sprintf("job_%s_%d", org, n)
+		}}
+	})
+}
+
+// Retention without table TTLs (ClickHouse before 19.6) drops whole days.
+func TestDropBefore(t *testing.T) {
+	s := Open(t)
+	ctx := context.Background()
+	old := time.Now().Add(-40 * 24 * time.Hour)
+	for i, at := range []time.Time{old, time.Now()} {
+		job := fmt.Sprintf("job_%d", i)
+		w := logs.Write{Org: "org_a", Job: job, State: logs.State{Version: 1, Cursor: logs.Cursor{Fence: 1, Seq: 0}, Lines: 1},
+			Chunks: []logs.Chunk{{Org: "org_a", Job: job, Fence: 1, Data: []byte("x\n"), At: at}},
+			Lines:  []logs.Line{{Org: "org_a", Job: job, N: 1, Fence: 1, Stream: logs.StreamOutput, At: at, Text: "x"}}}
+		if errs, err := s.Write(ctx, []logs.Write{w}); err != nil || errs[0] != nil {
+			t.Fatal(err, errs)
+		}
+	}
+	n, err := s.DropBefore(ctx, time.Now().Add(-30*24*time.Hour))
+	if err != nil || n < 2 {
+		t.Fatalf("dropped %d partitions, %v", n, err)
+	}
+	for i, want := range []int{0, 1} {
+		got, err := s.Lines(ctx, "org_a", fmt.Sprintf("job_%d", i), logs.LineQuery{From: 1})
+		if err != nil || len(got) != want {
+			t.Errorf("job %d: %d lines, %v; want %d", i, len(got), err, want)
+		}
+	}
+}
