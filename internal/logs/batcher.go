@@ -30,7 +30,7 @@ type BatchConfig struct {
 
 // DefaultBatchConfig is what `nimbus up` runs with.
 func DefaultBatchConfig() BatchConfig {
-	return BatchConfig{Lines: 20_000, Bytes: 8 << 20, Delay: 5 * time.Millisecond, QueueBytes: 64 << 20}
+	return BatchConfig{Lines: 5_000, Bytes: 4 << 20, Delay: 5 * time.Millisecond, QueueBytes: 64 << 20}
 }
 
 // batcher gathers the writes of concurrent uploads (of any jobs) into

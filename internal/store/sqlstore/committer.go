@@ -15,9 +15,15 @@ import (
 // only its own changes), and commits once for all of them: one fsync for
 // the whole batch. A caller's call returns only after that commit, so
 // nothing is acknowledged before it is durable.
+//
+// Bulk work (jobs' log lines) goes through a lane of its own: a
+// transaction takes at most one bulk unit, and control work waiting
+// (lease renewals, completions) is taken first, so a flood of output
+// delays a renewal by at most one bulk unit, never by a queue of them.
 type committer struct {
 	db       *sql.DB
 	requests chan *commitRequest
+	bulk     chan *commitRequest
 	maxBatch int
 
 	stopOnce sync.Once
@@ -32,7 +38,7 @@ type commitRequest struct {
 }
 
 func newCommitter(db *sql.DB) *committer {
-	c := &committer{db: db, requests: make(chan *commitRequest, 1024), maxBatch: 256,
+	c := &committer{db: db, requests: make(chan *commitRequest, 1024), bulk: make(chan *commitRequest, 64), maxBatch: 256,
 		stop: make(chan struct{}), done: make(chan struct{})}
 	go c.loop()
 	return c
@@ -40,9 +46,18 @@ func newCommitter(db *sql.DB) *committer {
 
 // run runs fn in a transaction that commits (durably) before run returns.
 func (c *committer) run(ctx context.Context, fn func(q querier) error) error {
+	return c.enqueue(ctx, c.requests, fn)
+}
+
+// runBulk is run for large writes that may wait behind control work.
+func (c *committer) runBulk(ctx context.Context, fn func(q querier) error) error {
+	return c.enqueue(ctx, c.bulk, fn)
+}
+
+func (c *committer) enqueue(ctx context.Context, lane chan *commitRequest, fn func(q querier) error) error {
 	r := &commitRequest{ctx: ctx, fn: fn, errc: make(chan error, 1)}
 	select {
-	case c.requests <- r:
+	case lane <- r:
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-c.stop:
@@ -62,16 +77,25 @@ func (c *committer) loop() {
 	defer close(c.done)
 	for {
 		var first *commitRequest
+		bulk := false
 		select {
 		case first = <-c.requests:
-		case <-c.stop:
-			// Fail whatever is still queued.
-			for {
-				select {
-				case r := <-c.requests:
-					r.errc <- fmt.Errorf("store closed")
-				default:
-					return
+		default:
+			select {
+			case first = <-c.requests:
+			case first = <-c.bulk:
+				bulk = true
+			case <-c.stop:
+				// Fail whatever is still queued.
+				for {
+					select {
+					case r := <-c.requests:
+						r.errc <- fmt.Errorf("store closed")
+					case r := <-c.bulk:
+						r.errc <- fmt.Errorf("store closed")
+					default:
+						return
+					}
 				}
 			}
 		}
@@ -83,6 +107,15 @@ func (c *committer) loop() {
 				batch = append(batch, r)
 			default:
 				break fill
+			}
+		}
+		if !bulk {
+			// One bulk unit may share the commit, after the control
+			// work.
+			select {
+			case r := <-c.bulk:
+				batch = append(batch, r)
+			default:
 			}
 		}
 		c.commit(batch)

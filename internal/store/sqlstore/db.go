@@ -247,10 +247,23 @@ func (x repos) Sessions() store.Sessions     { return sessions{x} }
 // group commit on SQLite), or directly on the current transaction when
 // there already is one. Every write goes through it.
 func (x repos) inTx(ctx context.Context, fn func(q querier) error) error {
+	return x.tx(ctx, false, fn)
+}
+
+// inBulkTx is inTx for large writes (log lines): on SQLite they take the
+// group commit's bulk lane, behind control work.
+func (x repos) inBulkTx(ctx context.Context, fn func(q querier) error) error {
+	return x.tx(ctx, true, fn)
+}
+
+func (x repos) tx(ctx context.Context, bulk bool, fn func(q querier) error) error {
 	if x.db == nil {
 		return fn(x.w)
 	}
 	if x.batch != nil {
+		if bulk {
+			return x.batch.runBulk(ctx, fn)
+		}
 		return x.batch.run(ctx, fn)
 	}
 	tx, err := x.db.BeginTx(ctx, nil)

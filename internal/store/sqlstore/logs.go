@@ -71,7 +71,7 @@ const insertRows = 500
 // moved on is skipped whole and reported as logs.ErrConflict.
 func (l Logs) Write(ctx context.Context, ws []logs.Write) ([]error, error) {
 	errs := make([]error, len(ws))
-	err := l.x.inTx(ctx, func(q querier) error {
+	err := l.x.inBulkTx(ctx, func(q querier) error {
 		clear(errs)
 		var chunks []logs.Chunk
 		var lines []logs.Line
