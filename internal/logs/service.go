@@ -15,6 +15,7 @@ import (
 	"errors"
 	"log/slog"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -70,6 +71,33 @@ type Service struct {
 	batch  *batcher
 	// batching: Run is running, uploads go through batch.
 	batching atomic.Bool
+	// states holds the state this process last wrote for each job (at
+	// most maxCachedStates), so that an upload need not read it back;
+	// a write from another replica shows as a conflict, which reads it.
+	statesMu sync.Mutex
+	states   map[string]State
+}
+
+const maxCachedStates = 10000
+
+func (s *Service) cachedState(job string) (State, bool) {
+	s.statesMu.Lock()
+	defer s.statesMu.Unlock()
+	st, ok := s.states[job]
+	return st, ok
+}
+
+func (s *Service) cacheState(job string, st State, ok bool) {
+	s.statesMu.Lock()
+	defer s.statesMu.Unlock()
+	if !ok {
+		delete(s.states, job)
+		return
+	}
+	if s.states == nil || len(s.states) >= maxCachedStates {
+		s.states = map[string]State{}
+	}
+	s.states[job] = st
 }
 
 // New builds a Service.
@@ -162,8 +190,8 @@ func (s *Service) Append(ctx context.Context, agent store.Agent, job string, fen
 		repo = j.GitHub.Repo
 	}
 	in := ingest{org: j.OrgID, job: job, repo: repo, limit: s.cfg.MaxBytes}
-	var st State
-	known, wrote, conflicts := false, false, 0
+	st, known := s.cachedState(job)
+	wrote, conflicts := false, 0
 	for {
 		if !known {
 			if st, err = s.store.State(ctx, j.OrgID, job); err != nil {
@@ -191,12 +219,15 @@ func (s *Service) Append(ctx context.Context, agent store.Agent, job string, fen
 		if errors.Is(err, ErrConflict) && conflicts < 3 {
 			conflicts++
 			known = false // another replica moved the log on: look again
+			s.cacheState(job, State{}, false)
 			continue
 		}
 		if err != nil {
+			s.cacheState(job, State{}, false)
 			return Ack{}, err
 		}
 		st, wrote = w.State, true
+		s.cacheState(job, st, true)
 	}
 }
 

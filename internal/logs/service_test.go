@@ -335,3 +335,36 @@ func TestFollow(t *testing.T) {
 		t.Errorf("another org's job: %v, want ErrNotFound", err)
 	}
 }
+
+// Two replicas (two services on one database) take a job's uploads in
+// turn: each one's view of the log may be stale, and the store's
+// compare-and-set puts every chunk in once, in order.
+func TestReplicasShareALog(t *testing.T) {
+	for _, engine := range storetest.Engines {
+		t.Run(engine, func(t *testing.T) {
+			f := newFixture(t, engine, 0)
+			ctx := context.Background()
+			other, err := logs.New(logs.Options{Store: f.db.Logs(), Jobs: f.jobs})
+			if err != nil {
+				t.Fatal(err)
+			}
+			j := f.leased(t)
+			replicas := []*logs.Service{f.logs, other}
+			for i := range 6 {
+				// Each upload resends the previous chunk too (a lost ack).
+				up := []logs.Chunk{{Seq: int64(i), Data: fmt.Appendf(nil, "line %d\n", i)}}
+				if i > 0 {
+					up = append([]logs.Chunk{{Seq: int64(i - 1), Data: fmt.Appendf(nil, "line %d\n", i-1)}}, up...)
+				}
+				a, err := replicas[i%2].Append(ctx, f.agent, j.ID, j.Fence, up, false)
+				if err != nil || a.Seq != int64(i) {
+					t.Fatalf("upload %d on replica %d: %+v, %v", i, i%2, a, err)
+				}
+			}
+			want := []string{"line 0", "line 1", "line 2", "line 3", "line 4", "line 5"}
+			if got := f.lines(t, j.ID); !slices.Equal(got, want) {
+				t.Errorf("lines %q, want %q", got, want)
+			}
+		})
+	}
+}
