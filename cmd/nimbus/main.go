@@ -29,7 +29,7 @@ Commands:
   ctl      the admin and user CLI (run, jobs, logs, agents, tokens, orgs, audit)
   rbs      remote Bazel on a developer machine (init; proxy is what bazel starts)
   admin    maintenance on the server's host (rotate-master-key, recover-owner)
-  bench    benchmarks that print tables (jobs, sandbox, cache, rbs, registry)
+  bench    benchmarks that print tables (jobs, logs, sandbox, cache, rbs, registry)
   version  print the version
 
 Run "nimbus <command> --help" for a command's flags.
@@ -92,7 +92,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 }
 
 func benchMain(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
-	const usage = "Usage: nimbus bench jobs|sandbox|cache|rbs|registry [flags]\n\n  jobs   the job loop: webhooks/s, lease cycles/s, webhook → process start, idle RSS\n  sandbox  the job sandbox with and without its network: lease → first instruction, setup, teardown, jobs/s\n  cache  a load generator for any Bazel remote cache (gRPC or HTTP)\n  rbs    remote Bazel beside a local Bazel: cold start, warm no-op, one-file rebuild, sync\n  registry  the registry cache beside distribution's pull-through proxy: warm, cold and concurrent pulls, manifest HEAD/s\n"
+	const usage = "Usage: nimbus bench jobs|logs|sandbox|cache|rbs|registry [flags]\n\n  jobs   the job loop: webhooks/s, lease cycles/s, webhook → process start, idle RSS\n  logs   the log pipeline: ingest lines/s, search latency, live-tail latency (SQLite, PostgreSQL, ClickHouse)\n  sandbox  the job sandbox with and without its network: lease → first instruction, setup, teardown, jobs/s\n  cache  a load generator for any Bazel remote cache (gRPC or HTTP)\n  rbs    remote Bazel beside a local Bazel: cold start, warm no-op, one-file rebuild, sync\n  registry  the registry cache beside distribution's pull-through proxy: warm, cold and concurrent pulls, manifest HEAD/s\n"
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return 2
@@ -100,6 +100,8 @@ func benchMain(ctx context.Context, args []string, stdout, stderr io.Writer, get
 	switch args[0] {
 	case "jobs":
 		return bench.JobsMain(ctx, args[1:], stdout, stderr)
+	case "logs":
+		return bench.LogsMain(ctx, args[1:], stdout, stderr)
 	case "sandbox":
 		return bench.SandboxMain(ctx, args[1:], stdout, stderr)
 	case "cache":

@@ -1,0 +1,339 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nimbus-build/nimbus/internal/apiclient"
+	"github.com/nimbus-build/nimbus/internal/apiv1"
+	"github.com/nimbus-build/nimbus/internal/app"
+	"github.com/nimbus-build/nimbus/internal/logs/clickhouse"
+)
+
+// LogsOptions configures `nimbus bench logs`.
+type LogsOptions struct {
+	Postgres   string // postgres:// URL for a scratch database; empty: not measured
+	ClickHouse string // http:// URL of a ClickHouse server for a scratch database; empty: not measured
+	Jobs       int
+	Lines      int
+	Searches   int
+	TailLines  int
+	NoSandbox  bool
+}
+
+// LogsMain is `nimbus bench logs`.
+func LogsMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var o LogsOptions
+	fs := flag.NewFlagSet("nimbus bench logs", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.Postgres, "postgres", "", "also measure PostgreSQL: URL of a server where a scratch database may be created and dropped")
+	fs.StringVar(&o.ClickHouse, "clickhouse", "", "also measure ClickHouse: http://host:8123 of a server where a scratch database may be created and dropped")
+	fs.IntVar(&o.Jobs, "jobs", 50, "concurrent jobs streaming output")
+	fs.IntVar(&o.Lines, "lines", 20000, "lines each job streams (jobs × lines are then searched)")
+	fs.IntVar(&o.Searches, "searches", 20, "searches per query measured")
+	fs.IntVar(&o.TailLines, "tail-lines", 200, "lines of the live-tail measurement (one every 20 ms)")
+	fs.BoolVar(&o.NoSandbox, "no-sandbox", false, "skip the live-tail rows, which run a job in bubblewrap")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, `Usage: nimbus bench logs [flags]
+
+Measures the log pipeline on this machine, in process, over real HTTP on
+loopback: lines ingested per second with --jobs jobs streaming at once through
+the agent API; search over everything stored (jobs × lines) through the
+search API, p50 and p99; live-tail latency from a line written in a
+bubblewrap sandbox (it prints the time) to a Server-Sent Events client.
+SQLite always; PostgreSQL and ClickHouse when given.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	engines := []string{"sqlite"}
+	if o.Postgres != "" {
+		engines = append(engines, "postgres")
+	}
+	if o.ClickHouse != "" {
+		engines = append(engines, "clickhouse")
+	}
+	var rows []row
+	for _, e := range engines {
+		fmt.Fprintf(stderr, "bench logs: %s…\n", e)
+		r, err := benchLogsEngine(ctx, e, o, stderr)
+		rows = append(rows, r...)
+		if err != nil {
+			fmt.Fprintf(stderr, "nimbus bench logs: %s: %v\n", e, err)
+			printRows(stdout, rows)
+			return 1
+		}
+	}
+	printRows(stdout, rows)
+	return 0
+}
+
+func benchLogsEngine(ctx context.Context, engine string, o LogsOptions, stderr io.Writer) ([]row, error) {
+	dir, err := os.MkdirTemp("", "nimbus-bench-logs-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	c := app.ServerConfig{
+		DataDir: dir, Listen: "127.0.0.1:0", LogLevel: "error", LogFormat: "text", LeaseTTL: 60 * time.Second, MaxAttempts: 3,
+		DefaultTimeout: time.Hour, MaxTimeout: 24 * time.Hour, PoolLabels: []string{"self-hosted", "linux", "x64", "nimbus"},
+		GitHubAPIURL: "http://127.0.0.1:1",
+	}
+	c.LogBatch.QueueBytes = 256 << 20
+	switch engine {
+	case "postgres":
+		pg, drop, err := scratchDatabase(ctx, o.Postgres)
+		if err != nil {
+			return nil, err
+		}
+		defer drop()
+		c.Database = pg
+	case "clickhouse":
+		c.LogStore = fmt.Sprintf("%s/nimbus_bench_%d", strings.TrimRight(o.ClickHouse, "/"), time.Now().UnixNano())
+		c.LogBatch.Delay = 50 * time.Millisecond
+		defer func() {
+			if s, err := clickhouse.Open(context.Background(), c.LogStore, clickhouse.Options{}); err == nil {
+				s.DropDatabase(context.Background())
+			}
+		}()
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	cp, err := app.OpenControlPlane(ctx, c, slog.New(slog.DiscardHandler), app.WithRunnerMinter(benchMinter{}))
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		cp.Close()
+		return nil, err
+	}
+	url := "http://" + ln.Addr().String()
+	cp.SetURL(url)
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- cp.Serve(sctx, ln) }()
+	defer func() { cancel(); <-done; cp.Close() }()
+	owner := apiclient.New(url, cp.Bootstrap.AdminToken)
+
+	var rows []row
+	goal := map[string]string{"sqlite": "≥ 100k", "clickhouse": "≥ 500k"}[engine]
+	rate, total, err := benchIngest(ctx, url, owner, o)
+	if err != nil {
+		return rows, fmt.Errorf("ingest: %w", err)
+	}
+	rows = append(rows, row{engine, fmt.Sprintf("ingest lines/s, %d jobs at once", o.Jobs), fmt.Sprintf("%.0f", rate), goal})
+	fmt.Fprintf(stderr, "bench logs: %s: %d lines stored, searching…\n", engine, total)
+	sgoal := map[string]string{"clickhouse": "p50 < 300 ms"}[engine]
+	for _, q := range []struct{ name, pattern string }{
+		{"common", `error: .*timeout`},
+		{"rare", `job 7 line 12345: `},
+		{"no literal", `^(?i)E.*T$`},
+	} {
+		p50, p99, n, err := benchSearch(ctx, owner, q.pattern, o.Searches)
+		if err != nil {
+			return rows, fmt.Errorf("search %q: %w", q.pattern, err)
+		}
+		rows = append(rows, row{engine, fmt.Sprintf("search %s (%s) over %d lines, %d matches p50/p99", q.name, q.pattern, total, n),
+			ms(p50) + " / " + ms(p99), sgoal})
+	}
+	if !o.NoSandbox {
+		p50, p99, err := benchTail(ctx, url, owner, o, dir)
+		if err != nil {
+			return rows, fmt.Errorf("tail: %w", err)
+		}
+		rows = append(rows, row{engine, "live tail: sandbox → SSE client p50 / p99", ms(p50) + " / " + ms(p99), "p99 < 250 ms"})
+	}
+	return rows, nil
+}
+
+// benchIngest streams o.Lines lines from each of o.Jobs leased jobs at
+// once, through the agent API as agents send them (uploads of up to
+// 512 KiB, one at a time per job, again after a 429), and returns the
+// lines acknowledged per second.
+func benchIngest(ctx context.Context, url string, owner *apiclient.Client, o LogsOptions) (float64, int, error) {
+	agent, err := enroll(ctx, url, owner, "bench-logs", []string{"linux"})
+	if err != nil {
+		return 0, 0, err
+	}
+	var leases []*apiv1.Lease
+	for range o.Jobs {
+		if _, err := owner.SubmitJob(ctx, apiv1.SubmitJob{Argv: []string{"true"}, Labels: []string{"linux"}}); err != nil {
+			return 0, 0, err
+		}
+		l, err := agent.Lease(ctx, 0)
+		if err != nil || l == nil {
+			return 0, 0, fmt.Errorf("lease: %v", err)
+		}
+		leases = append(leases, l)
+	}
+	// Each job's output, cut as the agent cuts it: 64 KiB chunks.
+	outputs := make([][]apiv1.LogChunk, len(leases))
+	for j := range leases {
+		var buf bytes.Buffer
+		var chunks []apiv1.LogChunk
+		for i := range o.Lines {
+			if i%1000 == 999 {
+				fmt.Fprintf(&buf, "job %d line %d: error: connect to 10.0.0.%d:443 timeout after 30s\n", j, i, i%250)
+			} else {
+				fmt.Fprintf(&buf, "job %d line %d: compiling src/module_%04d/file.go (%d of %d)\n", j, i, i%9999, i, o.Lines)
+			}
+			if buf.Len() >= 64<<10 {
+				chunks = append(chunks, apiv1.LogChunk{Seq: int64(len(chunks)), Data: bytes.Clone(buf.Bytes())})
+				buf.Reset()
+			}
+		}
+		if buf.Len() > 0 {
+			chunks = append(chunks, apiv1.LogChunk{Seq: int64(len(chunks)), Data: bytes.Clone(buf.Bytes())})
+		}
+		outputs[j] = chunks
+	}
+	var refused atomic.Int64
+	errs := make(chan error, len(leases))
+	start := time.Now()
+	var wg sync.WaitGroup
+	for j, l := range leases {
+		wg.Go(func() {
+			chunks := outputs[j]
+			for len(chunks) > 0 {
+				n := 0
+				for size := 0; n < len(chunks) && (n == 0 || size+len(chunks[n].Data) <= 512<<10); n++ {
+					size += len(chunks[n].Data)
+				}
+				var ack apiv1.LogsAck
+				_, err := agent.Do(ctx, "POST", apiv1.PathAgentJob(l.Job.ID, "logs"), apiv1.Logs{Fence: l.Fence, Chunks: chunks[:n], End: n == len(chunks)}, &ack)
+				if apiclient.IsStatus(err, http.StatusTooManyRequests) {
+					refused.Add(1)
+					time.Sleep(max(apiclient.RetryAfter(err)/10, 10*time.Millisecond))
+					continue
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+				for len(chunks) > 0 && chunks[0].Seq <= ack.Seq {
+					chunks = chunks[1:]
+				}
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	select {
+	case err := <-errs:
+		return 0, 0, err
+	default:
+	}
+	total := o.Jobs * o.Lines
+	return float64(total) / elapsed.Seconds(), total, nil
+}
+
+// benchSearch runs a search n times and returns its p50 and p99 and how
+// many lines matched.
+func benchSearch(ctx context.Context, owner *apiclient.Client, pattern string, n int) (p50, p99 time.Duration, matches int, err error) {
+	var lat []time.Duration
+	for range n {
+		t0 := time.Now()
+		res, err := owner.SearchLogs(ctx, apiclient.LogSearchQuery{Pattern: pattern, Since: "1h", Limit: 100})
+		if err != nil {
+			return 0, 0, 0, err
+		}
+		lat = append(lat, time.Since(t0))
+		matches = 0
+		for _, j := range res.Jobs {
+			matches += j.Matches
+		}
+	}
+	return percentile(lat, 0.5), percentile(lat, 0.99), matches, nil
+}
+
+// benchTail runs a job in bubblewrap that prints the time every 20 ms and
+// follows its lines as Server-Sent Events: the latency is the time a line
+// arrives minus the time it holds.
+func benchTail(ctx context.Context, url string, owner *apiclient.Client, o LogsOptions, dir string) (p50, p99 time.Duration, err error) {
+	shared, err := os.MkdirTemp("", "nimbus-bench-work-")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer os.RemoveAll(shared)
+	os.Chmod(shared, 0o711)
+	jt, err := owner.CreateJoinToken(ctx, apiv1.CreateJoinToken{Labels: []string{"tail"}})
+	if err != nil {
+		return 0, 0, err
+	}
+	ac := app.AgentConfig{Server: url, JoinToken: jt.Token, StateDir: filepath.Join(dir, "agent"), WorkDir: filepath.Join(shared, "work"),
+		Name: "bench-tail", Labels: []string{"tail"}, MaxJobs: 1, UIDBase: 175000}
+	if err := ac.Validate(true); err != nil {
+		return 0, 0, err
+	}
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	a, err := app.NewAgent(actx, ac, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return 0, 0, err
+	}
+	adone := make(chan error, 1)
+	go func() { adone <- a.Run(actx) }()
+	defer func() { cancel(); <-adone }()
+	script := fmt.Sprintf(`i=0; while [ $i -lt %d ]; do date +%%s%%N; i=$((i+1)); sleep 0.02; done`, o.TailLines)
+	j, err := owner.SubmitJob(ctx, apiv1.SubmitJob{Argv: []string{"sh", "-c", script}, Labels: []string{"tail"}})
+	if err != nil {
+		return 0, 0, err
+	}
+	req, err := http.NewRequestWithContext(ctx, "GET", url+apiv1.RouteJobLogs.URL(j.ID)+"?format=sse&follow=1", nil)
+	if err != nil {
+		return 0, 0, err
+	}
+	req.Header.Set("Authorization", "Bearer "+owner.Token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, 0, fmt.Errorf("tail: %s", resp.Status)
+	}
+	var lat []time.Duration
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		data, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok {
+			continue
+		}
+		now := time.Now()
+		var l apiv1.LogLine
+		if err := json.Unmarshal([]byte(data), &l); err != nil {
+			return 0, 0, err
+		}
+		ns, err := strconv.ParseInt(strings.TrimSpace(l.Text), 10, 64)
+		if err != nil {
+			continue
+		}
+		lat = append(lat, now.Sub(time.Unix(0, ns)))
+	}
+	if len(lat) < o.TailLines/2 {
+		return 0, 0, errors.New("the tail delivered too few lines")
+	}
+	return percentile(lat, 0.5), percentile(lat, 0.99), nil
+}
