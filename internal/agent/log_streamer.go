@@ -18,6 +18,9 @@ import (
 // nothing more).
 type uploadFunc func(ctx context.Context, chunks []apiv1.LogChunk, end bool) (apiv1.LogsAck, error)
 
+// maxChunkLines bounds the lines of a chunk.
+const maxChunkLines = 1000
+
 // logStreamerOptions configure a logStreamer.
 type logStreamerOptions struct {
 	fence    int64
@@ -50,12 +53,13 @@ type logStreamer struct {
 	opts logStreamerOptions
 	mask *masker
 
-	mu      sync.Mutex
-	open    []byte     // the chunk being filled
-	queue   chunkQueue // cut, not yet acknowledged, in order
-	nextSeq int64
-	held    int // bytes in open and queue
-	timer   *time.Timer
+	mu        sync.Mutex
+	open      []byte     // the chunk being filled
+	openLines int        // newlines in open
+	queue     chunkQueue // cut, not yet acknowledged, in order
+	nextSeq   int64
+	held      int // bytes in open and queue
+	timer     *time.Timer
 	// finished: the workload is done; run returns once all is acknowledged.
 	finished bool
 	// lineOpen: the output written so far does not end with a newline;
@@ -143,14 +147,28 @@ func (s *logStreamer) addLocked(p []byte) {
 			continue
 		}
 		k := min(len(p), s.opts.maxUnacked-s.held, s.opts.maxChunk-len(s.open))
+		// A chunk holds at most maxChunkLines lines: the server writes a
+		// chunk at once, and a chunk of many short lines would hold its
+		// store's writer (SQLite's only one) for seconds.
+		lines := 0
+		for i, c := range p[:k] {
+			if c == '\n' {
+				lines++
+				if s.openLines+lines == maxChunkLines {
+					k = i + 1
+					break
+				}
+			}
+		}
 		if len(s.open) == 0 {
 			s.armFlushLocked()
 		}
 		s.open = append(s.open, p[:k]...)
+		s.openLines += lines
 		s.held += k
 		s.lineOpen = p[k-1] != '\n'
 		p = p[k:]
-		if len(s.open) >= s.opts.maxChunk {
+		if len(s.open) >= s.opts.maxChunk || s.openLines >= maxChunkLines {
 			s.sealLocked()
 		}
 	}
@@ -176,11 +194,11 @@ func (s *logStreamer) sealLocked() {
 		s.opts.log.Error("job output lost: the spool failed", "err", err, "bytes", len(s.open))
 		s.held -= len(s.open)
 		s.dropped += int64(len(s.open))
-		s.open = nil
+		s.open, s.openLines = nil, 0
 		return
 	}
 	s.nextSeq++
-	s.open = nil
+	s.open, s.openLines = nil, 0
 	select {
 	case s.wake <- struct{}{}:
 	default:

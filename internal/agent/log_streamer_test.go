@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -405,4 +406,39 @@ func waitUntil(t *testing.T, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// A chunk holds at most maxChunkLines lines, cut after a newline: the
+// server writes a chunk at once, and must not hold its store's writer
+// for seconds on one chunk of short lines.
+func TestLogStreamerCutsManyShortLines(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		u := &uploadServer{}
+		s := newLogStreamer(logStreamerOptions{
+			fence: 7, upload: u.upload, maxChunk: 64 << 10, maxBatch: 512 << 10, maxUnacked: 1 << 20,
+			flushInterval: 250 * time.Millisecond, maxBackoff: time.Second, log: slog.New(slog.DiscardHandler),
+		})
+		done := make(chan error)
+		go func() { done <- s.run(t.Context()) }()
+		in := strings.Repeat("x\n", 2*maxChunkLines+500) + "tail"
+		if _, err := s.Write([]byte(in)); err != nil {
+			t.Fatal(err)
+		}
+		s.finish()
+		if err := <-done; err != nil {
+			t.Fatalf("run: %v", err)
+		}
+		var got strings.Builder
+		var lines []int
+		for _, c := range u.chunks {
+			got.Write(c.Data)
+			lines = append(lines, strings.Count(string(c.Data), "\n"))
+		}
+		if got.String() != in {
+			t.Errorf("uploaded %d bytes, not what was written", got.Len())
+		}
+		if want := []int{maxChunkLines, maxChunkLines, 500}; !slices.Equal(lines, want) {
+			t.Errorf("lines per chunk %v, want %v", lines, want)
+		}
+	})
 }

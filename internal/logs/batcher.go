@@ -28,9 +28,12 @@ type BatchConfig struct {
 	QueueBytes int64
 }
 
-// DefaultBatchConfig is what `nimbus up` runs with.
+// DefaultBatchConfig is what `nimbus up` runs with. A batch is one write
+// that holds SQLite's only writer: 1,000 lines keep it to tens of
+// milliseconds (a lease renewal waits at most that long behind output);
+// ClickHouse prefers larger inserts (raise --log-batch-lines there).
 func DefaultBatchConfig() BatchConfig {
-	return BatchConfig{Lines: 5_000, Bytes: 4 << 20, Delay: 5 * time.Millisecond, QueueBytes: 64 << 20}
+	return BatchConfig{Lines: 1_000, Bytes: 1 << 20, Delay: 5 * time.Millisecond, QueueBytes: 64 << 20}
 }
 
 // batcher gathers the writes of concurrent uploads (of any jobs) into

@@ -15,6 +15,7 @@ import (
 
 	"github.com/nimbus-build/nimbus/internal/agent"
 	"github.com/nimbus-build/nimbus/internal/apiv1"
+	"github.com/nimbus-build/nimbus/internal/app"
 	"github.com/nimbus-build/nimbus/internal/app/apptest"
 	"github.com/nimbus-build/nimbus/internal/executor"
 	"github.com/nimbus-build/nimbus/internal/executor/bwrap"
@@ -67,7 +68,10 @@ func waitJob(t *testing.T, h *apptest.Harness, id string, cond func(apiv1.Job) b
 
 func TestAgentAgainstRealControlPlane(t *testing.T) {
 	e := newBwrap(t)
-	h := apptest.Start(t, "sqlite")
+	// Leases of 10 s: a race-enabled run on two busy cores writes a flood
+	// of lines (and renews between its writes) ten times slower than
+	// `nimbus up` does.
+	h := apptest.Start(t, "sqlite", func(c *app.ServerConfig) { c.LeaseTTL = 10 * time.Second })
 	owner := h.Owner()
 	var jt apiv1.JoinToken
 	if _, err := owner.Do(t.Context(), http.MethodPost, "/api/v1/agents/join-tokens", apiv1.CreateJoinToken{Labels: []string{"linux", "x64"}}, &jt); err != nil {
