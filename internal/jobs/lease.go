@@ -58,11 +58,7 @@ func (s *Service) tryLease(ctx context.Context, agent store.Agent) (*Lease, erro
 	if err != nil {
 		return nil, err
 	}
-	ready := j.NotBefore
-	if ready.Before(j.CreatedAt) {
-		ready = j.CreatedAt
-	}
-	s.m.leaseWait.Observe(max(now.Sub(ready), 0).Seconds())
+	s.m.leased(j, now)
 	s.m.transitions.WithLabelValues(string(store.JobLeased)).Inc()
 	s.notify.Notify(OrgTopic(j.OrgID))
 	s.log.Debug("leased", "job_id", j.ID, "agent_id", agent.ID, "fence", j.Fence)
@@ -244,6 +240,7 @@ func (s *Service) finish(ctx context.Context, actor, agentID, id string, fence i
 		return j, err
 	}
 	s.m.transitions.WithLabelValues(string(j.State)).Inc()
+	s.m.finished(j)
 	s.notify.Notify(Topic(id))
 	s.notify.Notify(OrgTopic(j.OrgID))
 	s.runnerSpent(j)

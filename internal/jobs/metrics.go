@@ -17,6 +17,11 @@ type metrics struct {
 	transitions *prometheus.CounterVec
 	leaseWait   prometheus.Histogram
 	expired     *prometheus.CounterVec
+	// queue and run are by the job's label set (labelValues bounds it)
+	// and, for run, by how the job ended.
+	queue  *prometheus.HistogramVec
+	run    *prometheus.HistogramVec
+	labels *labelValues
 }
 
 func newMetrics(reg prometheus.Registerer, st store.Store, log *slog.Logger) *metrics {
@@ -38,11 +43,42 @@ func newMetrics(reg prometheus.Registerer, st store.Store, log *slog.Logger) *me
 			Name: "nimbus_jobs_leases_expired_total",
 			Help: "Expired leases by what the reaper did (requeued, failed, cancelled).",
 		}, []string{"result"}),
+		queue: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "nimbus_job_queue_seconds",
+			Help:    "Time from a job's creation (a webhook, a submission) or its not-before time to each lease, by its label set (sorted, comma-joined; at most 50 sets, then \"other\").",
+			Buckets: prometheus.ExponentialBuckets(0.05, 2, 16),
+		}, []string{"labels"}),
+		run: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "nimbus_job_run_seconds",
+			Help:    "Time from a job's start to its end, by its label set (as nimbus_job_queue_seconds) and the state it ended in.",
+			Buckets: prometheus.ExponentialBuckets(0.5, 2, 16),
+		}, []string{"labels", "state"}),
+		labels: newLabelValues(maxLabelSets),
 	}
 	if reg != nil {
-		reg.MustRegister(m.webhooks, m.transitions, m.leaseWait, m.expired, &queueCollector{st: st, log: log})
+		reg.MustRegister(m.webhooks, m.transitions, m.leaseWait, m.expired, m.queue, m.run, &queueCollector{st: st, log: log})
 	}
 	return m
+}
+
+// leased observes a job's time in the queue, up to its lease at now.
+func (m *metrics) leased(j store.Job, now time.Time) {
+	ready := j.NotBefore
+	if ready.Before(j.CreatedAt) {
+		ready = j.CreatedAt
+	}
+	wait := max(now.Sub(ready), 0).Seconds()
+	m.leaseWait.Observe(wait)
+	m.queue.WithLabelValues(m.labels.of(j.Labels)).Observe(wait)
+}
+
+// finished observes a finished job's run time (none for a job that never
+// started: cancelled in the queue, or failed before it ran).
+func (m *metrics) finished(j store.Job) {
+	if j.StartedAt.IsZero() || j.FinishedAt.IsZero() {
+		return
+	}
+	m.run.WithLabelValues(m.labels.of(j.Labels), string(j.State)).Observe(max(j.FinishedAt.Sub(j.StartedAt), 0).Seconds())
 }
 
 // queueCollector reports how many jobs are queued, leased and running,
