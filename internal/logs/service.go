@@ -350,3 +350,23 @@ func (s *Service) Search(ctx context.Context, org string, p SearchParams) (Resul
 	defer cancel()
 	return s.store.Search(ctx, q)
 }
+
+// MaxTail is the most lines Tail returns.
+const MaxTail = 1000
+
+// Tail returns the last n lines (at most MaxTail) of org's job, in
+// order: what a failed job printed last.
+func (s *Service) Tail(ctx context.Context, org, job string, n int) ([]Line, error) {
+	if _, err := s.jobs.Get(ctx, org, job); err != nil {
+		return nil, err
+	}
+	n = min(max(n, 1), MaxTail)
+	st, err := s.store.State(ctx, org, job)
+	if err != nil {
+		return nil, err
+	}
+	if st.Lines == 0 {
+		return nil, nil
+	}
+	return s.store.Lines(ctx, org, job, LineQuery{From: max(st.Lines-int64(n)+1, 1), Limit: n})
+}
