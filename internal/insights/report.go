@@ -58,7 +58,7 @@ type Stats struct {
 
 // Day is one day of a group.
 type Day struct {
-	Day                               time.Time
+	Day                                time.Time
 	Jobs, Succeeded, Failed, Cancelled int
 }
 
