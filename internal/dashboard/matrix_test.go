@@ -69,6 +69,7 @@ type world struct {
 	expiredToken, tokenB  string
 	victimJob, victimAgnt string // org a's, for the API's state changes
 	victimToken           string
+	cacheRowA             string // the cache page's row of org a
 }
 
 func newWorld(t *testing.T) *world {
@@ -117,6 +118,11 @@ func newWorld(t *testing.T) *world {
 		t.Fatal(err)
 	}
 	w.expiredToken = secret
+	orgA, err := e.h.CP.Store.Orgs().Get(ctx, e.orgA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.cacheRowA = `data-testid="cache-` + orgA.Name + `"`
 	return w
 }
 
@@ -323,6 +329,10 @@ func (w *world) uiRoute(t *testing.T, rt dashboard.Route, allowed func(auth.Role
 					t.Errorf("org b %s sees org a's %s", role, leak)
 				}
 			}
+			// Cache usage: only owners (orgs.read) see every org's.
+			if rt == dashboard.RouteCache && !allowed(role, "orgs.read") && strings.Contains(r.body, w.cacheRowA) {
+				t.Errorf("org b %s sees org a's cache usage", role)
+			}
 		}
 	}
 	// A stale session (signed in long ago) on a step-up route.
@@ -336,6 +346,9 @@ func (w *world) uiRoute(t *testing.T, rt dashboard.Route, allowed func(auth.Role
 	for _, role := range matrixRoles {
 		c := w.sessionAs(w.orgA, role)
 		r := w.callUI(t, rt, c, w.csrfOf(t, c))
+		if rt == dashboard.RouteCache && !strings.Contains(r.body, w.cacheRowA) {
+			t.Errorf("%s does not see its own org's cache usage (%s)", role, w.cacheRowA)
+		}
 		if allowed(role, rt.Action) {
 			if r.status == http.StatusUnauthorized || r.status == http.StatusForbidden {
 				t.Errorf("%s: %d %s, want allowed", role, r.status, r.header.Get("Nimbus-Refusal"))
