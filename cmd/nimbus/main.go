@@ -29,7 +29,7 @@ Commands:
   ctl      the admin and user CLI (run, jobs, logs, agents, tokens, orgs, audit)
   rbs      remote Bazel on a developer machine (init; proxy is what bazel starts)
   admin    maintenance on the server's host (rotate-master-key, recover-owner)
-  bench    benchmarks that print tables (jobs, logs, sandbox, cache, rbs, registry)
+  bench    benchmarks that print tables (jobs, logs, sandbox, cache, rbs, registry, ui)
   version  print the version
 
 Run "nimbus <command> --help" for a command's flags.
@@ -92,7 +92,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 }
 
 func benchMain(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
-	const usage = "Usage: nimbus bench jobs|logs|sandbox|cache|rbs|registry [flags]\n\n  jobs   the job loop: webhooks/s, lease cycles/s, webhook → process start, idle RSS\n  logs   the log pipeline: ingest lines/s, search latency, live-tail latency (SQLite, PostgreSQL, ClickHouse)\n  sandbox  the job sandbox with and without its network: lease → first instruction, setup, teardown, jobs/s\n  cache  a load generator for any Bazel remote cache (gRPC or HTTP)\n  rbs    remote Bazel beside a local Bazel: cold start, warm no-op, one-file rebuild, sync\n  registry  the registry cache beside distribution's pull-through proxy: warm, cold and concurrent pulls, manifest HEAD/s\n"
+	const usage = "Usage: nimbus bench jobs|logs|sandbox|cache|rbs|registry|ui [flags]\n\n  jobs   the job loop: webhooks/s, lease cycles/s, webhook → process start, idle RSS\n  logs   the log pipeline: ingest lines/s, search latency, live-tail latency (SQLite, PostgreSQL, ClickHouse)\n  sandbox  the job sandbox with and without its network: lease → first instruction, setup, teardown, jobs/s\n  cache  a load generator for any Bazel remote cache (gRPC or HTTP)\n  rbs    remote Bazel beside a local Bazel: cold start, warm no-op, one-file rebuild, sync\n  registry  the registry cache beside distribution's pull-through proxy: warm, cold and concurrent pulls, manifest HEAD/s\n  ui     the web dashboard: jobs page with 10k jobs, a 200k-line log, 100 idle live pages (server and Chromium)\n"
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return 2
@@ -110,6 +110,8 @@ func benchMain(ctx context.Context, args []string, stdout, stderr io.Writer, get
 		return rbsbench.Main(ctx, args[1:], stdout, stderr)
 	case "registry":
 		return registrybench.Main(ctx, args[1:], stdout, stderr)
+	case "ui":
+		return bench.UIMain(ctx, args[1:], stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "nimbus bench: unknown benchmark %q\n\n%s", args[0], usage)
 	return 2
