@@ -10,6 +10,7 @@ import (
 	"github.com/nimbus-build/nimbus/internal/apiv1"
 	"github.com/nimbus-build/nimbus/internal/auth"
 	"github.com/nimbus-build/nimbus/internal/httperror"
+	"github.com/nimbus-build/nimbus/internal/insights"
 	"github.com/nimbus-build/nimbus/internal/jobs"
 	"github.com/nimbus-build/nimbus/internal/logs"
 	"github.com/nimbus-build/nimbus/internal/rbs/sessionapi"
@@ -42,7 +43,7 @@ func classifyAs(err error) (status int, code, msg string) {
 	switch {
 	case errors.As(err, &mbe):
 		return http.StatusRequestEntityTooLarge, apiv1.CodeTooLarge, fmt.Sprintf("request body larger than %d bytes", mbe.Limit)
-	case errors.Is(err, jobs.ErrInvalid), errors.Is(err, logs.ErrInvalid):
+	case errors.Is(err, jobs.ErrInvalid), errors.Is(err, logs.ErrInvalid), errors.Is(err, insights.ErrInvalid):
 		return http.StatusBadRequest, apiv1.CodeBadRequest, err.Error()
 	case errors.Is(err, auth.ErrUnauthenticated):
 		return http.StatusUnauthorized, apiv1.CodeUnauthenticated, err.Error()

@@ -23,6 +23,7 @@ import (
 	"github.com/nimbus-build/nimbus/internal/cache/jobcred"
 	"github.com/nimbus-build/nimbus/internal/egress"
 	"github.com/nimbus-build/nimbus/internal/fleet"
+	"github.com/nimbus-build/nimbus/internal/insights"
 	"github.com/nimbus-build/nimbus/internal/jobs"
 	"github.com/nimbus-build/nimbus/internal/logs"
 	"github.com/nimbus-build/nimbus/internal/pki"
@@ -89,6 +90,8 @@ type Server struct {
 	mux     *http.ServeMux
 	budget  *bodyBudget // nil: open bodies are not budgeted
 	edgeMet *edgeMetrics
+	// insights reports over the jobs and their logs.
+	insights *insights.Service
 }
 
 // New builds the Server and its routes.
@@ -103,6 +106,11 @@ func New(o Options) *Server {
 	if l := o.Limits; l.OpenBodyBytes > 0 || l.OpenBodyBytesPerClient > 0 {
 		s.budget = newBodyBudget(l.OpenBodyBytes, l.OpenBodyBytesPerClient, func(n int64) { s.edgeMet.openBytes.Set(float64(n)) })
 	}
+	var lines insights.Lines
+	if o.Logs != nil {
+		lines = o.Logs
+	}
+	s.insights = insights.New(o.Jobs, lines, o.Now, o.Logger)
 	s.routes()
 	return s
 }
@@ -160,6 +168,7 @@ func (s *Server) handlers() map[string]any {
 		apiv1.RouteCancelJob.Pattern():     userHandler(s.cancelJob),
 		apiv1.RouteJobLogs.Pattern():       userHandler(s.jobLogs),
 		apiv1.RouteSearchLogs.Pattern():    userHandler(s.searchLogs),
+		apiv1.RouteInsights.Pattern():      userHandler(s.getInsights),
 		apiv1.RouteEgressSuggest.Pattern(): userHandler(s.suggestEgress),
 
 		apiv1.RouteCreateJoinToken.Pattern():      userHandler(s.createJoinToken),

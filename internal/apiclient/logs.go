@@ -188,3 +188,38 @@ func (c *Client) SearchLogs(ctx context.Context, q LogSearchQuery) (apiv1.LogSea
 	}
 	return get[apiv1.LogSearch](ctx, c, apiv1.RouteSearchLogs, nil, v, nil)
 }
+
+// InsightsQuery narrows GET /api/v1/insights; zero fields take the
+// server's defaults.
+type InsightsQuery struct {
+	Repo string
+	// Since and Until: RFC 3339 times or how long ago ("7d", "36h");
+	// empty: the last 7 days.
+	Since, Until string
+	// Jobs bounds the finished jobs counted (0: the server's 2,000).
+	Jobs int
+	// Lines is how many failing lines each flaky job shows (0: the
+	// server's 10; negative: none).
+	Lines int
+}
+
+// Insights reports the org's queue and run times, failure rates and
+// flaky jobs.
+func (c *Client) Insights(ctx context.Context, q InsightsQuery) (apiv1.Insights, error) {
+	v := url.Values{}
+	for k, s := range map[string]string{"repo": q.Repo, "since": q.Since, "until": q.Until} {
+		if s != "" {
+			v.Set(k, s)
+		}
+	}
+	if q.Jobs > 0 {
+		v.Set("jobs", strconv.Itoa(q.Jobs))
+	}
+	switch {
+	case q.Lines > 0:
+		v.Set("lines", strconv.Itoa(q.Lines))
+	case q.Lines < 0:
+		v.Set("lines", "0")
+	}
+	return get[apiv1.Insights](ctx, c, apiv1.RouteInsights, nil, v, nil)
+}

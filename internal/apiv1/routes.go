@@ -80,6 +80,9 @@ var (
 	RouteJobLogs   = Route{Method: "GET", Path: "/api/v1/jobs/{id}/logs", Auth: AuthUser, Action: "logs.read"}
 	// RouteSearchLogs searches the lines of the org's jobs.
 	RouteSearchLogs = Route{Method: "GET", Path: "/api/v1/logs/search", Auth: AuthUser, Action: "logs.read"}
+	// RouteInsights reports the org's queue and run times, failure rates
+	// and flaky jobs (internal/insights).
+	RouteInsights = Route{Method: "GET", Path: "/api/v1/insights", Auth: AuthUser, Action: "insights.read"}
 	// RouteEgressSuggest reads jobs' egress reports, hence jobs.read.
 	RouteEgressSuggest = Route{Method: "GET", Path: "/api/v1/egress/suggest", Auth: AuthUser, Action: "jobs.read"}
 
@@ -132,7 +135,7 @@ var (
 // Routes is every route of the API.
 var Routes = []Route{
 	RouteHealthz, RouteReadyz, RouteMetrics, RouteGitHubWebhook,
-	RouteWhoami, RouteSubmitJob, RouteListJobs, RouteGetJob, RouteCancelJob, RouteJobLogs, RouteSearchLogs, RouteEgressSuggest,
+	RouteWhoami, RouteSubmitJob, RouteListJobs, RouteGetJob, RouteCancelJob, RouteJobLogs, RouteSearchLogs, RouteInsights, RouteEgressSuggest,
 	RouteCreateJoinToken, RouteListAgents, RouteDisableAgent,
 	RouteCreateToken, RouteListTokens, RouteRevokeToken,
 	RouteListOrgs, RouteCreateOrg, RouteLinkOrg,

@@ -19,6 +19,7 @@ func commands() []command {
 		runCommand(),
 		logsSearchCommand(),
 		logsCommand(),
+		insightsCommand(),
 		{name: "jobs list", help: "List the org's jobs, newest first.", flags: func(fs *flag.FlagSet) {
 			fs.String("state", "", "only jobs in this state (queued, leased, running, succeeded, failed, cancelled)")
 			fs.Int("limit", 50, "at most this many")
