@@ -134,4 +134,3 @@ func failed(f, s int) string {
 func shortSHA(s string) string {
 	return s[:min(len(s), 7)]
 }
-
