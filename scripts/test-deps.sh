@@ -32,6 +32,16 @@ command -v dockerd >/dev/null || pkgs+=(docker.io)
 # The Docker executor's tests import a busybox-static root filesystem as
 # their image (no registry can be reached).
 [ -x /bin/busybox ] || [ -x /usr/bin/busybox ] || pkgs+=(busybox-static)
+# Jobs' own Docker daemons: Podman's Docker API service, rootless, inside
+# the job's sandbox (crun, slirp4netns for containers' networks, netavark
+# and aardvark-dns for user networks and their names), driven in the tests
+# by Debian's Docker and Compose clients.
+command -v podman >/dev/null || pkgs+=(podman)
+command -v crun >/dev/null || pkgs+=(crun)
+command -v slirp4netns >/dev/null || pkgs+=(slirp4netns)
+[ -x /usr/lib/podman/netavark ] || pkgs+=(netavark)
+[ -x /usr/lib/podman/aardvark-dns ] || pkgs+=(aardvark-dns)
+command -v docker-compose >/dev/null || pkgs+=(docker-compose)
 
 if ((${#pkgs[@]})); then
 	if [ "$(id -u)" -ne 0 ]; then

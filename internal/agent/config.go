@@ -68,6 +68,10 @@ type Config struct {
 	// Containers runs the workloads of jobs with a container image (the
 	// Docker executor); nil: such jobs fail.
 	Containers executor.Executor
+	// DockerLabel: a job with this label (and no container image) gets a
+	// Docker daemon of its own in its sandbox (executor.Spec.Docker);
+	// empty: none does.
+	DockerLabel string
 	// JobLimits are the resource limits of every job (executor.Spec.Limits).
 	JobLimits executor.Limits
 	// ScratchDirs hold only per-job data of this agent that a crashed

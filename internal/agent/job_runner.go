@@ -9,6 +9,7 @@ import (
 	"maps"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/nimbus-build/nimbus/internal/apiv1"
@@ -201,6 +202,9 @@ func (r *jobRunner) runWorkload(ctx context.Context, output io.Writer) (executor
 		spec.Binds = append(spec.Binds, executor.Bind{Source: filepath.Join(dir, "runner"), Target: runnerTarget})
 	}
 	ex := r.cfg.Executor
+	if r.cfg.DockerLabel != "" && job.Container == nil && slices.Contains(job.Labels, r.cfg.DockerLabel) {
+		spec.Docker = true
+	}
 	if c := job.Container; c != nil {
 		if r.cfg.Containers == nil {
 			return executor.Result{ExitCode: -1}, errNoContainers

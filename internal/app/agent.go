@@ -65,6 +65,9 @@ type AgentConfig struct {
 	// DockerSocket enables the Docker executor for jobs with a container
 	// image (empty: off).
 	DockerSocket string
+	// DockerLabel: jobs with this label get a Docker daemon of their own in
+	// their sandbox (empty: none do).
+	DockerLabel string
 	// DockerInit is the static nimbus binary each container runs first
 	// (default: this executable).
 	DockerInit string
@@ -111,6 +114,7 @@ func (c *AgentConfig) Register(s *config.Set, standalone bool) {
 	s.StringVar(&c.SandboxSubnet6, "sandbox-subnet6", netpolicy.DefaultSubnet6.String(), "IPv6 pool of the jobs' networks, a /64 each")
 	s.Var(config.ListValue{List: &c.SandboxDNS}, "sandbox-dns", "DNS servers (ip:port) the jobs' resolvers ask (default: the host's /etc/resolv.conf)")
 	s.StringVar(&c.DockerSocket, "docker-socket", "", "run jobs with a container image through this Docker Engine's socket, e.g. /var/run/docker.sock (empty: no Docker executor; give the agent the label \"container\")")
+	s.StringVar(&c.DockerLabel, "docker-label", "docker", "jobs with this label get a Docker daemon of their own inside their sandbox, DOCKER_HOST pointing at it (rootless Podman; give the agent the label too; empty: none)")
 	s.StringVar(&c.DockerInit, "docker-init", "", "statically linked nimbus binary each container runs as its first process (default: this one; make build links it statically)")
 	s.BoolVar(&c.InterceptActionsCache, "intercept-actions-cache", true, "give GitHub jobs' unmodified actions/cache Nimbus's cache: their sandbox answers GitHub's cache hosts with a certificate only it trusts (needs sandbox networks)")
 	s.StringVar(&c.DefaultEgress, "default-egress", string(netpolicy.ModeOffline), "egress mode of a job whose control plane sends no policy: offline, allow-list or audit")
@@ -312,6 +316,7 @@ func NewAgent(ctx context.Context, c AgentConfig, log *slog.Logger) (_ *agent.Ag
 		Server: c.Server, StateDir: c.StateDir, JoinToken: c.JoinToken, Name: c.Name, Labels: c.Labels, MaxJobs: c.MaxJobs,
 		Version: Version, Executor: ex, JobLimits: limits, Logger: log, MaxUnacked: int(c.LogSpool),
 		DefaultEgress: apiv1.EgressPolicy{Mode: c.DefaultEgress}, InterceptActionsCache: c.InterceptActionsCache,
+		DockerLabel: c.DockerLabel,
 	}
 	if cfg.Network, err = sandboxNetworks(c, log); err != nil {
 		return nil, err

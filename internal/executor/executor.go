@@ -52,6 +52,10 @@ type Spec struct {
 	// Dir is the working directory inside the sandbox (absolute); empty:
 	// the workspace.
 	Dir string
+	// Docker gives the workload a Docker-compatible daemon of its own,
+	// inside its sandbox, with DOCKER_HOST pointing at it; an executor
+	// that cannot refuses the Spec.
+	Docker bool
 	// Container, for an executor that runs workloads in containers (the
 	// Docker executor), is the image and how to run it; others refuse a
 	// Spec with one.

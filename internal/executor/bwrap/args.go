@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"maps"
 	"path"
 	"slices"
 	"strconv"
@@ -80,6 +81,10 @@ type invocation struct {
 	Tmp string
 	// Seccomp installs the syscall filter read from fdSeccomp.
 	Seccomp bool
+	// Docker, when set, gives the sandbox a Docker daemon of its own (see
+	// docker.go): nested namespaces allowed, the daemon's directories
+	// bound, its variables set, and the daemon started before Argv.
+	Docker *dockerLayout
 }
 
 // bwrapArgs is a bwrap command line in two parts.
@@ -122,15 +127,29 @@ func buildArgs(inv invocation) (bwrapArgs, error) {
 	default:
 		return bwrapArgs{}, fmt.Errorf("network mode %d is not supported", inv.Network)
 	}
+	if inv.Docker == nil {
+		o = append(o, "--disable-userns") // no nested user namespace, hence no capabilities at all
+	}
 	o = append(o,
-		"--disable-userns", // no nested user namespace, hence no capabilities at all
 		"--hostname", sandboxHostname,
 		"--die-with-parent",
 		"--new-session",
 		"--cap-drop", "ALL",
 		"--clearenv",
 	)
-	for _, kv := range jobEnv(inv.Env) {
+	env := inv.Env
+	if inv.Docker != nil {
+		env = maps.Clone(env)
+		if env == nil {
+			env = map[string]string{}
+		}
+		for k, v := range dockerEnv {
+			if _, ok := env[k]; !ok {
+				env[k] = v
+			}
+		}
+	}
+	for _, kv := range jobEnv(env) {
 		o = append(o, "--setenv", kv[0], kv[1])
 	}
 	o = append(o, "--ro-bind", "/usr", "/usr")
@@ -149,6 +168,10 @@ func buildArgs(inv invocation) (bwrapArgs, error) {
 	}
 	if inv.Network == networkJoined {
 		for i, p := range inv.NetFiles {
+			if inv.Docker != nil && inv.Docker.NetFiles != "" {
+				o = append(o, "--ro-bind", path.Join(inv.Docker.NetFiles, path.Base(p)), p)
+				continue
+			}
 			o = append(o, "--perms", "0644", "--ro-bind-data", strconv.Itoa(fdNetFiles+i), p)
 		}
 	}
@@ -164,6 +187,9 @@ func buildArgs(inv invocation) (bwrapArgs, error) {
 		o = append(o, "--tmpfs", "/tmp")
 	}
 	o = append(o, "--bind", inv.Workspace, sandboxWorkspace)
+	if inv.Docker != nil {
+		o = append(o, dockerArgs(*inv.Docker)...)
+	}
 	for _, b := range inv.Binds {
 		kind := "--bind"
 		if b.ReadOnly {
@@ -179,7 +205,11 @@ func buildArgs(inv invocation) (bwrapArgs, error) {
 	if inv.Seccomp {
 		o = append(o, "--seccomp", strconv.Itoa(fdSeccomp))
 	}
-	cmd := append([]string{shellPath, "-c", wrapperScript, wrapperName}, inv.Argv...)
+	cmd := []string{shellPath, "-c", wrapperScript, wrapperName}
+	if inv.Docker != nil {
+		cmd = append(cmd, shellPath, "-c", dockerPrelude, "nimbus-docker")
+	}
+	cmd = append(cmd, inv.Argv...)
 	return bwrapArgs{Options: o, Command: cmd}, nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -21,6 +22,12 @@ type Executor struct {
 	host    hostLayout
 	asRoot  bool   // the agent is root: jobs get their own unprivileged uids
 	seccomp []byte // the sandboxes' syscall filter
+	// nested is the filter of sandboxes that run a Docker daemon
+	// (Spec.Docker); dockerConf the configuration they read.
+	nested     []byte
+	dockerConf string // written at the first such job
+	dockerOnce sync.Once
+	dockerErr  error
 
 	// As root only: the sandboxes' cgroups and the slots' filesystems.
 	cgroups cgroupTree
@@ -53,7 +60,11 @@ func New(opts Options) (*Executor, error) {
 	if err != nil {
 		return nil, err
 	}
-	prog, err := seccompProgram()
+	prog, err := seccompProgram(false)
+	if err != nil {
+		return nil, err
+	}
+	nested, err := seccompProgram(true)
 	if err != nil {
 		return nil, err
 	}
@@ -63,11 +74,13 @@ func New(opts Options) (*Executor, error) {
 		host:    host,
 		asRoot:  os.Geteuid() == 0,
 		seccomp: prog,
+		nested:  nested,
 		busy:    map[int]bool{},
 	}
 	if err := e.sweep(); err != nil {
 		return nil, err
 	}
+	e.dockerConf = filepath.Join(opts.WorkRoot, "docker-conf")
 	if e.asRoot {
 		if e.cgroups, err = newCgroupTree(opts.WorkRoot); err != nil {
 			return nil, err
@@ -95,6 +108,7 @@ func (e *Executor) Close() error {
 	if e.cgroups != nil {
 		errs = append(errs, e.cgroups.close())
 	}
+	errs = append(errs, os.RemoveAll(e.dockerConf))
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("close bwrap executor: %w", err)
 	}
@@ -178,6 +192,25 @@ func (e *Executor) Run(ctx context.Context, spec executor.Spec) (executor.Result
 			}
 		}()
 	}
+	var docker *dockerLayout
+	if spec.Docker {
+		e.dockerOnce.Do(func() { e.dockerErr = writeDockerConf(e.dockerConf) })
+		if e.dockerErr != nil {
+			return res, fmt.Errorf("run job %s: %w", spec.JobID, e.dockerErr)
+		}
+		dir, err := st.dockerDir(e.opts.WorkRoot, spec.JobID, uid, gid)
+		if err != nil {
+			return res, fmt.Errorf("run job %s: %w", spec.JobID, err)
+		}
+		docker = &dockerLayout{Storage: dir, Conf: e.dockerConf}
+		if e.asRoot {
+			docker.Tun = filepath.Join(e.opts.WorkRoot, fmt.Sprintf("tun-%d", spec.Slot))
+			if err := makeTun(docker.Tun, uid, gid); err != nil {
+				return res, fmt.Errorf("run job %s: %w", spec.JobID, err)
+			}
+			defer os.Remove(docker.Tun)
+		}
+	}
 	var cg sandboxCgroup
 	if e.cgroups != nil {
 		cg, err = e.cgroups.newSandbox(cgroupName(spec.Slot), spec.Limits)
@@ -203,6 +236,15 @@ func (e *Executor) Run(ctx context.Context, spec executor.Spec) (executor.Result
 			netPaths = append(netPaths, f.Path)
 		}
 	}
+	if docker != nil && len(netFiles) > 0 {
+		docker.NetFiles = filepath.Join(e.opts.WorkRoot, fmt.Sprintf("net-%d", spec.Slot))
+		os.RemoveAll(docker.NetFiles)
+		if err := writeNetFiles(docker.NetFiles, netFiles); err != nil {
+			return res, fmt.Errorf("run job %s: %w", spec.JobID, err)
+		}
+		defer os.RemoveAll(docker.NetFiles)
+		netFiles = nil
+	}
 	args, err := buildArgs(invocation{
 		Argv:      spec.Argv,
 		Env:       spec.Env,
@@ -215,6 +257,7 @@ func (e *Executor) Run(ctx context.Context, spec executor.Spec) (executor.Result
 		Dir:       spec.Dir,
 		NetFiles:  netPaths,
 		Seccomp:   true,
+		Docker:    docker,
 	})
 	if err != nil {
 		return res, fmt.Errorf("run job %s: %w", spec.JobID, err)
@@ -228,6 +271,10 @@ func (e *Executor) Run(ctx context.Context, spec executor.Spec) (executor.Result
 		cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}
 	}
 
+	filter := e.seccomp
+	if spec.Docker {
+		filter = e.nested
+	}
 	runCtx, cancel := runContext(ctx, spec.Timeout)
 	defer cancel()
 	// The watch stops the sandbox, through limitCtx, when it goes over a
@@ -236,7 +283,7 @@ func (e *Executor) Run(ctx context.Context, spec executor.Spec) (executor.Result
 	limitCtx, stop := context.WithCancelCause(runCtx)
 	defer stop(nil)
 	p, err := startSandbox(e.opts.BwrapPath, args, newAccounts(uid, gid), cred,
-		confinement{seccomp: e.seccomp, cgroup: cg, network: netw, netFiles: netFiles}, out, log)
+		confinement{seccomp: filter, cgroup: cg, network: netw, netFiles: netFiles}, out, log)
 	if err != nil {
 		return res, fmt.Errorf("run job %s: %w", spec.JobID, err)
 	}

@@ -16,7 +16,27 @@ type jobStorage struct {
 	workspace string // bound at /workspace
 	tmp       string // bound at /tmp; empty: a tmpfs
 	disk      *slotDisk
-	baseline  int64 // bytes the disk used before the job
+	baseline  int64  // bytes the disk used before the job
+	docker    string // the job's Docker daemon's storage; removed with dir
+}
+
+// dockerDir makes the directory of the job's Docker daemon's images and
+// containers: on the slot's filesystem beside the workspace when the job
+// has a disk limit (the images count against it), else in the work root.
+func (s *jobStorage) dockerDir(root, jobID string, uid, gid int) (string, error) {
+	if s.disk != nil {
+		dir := filepath.Join(s.dir, "docker")
+		if err := mkdirOwned(dir, 0o700, uid, gid); err != nil {
+			return "", fmt.Errorf("create the docker directory: %w", err)
+		}
+		return dir, nil
+	}
+	dir, err := workspace.Create(root, jobID+"-docker", uid, gid)
+	if err != nil {
+		return "", err
+	}
+	s.docker = dir
+	return dir, nil
 }
 
 // newJobStorage makes the directories of a job running as uid:gid: in the
@@ -75,7 +95,11 @@ func mkdirOwned(dir string, mode os.FileMode, uid, gid int) error {
 // remove deletes the job's directories; on a slot's filesystem their
 // blocks go back to the host (discard).
 func (s *jobStorage) remove() error {
-	return workspace.Remove(s.dir)
+	var err error
+	if s.docker != "" {
+		err = workspace.Remove(s.docker)
+	}
+	return errors.Join(err, workspace.Remove(s.dir))
 }
 
 // overDisk reports whether the job stores more than limit bytes, or has

@@ -66,8 +66,8 @@ var allowedPersonalities = []uint32{0x0, 0x8, 0x20000, 0x20008, 0xffffffff}
 
 // seccompProgram returns the sandboxes' filter as bwrap --seccomp reads it:
 // an array of struct sock_filter in the machine's byte order.
-func seccompProgram() ([]byte, error) {
-	prog, err := seccompFilter()
+func seccompProgram(nested bool) ([]byte, error) {
+	prog, err := seccompFilter(nested)
 	if err != nil {
 		return nil, err
 	}

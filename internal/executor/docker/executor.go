@@ -433,6 +433,8 @@ func validate(spec executor.Spec) error {
 		return errors.New("the Docker executor needs a container image")
 	case len(spec.Argv) == 0 || spec.Argv[0] == "":
 		return errors.New("empty command")
+	case spec.Docker:
+		return errors.New("the Docker executor gives no container a Docker daemon of its own (the bubblewrap executor does)")
 	case spec.Network != nil:
 		return errors.New("the Docker executor builds its network itself (BuildNetwork), it cannot join one")
 	case strings.ContainsAny(spec.Container.Image, " \t\n\x00"):

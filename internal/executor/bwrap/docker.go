@@ -1,0 +1,190 @@
+package bwrap
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/nimbus-build/nimbus/internal/executor"
+)
+
+// A job that asks for Docker (executor.Spec.Docker) gets a Docker daemon of
+// its own, inside its sandbox: Podman's Docker-compatible API service,
+// rootless, as the job's uid. Nothing of it runs outside the sandbox, so it
+// has the job's user namespace, pid namespace, cgroup limits, network
+// namespace (its egress policy included) and disk; when the job's last
+// process ends, bubblewrap's pid namespace takes the daemon and every
+// container with it, and the job's directories take its images.
+//
+// What the sandbox differs in: it may make user and mount namespaces
+// (no --disable-userns, the namespace syscalls allowed by its syscall
+// filter), because containers are namespaces; capabilities gained in a
+// nested user namespace reach only namespaces the job itself made.
+// Containers share the job's network namespace (Podman's "host" network is
+// the job's, not the host's): their traffic takes the job's egress rules,
+// and a service a container publishes is on the job's localhost.
+const (
+	// dockerStorage is where the daemon keeps images and containers: a
+	// directory of the job's own on its disk.
+	dockerStorage = "/nimbus-docker"
+	// dockerRuntime is the daemon's XDG_RUNTIME_DIR, on a tmpfs.
+	dockerRuntime = "/run/nimbus-docker"
+	// dockerSocket is where DOCKER_HOST points.
+	dockerSocket = dockerRuntime + "/docker.sock"
+	// dockerConfDir is bound read-only at /etc/containers.
+	dockerConfDir = "/etc/containers"
+	// dockerStart is the wait for the daemon's socket, in hundredths of
+	// a second.
+	dockerStart = 3000
+)
+
+// dockerPrelude starts the daemon, waits for its socket and execs the
+// job's command. The daemon is the job's child: it dies with the job's
+// pid namespace.
+var dockerPrelude = fmt.Sprintf(`mkdir -p -m 0700 %[1]s %[4]s/tmp || exit 125
+podman system service --time=0 unix://%[2]s >%[1]s/daemon.log 2>&1 &
+n=0
+until [ -S %[2]s ]; do
+	n=$((n+1))
+	if [ $n -gt %[3]d ] || ! kill -0 $! 2>/dev/null; then
+		echo "nimbus: the job's Docker daemon did not start:" >&2
+		cat %[1]s/daemon.log >&2
+		exit 125
+	fi
+	sleep 0.01
+done
+exec "$@"`, dockerRuntime, dockerSocket, dockerStart, dockerStorage)
+
+// dockerEnv is the environment a job with a daemon gets, unless its Spec
+// sets the same names.
+var dockerEnv = map[string]string{
+	"DOCKER_HOST":     "unix://" + dockerSocket,
+	"XDG_RUNTIME_DIR": dockerRuntime,
+	// Podman's own tools (podman, buildah) read the same configuration.
+	"CONTAINERS_CONF": dockerConfDir + "/containers.conf",
+}
+
+// dockerConfFiles is the configuration the daemon reads, the same for every
+// job (paths are the sandbox's).
+var dockerConfFiles = map[string]string{
+	"containers.conf": `# Written by the Nimbus agent for jobs' Docker daemons.
+[containers]
+cgroups = "disabled"
+keyring = false
+log_driver = "k8s-file"
+
+[network]
+network_backend = "netavark"
+
+[engine]
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+runtime = "crun"
+image_copy_tmp_dir = "` + dockerStorage + `/tmp"
+`,
+	"storage.conf": `# Written by the Nimbus agent for jobs' Docker daemons.
+[storage]
+driver = "overlay"
+runroot = "` + dockerRuntime + `/storage"
+graphroot = "` + dockerStorage + `/storage"
+rootless_storage_path = "` + dockerStorage + `/storage"
+
+[storage.options.overlay]
+# The job has one uid: files of images owned by others become its own.
+ignore_chown_errors = "true"
+`,
+	"registries.conf": `# Written by the Nimbus agent for jobs' Docker daemons.
+unqualified-search-registries = ["docker.io"]
+short-name-mode = "permissive"
+`,
+	"policy.json": `{"default": [{"type": "insecureAcceptAnything"}]}
+`,
+}
+
+// writeDockerConf writes dockerConfFiles into dir (created, readable by
+// every sandbox uid).
+func writeDockerConf(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("docker configuration: %w", err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return fmt.Errorf("docker configuration: %w", err)
+	}
+	var errs []error
+	for name, text := range dockerConfFiles {
+		errs = append(errs, os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("docker configuration: %w", err)
+	}
+	return nil
+}
+
+// dockerLayout is what buildArgs adds for a job's daemon.
+type dockerLayout struct {
+	Storage string // host directory bound read-write at dockerStorage
+	Conf    string // host directory bound read-only at dockerConfDir
+	// NetFiles is a host directory holding the joined network's files
+	// (resolv.conf, hosts), bound from there: Podman's rootless network
+	// namespace bind-mounts over /etc/resolv.conf, which it cannot do
+	// over bwrap's --ro-bind-data of a deleted file. Root's, read-only to
+	// the job.
+	NetFiles string
+	// Tun is a TUN device node of the job's own, bound at /dev/net/tun:
+	// slirp4netns gives containers their own network namespaces (Docker's
+	// default network, published ports) through it, inside the job's.
+	// Empty when the agent is not root: containers then need --network
+	// host (the job's network).
+	Tun string
+}
+
+// writeNetFiles writes a joined network's files into dir (created,
+// readable by all, writable by root only), by their base names.
+func writeNetFiles(dir string, files []executor.File) error {
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return fmt.Errorf("network files: %w", err)
+	}
+	for _, f := range files {
+		if err := os.WriteFile(filepath.Join(dir, filepath.Base(f.Path)), f.Data, 0o644); err != nil {
+			return fmt.Errorf("network files: %w", err)
+		}
+	}
+	return nil
+}
+
+// makeTun makes a TUN device node at path that uid:gid may open (the
+// host's /dev/net/tun is root's). A TUN device reaches only the network
+// namespaces its user may administer: the job's nested ones.
+func makeTun(path string, uid, gid int) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("tun device: %w", err)
+	}
+	if err := unix.Mknod(path, unix.S_IFCHR|0o600, int(unix.Mkdev(10, 200))); err != nil {
+		return fmt.Errorf("tun device: %w", err)
+	}
+	if err := os.Chown(path, uid, gid); err != nil {
+		os.Remove(path)
+		return fmt.Errorf("tun device: %w", err)
+	}
+	return nil
+}
+
+// dockerArgs are the bwrap options of a sandbox with a daemon.
+func dockerArgs(d dockerLayout) []string {
+	o := []string{
+		"--tmpfs", "/run",
+		"--tmpfs", "/var/tmp",
+		// Podman looks for the cgroup hierarchy; the job's own stays
+		// hidden (containers are not given cgroups of their own).
+		"--tmpfs", "/sys/fs/cgroup",
+		"--bind", d.Storage, dockerStorage,
+		"--ro-bind", d.Conf, dockerConfDir,
+	}
+	if d.Tun != "" {
+		o = append(o, "--dev-bind", d.Tun, "/dev/net/tun")
+	}
+	return o
+}
