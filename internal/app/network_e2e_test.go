@@ -263,3 +263,34 @@ func TestE2EContainerJob(t *testing.T) {
 		t.Errorf("egress: %+v", j.Egress)
 	}
 }
+
+// A job with the docker label, through the control plane: its agent gives
+// it a Docker daemon of its own, in its sandbox and network.
+func TestE2EDockerDaemonJob(t *testing.T) {
+	needSandbox(t)
+	for _, p := range []string{"/usr/bin/podman", "/usr/bin/crun", "/usr/bin/slirp4netns", "/usr/bin/docker", "/usr/bin/busybox"} {
+		if _, err := os.Stat(p); err != nil {
+			testenv.Missing(t, "jobs' Docker daemons need %s (scripts/test-deps.sh installs it)", p)
+		}
+	}
+	h := apptest.Start(t, "sqlite")
+	h.StartAgent(t, "docker-daemon-agent", func(c *app.AgentConfig) {
+		c.Labels, c.DockerLabel = append(c.Labels, "docker"), "docker"
+		c.JoinToken = h.JoinToken(c.Labels...)
+		c.SandboxNetwork = true
+		c.SandboxDNS = []string{"127.0.0.1:53"}
+	})
+	var j apiv1.Job
+	script := `mkdir ctx && cp /usr/bin/busybox ctx/ && printf 'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\n' > ctx/Dockerfile
+/usr/bin/docker build -q -t app ctx >/dev/null && /usr/bin/docker run --rm app sh -c 'echo "in a container of the job: $(id -u)"'
+echo "DOCKER_HOST=$DOCKER_HOST"`
+	if _, err := h.Owner().Do(context.Background(), "POST", "/api/v1/jobs", apiv1.SubmitJob{
+		Argv: []string{"sh", "-c", script}, Labels: []string{"linux", "docker"}, TimeoutSeconds: 300}, &j); err != nil {
+		t.Fatal(err)
+	}
+	j = waitJob(t, h, j.ID, 3*time.Minute, finished)
+	out := logs(t, h, j.ID)
+	if j.State != "succeeded" || !strings.Contains(out, "in a container of the job: 0\n") || !strings.Contains(out, "DOCKER_HOST=unix:///run/nimbus-docker/docker.sock\n") {
+		t.Fatalf("job %s (%s):\n%s", j.State, j.Reason, out)
+	}
+}
