@@ -28,6 +28,7 @@ type SandboxOptions struct {
 	Duration    time.Duration
 	WorkDir     string
 	Limits      executor.Limits
+	DockerRuns  int
 }
 
 // SandboxMain is `nimbus bench sandbox`.
@@ -40,6 +41,7 @@ func SandboxMain(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "length of each throughput row")
 	fs.StringVar(&o.WorkDir, "work-dir", "", "work root of the sandboxes (default: a temporary directory under /var/tmp)")
 	disk := fs.Int64("job-disk-mib", 0, "disk limit of each job in MiB (0: none; one ext4 image per slot, made once)")
+	fs.IntVar(&o.DockerRuns, "docker-runs", 10, "jobs with a Docker daemon of their own (0: skip those rows; needs podman and docker)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, `Usage: nimbus bench sandbox [flags]
 
@@ -48,7 +50,8 @@ a cgroup with memory and pids limits), without and with the job's network
 (namespace, veth, nftables tables, resolver): lease → first instruction of
 the workload (the time from the agent holding a lease to a bash workload
 printing $EPOCHREALTIME, bash's own start included), the network's setup and
-teardown, and jobs per second sustained. Needs root. The control plane's
+teardown, jobs per second sustained, and jobs with a Docker daemon of their
+own (daemon ready, a build, a run). Needs root. The control plane's
 calls are not included (see nimbus bench jobs).
 
 Flags:
@@ -149,7 +152,71 @@ func benchSandbox(ctx context.Context, o SandboxOptions, stderr io.Writer) ([]ro
 		rows = append(rows, row{name, fmt.Sprintf("jobs/s sustained, %d at once", o.Concurrency),
 			fmt.Sprintf("%.1f", float64(n)/o.Duration.Seconds()), ""})
 	}
+	if o.DockerRuns > 0 {
+		fmt.Fprintf(stderr, "bench sandbox: jobs with a Docker daemon, %d one at a time…\n", o.DockerRuns)
+		var ready, build, run []time.Duration
+		for range o.DockerRuns {
+			r, bu, ru, err := b.dockerJob(ctx)
+			if err != nil {
+				return rows, err
+			}
+			ready, build, run = append(ready, r), append(build, bu), append(run, ru)
+		}
+		name := "bwrap + network + docker"
+		rows = append(rows, row{name, "lease → the job's daemon answers (docker info), p50 / p99", durQuantiles(ready), "p50 < 1.5 s (cold)"},
+			row{name, "docker build, 3 layers, p50 / p99", durQuantiles(build), ""},
+			row{name, "docker run --rm of it, p50 / p99", durQuantiles(run), ""})
+	}
 	return rows, nil
+}
+
+func durQuantiles(d []time.Duration) string {
+	var s sample
+	for _, x := range d {
+		s.add(jobTimes{first: x})
+	}
+	return s.quantiles(func(t jobTimes) time.Duration { return t.first })
+}
+
+// dockerScript times a job's daemon: ready, a build of a three-layer
+// image from the host's busybox, and a run of it.
+const dockerScript = `set -e
+export PATH=/usr/bin:$PATH
+docker info >/dev/null 2>&1; echo $EPOCHREALTIME
+mkdir ctx && cp /usr/bin/busybox ctx/
+printf 'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\nCMD ["true"]\n' > ctx/Dockerfile
+docker build -q -t app ctx >/dev/null; echo $EPOCHREALTIME
+docker run --rm app; echo $EPOCHREALTIME`
+
+// dockerJob runs one job with a Docker daemon and its network.
+func (b *sandboxBench) dockerJob(ctx context.Context) (ready, build, run time.Duration, err error) {
+	t0 := time.Now()
+	sb, err := b.nets.Prepare(ctx, netpolicy.Spec{ID: "bench-docker", Policy: netpolicy.Policy{Mode: netpolicy.ModeOffline}})
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	defer sb.Close()
+	var out bytes.Buffer
+	res, err := b.ex.Run(ctx, executor.Spec{JobID: "bench-docker", Slot: 0, Limits: b.limits, Network: sb, Docker: true, Output: &out,
+		Argv: []string{"/bin/bash", "--norc", "--noprofile", "-c", dockerScript}})
+	if err == nil && (res.ExitCode != 0 || res.Cause != nil) {
+		err = fmt.Errorf("docker workload: exit %d, %v: %s", res.ExitCode, res.Cause, out.String())
+	}
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	var ts []time.Time
+	for _, l := range strings.Fields(out.String()) {
+		t, perr := parseEpoch(l)
+		if perr != nil {
+			return 0, 0, 0, fmt.Errorf("docker workload printed %q: %v", out.String(), perr)
+		}
+		ts = append(ts, t)
+	}
+	if len(ts) != 3 {
+		return 0, 0, 0, fmt.Errorf("docker workload printed %q", out.String())
+	}
+	return ts[0].Sub(t0), ts[1].Sub(ts[0]), ts[2].Sub(ts[1]), nil
 }
 
 type sandboxBench struct {
