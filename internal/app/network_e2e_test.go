@@ -21,6 +21,7 @@ import (
 	"github.com/nimbus-build/nimbus/internal/executor/docker/dockertest"
 	"github.com/nimbus-build/nimbus/internal/github/githubtest"
 	"github.com/nimbus-build/nimbus/internal/netpolicy/netpolicytest"
+	"github.com/nimbus-build/nimbus/internal/registry/registrytest"
 	"github.com/nimbus-build/nimbus/internal/testenv"
 )
 
@@ -292,5 +293,44 @@ echo "DOCKER_HOST=$DOCKER_HOST"`
 	out := logs(t, h, j.ID)
 	if j.State != "succeeded" || !strings.Contains(out, "in a container of the job: 0\n") || !strings.Contains(out, "DOCKER_HOST=unix:///run/nimbus-docker/docker.sock\n") {
 		t.Fatalf("job %s (%s):\n%s", j.State, j.Reason, out)
+	}
+}
+
+// A job's Docker daemon pulls through the platform's registry cache: its
+// mirror for docker.io is nimbus.internal, with the job's credential; the
+// job's network is offline, so nothing else could have served the image.
+func TestE2EDockerDaemonPullsThroughTheRegistryCache(t *testing.T) {
+	needSandbox(t)
+	for _, p := range []string{"/usr/bin/podman", "/usr/bin/crun", "/usr/bin/docker"} {
+		if _, err := os.Stat(p); err != nil {
+			testenv.Missing(t, "jobs' Docker daemons need %s (scripts/test-deps.sh installs it)", p)
+		}
+	}
+	dist := registrytest.StartDistribution(t, registrytest.DistributionOptions{})
+	front := registrytest.StartFront(t, dist)
+	img := registrytest.RandomImage(t, 32<<10, 2)
+	registrytest.Push(t, front.Host+"/library/app:v1", img, dist.Transport())
+	want := registrytest.Digest(t, img)
+
+	h := apptest.Start(t, "sqlite", func(c *app.ServerConfig) { c.RegistryUpstreams = []string{"docker.io=" + front.URL} })
+	h.StartAgent(t, "docker-pull-agent", func(c *app.AgentConfig) {
+		c.Labels, c.DockerLabel = append(c.Labels, "docker"), "docker"
+		c.JoinToken = h.JoinToken(c.Labels...)
+		c.SandboxNetwork = true
+		c.SandboxDNS = []string{"127.0.0.1:53"}
+	})
+	var j apiv1.Job
+	if _, err := h.Owner().Do(context.Background(), "POST", "/api/v1/jobs", apiv1.SubmitJob{
+		Argv: []string{"sh", "-c", `/usr/bin/docker pull -q app:v1 && echo "digest: $(podman image inspect --format '{{.Digest}}' docker.io/library/app:v1)"`},
+		Labels: []string{"linux", "docker"}, TimeoutSeconds: 300}, &j); err != nil {
+		t.Fatal(err)
+	}
+	j = waitJob(t, h, j.ID, 3*time.Minute, finished)
+	out := logs(t, h, j.ID)
+	if j.State != "succeeded" || !strings.Contains(out, "digest: "+want+"\n") {
+		t.Fatalf("job %s (%s), want digest %s:\n%s", j.State, j.Reason, want, out)
+	}
+	if front.BlobGets() == 0 {
+		t.Errorf("the upstream served no blob")
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -44,7 +45,13 @@ const (
 // dockerPrelude starts the daemon, waits for its socket and execs the
 // job's command. The daemon is the job's child: it dies with the job's
 // pid namespace.
-var dockerPrelude = fmt.Sprintf(`mkdir -p -m 0700 %[1]s %[4]s/tmp || exit 125
+var dockerPrelude = fmt.Sprintf(`mkdir -p -m 0700 %[1]s %[1]s/containers %[4]s/tmp || exit 125
+if [ -n "$NIMBUS_CACHE_TOKEN" ]; then
+	a=$(printf 'nimbus:%%s' "$NIMBUS_CACHE_TOKEN" | base64 -w0)
+	printf '{"auths": {"%[5]s": {"auth": "%%s"}}}\n' "$a" >%[1]s/containers/auth.json || exit 125
+	mkdir -p -m 0700 %[1]s/docker-config &&
+	printf '{"auths": {%[6]s}}\n'%[7]s >%[1]s/docker-config/config.json || exit 125
+fi
 podman system service --time=0 unix://%[2]s >%[1]s/daemon.log 2>&1 &
 n=0
 until [ -S %[2]s ]; do
@@ -56,7 +63,21 @@ until [ -S %[2]s ]; do
 	fi
 	sleep 0.01
 done
-exec "$@"`, dockerRuntime, dockerSocket, dockerStart, dockerStorage)
+exec "$@"`, dockerRuntime, dockerSocket, dockerStart, dockerStorage, platformRegistry, dockerClientAuths(), strings.Repeat(` "$a"`, len(cachedRegistries)))
+
+// dockerClientAuths is the "auths" of the Docker client's config.json (a
+// printf format: each %s is the credential): the job's credential for every
+// cached registry, under the names the client keys them by.
+func dockerClientAuths() string {
+	var parts []string
+	for _, r := range cachedRegistries {
+		if r == "docker.io" {
+			r = "https://index.docker.io/v1/"
+		}
+		parts = append(parts, fmt.Sprintf(`"%s": {"auth": "%%s"}`, r))
+	}
+	return strings.Join(parts, ", ")
+}
 
 // dockerEnv is the environment a job with a daemon gets, unless its Spec
 // sets the same names.
@@ -65,6 +86,9 @@ var dockerEnv = map[string]string{
 	"XDG_RUNTIME_DIR": dockerRuntime,
 	// Podman's own tools (podman, buildah) read the same configuration.
 	"CONTAINERS_CONF": dockerConfDir + "/containers.conf",
+	// The Docker client's own configuration: the job's credential for the
+	// cached registries (written when the job has one).
+	"DOCKER_CONFIG": dockerRuntime + "/docker-config",
 }
 
 // dockerConfFiles is the configuration the daemon reads, the same for every
@@ -99,10 +123,32 @@ ignore_chown_errors = "true"
 	"registries.conf": `# Written by the Nimbus agent for jobs' Docker daemons.
 unqualified-search-registries = ["docker.io"]
 short-name-mode = "permissive"
-`,
+` + registryMirrors(cachedRegistries...),
 	"policy.json": `{"default": [{"type": "insecureAcceptAnything"}]}
 `,
 }
+
+// platformRegistry is the registry cache as a job's network forwards it
+// (netpolicy.PlatformName): plain HTTP inside the job's namespace.
+const platformRegistry = "nimbus.internal"
+
+// registryMirrors sends the pulls of each upstream's images to the
+// platform's registry cache (HOST/<upstream>/<repository>, the cache's
+// names), and only there: with no fallback to the upstream, the job's
+// credential (which the Docker client sends for these registries) never
+// leaves for a third party, and pulls are cached and audited whatever the
+// job's egress policy.
+func registryMirrors(upstreams ...string) string {
+	var b strings.Builder
+	for _, u := range upstreams {
+		fmt.Fprintf(&b, "\n[[registry]]\nprefix = %q\nlocation = %q\ninsecure = true\n", u, platformRegistry+"/"+u)
+	}
+	return b.String()
+}
+
+// cachedRegistries are the upstreams whose pulls go through the cache,
+// and the names the Docker client keys their credentials by.
+var cachedRegistries = []string{"docker.io", "ghcr.io", "quay.io"}
 
 // writeDockerConf writes dockerConfFiles into dir (created, readable by
 // every sandbox uid).
