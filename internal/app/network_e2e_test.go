@@ -321,7 +321,7 @@ func TestE2EDockerDaemonPullsThroughTheRegistryCache(t *testing.T) {
 	})
 	var j apiv1.Job
 	if _, err := h.Owner().Do(context.Background(), "POST", "/api/v1/jobs", apiv1.SubmitJob{
-		Argv: []string{"sh", "-c", `/usr/bin/docker pull -q app:v1 && echo "digest: $(podman image inspect --format '{{.Digest}}' docker.io/library/app:v1)"`},
+		Argv:   []string{"sh", "-c", `/usr/bin/docker pull -q app:v1 && echo "digest: $(podman image inspect --format '{{.Digest}}' docker.io/library/app:v1)"`},
 		Labels: []string{"linux", "docker"}, TimeoutSeconds: 300}, &j); err != nil {
 		t.Fatal(err)
 	}
