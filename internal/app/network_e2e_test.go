@@ -291,7 +291,7 @@ echo "DOCKER_HOST=$DOCKER_HOST"`
 	}
 	j = waitJob(t, h, j.ID, 3*time.Minute, finished)
 	out := logs(t, h, j.ID)
-	if j.State != "succeeded" || !strings.Contains(out, "in a container of the job: 0\n") || !strings.Contains(out, "DOCKER_HOST=unix:///run/nimbus-docker/docker.sock\n") {
+	if j.State != "succeeded" || !strings.Contains(out, "in a container of the job: 0\n") || !strings.Contains(out, "DOCKER_HOST=unix:///run/docker.sock\n") {
 		t.Fatalf("job %s (%s):\n%s", j.State, j.Reason, out)
 	}
 }

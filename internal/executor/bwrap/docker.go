@@ -33,8 +33,9 @@ const (
 	dockerStorage = "/nimbus-docker"
 	// dockerRuntime is the daemon's XDG_RUNTIME_DIR, on a tmpfs.
 	dockerRuntime = "/run/nimbus-docker"
-	// dockerSocket is where DOCKER_HOST points.
-	dockerSocket = dockerRuntime + "/docker.sock"
+	// dockerSocket is where DOCKER_HOST points, and /var/run/docker.sock
+	// (the Actions runner mounts that path into a job's container).
+	dockerSocket = "/run/docker.sock"
 	// dockerConfDir is bound read-only at /etc/containers.
 	dockerConfDir = "/etc/containers"
 	// dockerStart is the wait for the daemon's socket, in hundredths of
@@ -222,6 +223,7 @@ func makeTun(path string, uid, gid int) error {
 func dockerArgs(d dockerLayout) []string {
 	o := []string{
 		"--tmpfs", "/run",
+		"--symlink", "../run", "/var/run",
 		"--tmpfs", "/var/tmp",
 		// Podman looks for the cgroup hierarchy; the job's own stays
 		// hidden (containers are not given cgroups of their own).

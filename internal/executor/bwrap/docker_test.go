@@ -250,3 +250,44 @@ done
 		}
 	}
 }
+
+// The calls the GitHub Actions runner makes for a job with `container:`
+// and `services:` (its DockerCommandManager, as of runner 2.3xx): a
+// labelled network, a job container kept alive by `tail -f /dev/null`
+// with the workspace, externals and /var/run/docker.sock mounted, a
+// service container with an alias and a published port, `docker exec` of
+// a step script, and removal of everything at the end.
+func TestDockerDaemonActionsRunnerCalls(t *testing.T) {
+	requireDocker(t)
+	e := newExecutor(t)
+	res, out := runScript(t, e, newSlot(t), `set -e
+export PATH=/usr/bin:$PATH
+`+buildApp+`
+L=0a1b2c
+N=github_network_5e8b1d
+echo "api: $(docker version --format '{{.Server.APIVersion}}')"
+docker network create --label $L $N >/dev/null
+mkdir -p work/_temp work/repo/repo work/_github_home externals www && echo service-answer > www/index.html
+sid=$(docker create --name svc_db --label $L --network $N --network-alias db -p 5432 -e GITHUB_ACTIONS=true -e CI=true -v "$PWD/www":"/www" app httpd -f -p 5432 -h /www)
+docker start $sid >/dev/null
+echo "port: $(docker port $sid | head -1 | grep -c 5432)"
+id=$(docker create --name job_container --label $L --workdir /__w/repo/repo --network $N -e "HOME=/github/home" -e GITHUB_ACTIONS=true -e CI=true -v "/var/run/docker.sock":"/var/run/docker.sock" -v "$PWD/work":"/__w" -v "$PWD/externals":"/__e":ro -v "$PWD/work/_github_home":"/github/home" --entrypoint "tail" app "-f" "/dev/null")
+docker start $id >/dev/null
+echo "running: $(docker ps --all --filter id=$id --filter status=running --no-trunc --format '{{.ID}} {{.Status}}' | grep -c Up)"
+echo "env: $(docker inspect --format '{{range .Config.Env}}{{println .}}{{end}}' $id | grep -c GITHUB_ACTIONS=true)"
+printf '%s\n' 'echo "step in $(pwd) as $(id -u)"' 'test -S /var/run/docker.sock && echo "socket: yes"' \
+	'n=0; until wget -qO- http://db:5432/; do n=$((n+1)); [ $n -lt 100 ] || exit 1; sleep 0.05; done' > work/_temp/step.sh
+docker exec -i --workdir /__w/repo/repo -e GITHUB_ACTIONS=true $id sh -e /__w/_temp/step.sh
+docker rm --force $id $sid >/dev/null
+docker network rm $N >/dev/null
+echo "left: $(docker ps -aq | wc -l) $(docker network ls -q --filter label=$L | wc -l)"
+`, withDocker)
+	if res.ExitCode != 0 {
+		t.Fatalf("exit %d (%v):\n%s", res.ExitCode, res.Cause, out)
+	}
+	for _, want := range []string{"port: 1", "running: 1", "env: 1", "step in /__w/repo/repo as 0", "socket: yes", "service-answer", "left: 0 0"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+}
