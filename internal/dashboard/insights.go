@@ -3,30 +3,19 @@ package dashboard
 import (
 	"context"
 	"net/http"
-	"slices"
-	"sort"
-	"strings"
 	"time"
 
-	"github.com/nimbus-build/nimbus/internal/store"
-)
-
-// Insights are computed from the org's newest finished jobs: at most
-// insightJobs of them, from the last insightWindow.
-const (
-	insightJobs   = 2000
-	insightWindow = 7 * 24 * time.Hour
+	"github.com/nimbus-build/nimbus/internal/insights"
 )
 
 // labelStats is one label set's queue and run times and outcomes.
 type labelStats struct {
-	Labels              string
-	Jobs                int
-	Succeeded, Failed   int
-	QueueP50, QueueP90  time.Duration
-	RunP50, RunP90      time.Duration
-	FailureRate         float64
-	queueTimes, runTime []time.Duration
+	Labels             string
+	Jobs               int
+	Succeeded, Failed  int
+	QueueP50, QueueP90 time.Duration
+	RunP50, RunP90     time.Duration
+	FailureRate        float64
 }
 
 // flaky is a GitHub job (repository, workflow, job, commit) that both
@@ -47,110 +36,35 @@ type insightsData struct {
 	Flaky  []flaky
 }
 
+// insights is the org's report of internal/insights (the API's too), over
+// its default range and bounds, as the page shows it.
 func (s *Server) insights(ctx context.Context, org string) (insightsData, error) {
-	now := s.Now()
-	d := insightsData{Since: now.Add(-insightWindow)}
-	byLabels := map[string]*labelStats{}
-	outcomes := map[flakyKey]*flaky{}
-	before := ""
-	for d.Jobs < insightJobs {
-		batch, err := s.Jobs.List(ctx, store.JobFilter{OrgID: org, Before: before, Limit: scanBatch})
-		if err != nil {
-			return d, err
-		}
-		for _, j := range batch {
-			before = j.ID
-			if j.CreatedAt.Before(d.Since) {
-				return finishInsights(d, byLabels, outcomes), nil
-			}
-			if !j.State.Terminal() {
-				continue
-			}
-			d.Jobs++
-			l := strings.Join(j.Labels, ",")
-			if l == "" {
-				l = "(no labels)"
-			}
-			st := byLabels[l]
-			if st == nil {
-				st = &labelStats{Labels: l}
-				byLabels[l] = st
-			}
-			st.Jobs++
-			switch j.State {
-			case store.JobSucceeded:
-				st.Succeeded++
-			case store.JobFailed:
-				st.Failed++
-			}
-			if !j.StartedAt.IsZero() {
-				ready := j.CreatedAt
-				if j.NotBefore.After(ready) {
-					ready = j.NotBefore
-				}
-				st.queueTimes = append(st.queueTimes, max(j.StartedAt.Sub(ready), 0))
-				if !j.FinishedAt.IsZero() {
-					st.runTime = append(st.runTime, j.FinishedAt.Sub(j.StartedAt))
-				}
-			}
-			if gh := j.GitHub; gh != nil && (j.State == store.JobSucceeded || j.State == store.JobFailed) {
-				k := flakyKey{gh.Repo, gh.WorkflowName, gh.Name, gh.HeadSHA}
-				f := outcomes[k]
-				if f == nil {
-					f = &flaky{What: gh.Repo + " · " + gh.WorkflowName + " · " + gh.Name, Commit: gh.HeadSHA, Last: j.ID}
-					outcomes[k] = f
-				}
-				if j.State == store.JobFailed {
-					f.Failed++
-				} else {
-					f.Succeeded++
-				}
-			} else if j.State == store.JobSucceeded && j.Attempt > 0 {
-				outcomes[flakyKey{repo: j.ID}] = &flaky{What: jobTitle(j) + " (passed after an expired lease)", Failed: j.Attempt, Succeeded: 1, Last: j.ID}
-			}
-			if d.Jobs >= insightJobs {
-				d.Capped = true
-				break
-			}
-		}
-		if len(batch) < scanBatch {
-			break
-		}
+	r, err := insights.New(s.Jobs, nil, s.Now, s.log).Report(ctx, org, insights.Params{})
+	if err != nil {
+		return insightsData{}, err
 	}
-	return finishInsights(d, byLabels, outcomes), nil
-}
-
-type flakyKey struct{ repo, workflow, name, sha string }
-
-func finishInsights(d insightsData, byLabels map[string]*labelStats, outcomes map[flakyKey]*flaky) insightsData {
-	for _, st := range byLabels {
-		st.QueueP50, st.QueueP90 = percentile(st.queueTimes, 50), percentile(st.queueTimes, 90)
-		st.RunP50, st.RunP90 = percentile(st.runTime, 50), percentile(st.runTime, 90)
-		if n := st.Succeeded + st.Failed; n > 0 {
-			st.FailureRate = float64(st.Failed) / float64(n)
+	d := insightsData{Since: r.Since, Jobs: r.Jobs, Capped: r.Capped}
+	for _, g := range r.Labels {
+		l := g.Labels
+		if l == "" {
+			l = "(no labels)"
 		}
-		d.Labels = append(d.Labels, st)
+		d.Labels = append(d.Labels, &labelStats{Labels: l, Jobs: g.Jobs, Succeeded: g.Succeeded, Failed: g.Failed,
+			QueueP50: g.QueueP50, QueueP90: g.QueueP90, RunP50: g.RunP50, RunP90: g.RunP90, FailureRate: g.FailureRate})
 	}
-	sort.Slice(d.Labels, func(i, j int) bool { return d.Labels[i].Jobs > d.Labels[j].Jobs })
-	for _, f := range outcomes {
-		if f.Failed > 0 && f.Succeeded > 0 {
-			d.Flaky = append(d.Flaky, *f)
+	for _, f := range r.Flaky {
+		fl := flaky{What: f.Repo + " · " + f.Workflow + " · " + f.Name, Commit: f.HeadSHA, Failed: f.Failed, Succeeded: f.Succeeded,
+			Last: max(f.FailedJob, f.PassedJob)} // job ids sort by creation
+		if f.ExpiredLease {
+			what := f.Name
+			if len(what) > 120 {
+				what = what[:120] + "…"
+			}
+			fl.What = what + " (passed after an expired lease)"
 		}
+		d.Flaky = append(d.Flaky, fl)
 	}
-	sort.Slice(d.Flaky, func(i, j int) bool { return d.Flaky[i].Failed > d.Flaky[j].Failed })
-	if len(d.Flaky) > 50 {
-		d.Flaky = d.Flaky[:50]
-	}
-	return d
-}
-
-func percentile(ds []time.Duration, p int) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[min(len(s)-1, (len(s)*p)/100)]
+	return d, nil
 }
 
 func (s *Server) insightsPage(w http.ResponseWriter, r *http.Request, c *call) error {
