@@ -3,14 +3,21 @@ package api_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/nimbus-build/nimbus/internal/apiclient"
 	"github.com/nimbus-build/nimbus/internal/apiv1"
+	"github.com/nimbus-build/nimbus/internal/app"
 	"github.com/nimbus-build/nimbus/internal/auth"
+	"github.com/nimbus-build/nimbus/internal/github/githubtest"
 )
 
 // finishJob runs a job of the agent's org through the agent API to end.
@@ -101,5 +108,85 @@ func TestInsightsRoute(t *testing.T) {
 	// A repository filter keeps GitHub jobs of it only: API jobs have none.
 	if got, err := viewer.Insights(ctx, apiclient.InsightsQuery{Repo: "acme/web"}); err != nil || got.Jobs != 0 || len(got.Groups) != 0 {
 		t.Errorf("repo acme/web: %+v %v", got, err)
+	}
+}
+
+// A GitHub job that fails and passes on its re-run (same repository,
+// workflow, job name and commit) is flagged flaky by GET /api/v1/insights
+// with the lines its failed run ended with, all through the real paths:
+// signed workflow_job deliveries, leases with runners minted by the GitHub
+// emulator, output uploaded by the agent API.
+func TestInsightsFlakyGitHubJob(t *testing.T) {
+	gh := githubtest.NewServer(t, githubtest.Config{})
+	key := githubtest.SharedKey(t)
+	gh.AddApp(githubtest.App{ID: 777, PublicKey: &key.PublicKey})
+	gh.AddInstallation(githubtest.Installation{ID: 4242, AppID: 777, Account: "octo-org", AccountID: ghOwnerID, AccountType: "Organization"})
+	keyFile := filepath.Join(t.TempDir(), "app.pem")
+	if err := os.WriteFile(keyFile, githubtest.PKCS1PEM(key), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h := linkedHarness(t, "sqlite", func(c *app.ServerConfig) { c.GitHubAppID, c.GitHubAppKeyFile, c.GitHubAPIURL = 777, keyFile, gh.URL })
+	ctx := context.Background()
+	labels := []string{"self-hosted", "linux", "x64"}
+	jt, err := h.Owner().CreateJoinToken(ctx, apiv1.CreateJoinToken{Labels: labels})
+	if err != nil {
+		t.Fatal(err)
+	}
+	en, err := h.Client(jt.Token).Enroll(ctx, apiv1.Enroll{Name: "gh-agent", MaxJobs: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent := h.Client(en.Credential)
+	if _, err := agent.Register(ctx, apiv1.Register{Labels: labels, MaxJobs: 1}); err != nil {
+		t.Fatal(err)
+	}
+	attempt := func(n int64, state, output string) string {
+		t.Helper()
+		if code, res := deliver(t, h, h.WebhookSecret, "workflow_job", fmt.Sprint("flaky-", n),
+			payload("queued", func(o *githubtest.WorkflowJobOptions) { o.RunAttempt, o.Name = n, "test" })); code != http.StatusOK || res.JobID == "" {
+			t.Fatalf("delivery of attempt %d: %d %+v", n, code, res)
+		}
+		l, err := agent.Lease(ctx, 5)
+		if err != nil || l == nil || l.Runner == nil {
+			t.Fatalf("lease: %+v %v", l, err)
+		}
+		if _, err := agent.StartJob(ctx, l.Job.ID, l.Fence); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := agent.AppendLogs(ctx, l.Job.ID, apiv1.Logs{Fence: l.Fence, End: true,
+			Chunks: []apiv1.LogChunk{{Fence: l.Fence, Seq: 0, Data: []byte(output)}}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := agent.CompleteJob(ctx, l.Job.ID, apiv1.Complete{Fence: l.Fence, State: state}); err != nil {
+			t.Fatal(err)
+		}
+		return l.Job.ID
+	}
+	failed := attempt(1, "failed", "Run go test ./...\nok  \texample.com/a\n--- FAIL: TestFlaky (0.20s)\n    flaky_test.go:12: error: connection reset\nFAIL\nexit status 1\n")
+	passed := attempt(2, "succeeded", "Run go test ./...\nok  \texample.com/a\nPASS\n")
+
+	got, err := h.Owner().Insights(ctx, apiclient.InsightsQuery{Repo: "octo-org/hello-world", Lines: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Flaky) != 1 {
+		t.Fatalf("flaky: %+v", got)
+	}
+	f := got.Flaky[0]
+	var texts []string
+	for _, l := range f.Lines {
+		texts = append(texts, l.Text)
+	}
+	f.Lines = nil
+	if diff := cmp.Diff(apiv1.FlakyJob{Repo: "octo-org/hello-world", Workflow: "CI", Name: "test", HeadSHA: f.HeadSHA,
+		Failed: 1, Succeeded: 1, FailedJob: failed, PassedJob: passed}, f); diff != "" || len(f.HeadSHA) != 40 {
+		t.Errorf("flaky (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"--- FAIL: TestFlaky (0.20s)", "    flaky_test.go:12: error: connection reset", "FAIL"}, texts); diff != "" {
+		t.Errorf("failing lines (-want +got):\n%s", diff)
+	}
+	if len(got.Groups) != 1 || got.Groups[0].Repo != "octo-org/hello-world" || got.Groups[0].Name != "test" || got.Groups[0].Labels != "linux,self-hosted,x64" ||
+		got.Groups[0].FailureRate != 0.5 || len(got.Groups[0].Days) != 1 {
+		t.Errorf("groups: %+v", got.Groups)
 	}
 }
