@@ -98,3 +98,31 @@ func FuzzAgentAPI(f *testing.F) {
 		}
 	})
 }
+
+// GET /api/v1/insights's query: any query string is a report or a 400
+// with a JSON error, never a 5xx.
+func FuzzInsightsQuery(f *testing.F) {
+	h := apptest.Start(f, "sqlite")
+	for _, q := range []string{"", "since=7d", "since=2026-01-01T00:00:00Z&until=1h", "repo=acme/web&jobs=10&lines=0",
+		"since=93d", "jobs=-1", "lines=x", "repo=%ff", "since=0d", "until=2099-01-01T00:00:00Z", "since=99999999d"} {
+		f.Add(q)
+	}
+	f.Fuzz(func(t *testing.T, q string) {
+		req, err := http.NewRequest("GET", "/api/v1/insights", nil)
+		if err != nil {
+			t.Skip()
+		}
+		req.URL.RawQuery = q
+		req.RequestURI = req.URL.RequestURI()
+		req.Header.Set("Authorization", "Bearer "+h.OwnerToken)
+		rec := serve(h, req)
+		switch {
+		case rec.Code >= 500:
+			t.Fatalf("%d %s for %q", rec.Code, rec.Body, q)
+		case rec.Code < 300 && !bytes.Contains(rec.Body.Bytes(), []byte(`"groups":`)):
+			t.Fatalf("%q answered %s", q, rec.Body)
+		case rec.Code >= 400 && !bytes.Contains(rec.Body.Bytes(), []byte(`"error"`)):
+			t.Fatalf("%d without a JSON error: %s", rec.Code, rec.Body)
+		}
+	})
+}
