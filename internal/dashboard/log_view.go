@@ -12,17 +12,19 @@ import (
 	"github.com/nimbus-build/nimbus/internal/logs"
 )
 
-// LogSource is what the job page's log reads. Today it is the raw
-// output of internal/logs (chunks, and Follow for a live tail), which the
-// page splits into lines, folds into steps (::group:: and ##[group]
-// markers) and searches in the browser. When the log pipeline keeps lines
-// with their steps and searches across jobs, a source that also offers
-// those slots in here: the page's stream sends text either way.
+// LogSource is what the dashboard reads of the jobs' output
+// (internal/logs): the job page's log is the raw output (chunks, and
+// Follow for a live tail), which the page splits into lines, folds into
+// steps (::group:: and ##[group] markers) and searches in the browser;
+// the search page searches the lines of every job of the org.
 type LogSource interface {
 	// Follow calls fn with org's job's output after the cursor, in order,
 	// until the job has finished and everything is delivered (follow) or
 	// what is stored now is delivered (!follow).
 	Follow(ctx context.Context, org, job string, after logs.Cursor, follow bool, fn func([]logs.Chunk) error) error
+	// Search finds the lines of org's jobs that match (logs.ErrInvalid:
+	// a bad pattern or range; bounded in lines, bytes and time).
+	Search(ctx context.Context, org string, p logs.SearchParams) (logs.Result, error)
 }
 
 // maxEvent bounds the text of one log event.

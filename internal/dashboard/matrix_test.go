@@ -37,6 +37,7 @@ var uiMinRole = map[string]auth.Role{
 	dashboard.RouteJobLive.Pattern():     auth.RoleViewer,
 	dashboard.RouteJobLog.Pattern():      auth.RoleViewer,
 	dashboard.RouteJobLogRaw.Pattern():   auth.RoleViewer,
+	dashboard.RouteSearch.Pattern():      auth.RoleViewer,
 	dashboard.RouteCancelJob.Pattern():   auth.RoleDeveloper,
 	dashboard.RouteAgents.Pattern():      auth.RoleViewer,
 	dashboard.RouteDisable.Pattern():     auth.RoleAdmin,

@@ -57,6 +57,7 @@ var (
 	RouteJobLive     = Route{Method: "GET", Path: "/ui/jobs/{id}/live", Access: Signed, Action: "jobs.read", Stream: true}
 	RouteJobLog      = Route{Method: "GET", Path: "/ui/jobs/{id}/log", Access: Signed, Action: "logs.read", Stream: true}
 	RouteJobLogRaw   = Route{Method: "GET", Path: "/ui/jobs/{id}/log.txt", Access: Signed, Action: "logs.read"}
+	RouteSearch      = Route{Method: "GET", Path: "/ui/search", Access: Signed, Action: "logs.read"}
 	RouteCancelJob   = Route{Method: "POST", Path: "/ui/jobs/{id}/cancel", Access: Signed, Action: "jobs.cancel"}
 	RouteAgents      = Route{Method: "GET", Path: "/ui/agents", Access: Signed, Action: "agents.read"}
 	RouteDisable     = Route{Method: "POST", Path: "/ui/agents/{id}/disable", Access: Signed, Action: "agents.disable", StepUp: true}
@@ -78,7 +79,7 @@ var (
 // Routes is every route of the dashboard.
 var Routes = []Route{
 	RouteRoot, RouteLogin, RouteLoginWith, RouteCallback, RouteAssets, RouteLogout, RouteStepUp, RouteHome, RouteSwitchOrg,
-	RouteJobs, RouteJobsLive, RouteJob, RouteJobLive, RouteJobLog, RouteJobLogRaw, RouteCancelJob,
+	RouteJobs, RouteJobsLive, RouteJob, RouteJobLive, RouteJobLog, RouteJobLogRaw, RouteSearch, RouteCancelJob,
 	RouteAgents, RouteDisable, RouteSessions, RouteStopSession, RouteCache,
 	RouteTokens, RouteNewToken, RouteRevokeToken, RouteOrgs, RouteLinkOrg,
 	RouteSettings, RouteRotateKeys, RouteRotateHook, RouteAudit, RouteInsights,

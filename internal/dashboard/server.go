@@ -155,6 +155,7 @@ func (s *Server) handlers() map[string]any {
 		RouteJobLive.Pattern():     handler(s.jobLive),
 		RouteJobLog.Pattern():      handler(s.jobLog),
 		RouteJobLogRaw.Pattern():   handler(s.jobLogRaw),
+		RouteSearch.Pattern():      handler(s.searchPage),
 		RouteCancelJob.Pattern():   handler(s.cancelJob),
 		RouteAgents.Pattern():      handler(s.agentsPage),
 		RouteDisable.Pattern():     handler(s.disableAgent),

@@ -1,8 +1,8 @@
 // The dashboard in a real browser (Debian's Chromium through
 // playwright-core), as a person uses it: sign in at the OpenID Provider,
 // see why a queued job waits, watch it run with its log tailing live,
-// search the log, create a token (with step-up) and revoke it, and look at
-// every page. internal/dashboard/browser_test.go starts the server, the
+// search the log and every job's logs, create a token (with step-up) and
+// revoke it, and look at every page. internal/dashboard/browser_test.go starts the server, the
 // provider and a control endpoint that plays the job's agent, then runs
 // this with:
 //   NIMBUS_URL, CONTROL_URL, JOB_ID, CHROMIUM, SCREENSHOTS
@@ -112,6 +112,22 @@ try {
   await page.goto(base + '/ui/jobs/' + jobID + '#L3');
   await page.locator('#log .ln.target#L3').waitFor();
 
+  step('search across the jobs\' logs');
+  await page.click('nav a[href="/ui/search"]');
+  await page.fill('[data-testid=search] input[name=q]', 'needle-in-the-\\w+');
+  await Promise.all([page.waitForURL(/\/ui\/search\?q=/), page.click('[data-testid=search] button')]);
+  // The log pipeline writes lines in batches: search again until it has.
+  for (let i = 0; !(await page.getByTestId('search-line').count()); i++) {
+    if (i > 50) throw new Error('the search never found the line');
+    await new Promise((r) => setTimeout(r, 100));
+    await page.reload();
+  }
+  await page.getByTestId('search-line').filter({ hasText: 'found the needle-in-the-log here' }).waitFor();
+  await shot(page, 'search-results');
+  await page.getByTestId('search-line').locator('a').first().click();
+  await page.waitForURL(new RegExp('/ui/jobs/' + jobID + '#L\\d+$'));
+  await page.locator('#log .ln.target').filter({ hasText: 'needle-in-the-log' }).waitFor();
+
   step('a token needs a recent sign-in');
   const cookies = await ctx.cookies(base);
   const sess = cookies.find((c) => c.name === 'nimbus_session');
@@ -143,7 +159,7 @@ try {
   await page.locator('tr', { hasText: 'from-the-browser' }).filter({ hasText: 'revoked' }).waitFor();
 
   step('every page');
-  for (const p of ['agents', 'sessions', 'cache', 'insights', 'orgs', 'settings', 'audit', 'tokens']) {
+  for (const p of ['agents', 'sessions', 'cache', 'insights', 'orgs', 'settings', 'audit', 'tokens', 'search']) {
     const r = await page.goto(base + '/ui/' + p);
     if (r.status() !== 200) throw new Error(`/ui/${p}: ${r.status()}`);
     await shot(page, p);
