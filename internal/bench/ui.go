@@ -175,11 +175,12 @@ func runUI(ctx context.Context, o UIOptions, stdout, stderr io.Writer) error {
 
 // upProcess is `nimbus up` started as its own process.
 type upProcess struct {
-	cmd   *exec.Cmd
-	dir   string
-	data  string
-	url   string
-	owner string
+	cmd    *exec.Cmd
+	exited chan struct{} // closed once cmd.Wait returned
+	dir    string
+	data   string
+	url    string
+	owner  string
 }
 
 // startUp starts `nimbus up` as a user does, on a fresh data dir and a
@@ -211,8 +212,8 @@ func startUp(ctx context.Context, bin string) (*upProcess, error) {
 		u.stop()
 		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
-	exited := make(chan struct{})
-	go func() { u.cmd.Wait(); close(exited) }()
+	u.exited = make(chan struct{})
+	go func() { u.cmd.Wait(); close(u.exited) }()
 	u.url = "http://" + addr
 	deadline := time.Now().Add(time.Minute)
 	for {
@@ -226,7 +227,7 @@ func startUp(ctx context.Context, bin string) (*upProcess, error) {
 			}
 		}
 		select {
-		case <-exited:
+		case <-u.exited:
 		case <-ctx.Done():
 		case <-time.After(50 * time.Millisecond):
 			if time.Now().Before(deadline) {
@@ -242,14 +243,17 @@ func startUp(ctx context.Context, bin string) (*upProcess, error) {
 	}
 }
 
+// stop ends the server (SIGTERM to its process group; SIGKILL after 15 s)
+// and removes its directory.
 func (u *upProcess) stop() {
-	if u.cmd != nil && u.cmd.Process != nil && u.cmd.ProcessState == nil {
+	if u.exited != nil {
 		syscall.Kill(-u.cmd.Process.Pid, syscall.SIGTERM)
-		deadline := time.Now().Add(15 * time.Second)
-		for syscall.Kill(u.cmd.Process.Pid, 0) == nil && time.Now().Before(deadline) {
-			time.Sleep(50 * time.Millisecond)
+		select {
+		case <-u.exited:
+		case <-time.After(15 * time.Second):
+			syscall.Kill(-u.cmd.Process.Pid, syscall.SIGKILL)
+			<-u.exited
 		}
-		syscall.Kill(-u.cmd.Process.Pid, syscall.SIGKILL)
 	}
 	os.RemoveAll(u.dir)
 }
