@@ -171,7 +171,11 @@ func (cp *ControlPlane) build(ctx context.Context, sealer *auth.Sealer) error {
 		}
 		cp.logCH, logStore = ch, ch
 	}
-	cp.Logs, err = logs.New(logs.Options{Store: logStore, Jobs: svc, Config: logs.Config{MaxBytes: c.MaxLogBytes, Batch: c.LogBatch},
+	batch := c.LogBatch
+	if batch.Lines == 0 && cp.logCH != nil {
+		batch.Lines = logs.ClickHouseBatchLines
+	}
+	cp.Logs, err = logs.New(logs.Options{Store: logStore, Jobs: svc, Config: logs.Config{MaxBytes: c.MaxLogBytes, Batch: batch},
 		Registry: cp.Registry,
 		Notifier: cp.jobsWake, Logger: cp.log})
 	if err != nil {

@@ -28,10 +28,14 @@ type BatchConfig struct {
 	QueueBytes int64
 }
 
+// ClickHouseBatchLines is the lines of a batch on ClickHouse: each insert
+// makes a part on the server, and it merges fewer, larger ones better.
+const ClickHouseBatchLines = 20_000
+
 // DefaultBatchConfig is what `nimbus up` runs with. A batch is one write
 // that holds SQLite's only writer: 1,000 lines keep it to tens of
 // milliseconds (a lease renewal waits at most that long behind output);
-// ClickHouse prefers larger inserts (raise --log-batch-lines there).
+// ClickHouse wants larger inserts: ClickHouseBatchLines.
 func DefaultBatchConfig() BatchConfig {
 	return BatchConfig{Lines: 1_000, Bytes: 1 << 20, Delay: 5 * time.Millisecond, QueueBytes: 64 << 20}
 }
