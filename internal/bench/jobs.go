@@ -152,22 +152,11 @@ func startServer(ctx context.Context, engine, pg, dir string) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	url, stop, err := serveInProcess(ctx, cp)
 	if err != nil {
-		cp.Close()
 		return nil, err
 	}
-	url := "http://" + ln.Addr().String()
-	cp.SetURL(url)
-	sctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- cp.Serve(sctx, ln) }()
-	s := &server{cp: cp, url: url, owner: apiclient.New(url, cp.Bootstrap.AdminToken), secret: []byte(cp.Bootstrap.WebhookSecret)}
-	s.stop = func() {
-		cancel()
-		<-done
-		cp.Close()
-	}
+	s := &server{cp: cp, url: url, owner: apiclient.New(url, cp.Bootstrap.AdminToken), secret: []byte(cp.Bootstrap.WebhookSecret), stop: stop}
 	if _, err := s.owner.LinkOrg(ctx, cp.Bootstrap.Org.ID, "bench", 4711); err != nil {
 		s.stop()
 		return nil, err
@@ -543,4 +532,20 @@ func idleRSS(ctx context.Context, bin string) (int64, error) {
 		}
 	}
 	return 0, errors.New("no VmRSS")
+}
+
+// serveInProcess serves cp on a fresh loopback port until stop, which
+// also closes cp (the in-process benches: no nimbus process of their own).
+func serveInProcess(ctx context.Context, cp *app.ControlPlane) (url string, stop func(), err error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		cp.Close()
+		return "", nil, err
+	}
+	url = "http://" + ln.Addr().String()
+	cp.SetURL(url)
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- cp.Serve(sctx, ln) }()
+	return url, func() { cancel(); <-done; cp.Close() }, nil
 }

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -124,17 +123,11 @@ func benchLogsEngine(ctx context.Context, engine string, o LogsOptions, stderr i
 	if err != nil {
 		return nil, err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	url, stop, err := serveInProcess(ctx, cp)
 	if err != nil {
-		cp.Close()
 		return nil, err
 	}
-	url := "http://" + ln.Addr().String()
-	cp.SetURL(url)
-	sctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- cp.Serve(sctx, ln) }()
-	defer func() { cancel(); <-done; cp.Close() }()
+	defer stop()
 	owner := apiclient.New(url, cp.Bootstrap.AdminToken)
 
 	var rows []row
