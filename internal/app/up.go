@@ -7,7 +7,9 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -40,6 +42,8 @@ func UpMain(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 		return 2
 	}
 	ac.StateDir = filepath.Join(sc.DataDir, "agent")
+	_, podmanErr := exec.LookPath("podman")
+	sc.PoolLabels = upLabels(sc.PoolLabels, ac.DockerLabel, podmanErr == nil && os.Geteuid() == 0)
 	ac.Labels = sc.PoolLabels
 	ac.LogLevel, ac.LogFormat = sc.LogLevel, sc.LogFormat
 	if err := ac.Validate(false); err != nil {
@@ -149,4 +153,14 @@ func hostOf(u string) string {
 	}
 	host, _, _ := strings.Cut(rest, "/")
 	return host
+}
+
+// upLabels are the labels nimbus up serves and its agent offers: the
+// pool's, and the Docker label when this host can give jobs a daemon of
+// their own (Podman installed, the agent root).
+func upLabels(pool []string, dockerLabel string, canDocker bool) []string {
+	if !canDocker || dockerLabel == "" || slices.Contains(pool, dockerLabel) {
+		return pool
+	}
+	return append(slices.Clone(pool), dockerLabel)
 }
