@@ -227,7 +227,13 @@ func (g *Group) add(j store.Job) {
 	if j.NotBefore.After(ready) {
 		ready = j.NotBefore
 	}
-	g.queue = append(g.queue, max(j.StartedAt.Sub(ready), 0))
+	// The queue ends at the first lease (jobs stored before leases were
+	// timed have only their start).
+	dequeued := j.LeasedAt
+	if dequeued.IsZero() {
+		dequeued = j.StartedAt
+	}
+	g.queue = append(g.queue, max(dequeued.Sub(ready), 0))
 	if !j.FinishedAt.IsZero() {
 		g.run = append(g.run, max(j.FinishedAt.Sub(j.StartedAt), 0))
 	}

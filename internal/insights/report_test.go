@@ -83,6 +83,7 @@ type run struct {
 	org, repo, workflow, name, sha string
 	ghJob, attempt                 int64
 	queue, run                     time.Duration
+	setup                          time.Duration // lease → start: the agent's, not the queue's
 	end                            store.JobState
 	output                         string
 }
@@ -110,6 +111,7 @@ func (f *fixture) run(t *testing.T, r run) string {
 	if err != nil || j.ID != res.JobID {
 		t.Fatalf("lease %s: %s %v", res.JobID, j.ID, err)
 	}
+	f.clock.add(r.setup)
 	if _, err := f.jobs.Start(ctx, a, j.ID, j.Fence); err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +145,7 @@ func testReport(t *testing.T, engine string) {
 	passed := f.run(t, run{org: "org_a", repo: "acme/web", workflow: "CI", name: "test", sha: sha1, ghJob: 1, attempt: 2,
 		queue: 20 * time.Second, run: 30 * time.Second, end: store.JobSucceeded, output: "ok\n"})
 	build := f.run(t, run{org: "org_a", repo: "acme/web", workflow: "CI", name: "build", sha: sha1, ghJob: 2, attempt: 1,
-		queue: 30 * time.Second, run: 90 * time.Second, end: store.JobSucceeded})
+		queue: 30 * time.Second, setup: 5 * time.Second, run: 90 * time.Second, end: store.JobSucceeded})
 	// Another org's jobs in a repository of the same name, flaky too.
 	var others []string
 	for i, end := range []store.JobState{store.JobFailed, store.JobSucceeded} {

@@ -200,10 +200,13 @@ type Job struct {
 	ExitCode *int
 	Reason   string
 
-	CreatedBy  string
-	CreatedAt  time.Time
-	NotBefore  time.Time
-	UpdatedAt  time.Time
+	CreatedBy string
+	CreatedAt time.Time
+	NotBefore time.Time
+	UpdatedAt time.Time
+	// LeasedAt is when an agent first leased the job (zero: never); the
+	// job's queue time ends there.
+	LeasedAt   time.Time
 	StartedAt  time.Time
 	FinishedAt time.Time
 

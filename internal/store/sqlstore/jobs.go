@@ -19,7 +19,7 @@ var _ store.Jobs = jobs{}
 
 const jobColumns = `id, org_id, source, job_key, state, labels, spec, attempt, max_attempts, fence, agent_id,
 	lease_expires_at, cancel_requested, runner_name, exit_code, reason, created_by, created_at, not_before,
-	updated_at, started_at, finished_at, github, runner_id`
+	updated_at, started_at, finished_at, github, runner_id, first_leased_at`
 
 // live is the SQL set of states that hold a lease.
 const live = `('leased', 'running')`
@@ -29,10 +29,10 @@ func scanJob(row interface{ Scan(...any) error }) (store.Job, error) {
 	var key, gh sql.NullString
 	var exit sql.NullInt64
 	var labels, spec string
-	var leaseExp, created, notBefore, updated, started, finished int64
+	var leaseExp, created, notBefore, updated, started, finished, leased int64
 	err := row.Scan(&j.ID, &j.OrgID, &j.Source, &key, &j.State, &labels, &spec, &j.Attempt, &j.MaxAttempts,
 		&j.Fence, &j.AgentID, &leaseExp, &j.CancelRequested, &j.RunnerName, &exit, &j.Reason, &j.CreatedBy,
-		&created, &notBefore, &updated, &started, &finished, &gh, &j.RunnerID)
+		&created, &notBefore, &updated, &started, &finished, &gh, &j.RunnerID, &leased)
 	if err != nil {
 		return j, err
 	}
@@ -43,6 +43,7 @@ func scanJob(row interface{ Scan(...any) error }) (store.Job, error) {
 	}
 	j.LeaseExpiresAt, j.CreatedAt, j.NotBefore = fromMicros(leaseExp), fromMicros(created), fromMicros(notBefore)
 	j.UpdatedAt, j.StartedAt, j.FinishedAt = fromMicros(updated), fromMicros(started), fromMicros(finished)
+	j.LeasedAt = fromMicros(leased)
 	if j.Labels, err = stringList(labels); err != nil {
 		return j, err
 	}
@@ -78,11 +79,11 @@ func (x jobs) Create(ctx context.Context, j store.Job) (store.Job, bool, error) 
 	created := false
 	err := x.inTx(ctx, func(q querier) error {
 		res, err := q.ExecContext(ctx, `INSERT INTO jobs (`+jobColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
-			$11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24) ON CONFLICT DO NOTHING`,
+			$11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25) ON CONFLICT DO NOTHING`,
 			j.ID, j.OrgID, j.Source, nullString(j.Key), j.State, jsonText(nonEmpty(j.Labels)), jsonText(j.Spec),
 			j.Attempt, j.MaxAttempts, j.Fence, j.AgentID, micros(j.LeaseExpiresAt), j.CancelRequested, j.RunnerName,
 			nullExit(j.ExitCode), j.Reason, j.CreatedBy, micros(j.CreatedAt), micros(j.NotBefore), micros(j.UpdatedAt),
-			micros(j.StartedAt), micros(j.FinishedAt), githubText(j.GitHub), j.RunnerID)
+			micros(j.StartedAt), micros(j.FinishedAt), githubText(j.GitHub), j.RunnerID, micros(j.LeasedAt))
 		if err != nil {
 			return fmt.Errorf("create job: %w", err)
 		}
@@ -216,7 +217,8 @@ func (x jobs) Lease(ctx context.Context, r store.LeaseRequest) (store.Job, error
 		}
 		now := micros(r.Now)
 		job, err = scanJob(q.QueryRowContext(ctx, `UPDATE jobs SET state = 'leased', fence = fence + 1, agent_id = $2,
-			lease_expires_at = $3, updated_at = $4, runner_name = '', runner_id = 0, cancel_requested = FALSE
+			lease_expires_at = $3, updated_at = $4, runner_name = '', runner_id = 0, cancel_requested = FALSE,
+			first_leased_at = CASE WHEN first_leased_at = 0 THEN $4 ELSE first_leased_at END
 			WHERE id = $1 AND state = 'queued' RETURNING `+jobColumns,
 			id, r.AgentID, micros(r.Now.Add(r.TTL)), now))
 		if err != nil {

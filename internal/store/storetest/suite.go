@@ -335,7 +335,7 @@ func testLeaseLifecycle(t *testing.T, s store.Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l.State != store.JobLeased || l.Fence != 1 || l.AgentID != "agt_1" || !l.LeaseExpiresAt.Equal(t0.Add(30*time.Second)) {
+	if l.State != store.JobLeased || l.Fence != 1 || l.AgentID != "agt_1" || !l.LeaseExpiresAt.Equal(t0.Add(30*time.Second)) || !l.LeasedAt.Equal(t0) {
 		t.Fatalf("lease: %+v", l)
 	}
 	if _, err := lease(s, o.ID, "agt_2"); !errors.Is(err, store.ErrNotFound) {
@@ -393,12 +393,14 @@ func testLeaseExpiry(t *testing.T, s store.Store) {
 	o := mustOrg(t, s, "a")
 	job := mustCreate(t, s, newJob(o.ID)) // MaxAttempts 3
 	for attempt := 1; attempt <= 3; attempt++ {
-		l, err := lease(s, o.ID, fmt.Sprintf("agt_%d", attempt))
+		// Each attempt leased later: the first lease's time stays.
+		l, err := s.Jobs().Lease(ctx, store.LeaseRequest{OrgID: o.ID, AgentID: fmt.Sprintf("agt_%d", attempt), MaxJobs: 10,
+			TTL: 30*time.Second - time.Duration(attempt)*time.Second, Now: t0.Add(time.Duration(attempt) * time.Second)})
 		if err != nil {
 			t.Fatalf("attempt %d: lease: %v", attempt, err)
 		}
-		if l.Fence != int64(attempt) {
-			t.Errorf("attempt %d: fence %d", attempt, l.Fence)
+		if l.Fence != int64(attempt) || !l.LeasedAt.Equal(t0.Add(time.Second)) {
+			t.Errorf("attempt %d: fence %d, first leased at %v", attempt, l.Fence, l.LeasedAt)
 		}
 		// Not yet expired.
 		if exp, err := s.Jobs().ExpireLeases(ctx, t0.Add(29*time.Second)); err != nil || len(exp) != 0 {
