@@ -235,7 +235,11 @@ func (s *Server) jobData(ctx context.Context, c *call, id string) (jobData, erro
 	}
 	d := jobData{Row: s.rows([]store.Job{j}, fv)[0], Live: !j.State.Terminal()}
 	now := s.Now()
+	// The queue ends at the first lease (jobs stored before leases were
+	// timed have only their start).
 	switch {
+	case !j.LeasedAt.IsZero():
+		d.Waited = j.LeasedAt.Sub(j.CreatedAt)
 	case !j.StartedAt.IsZero():
 		d.Waited = j.StartedAt.Sub(j.CreatedAt)
 	case j.State == store.JobQueued || j.State == store.JobLeased:

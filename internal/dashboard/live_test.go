@@ -120,8 +120,9 @@ func TestLiveLogAndState(t *testing.T) {
 	if rows := text(t, next(t, list, "rows")); !strings.Contains(rows, `data-state="running"`) {
 		t.Errorf("rows after the start: %.300s", rows)
 	}
-	if pn := text(t, next(t, panel, "job")); !strings.Contains(pn, `data-state="running"`) {
-		t.Errorf("panel after the start: %.300s", pn)
+	if pn := text(t, next(t, panel, "job")); !strings.Contains(pn, `data-state="running"`) || !strings.Contains(pn, "<dt>Leased</dt>") ||
+		!strings.Contains(pn, "<dt>Started</dt>") {
+		t.Errorf("panel after the start (state, leased, started): %.1000s", pn)
 	}
 	for i, c := range [][]byte{[]byte("héllo\nwor"), []byte("ld \xc3"), []byte("\xa9t\xc3\xa9\n")} {
 		if _, err := p.agent.AppendLogs(ctx, j.ID, apiv1.Logs{Fence: p.fence, Chunks: []apiv1.LogChunk{{Seq: int64(i), Data: c}}}); err != nil {
