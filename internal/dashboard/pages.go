@@ -18,6 +18,7 @@ import (
 
 	"github.com/nimbus-build/nimbus/internal/admin"
 	"github.com/nimbus-build/nimbus/internal/auth"
+	"github.com/nimbus-build/nimbus/internal/httperror"
 	"github.com/nimbus-build/nimbus/internal/jobs"
 	"github.com/nimbus-build/nimbus/internal/store"
 )
@@ -222,14 +223,14 @@ func classify(err error) *pageError {
 // or a request that is not a page, a status with a short text).
 func (s *Server) page(h openHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		sw := &statusWriter{ResponseWriter: w}
+		sw := &httperror.StartWriter{ResponseWriter: w}
 		defer func() {
 			if v := recover(); v != nil {
 				if v == http.ErrAbortHandler {
 					panic(v)
 				}
 				s.log.Error("panic in dashboard handler", "method", r.Method, "path", r.URL.Path, "panic", v)
-				if !sw.wrote {
+				if !sw.Started() {
 					s.errorPage(w, r, &pageError{status: http.StatusInternalServerError, title: "Error", msg: "Something went wrong on the server."})
 				}
 			}
@@ -243,7 +244,7 @@ func (s *Server) page(h openHandler) http.Handler {
 			s.log.Error("dashboard request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 			pe = &pageError{status: http.StatusInternalServerError, title: "Error", msg: "Something went wrong on the server."}
 		}
-		if sw.wrote {
+		if sw.Started() {
 			return
 		}
 		s.errorPage(w, r, pe)
@@ -259,30 +260,6 @@ func (s *Server) errorPage(w http.ResponseWriter, r *http.Request, pe *pageError
 		http.Error(w, pe.msg, pe.status)
 	}
 }
-
-// statusWriter remembers whether an answer has started.
-type statusWriter struct {
-	http.ResponseWriter
-	wrote bool
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	w.wrote = true
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusWriter) Write(b []byte) (int, error) {
-	w.wrote = true
-	return w.ResponseWriter.Write(b)
-}
-
-func (w *statusWriter) Flush() {
-	if f, ok := w.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
-	}
-}
-
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // Formatting helpers of the templates.
 

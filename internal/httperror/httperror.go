@@ -102,14 +102,14 @@ type Classify func(err error) (e Error, ok bool)
 // only; a request whose client went away gets no answer.
 func Wrap(log *slog.Logger, shape Shape, classify Classify, h Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		sw := &statusWriter{ResponseWriter: w}
+		sw := &StartWriter{ResponseWriter: w}
 		defer func() {
 			if v := recover(); v != nil {
 				if v == http.ErrAbortHandler {
 					panic(v)
 				}
 				log.ErrorContext(r.Context(), "panic in handler", "method", r.Method, "path", r.URL.Path, "panic", v)
-				if !sw.wrote {
+				if !sw.Started() {
 					Write(w, shape, Internal)
 				}
 			}
@@ -137,33 +137,37 @@ func Wrap(log *slog.Logger, shape Shape, classify Classify, h Handler) http.Hand
 		case e.Status > 500: // unavailable for now: expected at times
 			log.WarnContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "status", e.Status, "err", err)
 		}
-		if sw.wrote {
+		if sw.Started() {
 			return // a streaming answer already started
 		}
 		Write(w, shape, e)
 	})
 }
 
-// statusWriter remembers whether an answer has started.
-type statusWriter struct {
+// StartWriter remembers whether an answer has started (Started), so that
+// an error after it is not written over a streaming answer.
+type StartWriter struct {
 	http.ResponseWriter
 	wrote bool
 }
 
-func (w *statusWriter) WriteHeader(code int) {
+// Started reports whether a header or body was written.
+func (w *StartWriter) Started() bool { return w.wrote }
+
+func (w *StartWriter) WriteHeader(code int) {
 	w.wrote = true
 	w.ResponseWriter.WriteHeader(code)
 }
 
-func (w *statusWriter) Write(b []byte) (int, error) {
+func (w *StartWriter) Write(b []byte) (int, error) {
 	w.wrote = true
 	return w.ResponseWriter.Write(b)
 }
 
-func (w *statusWriter) Flush() {
+func (w *StartWriter) Flush() {
 	if f, ok := w.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
 	}
 }
 
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+func (w *StartWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -2,13 +2,13 @@ package registry
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/http"
 	"strings"
 
 	"github.com/nimbus-build/nimbus/internal/auth"
+	"github.com/nimbus-build/nimbus/internal/cache/access"
 )
 
 // caller is an authenticated request's principal and what it may do:
@@ -21,36 +21,9 @@ type caller struct {
 	claims *TokenClaims
 }
 
-// credential extracts the credential of a request: "Bearer <token>", or
-// Basic with the token as the password (docker login sends those to the
-// token endpoint; some clients send them to the registry itself).
-func credential(req *http.Request) string {
-	h := req.Header.Get("Authorization")
-	scheme, rest, ok := strings.Cut(h, " ")
-	if !ok {
-		return ""
-	}
-	rest = strings.TrimSpace(rest)
-	switch {
-	case strings.EqualFold(scheme, "Bearer"):
-		return rest
-	case strings.EqualFold(scheme, "Basic"):
-		b, err := base64.StdEncoding.DecodeString(rest)
-		if err != nil {
-			return ""
-		}
-		_, pass, ok := strings.Cut(string(b), ":")
-		if !ok {
-			return ""
-		}
-		return pass
-	}
-	return ""
-}
-
 // authenticate returns the caller of a request.
 func (r *Registry) authenticate(ctx context.Context, req *http.Request) (caller, error) {
-	tok := credential(req)
+	tok := access.RequestToken(req) // Bearer, or Basic with the token as the password (docker login)
 	if tok == "" {
 		return caller{}, fmt.Errorf("%w: no credential: log in with a Nimbus token (docker login)", auth.ErrUnauthenticated)
 	}
