@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/nimbus-build/nimbus/internal/executor"
+	"github.com/nimbus-build/nimbus/internal/executor/jobdocker"
 )
 
 // File descriptors bwrap inherits (exec.Cmd.ExtraFiles, from 3 on).
@@ -82,9 +83,9 @@ type invocation struct {
 	// Seccomp installs the syscall filter read from fdSeccomp.
 	Seccomp bool
 	// Docker, when set, gives the sandbox a Docker daemon of its own (see
-	// docker.go): nested namespaces allowed, the daemon's directories
+	// internal/executor/jobdocker): nested namespaces allowed, the daemon's directories
 	// bound, its variables set, and the daemon started before Argv.
-	Docker *dockerLayout
+	Docker *jobdocker.Layout
 }
 
 // bwrapArgs is a bwrap command line in two parts.
@@ -143,7 +144,7 @@ func buildArgs(inv invocation) (bwrapArgs, error) {
 		if env == nil {
 			env = map[string]string{}
 		}
-		for k, v := range dockerEnv {
+		for k, v := range jobdocker.Env {
 			if _, ok := env[k]; !ok {
 				env[k] = v
 			}
@@ -188,7 +189,7 @@ func buildArgs(inv invocation) (bwrapArgs, error) {
 	}
 	o = append(o, "--bind", inv.Workspace, sandboxWorkspace)
 	if inv.Docker != nil {
-		o = append(o, dockerArgs(*inv.Docker)...)
+		o = append(o, inv.Docker.BwrapArgs()...)
 	}
 	for _, b := range inv.Binds {
 		kind := "--bind"
@@ -207,7 +208,7 @@ func buildArgs(inv invocation) (bwrapArgs, error) {
 	}
 	cmd := []string{shellPath, "-c", wrapperScript, wrapperName}
 	if inv.Docker != nil {
-		cmd = append(cmd, shellPath, "-c", dockerPrelude, "nimbus-docker")
+		cmd = append(cmd, shellPath, "-c", jobdocker.Prelude, "nimbus-docker")
 	}
 	cmd = append(cmd, inv.Argv...)
 	return bwrapArgs{Options: o, Command: cmd}, nil

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nimbus-build/nimbus/internal/executor"
+	"github.com/nimbus-build/nimbus/internal/executor/jobdocker"
 )
 
 // Executor runs jobs in bubblewrap sandboxes. It is safe for concurrent use.
@@ -192,9 +193,9 @@ func (e *Executor) Run(ctx context.Context, spec executor.Spec) (executor.Result
 			}
 		}()
 	}
-	var docker *dockerLayout
+	var docker *jobdocker.Layout
 	if spec.Docker {
-		e.dockerOnce.Do(func() { e.dockerErr = writeDockerConf(e.dockerConf) })
+		e.dockerOnce.Do(func() { e.dockerErr = jobdocker.WriteConf(e.dockerConf) })
 		if e.dockerErr != nil {
 			return res, fmt.Errorf("run job %s: %w", spec.JobID, e.dockerErr)
 		}
@@ -202,10 +203,10 @@ func (e *Executor) Run(ctx context.Context, spec executor.Spec) (executor.Result
 		if err != nil {
 			return res, fmt.Errorf("run job %s: %w", spec.JobID, err)
 		}
-		docker = &dockerLayout{Storage: dir, Conf: e.dockerConf}
+		docker = &jobdocker.Layout{Storage: dir, Conf: e.dockerConf}
 		if e.asRoot {
 			docker.Tun = filepath.Join(e.opts.WorkRoot, fmt.Sprintf("tun-%d", spec.Slot))
-			if err := makeTun(docker.Tun, uid, gid); err != nil {
+			if err := jobdocker.MakeTun(docker.Tun, uid, gid); err != nil {
 				return res, fmt.Errorf("run job %s: %w", spec.JobID, err)
 			}
 			defer os.Remove(docker.Tun)
@@ -239,7 +240,7 @@ func (e *Executor) Run(ctx context.Context, spec executor.Spec) (executor.Result
 	if docker != nil && len(netFiles) > 0 {
 		docker.NetFiles = filepath.Join(e.opts.WorkRoot, fmt.Sprintf("net-%d", spec.Slot))
 		os.RemoveAll(docker.NetFiles)
-		if err := writeNetFiles(docker.NetFiles, netFiles); err != nil {
+		if err := jobdocker.WriteNetFiles(docker.NetFiles, netFiles); err != nil {
 			return res, fmt.Errorf("run job %s: %w", spec.JobID, err)
 		}
 		defer os.RemoveAll(docker.NetFiles)

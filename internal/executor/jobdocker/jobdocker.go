@@ -1,4 +1,23 @@
-package bwrap
+// Package jobdocker is a job's own Docker daemon: what the bubblewrap
+// executor adds to the sandbox of a job that asks for Docker
+// (executor.Spec.Docker).
+//
+// The daemon is Podman's Docker-compatible API service, rootless, as the
+// job's uid, started by the job's first process (Prelude). Nothing of it
+// runs outside the sandbox, so it has the job's user namespace, pid
+// namespace, cgroup limits, network namespace (its egress policy
+// included) and disk; when the job's last process ends, bubblewrap's pid
+// namespace takes the daemon and every container with it, and the job's
+// directories take its images.
+//
+// What the sandbox differs in: it may make user and mount namespaces (no
+// --disable-userns, the namespace syscalls allowed by its syscall filter),
+// because containers are namespaces; capabilities gained in a nested user
+// namespace reach only namespaces the job itself made. Containers get
+// network namespaces of their own through slirp4netns (a TUN device of the
+// job's), whose sockets are the job's: their traffic takes the job's
+// egress rules; --network host is the job's network, not the host's.
+package jobdocker
 
 import (
 	"errors"
@@ -12,41 +31,26 @@ import (
 	"github.com/nimbus-build/nimbus/internal/executor"
 )
 
-// A job that asks for Docker (executor.Spec.Docker) gets a Docker daemon of
-// its own, inside its sandbox: Podman's Docker-compatible API service,
-// rootless, as the job's uid. Nothing of it runs outside the sandbox, so it
-// has the job's user namespace, pid namespace, cgroup limits, network
-// namespace (its egress policy included) and disk; when the job's last
-// process ends, bubblewrap's pid namespace takes the daemon and every
-// container with it, and the job's directories take its images.
-//
-// What the sandbox differs in: it may make user and mount namespaces
-// (no --disable-userns, the namespace syscalls allowed by its syscall
-// filter), because containers are namespaces; capabilities gained in a
-// nested user namespace reach only namespaces the job itself made.
-// Containers share the job's network namespace (Podman's "host" network is
-// the job's, not the host's): their traffic takes the job's egress rules,
-// and a service a container publishes is on the job's localhost.
 const (
-	// dockerStorage is where the daemon keeps images and containers: a
+	// Storage is where the daemon keeps images and containers: a
 	// directory of the job's own on its disk.
-	dockerStorage = "/nimbus-docker"
-	// dockerRuntime is the daemon's XDG_RUNTIME_DIR, on a tmpfs.
-	dockerRuntime = "/run/nimbus-docker"
-	// dockerSocket is where DOCKER_HOST points, and /var/run/docker.sock
+	Storage = "/nimbus-docker"
+	// Runtime is the daemon's XDG_RUNTIME_DIR, on a tmpfs.
+	Runtime = "/run/nimbus-docker"
+	// Socket is where DOCKER_HOST points, and /var/run/docker.sock
 	// (the Actions runner mounts that path into a job's container).
-	dockerSocket = "/run/docker.sock"
-	// dockerConfDir is bound read-only at /etc/containers.
-	dockerConfDir = "/etc/containers"
-	// dockerStart is the wait for the daemon's socket, in hundredths of
+	Socket = "/run/docker.sock"
+	// ConfDir is bound read-only at /etc/containers.
+	ConfDir = "/etc/containers"
+	// startWait is the wait for the daemon's socket, in hundredths of
 	// a second.
-	dockerStart = 3000
+	startWait = 3000
 )
 
-// dockerPrelude starts the daemon, waits for its socket and execs the
+// Prelude starts the daemon, waits for its socket and execs the
 // job's command. The daemon is the job's child: it dies with the job's
 // pid namespace.
-var dockerPrelude = fmt.Sprintf(`mkdir -p -m 0700 %[1]s %[1]s/containers %[4]s/tmp || exit 125
+var Prelude = fmt.Sprintf(`mkdir -p -m 0700 %[1]s %[1]s/containers %[4]s/tmp || exit 125
 if [ -n "$NIMBUS_CACHE_TOKEN" ]; then
 	a=$(printf 'nimbus:%%s' "$NIMBUS_CACHE_TOKEN" | base64 -w0)
 	printf '{"auths": {"%[5]s": {"auth": "%%s"}}}\n' "$a" >%[1]s/containers/auth.json || exit 125
@@ -64,12 +68,12 @@ until [ -S %[2]s ]; do
 	fi
 	sleep 0.01
 done
-exec "$@"`, dockerRuntime, dockerSocket, dockerStart, dockerStorage, platformRegistry, dockerClientAuths(), strings.Repeat(` "$a"`, len(cachedRegistries)))
+exec "$@"`, Runtime, Socket, startWait, Storage, platformRegistry, clientAuths(), strings.Repeat(` "$a"`, len(cachedRegistries)))
 
-// dockerClientAuths is the "auths" of the Docker client's config.json (a
+// clientAuths is the "auths" of the Docker client's config.json (a
 // printf format: each %s is the credential): the job's credential for every
 // cached registry, under the names the client keys them by.
-func dockerClientAuths() string {
+func clientAuths() string {
 	var parts []string
 	for _, r := range cachedRegistries {
 		if r == "docker.io" {
@@ -80,21 +84,21 @@ func dockerClientAuths() string {
 	return strings.Join(parts, ", ")
 }
 
-// dockerEnv is the environment a job with a daemon gets, unless its Spec
+// Env is the environment a job with a daemon gets, unless its Spec
 // sets the same names.
-var dockerEnv = map[string]string{
-	"DOCKER_HOST":     "unix://" + dockerSocket,
-	"XDG_RUNTIME_DIR": dockerRuntime,
+var Env = map[string]string{
+	"DOCKER_HOST":     "unix://" + Socket,
+	"XDG_RUNTIME_DIR": Runtime,
 	// Podman's own tools (podman, buildah) read the same configuration.
-	"CONTAINERS_CONF": dockerConfDir + "/containers.conf",
+	"CONTAINERS_CONF": ConfDir + "/containers.conf",
 	// The Docker client's own configuration: the job's credential for the
 	// cached registries (written when the job has one).
-	"DOCKER_CONFIG": dockerRuntime + "/docker-config",
+	"DOCKER_CONFIG": Runtime + "/docker-config",
 }
 
-// dockerConfFiles is the configuration the daemon reads, the same for every
+// confFiles is the configuration the daemon reads, the same for every
 // job (paths are the sandbox's).
-var dockerConfFiles = map[string]string{
+var confFiles = map[string]string{
 	"containers.conf": `# Written by the Nimbus agent for jobs' Docker daemons.
 [containers]
 cgroups = "disabled"
@@ -108,14 +112,14 @@ network_backend = "netavark"
 cgroup_manager = "cgroupfs"
 events_logger = "file"
 runtime = "crun"
-image_copy_tmp_dir = "` + dockerStorage + `/tmp"
+image_copy_tmp_dir = "` + Storage + `/tmp"
 `,
 	"storage.conf": `# Written by the Nimbus agent for jobs' Docker daemons.
 [storage]
 driver = "overlay"
-runroot = "` + dockerRuntime + `/storage"
-graphroot = "` + dockerStorage + `/storage"
-rootless_storage_path = "` + dockerStorage + `/storage"
+runroot = "` + Runtime + `/storage"
+graphroot = "` + Storage + `/storage"
+rootless_storage_path = "` + Storage + `/storage"
 
 [storage.options.overlay]
 # The job has one uid: files of images owned by others become its own.
@@ -151,9 +155,9 @@ func registryMirrors(upstreams ...string) string {
 // and the names the Docker client keys their credentials by.
 var cachedRegistries = []string{"docker.io", "ghcr.io", "quay.io"}
 
-// writeDockerConf writes dockerConfFiles into dir (created, readable by
+// WriteConf writes confFiles into dir (created, readable by
 // every sandbox uid).
-func writeDockerConf(dir string) error {
+func WriteConf(dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("docker configuration: %w", err)
 	}
@@ -161,7 +165,7 @@ func writeDockerConf(dir string) error {
 		return fmt.Errorf("docker configuration: %w", err)
 	}
 	var errs []error
-	for name, text := range dockerConfFiles {
+	for name, text := range confFiles {
 		errs = append(errs, os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644))
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -170,10 +174,10 @@ func writeDockerConf(dir string) error {
 	return nil
 }
 
-// dockerLayout is what buildArgs adds for a job's daemon.
-type dockerLayout struct {
-	Storage string // host directory bound read-write at dockerStorage
-	Conf    string // host directory bound read-only at dockerConfDir
+// Layout is what the bubblewrap executor adds for a job's daemon.
+type Layout struct {
+	Storage string // host directory bound read-write at Storage
+	Conf    string // host directory bound read-only at ConfDir
 	// NetFiles is a host directory holding the joined network's files
 	// (resolv.conf, hosts), bound from there: Podman's rootless network
 	// namespace bind-mounts over /etc/resolv.conf, which it cannot do
@@ -188,9 +192,9 @@ type dockerLayout struct {
 	Tun string
 }
 
-// writeNetFiles writes a joined network's files into dir (created,
+// WriteNetFiles writes a joined network's files into dir (created,
 // readable by all, writable by root only), by their base names.
-func writeNetFiles(dir string, files []executor.File) error {
+func WriteNetFiles(dir string, files []executor.File) error {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		return fmt.Errorf("network files: %w", err)
 	}
@@ -202,10 +206,10 @@ func writeNetFiles(dir string, files []executor.File) error {
 	return nil
 }
 
-// makeTun makes a TUN device node at path that uid:gid may open (the
+// MakeTun makes a TUN device node at path that uid:gid may open (the
 // host's /dev/net/tun is root's). A TUN device reaches only the network
 // namespaces its user may administer: the job's nested ones.
-func makeTun(path string, uid, gid int) error {
+func MakeTun(path string, uid, gid int) error {
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("tun device: %w", err)
 	}
@@ -219,8 +223,8 @@ func makeTun(path string, uid, gid int) error {
 	return nil
 }
 
-// dockerArgs are the bwrap options of a sandbox with a daemon.
-func dockerArgs(d dockerLayout) []string {
+// BwrapArgs are the bubblewrap options of a sandbox with a daemon.
+func (d Layout) BwrapArgs() []string {
 	o := []string{
 		"--tmpfs", "/run",
 		"--symlink", "../run", "/var/run",
@@ -228,8 +232,8 @@ func dockerArgs(d dockerLayout) []string {
 		// Podman looks for the cgroup hierarchy; the job's own stays
 		// hidden (containers are not given cgroups of their own).
 		"--tmpfs", "/sys/fs/cgroup",
-		"--bind", d.Storage, dockerStorage,
-		"--ro-bind", d.Conf, dockerConfDir,
+		"--bind", d.Storage, Storage,
+		"--ro-bind", d.Conf, ConfDir,
 	}
 	if d.Tun != "" {
 		o = append(o, "--dev-bind", d.Tun, "/dev/net/tun")
