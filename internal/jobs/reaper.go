@@ -65,6 +65,9 @@ func (s *Service) Reap(ctx context.Context) ([]store.Expired, error) {
 		s.runnerSpent(e.Job)
 		s.m.expired.WithLabelValues(result).Inc()
 		s.m.transitions.WithLabelValues(string(e.Job.State)).Inc()
+		if !e.Requeued {
+			s.m.finished(e.Job) // failed or cancelled by expiry: it ended
+		}
 		s.notify.Notify(Topic(e.Job.ID))
 		s.notify.Notify(OrgTopic(e.Job.OrgID))
 		s.audit.Record(ctx, store.AuditEntry{At: now, OrgID: e.Job.OrgID, Actor: "system", Action: "job.lease_expired", Target: e.Job.ID,
