@@ -395,9 +395,11 @@ func (s *Store) Lines(ctx context.Context, org, job string, q logs.LineQuery) ([
 }
 
 // Search implements logs.Store: the org's lines in the time range (and
-// repository or job) holding the query's literals, newest first, each
-// checked against the pattern by logs.Collector, within the query's
-// bounds (rows read, execution time).
+// repository or job) holding the query's literals and matching its
+// pattern (rewritten for the server's match(), so that lines that cannot
+// match are dropped before they are sorted and sent), newest first, each
+// checked again against the Go pattern by logs.Collector, within the
+// query's bounds (rows read, execution time).
 func (s *Store) Search(ctx context.Context, q logs.Query) (logs.Result, error) {
 	where, err := scope(q.Org)
 	if err != nil {
@@ -413,13 +415,12 @@ func (s *Store) Search(ctx context.Context, q logs.Query) (logs.Result, error) {
 	for _, lit := range q.Literals {
 		conds = append(conds, "position(text, "+quote(lit)+") > 0")
 	}
-	set := readSettings(q.Timeout)
-	set["max_result_bytes"] = strconv.Itoa(256 << 20)
-	set["result_overflow_mode"] = "break"
-	out, err := s.c.do(ctx, fmt.Sprintf(`SELECT %s FROM %s.log_lines WHERE %s
-		ORDER BY at_us DESC, job DESC, line DESC, fence DESC LIMIT 1 BY job, line LIMIT %d FORMAT RowBinary`,
-		lineCols, s.db, strings.Join(conds, " AND "), q.Scan), nil, set)
+	out, err := s.search(ctx, q, conds, true)
 	var ce *Error
+	if errors.As(err, &ce) && strings.Contains(ce.Message, "CANNOT_COMPILE_REGEXP") {
+		// A rewrite past the server's RE2 program size: filter in Go.
+		out, err = s.search(ctx, q, conds, false)
+	}
 	if errors.As(err, &ce) && strings.Contains(ce.Message, "TIMEOUT_EXCEEDED") {
 		return logs.Result{}, context.DeadlineExceeded
 	}
@@ -437,4 +438,22 @@ func (s *Store) Search(ctx context.Context, q logs.Query) (logs.Result, error) {
 		}
 	}
 	return c.Result(), nil
+}
+
+// maxRE2Pattern bounds the rewritten pattern sent to the server.
+const maxRE2Pattern = 64 << 10
+
+// search runs the search's statement: the lines of conds (with the
+// pattern's rewrite when match is set and there is one), newest first,
+// one row per job and line (the highest fence), at most q.Scan.
+func (s *Store) search(ctx context.Context, q logs.Query, conds []string, match bool) ([]byte, error) {
+	if re, ok := re2Pattern(q.Pattern); match && ok && len(re) <= maxRE2Pattern {
+		conds = append(conds, "match(text, "+quote(re)+")")
+	}
+	set := readSettings(q.Timeout)
+	set["max_result_bytes"] = strconv.Itoa(256 << 20)
+	set["result_overflow_mode"] = "break"
+	return s.c.do(ctx, fmt.Sprintf(`SELECT %s FROM %s.log_lines WHERE %s
+		ORDER BY at_us DESC, job DESC, line DESC, fence DESC LIMIT 1 BY job, line LIMIT %d FORMAT RowBinary`,
+		lineCols, s.db, strings.Join(conds, " AND "), q.Scan), nil, set)
 }
