@@ -73,6 +73,9 @@ func NewQuery(org string, p SearchParams, now time.Time) (Query, error) {
 	}
 	q := Query{Org: org, Pattern: p.Pattern, Literals: RequiredLiterals(re), Repo: p.Repo, Job: p.Job,
 		Since: p.Since, Until: p.Until, Limit: p.Limit, Scan: DefaultScan, Timeout: DefaultSearchTimeout}
+	if len(q.Literals) == 0 {
+		q.FoldLiterals = RequiredFoldLiterals(re)
+	}
 	if q.Until.IsZero() {
 		q.Until = now
 	}
@@ -107,6 +110,115 @@ func RequiredLiterals(re *syntax.Regexp) []string {
 		}
 	}
 	return keep
+}
+
+// RequiredFoldLiterals returns strings (lower case ASCII where they
+// have letters; at least 3 bytes, at most 4, longest first) that every
+// string matching re contains up to ASCII case: `(?i)timeout` gives
+// "timeout", which a store can look up case-insensitively (SQLite's LIKE
+// and lower() fold ASCII only). Folded runes past ASCII, and k and s
+// (which also fold to the Kelvin sign and the long s), end a literal.
+func RequiredFoldLiterals(re *syntax.Regexp) []string {
+	var out []string
+	collectFold(re.Simplify(), &out)
+	slices.SortFunc(out, func(a, b string) int { return len(b) - len(a) })
+	var keep []string
+	for _, s := range out {
+		if len(s) >= minLiteral && len(keep) < maxLiterals && !slices.Contains(keep, s) {
+			keep = append(keep, s)
+		}
+	}
+	return keep
+}
+
+// collectFold is collectRequired for ASCII-folded strings: runs of
+// foldable runes, cut where one is not.
+func collectFold(re *syntax.Regexp, out *[]string) {
+	switch re.Op {
+	case syntax.OpLiteral:
+		run := ""
+		for _, r := range re.Rune {
+			if s, ok := foldRune(r, re.Flags&syntax.FoldCase != 0); ok {
+				run += s
+				continue
+			}
+			*out = append(*out, run)
+			run = ""
+		}
+		*out = append(*out, run)
+	case syntax.OpCapture, syntax.OpPlus:
+		collectFold(re.Sub[0], out)
+	case syntax.OpRepeat:
+		if re.Min >= 1 {
+			collectFold(re.Sub[0], out)
+		}
+	case syntax.OpConcat:
+		run := ""
+		for _, sub := range re.Sub {
+			if s, ok := exactFold(sub); ok {
+				run += s
+				continue
+			}
+			*out = append(*out, run)
+			run = ""
+			collectFold(sub, out)
+		}
+		*out = append(*out, run)
+	}
+}
+
+// exactFold returns the one string, up to ASCII case, that re matches,
+// when it matches only one.
+func exactFold(re *syntax.Regexp) (string, bool) {
+	switch re.Op {
+	case syntax.OpLiteral:
+		s := ""
+		for _, r := range re.Rune {
+			f, ok := foldRune(r, re.Flags&syntax.FoldCase != 0)
+			if !ok {
+				return "", false
+			}
+			s += f
+		}
+		return s, true
+	case syntax.OpEmptyMatch:
+		return "", true
+	case syntax.OpCapture:
+		return exactFold(re.Sub[0])
+	case syntax.OpConcat:
+		s := ""
+		for _, sub := range re.Sub {
+			e, ok := exactFold(sub)
+			if !ok {
+				return "", false
+			}
+			s += e
+		}
+		return s, true
+	}
+	return "", false
+}
+
+// foldRune is r as it goes in a folded literal: ASCII in lower case;
+// past ASCII only when case does not matter (fold false). A folded k or
+// s is not (it also matches U+212A and U+017F, which ASCII folding does
+// not reach).
+func foldRune(r rune, fold bool) (string, bool) {
+	switch {
+	case r >= 'A' && r <= 'Z':
+		r += 'a' - 'A'
+		fallthrough
+	case r >= 'a' && r <= 'z':
+		if fold && (r == 'k' || r == 's') {
+			return "", false
+		}
+		return string(r), true
+	case r < 0x80:
+		return string(r), true
+	case !fold:
+		return string(r), true
+	}
+	return "", false
 }
 
 // collectRequired adds to out strings every match of re contains.

@@ -88,3 +88,56 @@ func TestNewQuery(t *testing.T) {
 		t.Errorf("defaults: %+v, %v", q, err)
 	}
 }
+
+func TestRequiredFoldLiterals(t *testing.T) {
+	for _, tc := range []struct {
+		re   string
+		want []string
+	}{
+		{`(?i)timeout`, []string{"timeout"}},
+		{`(?i)error: .*TIMEOUT`, []string{"error: ", "timeout"}},
+		{`(?i)task failed`, []string{" failed"}},
+		{`(?i)échec du délai`, []string{"chec du d", "lai"}},
+		{`^(?i)E.*T$`, nil},
+		{`Exit (?i:code) 1`, []string{"exit code 1"}},
+		{`(?i)a|b`, nil},
+		{`(?i)[ab]cde`, []string{"cde"}},
+	} {
+		re, err := syntax.Parse(tc.re, syntax.Perl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := RequiredFoldLiterals(re); !cmp.Equal(got, tc.want) {
+			t.Errorf("%s: %q, want %q", tc.re, got, tc.want)
+		}
+	}
+}
+
+// Every string a pattern matches contains, in ASCII lower case, the
+// folded literals found for it.
+func FuzzRequiredFoldLiterals(f *testing.F) {
+	for _, s := range [][2]string{{`(?i)error: .*timeout`, "ERROR: read Timeout"}, {`(?i)kelvin`, "\u212aelvin"}, {`(?i)ßtraße`, "ẞTRASSE"}, {`x(?i:yz|yw)`, "xYW"}} {
+		f.Add(s[0], s[1])
+	}
+	f.Fuzz(func(t *testing.T, pattern, text string) {
+		re, err := syntax.Parse(pattern, syntax.Perl)
+		if err != nil {
+			return
+		}
+		compiled, err := regexp.Compile(pattern)
+		if err != nil || !compiled.MatchString(text) {
+			return
+		}
+		lower := strings.Map(func(r rune) rune {
+			if r >= 'A' && r <= 'Z' {
+				return r + 'a' - 'A'
+			}
+			return r
+		}, text)
+		for _, lit := range RequiredFoldLiterals(re) {
+			if !strings.Contains(lower, lit) {
+				t.Fatalf("%q matches %q, which does not contain the folded literal %q", pattern, text, lit)
+			}
+		}
+	})
+}

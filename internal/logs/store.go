@@ -137,6 +137,10 @@ type Query struct {
 	// find candidates through an index; it still checks Pattern).
 	Pattern  string
 	Literals []string
+	// FoldLiterals, when there are no Literals, are strings every match
+	// contains up to ASCII case (lower case): a store may find candidates
+	// with a case-insensitive index lookup.
+	FoldLiterals []string
 	// Repo and Job, when set, narrow the search.
 	Repo string
 	Job  string

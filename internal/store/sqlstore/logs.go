@@ -267,7 +267,7 @@ func (l Logs) Search(ctx context.Context, q logs.Query) (logs.Result, error) {
 	if q.Org == "" {
 		return logs.Result{}, logs.ErrNoScope
 	}
-	if unstorable(append([]string{q.Org, q.Repo, q.Job}, q.Literals...)...) {
+	if unstorable(append(append([]string{q.Org, q.Repo, q.Job}, q.Literals...), q.FoldLiterals...)...) {
 		return logs.Result{}, nil
 	}
 	where := []string{"l.org_id = $1", "l.created_at >= $2", "l.created_at < $3"}
@@ -291,6 +291,23 @@ func (l Logs) Search(ctx context.Context, q logs.Query) (logs.Result, error) {
 		default:
 			add(`l.text LIKE $?`, "%"+likeEscape(lit)+"%")
 		}
+	}
+	// Without an exact literal, literals up to ASCII case: the trigram
+	// index folds case (SQLite's FTS5 trigram tokenizer by default,
+	// pg_trgm), and LIKE, lower() and ILIKE fold at least ASCII.
+	for i, lit := range q.FoldLiterals {
+		switch {
+		case i == 0 && l.x.d.name == "sqlite" && !strings.ContainsAny(lit, "%_"):
+			add("l.id IN (SELECT rowid FROM log_lines_fts WHERE text LIKE $?)", "%"+lit+"%")
+		case l.x.d.name == "sqlite":
+			add("instr(lower(l.text), $?) > 0", lit)
+		default:
+			add(`l.text ILIKE $?`, "%"+likeEscape(lit)+"%")
+		}
+	}
+	if l.x.d.name == "sqlite" {
+		// Last: the conditions above narrow by index first.
+		add(regexpFunc+"($?, l.text)", q.Pattern)
 	}
 	query := `SELECT ` + lineColumns + ` FROM log_lines l WHERE ` + strings.Join(where, " AND ") +
 		` ORDER BY l.created_at DESC, l.job_id DESC, l.line DESC LIMIT ` + strconv.Itoa(q.Scan)
