@@ -171,7 +171,8 @@ func (c *client) inspect(ctx context.Context, id string) (containerState, error)
 	return st, err
 }
 
-// wait waits for the container's next exit (call it before start).
+// wait waits until the container is not running (at once when it has
+// already exited) and returns its exit code.
 func (c *client) wait(ctx context.Context, id string) (int, error) {
 	var out struct {
 		StatusCode int `json:"StatusCode"`
@@ -179,7 +180,7 @@ func (c *client) wait(ctx context.Context, id string) (int, error) {
 			Message string `json:"Message"`
 		} `json:"Error"`
 	}
-	if err := c.do(ctx, http.MethodPost, "/containers/"+id+"/wait", url.Values{"condition": {"next-exit"}}, nil, &out); err != nil {
+	if err := c.do(ctx, http.MethodPost, "/containers/"+id+"/wait", url.Values{"condition": {"not-running"}}, nil, &out); err != nil {
 		return -1, err
 	}
 	if out.Error != nil && out.Error.Message != "" {

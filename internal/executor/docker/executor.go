@@ -35,6 +35,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/nimbus-build/nimbus/internal/executor"
 	"github.com/nimbus-build/nimbus/internal/executor/workspace"
 )
@@ -43,6 +45,7 @@ import (
 const (
 	labelOwner = "build.nimbus.owner" // the executor's owner id (its work root's)
 	labelJob   = "build.nimbus.job"
+	labelWarm  = "build.nimbus.warm" // a warm container's slot
 )
 
 // Fixed places inside the container.
@@ -72,8 +75,12 @@ type Options struct {
 	// Init is a statically linked nimbus binary (the agent's own, built
 	// with CGO_ENABLED=0), run in each container as `container-init`.
 	// Default: the running executable.
-	Init   string
-	Logger *slog.Logger
+	Init string
+	// Warm keeps containers ready for the jobs of these images (see Warm).
+	Warm []Warm
+	// Metrics, when set, receives the warm pools' metrics.
+	Metrics prometheus.Registerer
+	Logger  *slog.Logger
 }
 
 // Executor runs workloads in Docker containers. Safe for concurrent use.
@@ -82,6 +89,8 @@ type Executor struct {
 	c     *client
 	owner string
 	log   *slog.Logger
+
+	warm *warmPool // nil: none
 
 	mu   sync.Mutex
 	busy map[int]bool
@@ -125,8 +134,21 @@ func New(ctx context.Context, o Options) (*Executor, error) {
 	if err := e.sweep(ctx); err != nil {
 		return nil, err
 	}
+	var err error
+	if e.warm, err = newWarmPool(e, o.Warm, o.Metrics); err != nil {
+		return nil, fmt.Errorf("docker executor: %w", err)
+	}
 	return e, nil
 }
+
+// Close removes the warm containers; runs in flight go on.
+func (e *Executor) Close() error {
+	e.warm.close()
+	return nil
+}
+
+// WaitWarm blocks until every warm pool is full, or ctx ends.
+func (e *Executor) WaitWarm(ctx context.Context) error { return e.warm.waitFull(ctx) }
 
 // checkStatic refuses a binary that needs a dynamic loader: it must run in
 // any image, with or without a C library.
@@ -194,47 +216,6 @@ func (e *Executor) Run(ctx context.Context, spec executor.Spec) (res executor.Re
 	}
 	defer e.end(spec.Slot)
 	log := e.log.With("job_id", spec.JobID, "slot", spec.Slot)
-	uid, gid := e.Identity(spec.Slot)
-	dir, err := workspace.Create(e.opts.WorkRoot, spec.JobID, uid, gid)
-	if err != nil {
-		return res, fmt.Errorf("run job %s: %w", spec.JobID, err)
-	}
-	defer func() {
-		if rerr := workspace.Remove(dir); rerr != nil {
-			log.Error("remove workspace", "error", rerr)
-		}
-	}()
-	// The workspace and, beside it, the files the job's network provides
-	// (written once the network exists; bound now).
-	ws, etc := filepath.Join(dir, "ws"), filepath.Join(dir, "etc")
-	for _, d := range []string{ws, etc} {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			return res, fmt.Errorf("run job %s: %w", spec.JobID, err)
-		}
-	}
-	if err := os.Chown(ws, uid, gid); err != nil {
-		return res, fmt.Errorf("run job %s: %w", spec.JobID, err)
-	}
-	os.Chmod(ws, 0o700)
-	binds := []string{e.opts.Init + ":" + initTarget + ":ro", ws + ":" + containerWS}
-	if spec.BuildNetwork != nil {
-		for _, name := range []string{"resolv.conf", "hosts"} {
-			p := filepath.Join(etc, name)
-			if err := os.WriteFile(p, nil, 0o644); err != nil {
-				return res, fmt.Errorf("run job %s: %w", spec.JobID, err)
-			}
-			binds = append(binds, p+":/etc/"+name+":ro")
-		}
-	}
-	for _, b := range spec.Binds {
-		m := b.Source + ":" + b.Target
-		if b.ReadOnly {
-			m += ":ro"
-		}
-		binds = append(binds, m)
-	}
-
-	cctx := context.WithoutCancel(ctx) // the cleanup's calls must outlive a cancel
 	// A job stopped (cancelled, lease lost) while its container is being
 	// made has a cause, not an error.
 	stopped := func(err error) (executor.Result, error) {
@@ -244,28 +225,29 @@ func (e *Executor) Run(ctx context.Context, spec executor.Spec) (res executor.Re
 		}
 		return res, fmt.Errorf("run job %s: %w", spec.JobID, err)
 	}
-	id, err := e.c.create(ctx, "nimbus-"+sanitize(spec.JobID)+"-"+randomHex(4), e.config(spec, uid, gid, binds))
-	if err != nil {
-		return stopped(fmt.Errorf("create the container: %w", err))
-	}
-	defer func() {
-		rctx, cancel := context.WithTimeout(cctx, 30*time.Second)
-		defer cancel()
-		if rerr := e.c.remove(rctx, id); rerr != nil {
-			log.Error("remove the container", "error", rerr)
+	c := e.warm.take(ctx, spec)
+	if c != nil {
+		log.Info("job takes a warm container", "container", c.short())
+	} else {
+		uid, gid := e.Identity(spec.Slot)
+		c, err = e.makeContainer(ctx, containerParams{
+			name: spec.JobID, image: spec.Container.Image, readOnlyRoot: spec.Container.ReadOnlyRoot,
+			limits: spec.Limits, uid: uid, gid: gid, binds: spec.Binds, netFiles: spec.BuildNetwork != nil,
+			labels: map[string]string{labelJob: spec.JobID},
+		})
+		if err != nil {
+			return stopped(err)
 		}
-	}()
-	conn, br, err := e.c.attach(ctx, id)
-	if err != nil {
-		return stopped(err)
 	}
-	defer conn.Close()
+	cctx := context.WithoutCancel(ctx) // the cleanup's calls must outlive a cancel
+	defer e.destroy(cctx, c, log)
+	id := c.id
 	out := spec.Output
 	if out == nil {
 		out = io.Discard
 	}
 	copied := make(chan error, 1)
-	go func() { copied <- demux(br, out) }()
+	go func() { copied <- demux(c.br, out) }()
 	type exit struct {
 		code int
 		err  error
@@ -277,27 +259,30 @@ func (e *Executor) Run(ctx context.Context, spec executor.Spec) (res executor.Re
 		code, err := e.c.wait(waitCtx, id)
 		waited <- exit{code, err}
 	}()
-	if err := e.c.start(ctx, id); err != nil {
-		return stopped(fmt.Errorf("start the container: %w", err))
-	}
 	res.Started = time.Now()
 
 	runCtx, cancel := runContext(ctx, spec.Timeout)
 	defer cancel()
 	if spec.BuildNetwork != nil {
-		if err := e.network(runCtx, id, spec, etc); err != nil {
+		if err := e.network(runCtx, id, spec, c.etc); err != nil {
 			if runCtx.Err() != nil {
 				res.Cause = context.Cause(runCtx)
 				return res, nil
 			}
 			return res, fmt.Errorf("run job %s: %w", spec.JobID, err)
 		}
+	} else if c.netFiles {
+		// A warm container's network files are bound whatever the job: a
+		// job without a network gets the loopback names only.
+		if err := writeInPlace(filepath.Join(c.etc, "hosts"), []byte(noNetworkHosts)); err != nil {
+			return res, fmt.Errorf("run job %s: %w", spec.JobID, err)
+		}
 	}
 	cmd, _ := json.Marshal(initCommand{Argv: spec.Argv, Env: env(spec.Env), Dir: cmp(spec.Dir, containerWS)})
-	if _, err := conn.Write(append(cmd, '\n')); err != nil {
+	if _, err := c.conn.Write(append(cmd, '\n')); err != nil {
 		return res, fmt.Errorf("run job %s: hand the command over: %w", spec.JobID, err)
 	}
-	if cw, ok := conn.(interface{ CloseWrite() error }); ok {
+	if cw, ok := c.conn.(interface{ CloseWrite() error }); ok {
 		cw.CloseWrite()
 	}
 
@@ -311,7 +296,7 @@ func (e *Executor) Run(ctx context.Context, spec executor.Spec) (res executor.Re
 		kcancel()
 		ex = <-waited
 	}
-	conn.Close() // the output of a killed container may never end
+	c.conn.Close() // the output of a killed container may never end
 	<-copied
 	res.Finished = time.Now()
 	if ex.err != nil && res.Cause == nil {
@@ -330,32 +315,33 @@ func (e *Executor) Run(ctx context.Context, spec executor.Spec) (res executor.Re
 	return res, nil
 }
 
-// config is the container of spec.
-func (e *Executor) config(spec executor.Spec, uid, gid int, binds []string) containerConfig {
-	labels := map[string]string{labelOwner: e.owner, labelJob: spec.JobID}
+// config is the container of p.
+func (e *Executor) config(p containerParams, binds []string) containerConfig {
+	labels := map[string]string{labelOwner: e.owner}
+	maps.Copy(labels, p.labels)
 	hc := hostConfig{
 		Binds:          binds,
 		NetworkMode:    "none",
 		CapDrop:        []string{"ALL"},
 		SecurityOpt:    []string{"no-new-privileges:true"},
-		ReadonlyRootfs: spec.Container.ReadOnlyRoot,
+		ReadonlyRootfs: p.readOnlyRoot,
 		Tmpfs:          map[string]string{"/tmp": "rw,nosuid,nodev,mode=1777"},
 		Init:           true,
-		Memory:         spec.Limits.Memory,
-		NanoCPUs:       int64(spec.Limits.CPUs * 1e9),
+		Memory:         p.limits.Memory,
+		NanoCPUs:       int64(p.limits.CPUs * 1e9),
 		IpcMode:        "private",
 	}
-	if spec.Limits.Memory > 0 {
-		hc.MemorySwap = spec.Limits.Memory // no swap
+	if p.limits.Memory > 0 {
+		hc.MemorySwap = p.limits.Memory // no swap
 	}
-	if spec.Limits.Pids > 0 {
-		p := spec.Limits.Pids
-		hc.PidsLimit = &p
+	if p.limits.Pids > 0 {
+		n := p.limits.Pids
+		hc.PidsLimit = &n
 	}
 	return containerConfig{
-		Image:        spec.Container.Image,
+		Image:        p.image,
 		Entrypoint:   []string{initTarget, "container-init"},
-		User:         strconv.Itoa(uid) + ":" + strconv.Itoa(gid),
+		User:         strconv.Itoa(p.uid) + ":" + strconv.Itoa(p.gid),
 		WorkingDir:   containerWS,
 		Hostname:     defaultHostname,
 		Labels:       labels,

@@ -1,0 +1,236 @@
+package docker_test
+
+import (
+	"bytes"
+	"context"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/nimbus-build/nimbus/internal/executor"
+	"github.com/nimbus-build/nimbus/internal/executor/docker"
+	"github.com/nimbus-build/nimbus/internal/netpolicy"
+	"github.com/nimbus-build/nimbus/internal/netpolicy/netpolicytest"
+)
+
+var warmLimits = executor.Limits{Memory: 256 << 20, Pids: 128}
+
+// newWarmExecutor is an executor keeping slots 0 and 1 warm with the
+// test image, its metrics in reg.
+func newWarmExecutor(t *testing.T, uidBase int, reg *prometheus.Registry) *docker.Executor {
+	t.Helper()
+	d, img, init := setup(t)
+	root, err := os.MkdirTemp("/var/tmp", "nimbus-docker-work-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(root, 0o711)
+	t.Cleanup(func() { os.RemoveAll(root) })
+	e, err := docker.New(t.Context(), docker.Options{Socket: d.Socket, WorkRoot: filepath.Join(root, "work"), UIDBase: uidBase, Init: init,
+		Warm: []docker.Warm{{Image: img, Slots: 2, Limits: warmLimits}}, Metrics: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	waitWarm(t, e)
+	return e
+}
+
+func waitWarm(t *testing.T, e *docker.Executor) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	if err := e.WaitWarm(ctx); err != nil {
+		t.Fatalf("warm pool not full: %v", err)
+	}
+}
+
+// metric is the value of the gathered sample of name with the labels.
+func metric(t *testing.T, reg *prometheus.Registry, name string, labels ...string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				if !hasLabel(m, labels[i], labels[i+1]) {
+					continue next
+				}
+			}
+			switch {
+			case m.Counter != nil:
+				return m.Counter.GetValue()
+			case m.Gauge != nil:
+				return m.Gauge.GetValue()
+			case m.Histogram != nil:
+				return float64(m.Histogram.GetSampleCount())
+			}
+		}
+	}
+	return 0
+}
+
+func hasLabel(m *dto.Metric, k, v string) bool {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == k && l.GetValue() == v {
+			return true
+		}
+	}
+	return false
+}
+
+func warmContainers(t *testing.T) []string {
+	t.Helper()
+	out, err := daemon.Docker(t.Context(), "ps", "-aq", "--no-trunc", "--filter", "label=build.nimbus.warm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Fields(out)
+}
+
+// A job takes a ready container, which is then replaced by a new one: the
+// next job in the slot never sees what the first left, in its workspace,
+// /tmp or processes; a job that does not match the pool makes its own.
+func TestDockerWarmPool(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	e := newWarmExecutor(t, 170100, reg)
+	pool := "docker:" + image
+	if got := metric(t, reg, "nimbus_warm_pool_ready", "pool", pool); got != 2 {
+		t.Fatalf("ready = %v, want 2", got)
+	}
+	before := warmContainers(t)
+	if len(before) != 2 {
+		t.Fatalf("warm containers: %v", before)
+	}
+	warm := func(s *executor.Spec) { s.Limits = warmLimits }
+	res, out := run(t, e, `echo hello from warm; id -u; ls -A /workspace; echo secret > /workspace/left; echo tmp > /tmp/left; (sleep 300 &) ; exit 4`, warm)
+	if res.ExitCode != 4 || !strings.Contains(out, "hello from warm\n170100\n") {
+		t.Fatalf("result %+v:\n%s", res, out)
+	}
+	if got := metric(t, reg, "nimbus_warm_pool_takes_total", "pool", pool, "result", "hit"); got != 1 {
+		t.Fatalf("hits = %v, want 1", got)
+	}
+	waitWarm(t, e)
+	after := warmContainers(t)
+	if len(after) != 2 {
+		t.Fatalf("warm containers after the job: %v", after)
+	}
+	replaced := 0
+	for _, id := range after {
+		if !strings.Contains(strings.Join(before, " "), id) {
+			replaced++
+		}
+	}
+	if replaced != 1 {
+		t.Fatalf("want one new warm container, before %v after %v", before, after)
+	}
+	res, out = run(t, e, `ls -A /workspace /tmp; ps -o args | grep -c '^sleep' ; echo done`, warm)
+	if res.ExitCode != 0 || strings.Contains(out, "left") || !strings.Contains(out, "\n0\ndone") {
+		t.Fatalf("the second job sees the first's leftovers: %+v\n%s", res, out)
+	}
+	if got := metric(t, reg, "nimbus_warm_pool_refill_seconds", "pool", pool); got < 3 {
+		t.Errorf("refills observed = %v, want ≥ 3 (two at start, one after the first job)", got)
+	}
+
+	// Jobs the pool was not made for make their own container.
+	misses := []func(*executor.Spec){
+		func(s *executor.Spec) {}, // no limits: not the pool's
+		func(s *executor.Spec) { warm(s); s.Container.ReadOnlyRoot = true },
+		func(s *executor.Spec) { warm(s); s.Slot = 2 },
+	}
+	for i, m := range misses {
+		res, out := run(t, e, `echo own container`, m)
+		if res.ExitCode != 0 || !strings.Contains(out, "own container") {
+			t.Fatalf("miss %d: %+v %s", i, res, out)
+		}
+	}
+	if got := metric(t, reg, "nimbus_warm_pool_takes_total", "pool", pool, "result", "miss"); got != 3 {
+		t.Errorf("misses = %v, want 3", got)
+	}
+	if got := metric(t, reg, "nimbus_warm_pool_takes_total", "pool", pool, "result", "hit"); got != 2 {
+		t.Errorf("hits = %v, want 2", got)
+	}
+
+	// Close removes the ready ones.
+	waitWarm(t, e)
+	e.Close()
+	if left := warmContainers(t); len(left) != 0 {
+		t.Fatalf("warm containers left after Close: %v", left)
+	}
+}
+
+// A warm container that died while it waited is not handed to a job: the
+// job makes its own, and the pool makes a new one.
+func TestDockerWarmDeadContainer(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	e := newWarmExecutor(t, 170110, reg)
+	out, err := daemon.Docker(t.Context(), "ps", "-q", "--filter", "label=build.nimbus.warm=0", "--filter", "label=build.nimbus.owner")
+	if err != nil || len(strings.Fields(out)) != 1 {
+		t.Fatalf("slot 0's warm container: %q %v", out, err)
+	}
+	if _, err := daemon.Docker(t.Context(), "kill", strings.TrimSpace(out)); err != nil {
+		t.Fatal(err)
+	}
+	res, got := run(t, e, `echo still runs`, func(s *executor.Spec) { s.Limits = warmLimits })
+	if res.ExitCode != 0 || !strings.Contains(got, "still runs") {
+		t.Fatalf("%+v %s", res, got)
+	}
+	pool := "docker:" + image
+	if hits, misses := metric(t, reg, "nimbus_warm_pool_takes_total", "pool", pool, "result", "hit"),
+		metric(t, reg, "nimbus_warm_pool_takes_total", "pool", pool, "result", "miss"); hits != 0 || misses != 1 {
+		t.Fatalf("hits %v misses %v, want 0 and 1", hits, misses)
+	}
+	waitWarm(t, e)
+}
+
+// A warm container's network is built for its job at the lease: the
+// job's egress policy holds in it as in a cold one.
+func TestDockerWarmNetwork(t *testing.T) {
+	w := netpolicytest.New(t)
+	reg := prometheus.NewRegistry()
+	e := newWarmExecutor(t, 170120, reg)
+	m, err := netpolicy.NewManager(netpolicy.Config{Subnet4: netip.MustParsePrefix("10.221.0.0/16"), Upstream: []string{w.DNS}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sb *netpolicy.Sandbox
+	var out bytes.Buffer
+	res, err := e.Run(t.Context(), executor.Spec{JobID: "warm-net", Output: &out, Limits: warmLimits,
+		Container: &executor.Container{Image: image},
+		Argv: []string{"sh", "-c", `wget -q -O- http://allowed.test/; echo
+			wget -q -T 3 -O- http://169.254.169.254/ >/dev/null 2>&1 || echo metadata refused
+			wget -q -T 3 -O- http://other.test/ >/dev/null 2>&1 || echo other refused
+			cat /etc/resolv.conf`},
+		BuildNetwork: func(ctx context.Context, fd int) (executor.Network, error) {
+			sb, err = m.Prepare(ctx, netpolicy.Spec{ID: "warm-net", NetnsFD: fd,
+				Policy: netpolicy.Policy{Mode: netpolicy.ModeAllowList, Allow: []string{"allowed.test"}}})
+			return sb, err
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sb == nil {
+		t.Fatalf("no network built: %+v\n%s", res, out.String())
+	}
+	sb.Close()
+	if got := metric(t, reg, "nimbus_warm_pool_takes_total", "pool", "docker:"+image, "result", "hit"); got != 1 {
+		t.Fatalf("hits = %v, want 1 (the job ran cold)", got)
+	}
+	for _, want := range []string{"hello from 198.51.100.7", "metadata refused", "other refused", "nameserver "} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
