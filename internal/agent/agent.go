@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/nimbus-build/nimbus/internal/apiv1"
+	"github.com/nimbus-build/nimbus/internal/executor"
 )
 
 // errJobsDone ends the sync and refresh loops once leasing has stopped
@@ -126,11 +127,14 @@ func (a *Agent) Run(ctx context.Context) error {
 }
 
 // closeExecutor releases what the executor holds for the agent's life
-// (bwrap: the slots' filesystems, its cgroups), once every job has ended.
+// (bwrap: the slots' filesystems, its cgroups; docker: its warm
+// containers), once every job has ended.
 func (a *Agent) closeExecutor() {
-	if c, ok := a.cfg.Executor.(io.Closer); ok {
-		if err := c.Close(); err != nil {
-			a.log.Error("close the executor", "err", err)
+	for _, ex := range []executor.Executor{a.cfg.Executor, a.cfg.Containers} {
+		if c, ok := ex.(io.Closer); ok {
+			if err := c.Close(); err != nil {
+				a.log.Error("close the executor", "executor", ex.Name(), "err", err)
+			}
 		}
 	}
 }

@@ -71,7 +71,7 @@ func (a *Agent) leaseStep(ctx context.Context, slot int, spawn spawnFunc) (bool,
 	if err := checkLease(lease); err != nil {
 		return false, err
 	}
-	spawn(*lease, grantedAt, slot)
+	spawn(*lease, grantedAt, a.slots.lowest(slot))
 	return true, nil
 }
 
