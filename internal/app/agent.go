@@ -11,14 +11,21 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/nimbus-build/nimbus/internal/agent"
 	"github.com/nimbus-build/nimbus/internal/apiclient"
@@ -71,6 +78,15 @@ type AgentConfig struct {
 	// DockerInit is the static nimbus binary each container runs first
 	// (default: this executable).
 	DockerInit string
+	// DockerWarm lists IMAGE=N: the Docker executor keeps a ready
+	// container of IMAGE for each of the slots 0 … N-1.
+	DockerWarm []string
+	// MetricsListen serves the agent's Prometheus metrics at /metrics
+	// (empty: not served, unless Metrics is set).
+	MetricsListen string
+	// Metrics, when set (nimbus up: the control plane's registry), takes
+	// the agent's metrics instead of a registry of its own.
+	Metrics prometheus.Registerer
 	// InterceptActionsCache: GitHub jobs' unmodified actions/cache uses
 	// Nimbus's cache (docs/sandbox-network.md).
 	InterceptActionsCache bool
@@ -116,6 +132,10 @@ func (c *AgentConfig) Register(s *config.Set, standalone bool) {
 	s.StringVar(&c.DockerSocket, "docker-socket", "", "run jobs with a container image through this Docker Engine's socket, e.g. /var/run/docker.sock (empty: no Docker executor; give the agent the label \"container\")")
 	s.StringVar(&c.DockerLabel, "docker-label", "docker", "jobs with this label get a Docker daemon of their own inside their sandbox, DOCKER_HOST pointing at it (rootless Podman; give the agent the label too; empty: none)")
 	s.StringVar(&c.DockerInit, "docker-init", "", "statically linked nimbus binary each container runs as its first process (default: this one; make build links it statically)")
+	s.Var(config.ListValue{List: &c.DockerWarm}, "docker-warm", "IMAGE=N,…: the Docker executor keeps a container of IMAGE ready, started and waiting, for each of the slots 0 … N-1, so that a job of that image (with the agent's limits, no extra binds) starts at once; used once, then replaced (metrics nimbus_warm_pool_*)")
+	if standalone {
+		s.StringVar(&c.MetricsListen, "metrics-listen", "", "serve the agent's Prometheus metrics (warm pools) at http://ADDR/metrics, e.g. 127.0.0.1:9101 (empty: off)")
+	}
 	s.BoolVar(&c.InterceptActionsCache, "intercept-actions-cache", true, "give GitHub jobs' unmodified actions/cache Nimbus's cache: their sandbox answers GitHub's cache hosts with a certificate only it trusts (needs sandbox networks)")
 	s.StringVar(&c.DefaultEgress, "default-egress", string(netpolicy.ModeOffline), "egress mode of a job whose control plane sends no policy: offline, allow-list or audit")
 	s.StringVar(&c.RBSListen, "rbs-listen", "", "offer remote Bazel: address of the sessions' mTLS tunnel, e.g. :7443 (empty: off)")
@@ -193,6 +213,9 @@ func (c *AgentConfig) Validate(standalone bool) error {
 	}
 	if _, err := netpolicy.ParseMode(c.DefaultEgress); err != nil {
 		return fmt.Errorf("default-egress: %v", err)
+	}
+	if _, err := c.dockerWarm(executor.Limits{}); err != nil {
+		return err
 	}
 	if c.RunnerDir != "" {
 		if _, err := os.Stat(filepath.Join(c.RunnerDir, "run.sh")); err != nil {
@@ -322,10 +345,23 @@ func NewAgent(ctx context.Context, c AgentConfig, log *slog.Logger) (_ *agent.Ag
 		return nil, err
 	}
 	if c.DockerSocket != "" {
-		if cfg.Containers, err = docker.New(ctx, docker.Options{Socket: c.DockerSocket, WorkRoot: filepath.Join(c.WorkDir, "containers"),
-			UIDBase: c.UIDBase, Init: c.DockerInit, Logger: log}); err != nil {
+		warm, err := c.dockerWarm(limits)
+		if err != nil {
 			return nil, err
 		}
+		ex, err := docker.New(ctx, docker.Options{Socket: c.DockerSocket, WorkRoot: filepath.Join(c.WorkDir, "containers"),
+			UIDBase: c.UIDBase, Init: c.DockerInit, Logger: log, Warm: warm, Metrics: c.Metrics})
+		if err != nil {
+			return nil, err
+		}
+		cfg.Containers = ex
+		defer func() {
+			if err != nil {
+				ex.Close()
+			}
+		}()
+	} else if len(c.DockerWarm) > 0 {
+		return nil, errors.New("docker-warm: needs the Docker executor (--docker-socket)")
 	}
 	if host, err := os.Hostname(); err == nil {
 		cfg.Hostname = host
@@ -346,6 +382,28 @@ func NewAgent(ctx context.Context, c AgentConfig, log *slog.Logger) (_ *agent.Ag
 		cfg.RBS = r
 	}
 	return agent.New(cfg)
+}
+
+// dockerWarm parses DockerWarm; the pools' containers get the jobs'
+// limits (without the disk limit, the bubblewrap executor's).
+func (c *AgentConfig) dockerWarm(limits executor.Limits) ([]docker.Warm, error) {
+	var out []docker.Warm
+	limits.Disk = 0
+	for _, item := range c.DockerWarm {
+		i := strings.LastIndexByte(item, '=')
+		if i <= 0 {
+			return nil, fmt.Errorf("docker-warm: %q: want IMAGE=N", item)
+		}
+		n, err := strconv.Atoi(item[i+1:])
+		if err != nil || n < 1 || n > max(c.MaxJobs, 1) {
+			return nil, fmt.Errorf("docker-warm: %q: N must be a number of slots from 1 to --max-jobs (%d)", item, c.MaxJobs)
+		}
+		if strings.ContainsAny(item[:i], " \t\n\x00") {
+			return nil, fmt.Errorf("docker-warm: %q: bad characters in the image", item)
+		}
+		out = append(out, docker.Warm{Image: item[:i], Slots: n, Limits: limits})
+	}
+	return out, nil
 }
 
 // sandboxNetworks sets up the jobs' networks, or says why jobs will have
@@ -393,6 +451,22 @@ func AgentMain(ctx context.Context, args []string, stdout, stderr io.Writer, get
 func runAgent(ctx context.Context, c AgentConfig, log *slog.Logger, stderr io.Writer) int {
 	hard, kill := context.WithCancel(context.WithoutCancel(ctx))
 	defer kill()
+	if c.MetricsListen != "" && c.Metrics == nil {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		ln, err := net.Listen("tcp", c.MetricsListen)
+		if err != nil {
+			fmt.Fprintf(stderr, "nimbus agent: metrics-listen: %v\n", err)
+			return 1
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go srv.Serve(ln)
+		defer srv.Close()
+		log.Info("agent metrics", "url", "http://"+ln.Addr().String()+"/metrics")
+		c.Metrics = reg
+	}
 	a, err := NewAgent(hard, c, log)
 	if err != nil {
 		fmt.Fprintf(stderr, "nimbus agent: %v\n", err)

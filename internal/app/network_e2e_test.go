@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/nimbus-build/nimbus/internal/apiv1"
 	"github.com/nimbus-build/nimbus/internal/app"
 	"github.com/nimbus-build/nimbus/internal/app/apptest"
@@ -236,12 +238,15 @@ func TestE2EContainerJob(t *testing.T) {
 	img := d.Busybox(t)
 	init := dockertest.BuildStatic(t, "github.com/nimbus-build/nimbus/internal/executor/docker/testinit")
 	h := apptest.Start(t, "sqlite")
+	reg := prometheus.NewRegistry()
 	h.StartAgent(t, "docker-agent", func(c *app.AgentConfig) {
 		c.Labels = append(c.Labels, apiv1.ContainerLabel)
 		c.JoinToken = h.JoinToken(c.Labels...)
 		c.DockerSocket, c.DockerInit = d.Socket, init
 		c.SandboxNetwork = true
 		c.SandboxDNS = []string{"127.0.0.1:53"}
+		c.DockerWarm = []string{img + "=1"}
+		c.Metrics = reg
 	})
 	var j apiv1.Job
 	if _, err := h.Owner().Do(context.Background(), "POST", "/api/v1/jobs", apiv1.SubmitJob{
@@ -263,6 +268,62 @@ func TestE2EContainerJob(t *testing.T) {
 	if j.Egress == nil || j.Egress.Report == nil || j.Egress.Policy.Mode != "offline" {
 		t.Errorf("egress: %+v", j.Egress)
 	}
+
+	// The agent keeps one container of the image warm (--docker-warm);
+	// the read-only job above could not take it, the next one does.
+	pool := map[string]string{"pool": "docker:" + img}
+	deadline := time.Now().Add(time.Minute)
+	for gathered(t, reg, "nimbus_warm_pool_ready", pool) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the warm pool never filled")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := h.Owner().Do(context.Background(), "POST", "/api/v1/jobs", apiv1.SubmitJob{
+		Argv: []string{"sh", "-c", "echo warm; id -u; grep -c nameserver /etc/resolv.conf"}, TimeoutSeconds: 120,
+		Container: &apiv1.Container{Image: img}}, &j); err != nil {
+		t.Fatal(err)
+	}
+	j = waitJob(t, h, j.ID, 2*time.Minute, finished)
+	out = logs(t, h, j.ID)
+	if j.State != "succeeded" || !strings.Contains(out, "warm\n") || strings.Contains(out, "\n0\n") {
+		t.Fatalf("warm job %s (%s):\n%s", j.State, j.Reason, out)
+	}
+	hit := map[string]string{"pool": "docker:" + img, "result": "hit"}
+	miss := map[string]string{"pool": "docker:" + img, "result": "miss"}
+	if h, m := gathered(t, reg, "nimbus_warm_pool_takes_total", hit), gathered(t, reg, "nimbus_warm_pool_takes_total", miss); h != 1 || m != 1 {
+		t.Fatalf("warm pool hits %v misses %v, want 1 and 1", h, m)
+	}
+}
+
+// gathered is the value of reg's sample of a counter or gauge with labels.
+func gathered(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			n := 0
+			for _, l := range m.GetLabel() {
+				if v, ok := labels[l.GetName()]; ok && v == l.GetValue() {
+					n++
+				}
+			}
+			if n != len(labels) {
+				continue
+			}
+			if m.Counter != nil {
+				return m.Counter.GetValue()
+			}
+			return m.Gauge.GetValue()
+		}
+	}
+	return 0
 }
 
 // A job with the docker label, through the control plane: its agent gives

@@ -78,6 +78,7 @@ func UpMain(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 		return 1
 	}
 	ac.Server = url
+	ac.Metrics = cp.Registry // the agent's (warm pools) beside the server's
 	if err := cp.ListenMetrics(); err != nil {
 		fmt.Fprintf(stderr, "nimbus up: %v\n", err)
 		return 1
