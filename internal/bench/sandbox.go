@@ -18,6 +18,7 @@ import (
 
 	"github.com/nimbus-build/nimbus/internal/executor"
 	"github.com/nimbus-build/nimbus/internal/executor/bwrap"
+	"github.com/nimbus-build/nimbus/internal/executor/docker"
 	"github.com/nimbus-build/nimbus/internal/netpolicy"
 )
 
@@ -29,6 +30,11 @@ type SandboxOptions struct {
 	WorkDir     string
 	Limits      executor.Limits
 	DockerRuns  int
+	// The Docker executor's rows: its daemon's socket and a local image
+	// with sh (no socket: no rows).
+	DockerSocket   string
+	ContainerImage string
+	ContainerRuns  int
 }
 
 // SandboxMain is `nimbus bench sandbox`.
@@ -42,6 +48,9 @@ func SandboxMain(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	fs.StringVar(&o.WorkDir, "work-dir", "", "work root of the sandboxes (default: a temporary directory under /var/tmp)")
 	disk := fs.Int64("job-disk-mib", 0, "disk limit of each job in MiB (0: none; one ext4 image per slot, made once)")
 	fs.IntVar(&o.DockerRuns, "docker-runs", 10, "jobs with a Docker daemon of their own (0: skip those rows; needs podman and docker)")
+	fs.StringVar(&o.DockerSocket, "docker-socket", "", "a Docker Engine's socket: adds the Docker executor's rows, cold and warm (this binary must be static, as make build makes it)")
+	fs.StringVar(&o.ContainerImage, "container-image", "", "a local image with sh for the Docker executor's rows (e.g. one made with docker import of a busybox root)")
+	fs.IntVar(&o.ContainerRuns, "container-runs", 20, "jobs per Docker executor row, one at a time")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, `Usage: nimbus bench sandbox [flags]
 
@@ -51,8 +60,11 @@ a cgroup with memory and pids limits), without and with the job's network
 the workload (the time from the agent holding a lease to a bash workload
 printing $EPOCHREALTIME, bash's own start included), the network's setup and
 teardown, jobs per second sustained, and jobs with a Docker daemon of their
-own (daemon ready, a build, a run). Needs root. The control plane's
-calls are not included (see nimbus bench jobs).
+own (daemon ready, a build, a run). With --docker-socket, the Docker
+executor: lease → the workload's first output (its network built in the
+container, an offline policy), cold (the container made for the job) and
+warm (taken from a pool of one, refilled between jobs). Needs root. The
+control plane's calls are not included (see nimbus bench jobs).
 
 Flags:
 `)
@@ -167,7 +179,97 @@ func benchSandbox(ctx context.Context, o SandboxOptions, stderr io.Writer) ([]ro
 			row{name, "docker build, 3 layers, p50 / p99", durQuantiles(build), ""},
 			row{name, "docker run --rm of it, p50 / p99", durQuantiles(run), ""})
 	}
+	if o.DockerSocket != "" {
+		crows, err := benchContainers(ctx, o, dir, nets, stderr)
+		rows = append(rows, crows...)
+		if err != nil {
+			return rows, err
+		}
+	}
 	return rows, nil
+}
+
+// benchContainers measures the Docker executor, cold then warm.
+func benchContainers(ctx context.Context, o SandboxOptions, dir string, nets *netpolicy.Manager, stderr io.Writer) ([]row, error) {
+	if o.ContainerImage == "" {
+		return nil, errors.New("--docker-socket needs --container-image (a local image with sh)")
+	}
+	limits := o.Limits
+	limits.Disk = 0
+	var rows []row
+	for _, warm := range []bool{false, true} {
+		opts := docker.Options{Socket: o.DockerSocket, WorkRoot: filepath.Join(dir, "containers"), UIDBase: 231000}
+		name, goal := "docker executor + network, cold", "p50 < 700 ms"
+		if warm {
+			opts.Warm = []docker.Warm{{Image: o.ContainerImage, Slots: 1, Limits: limits}}
+			name, goal = "docker executor + network, warm", "p50 < 50 ms"
+		}
+		ex, err := docker.New(ctx, opts)
+		if err != nil {
+			return rows, err
+		}
+		fmt.Fprintf(stderr, "bench sandbox: %s, %d jobs one at a time…\n", name, o.ContainerRuns)
+		var first []time.Duration
+		for range o.ContainerRuns {
+			if err = ex.WaitWarm(ctx); err != nil {
+				break
+			}
+			var d time.Duration
+			if d, err = containerJob(ctx, ex, nets, o.ContainerImage, limits); err != nil {
+				break
+			}
+			first = append(first, d)
+		}
+		ex.Close()
+		if err != nil {
+			return rows, err
+		}
+		rows = append(rows, row{name, "lease → first output, p50 / p99", durQuantiles(first), goal})
+	}
+	return rows, nil
+}
+
+// containerJob runs one job in the Docker executor with an offline
+// network and returns the time from Run to its first output.
+func containerJob(ctx context.Context, ex *docker.Executor, nets *netpolicy.Manager, image string, limits executor.Limits) (time.Duration, error) {
+	var sb *netpolicy.Sandbox
+	defer func() {
+		if sb != nil {
+			sb.Close()
+		}
+	}()
+	out := &firstWrite{}
+	t0 := time.Now()
+	res, err := ex.Run(ctx, executor.Spec{JobID: "bench-container", Limits: limits, Output: out,
+		Container: &executor.Container{Image: image}, Argv: []string{"sh", "-c", "echo started"},
+		BuildNetwork: func(ctx context.Context, fd int) (executor.Network, error) {
+			var err error
+			sb, err = nets.Prepare(ctx, netpolicy.Spec{ID: "bench-container", NetnsFD: fd, Policy: netpolicy.Policy{Mode: netpolicy.ModeOffline}})
+			return sb, err
+		}})
+	if err == nil && (res.ExitCode != 0 || res.Cause != nil || out.at.IsZero()) {
+		err = fmt.Errorf("container workload: exit %d, %v: %q", res.ExitCode, res.Cause, out.buf.String())
+	}
+	if err != nil {
+		return 0, err
+	}
+	return out.at.Sub(t0), nil
+}
+
+// firstWrite keeps what is written and when the first byte came.
+type firstWrite struct {
+	mu  sync.Mutex
+	at  time.Time
+	buf bytes.Buffer
+}
+
+func (w *firstWrite) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.at.IsZero() && len(p) > 0 {
+		w.at = time.Now()
+	}
+	return w.buf.Write(p)
 }
 
 func durQuantiles(d []time.Duration) string {
