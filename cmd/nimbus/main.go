@@ -40,7 +40,7 @@ func main() {
 	// The first process of a Docker job's container: nothing else of
 	// nimbus runs there (no signal handling, no goroutines of ours).
 	if len(args) > 0 && args[0] == "container-init" {
-		os.Exit(docker.InitMain(os.Stdin, os.Stderr))
+		os.Exit(docker.InitMain(args[1:], os.Stdin, os.Stderr))
 	}
 	// `nimbus ctl` handles Ctrl-C itself (the first cancels a job, the
 	// second stops waiting); the daemons stop gracefully on it.

@@ -232,16 +232,16 @@ func (c *client) ping(ctx context.Context) error {
 	return nil
 }
 
-// attach hijacks the container's stdio (call it before start, so nothing
-// is missed): the returned connection carries stdin one way and the
-// multiplexed stdout and stderr (8-byte frame headers) the other.
+// attach hijacks the container's output (call it before start, so nothing
+// is missed): the returned connection carries the multiplexed stdout and
+// stderr (8-byte frame headers).
 func (c *client) attach(ctx context.Context, id string) (net.Conn, *bufio.Reader, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", c.socket)
 	if err != nil {
 		return nil, nil, fmt.Errorf("docker attach: %w", err)
 	}
-	path := "/" + apiVersion + "/containers/" + id + "/attach?stream=1&stdin=1&stdout=1&stderr=1"
+	path := "/" + apiVersion + "/containers/" + id + "/attach?stream=1&stdout=1&stderr=1"
 	fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: docker\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: 0\r\n\r\n", path)
 	if dl, ok := ctx.Deadline(); ok {
 		conn.SetDeadline(dl)

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/nimbus-build/nimbus/internal/executor"
 	"github.com/nimbus-build/nimbus/internal/executor/workspace"
 )
@@ -41,7 +43,8 @@ type container struct {
 	dir      string // host directory: ws (the workspace) and etc
 	etc      string
 	netFiles bool
-	conn     net.Conn      // the attached stdio: stdin one way, output frames the other
+	command  string        // host path of the named pipe the init reads its command from
+	conn     net.Conn      // the attached output
 	br       *bufio.Reader // reads conn
 	pid      int           // the container's first process on the host, once known
 }
@@ -74,7 +77,18 @@ func (e *Executor) makeContainer(ctx context.Context, p containerParams) (_ *con
 		return nil, err
 	}
 	os.Chmod(ws, 0o700)
-	binds := []string{e.opts.Init + ":" + initTarget + ":ro", ws + ":" + containerWS}
+	ctl := filepath.Join(dir, "ctl")
+	c.command = filepath.Join(ctl, "command")
+	if err := os.Mkdir(ctl, 0o755); err != nil {
+		return nil, err
+	}
+	if err := unix.Mkfifo(c.command, 0o400); err != nil {
+		return nil, fmt.Errorf("command pipe: %w", err)
+	}
+	if err := os.Chown(c.command, p.uid, p.gid); err != nil {
+		return nil, err
+	}
+	binds := []string{e.opts.Init + ":" + initTarget + ":ro", ws + ":" + containerWS, ctl + ":" + ctlTarget + ":ro"}
 	if p.netFiles {
 		for _, name := range []string{"resolv.conf", "hosts"} {
 			f := filepath.Join(c.etc, name)
@@ -133,5 +147,50 @@ func (e *Executor) alive(ctx context.Context, c *container) error {
 		return errors.New("the container was restarted")
 	}
 	c.pid = st.State.Pid
+	return nil
+}
+
+// sendCommand writes cmd to the init's named pipe once the init opens it,
+// unless the container exits (exited closes) or ctx ends first.
+func sendCommand(ctx context.Context, exited <-chan struct{}, fifo string, cmd []byte) error {
+	type opened struct {
+		f   *os.File
+		err error
+	}
+	ch := make(chan opened, 1)
+	go func() {
+		// Blocks until the init opens its end.
+		f, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+		ch <- opened{f, err}
+	}()
+	var o opened
+	select {
+	case o = <-ch:
+	case <-ctx.Done():
+	case <-exited:
+	}
+	if o.f == nil && o.err == nil {
+		// Release the blocked open with a reader of our own.
+		if r, err := os.OpenFile(fifo, os.O_RDONLY|unix.O_NONBLOCK, 0); err == nil {
+			o = <-ch
+			r.Close()
+		} else {
+			return fmt.Errorf("command pipe: %w", err)
+		}
+		if o.f != nil {
+			o.f.Close()
+		}
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
+		return errors.New("the container ended before it took its command")
+	}
+	if o.err != nil {
+		return fmt.Errorf("command pipe: %w", o.err)
+	}
+	defer o.f.Close()
+	if _, err := o.f.Write(cmd); err != nil {
+		return fmt.Errorf("command pipe: %w", err)
+	}
 	return nil
 }

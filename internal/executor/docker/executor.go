@@ -51,6 +51,8 @@ const (
 // Fixed places inside the container.
 const (
 	initTarget      = "/.nimbus/init"
+	ctlTarget       = "/.nimbus/ctl"         // the container's control directory, read-only
+	commandTarget   = ctlTarget + "/command" // the named pipe its init reads its command from
 	containerWS     = "/workspace"
 	defaultPath     = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 	defaultHostname = "nimbus"
@@ -248,16 +250,16 @@ func (e *Executor) Run(ctx context.Context, spec executor.Spec) (res executor.Re
 	}
 	copied := make(chan error, 1)
 	go func() { copied <- demux(c.br, out) }()
-	type exit struct {
+	var ex struct {
 		code int
 		err  error
 	}
-	waited := make(chan exit, 1)
+	exited := make(chan struct{}) // closed once ex is set
 	waitCtx, stopWait := context.WithCancel(cctx)
 	defer stopWait()
 	go func() {
-		code, err := e.c.wait(waitCtx, id)
-		waited <- exit{code, err}
+		ex.code, ex.err = e.c.wait(waitCtx, id)
+		close(exited)
 	}()
 	res.Started = time.Now()
 
@@ -279,22 +281,22 @@ func (e *Executor) Run(ctx context.Context, spec executor.Spec) (res executor.Re
 		}
 	}
 	cmd, _ := json.Marshal(initCommand{Argv: spec.Argv, Env: env(spec.Env), Dir: cmp(spec.Dir, containerWS)})
-	if _, err := c.conn.Write(append(cmd, '\n')); err != nil {
-		return res, fmt.Errorf("run job %s: hand the command over: %w", spec.JobID, err)
-	}
-	if cw, ok := c.conn.(interface{ CloseWrite() error }); ok {
-		cw.CloseWrite()
+	if err := sendCommand(runCtx, exited, c.command, append(cmd, '\n')); err != nil && runCtx.Err() == nil {
+		select {
+		case <-exited: // the init ended before it took its command: its exit tells
+		default:
+			return res, fmt.Errorf("run job %s: hand the command over: %w", spec.JobID, err)
+		}
 	}
 
-	var ex exit
 	select {
-	case ex = <-waited:
+	case <-exited:
 	case <-runCtx.Done():
 		res.Cause = context.Cause(runCtx)
 		kctx, kcancel := context.WithTimeout(cctx, 10*time.Second)
 		e.c.kill(kctx, id)
 		kcancel()
-		ex = <-waited
+		<-exited
 	}
 	c.conn.Close() // the output of a killed container may never end
 	<-copied
@@ -340,16 +342,13 @@ func (e *Executor) config(p containerParams, binds []string) containerConfig {
 	}
 	return containerConfig{
 		Image:        p.image,
-		Entrypoint:   []string{initTarget, "container-init"},
+		Entrypoint:   []string{initTarget, "container-init", "--command", commandTarget},
 		User:         strconv.Itoa(p.uid) + ":" + strconv.Itoa(p.gid),
 		WorkingDir:   containerWS,
 		Hostname:     defaultHostname,
 		Labels:       labels,
-		AttachStdin:  true,
 		AttachStdout: true,
 		AttachStderr: true,
-		OpenStdin:    true,
-		StdinOnce:    true,
 		HostConfig:   hc,
 	}
 }

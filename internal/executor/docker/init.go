@@ -15,8 +15,7 @@ import (
 )
 
 // initCommand is what the executor sends a container's init, as one JSON
-// line on its stdin, once the container's network is in place: the
-// workload to exec.
+// line, once the container's network is in place: the workload to exec.
 type initCommand struct {
 	Argv []string `json:"argv"`
 	Env  []string `json:"env"`
@@ -26,17 +25,31 @@ type initCommand struct {
 // maxInitCommand bounds the init's one line.
 const maxInitCommand = 4 << 20
 
-// InitMain is `nimbus container-init`, the first process of a Docker job's
-// container (under Docker's own init, which reaps): it waits for its
-// command on stdin, so that the container can be started (and its network
-// namespace made ready) before the job runs, puts /dev/null on stdin and
-// execs the command. It returns only when it could not: 127 when the
-// command is not found, 126 when it cannot be executed, 125 for anything
-// else, as a shell would.
-func InitMain(stdin io.Reader, stderr io.Writer) int {
+// InitMain is `nimbus container-init [--command FIFO]`, the first process
+// of a Docker job's container (under Docker's own init, which reaps): it
+// waits for its command, so that the container can be started (and its
+// network namespace made ready, or the container kept warm) before the job
+// runs, puts /dev/null on stdin and execs the command. The command comes
+// through FIFO, a named pipe the executor binds into the container and
+// writes to directly (no daemon in between), or else on stdin. It returns
+// only when it could not: 127 when the command is not found, 126 when it
+// cannot be executed, 125 for anything else, as a shell would.
+func InitMain(args []string, stdin io.Reader, stderr io.Writer) int {
 	fail := func(code int, format string, args ...any) int {
 		fmt.Fprintf(stderr, "nimbus-init: "+format+"\n", args...)
 		return code
+	}
+	switch {
+	case len(args) == 2 && args[0] == "--command":
+		// Blocks until the executor opens the pipe to write.
+		f, err := os.Open(args[1])
+		if err != nil {
+			return fail(125, "%v", err)
+		}
+		defer f.Close()
+		stdin = f
+	case len(args) != 0:
+		return fail(125, "usage: container-init [--command FIFO]")
 	}
 	line, err := bufio.NewReaderSize(io.LimitReader(stdin, maxInitCommand), 64<<10).ReadBytes('\n')
 	if err != nil && !errors.Is(err, io.EOF) {

@@ -11,7 +11,7 @@ import (
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "container-init" {
-		os.Exit(docker.InitMain(os.Stdin, os.Stderr))
+		os.Exit(docker.InitMain(os.Args[2:], os.Stdin, os.Stderr))
 	}
 	os.Exit(2)
 }
