@@ -193,7 +193,7 @@ func (cp *ControlPlane) build(ctx context.Context, sealer *auth.Sealer) error {
 	}
 	cc := cache.Config{
 		Dir: c.CacheDir, MaxBytes: c.CacheMaxBytes, DefaultQuota: cache.Quota{Soft: c.CacheQuotaSoft, Hard: c.CacheQuotaHard},
-		ActionsSigningKey: urlKey,
+		ActionsSigningKey: urlKey, NoCompression: !c.CacheCompress,
 	}
 	if c.CacheS3.Endpoint != "" {
 		s3 := c.CacheS3

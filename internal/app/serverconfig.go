@@ -69,6 +69,7 @@ type ServerConfig struct {
 
 	CacheDir        string
 	CacheMaxBytes   int64
+	CacheCompress   bool
 	CacheGRPCListen string
 	CacheQuotaSoft  int64
 	CacheQuotaHard  int64
@@ -155,6 +156,7 @@ func (c *ServerConfig) Register(s *config.Set) {
 	s.StringVar(&c.CacheDir, "cache-dir", "", "build cache storage (default <data-dir>/cache)")
 	c.CacheMaxBytes = 20 << 30
 	s.Var(config.SizeValue{Size: &c.CacheMaxBytes}, "cache-max-size", "bound of the build cache on disk (0: none)")
+	s.BoolVar(&c.CacheCompress, "cache-compress", true, "store the build cache's CAS blobs that compress with zstd at rest (served as they are to clients asking for zstd); false: store every blob as it came")
 	s.StringVar(&c.CacheGRPCListen, "cache-grpc-listen", "127.0.0.1:9092", "address of the Bazel remote cache gRPC API (REAPI v2), plaintext h2c; empty: off")
 	s.Var(config.SizeValue{Size: &c.CacheQuotaSoft}, "cache-org-soft-quota", "bytes an org may keep before its least recently used blobs are evicted (0: none)")
 	s.Var(config.SizeValue{Size: &c.CacheQuotaHard}, "cache-org-hard-quota", "bytes beyond which an org's writes are refused (0: none)")

@@ -31,6 +31,12 @@ type Config struct {
 	// NoSync acknowledges writes before they are durable. For comparisons
 	// only; never in production.
 	NoSync bool
+	// NoCompression stores every blob as it came. By default (false) CAS
+	// blobs of 1 KiB or more that compress by at least an eighth are
+	// stored compressed with zstd: a client reading compressed-blobs/zstd
+	// gets the stored bytes, and one sending zstd has its bytes stored as
+	// they came. Blobs already stored either way stay readable.
+	NoCompression bool
 	// MaxBatchTotalSize bounds REAPI batch requests. Default ~4 MiB.
 	MaxBatchTotalSize int64
 	// UploadIdleTimeout abandons a resumable upload (ByteStream, Actions

@@ -1,6 +1,7 @@
 package cache_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net/http"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"github.com/klauspost/compress/zstd"
 
 	"github.com/nimbus-build/nimbus/internal/cache"
 	"github.com/nimbus-build/nimbus/internal/cache/blobstore"
@@ -118,5 +120,43 @@ func TestS3Backfill(t *testing.T) {
 		if err != nil || len(missing) != 1 {
 			t.Errorf("%s copied for %s too (%v)", ref, other, err)
 		}
+	}
+}
+
+// TestS3TierCompressedBlobs: a blob replica a stores compressed (it came
+// compressed) reaches the bucket and replica b, which serves it plain and
+// compressed.
+func TestS3TierCompressedBlobs(t *testing.T) {
+	srv := s3test.Start(t)
+	srv.Bucket(t, "shared")
+	a := startEnv(t, cache.Config{S3: s3Config(srv, "shared")})
+	data := compressibleBytes(9, 300<<10)
+	d := blobstore.DigestOf(data)
+	enc, _ := zstd.NewWriter(nil)
+	batch, err := repb.NewContentAddressableStorageClient(a.dial(t, tokCIA)).BatchUpdateBlobs(context.Background(), &repb.BatchUpdateBlobsRequest{
+		Requests: []*repb.BatchUpdateBlobsRequest_Request{{Digest: pd(d), Data: enc.EncodeAll(data, nil), Compressor: repb.Compressor_ZSTD}},
+	})
+	if err != nil || batch.GetResponses()[0].GetStatus().GetCode() != 0 {
+		t.Fatalf("compressed batch update: %v %v", err, batch)
+	}
+	b := startEnv(t, cache.Config{S3: s3Config(srv, "shared")})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, body := httpDo(t, "GET", b.httpURL+"/cache/cas/"+d.Hash.String(), tokCIA, nil)
+		if resp.StatusCode == http.StatusOK {
+			if !bytes.Equal(body, data) {
+				t.Fatalf("replica b served %d other bytes", len(body))
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replica b never served the blob: %s", resp.Status)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	got, err := readResource(t, b, tokCIA, "compressed-blobs/zstd/"+d.Hash.String()+"/"+itoa(d.Size))
+	dec, _ := zstd.NewReader(nil)
+	if plain, derr := dec.DecodeAll(got, nil); err != nil || derr != nil || !bytes.Equal(plain, data) {
+		t.Errorf("replica b compressed read: %v, %v", err, derr)
 	}
 }

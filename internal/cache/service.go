@@ -71,13 +71,14 @@ func New(cfg Config, authn Authenticator, authz Authorizer, log *slog.Logger, re
 	}
 	log = log.With("component", "cache")
 	d, err := disk.Open(cfg.Dir, disk.Options{
-		MaxBytes:     cfg.MaxBytes,
-		MaxBlobSize:  cfg.MaxBlobSize,
-		MinRetention: cfg.MinRetention,
-		DefaultQuota: cfg.DefaultQuota,
-		OrgQuotas:    cfg.OrgQuotas,
-		NoSync:       cfg.NoSync,
-		Logger:       log,
+		MaxBytes:      cfg.MaxBytes,
+		MaxBlobSize:   cfg.MaxBlobSize,
+		MinRetention:  cfg.MinRetention,
+		DefaultQuota:  cfg.DefaultQuota,
+		OrgQuotas:     cfg.OrgQuotas,
+		NoSync:        cfg.NoSync,
+		NoCompression: cfg.NoCompression,
+		Logger:        log,
 	})
 	if err != nil {
 		return nil, err

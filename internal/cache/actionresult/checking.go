@@ -101,3 +101,24 @@ func (w *checkingWriter) Commit(ctx context.Context) error {
 }
 
 func (w *checkingWriter) Close() error { return w.next.Close() }
+
+var _ blobstore.ZstdStore = (*Checking)(nil)
+
+// GetZstd implements blobstore.ZstdStore (CAS blobs only: action results
+// are never compressed).
+func (c *Checking) GetZstd(ctx context.Context, ref blobstore.Ref, offset, limit int64) (io.ReadCloser, int64, error) {
+	zs, ok := c.next.(blobstore.ZstdStore)
+	if !ok || ref.Kind != blobstore.KindCAS {
+		return nil, 0, blobstore.ErrNotZstd
+	}
+	return zs.GetZstd(ctx, ref, offset, limit)
+}
+
+// NewZstdWriter implements blobstore.ZstdStore (CAS blobs only).
+func (c *Checking) NewZstdWriter(ctx context.Context, ref blobstore.Ref) (blobstore.Writer, error) {
+	zs, ok := c.next.(blobstore.ZstdStore)
+	if !ok || ref.Kind != blobstore.KindCAS {
+		return nil, blobstore.ErrNotZstd
+	}
+	return zs.NewZstdWriter(ctx, ref)
+}

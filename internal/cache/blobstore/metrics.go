@@ -149,3 +149,38 @@ func (w *metricsWriter) Commit(ctx context.Context) error {
 }
 
 func (w *metricsWriter) Close() error { return w.next.Close() }
+
+var _ ZstdStore = (*metricsStore)(nil)
+
+func (s *metricsStore) GetZstd(ctx context.Context, ref Ref, offset, limit int64) (io.ReadCloser, int64, error) {
+	zs, ok := s.next.(ZstdStore)
+	if !ok {
+		return nil, 0, ErrNotZstd
+	}
+	start := time.Now()
+	r, size, err := zs.GetZstd(ctx, ref, offset, limit)
+	if errors.Is(err, ErrNotZstd) {
+		return nil, 0, err
+	}
+	s.observe("get", ref.Kind, start, err)
+	if err != nil {
+		return nil, 0, err
+	}
+	return &countingReader{r: r, c: s.m.bytes.WithLabelValues(s.backend, "read", ref.Kind.String())}, size, nil
+}
+
+func (s *metricsStore) NewZstdWriter(ctx context.Context, ref Ref) (Writer, error) {
+	zs, ok := s.next.(ZstdStore)
+	if !ok {
+		return nil, ErrNotZstd
+	}
+	w, err := zs.NewZstdWriter(ctx, ref)
+	if errors.Is(err, ErrNotZstd) {
+		return nil, err
+	}
+	if err != nil {
+		s.m.ops.WithLabelValues(s.backend, "put", ref.Kind.String(), result(err)).Inc()
+		return nil, err
+	}
+	return &metricsWriter{s: s, next: w, ref: ref, start: time.Now()}, nil
+}

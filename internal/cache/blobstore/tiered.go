@@ -293,3 +293,35 @@ func (f *fillReader) Close() error {
 	f.w.Close()
 	return f.r.Close()
 }
+
+var _ ZstdStore = (*Tiered)(nil)
+
+// GetZstd implements ZstdStore: what the fast tier keeps compressed. A
+// blob only the slow tier has is ErrNotZstd, so that the caller reads it
+// through Get (which fills the fast tier) and compresses it.
+func (t *Tiered) GetZstd(ctx context.Context, ref Ref, offset, limit int64) (io.ReadCloser, int64, error) {
+	zs, ok := t.fast.(ZstdStore)
+	if !ok {
+		return nil, 0, ErrNotZstd
+	}
+	r, n, err := zs.GetZstd(ctx, ref, offset, limit)
+	if errors.Is(err, ErrNotFound) {
+		return nil, 0, ErrNotZstd
+	}
+	return r, n, err
+}
+
+// NewZstdWriter implements ZstdStore: the fast tier takes the compressed
+// bytes, and the slow tier gets its copy (read back through Get) once
+// they are committed.
+func (t *Tiered) NewZstdWriter(ctx context.Context, ref Ref) (Writer, error) {
+	zs, ok := t.fast.(ZstdStore)
+	if !ok {
+		return nil, ErrNotZstd
+	}
+	w, err := zs.NewZstdWriter(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	return &tieredWriter{t: t, next: w, ref: ref}, nil
+}

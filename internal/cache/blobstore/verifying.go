@@ -110,3 +110,45 @@ func (w *verifyingWriter) Commit(ctx context.Context) error {
 }
 
 func (w *verifyingWriter) Close() error { return w.next.Close() }
+
+var _ ZstdStore = (*Verifying)(nil)
+
+// GetZstd implements ZstdStore: what the wrapped store keeps compressed,
+// or ErrNotZstd.
+func (v *Verifying) GetZstd(ctx context.Context, ref Ref, offset, limit int64) (io.ReadCloser, int64, error) {
+	if err := CheckRef(ref); err != nil {
+		return nil, 0, err
+	}
+	zs, ok := v.next.(ZstdStore)
+	if ref.Kind != KindCAS || !ok {
+		return nil, 0, ErrNotZstd
+	}
+	if offset < 0 || limit < 0 {
+		return nil, 0, fmt.Errorf("%w: %s: negative offset %d or limit %d", ErrInvalid, ref, offset, limit)
+	}
+	return zs.GetZstd(ctx, ref, offset, limit)
+}
+
+// NewZstdWriter implements ZstdStore. The compressed bytes go to the
+// wrapped store as they come, and through a decoder to the same checks as
+// any write (the exact size, the SHA-256): Commit commits them only when
+// they decompress to the digest's content, and a stream that is not zstd
+// or runs past the blob's end is ErrInvalid.
+func (v *Verifying) NewZstdWriter(ctx context.Context, ref Ref) (Writer, error) {
+	if err := CheckRef(ref); err != nil {
+		return nil, err
+	}
+	zs, ok := v.next.(ZstdStore)
+	if ref.Kind != KindCAS || !ok {
+		return nil, ErrNotZstd
+	}
+	if ref.Digest.Size < 0 {
+		return nil, fmt.Errorf("%w: %s: negative size", ErrInvalid, ref)
+	}
+	w, err := zs.NewZstdWriter(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	check := &verifyingWriter{next: discardWriter{}, ref: ref, size: ref.Digest.Size, h: sha256.New()}
+	return newZstdDecoding(w, check, ref), nil
+}

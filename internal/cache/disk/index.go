@@ -8,21 +8,23 @@ import (
 
 // entry is one (org, kind, hash) the store holds. Entries live in chunks of
 // a slab and refer to each other by index (0 is nil), which keeps an entry at
-// 56 bytes and the hash table at 4 bytes a slot.
+// 64 bytes and the hash table at 4 bytes a slot.
 type entry struct {
-	hash  blobstore.Hash
-	size  int64
-	atime uint32 // seconds since epoch (below)
-	prev  uint32 // towards the most recently used
-	next  uint32 // towards the least recently used; the free list when unused
-	org   uint16
-	kind  blobstore.Kind
-	flags uint8
+	hash   blobstore.Hash
+	size   int64  // the blob's size
+	stored int64  // bytes its file takes (less than size when compressed)
+	atime  uint32 // seconds since epoch (below)
+	prev   uint32 // towards the most recently used
+	next   uint32 // towards the least recently used; the free list when unused
+	org    uint16
+	kind   blobstore.Kind
+	flags  uint8
 }
 
 const (
 	flagSeen  = 1 << 0 // seen by the current rebuild walk (or written during it)
 	flagInUse = 1 << 1
+	flagZstd  = 1 << 2 // stored compressed, in <hash>.zst
 )
 
 const chunkBits = 13
@@ -102,7 +104,7 @@ func (ix *index) insert(org uint16, kind blobstore.Kind, h *blobstore.Hash, size
 	}
 	i := ix.alloc()
 	e := ix.at(i)
-	*e = entry{hash: *h, size: size, atime: atime, org: org, kind: kind, flags: flagInUse}
+	*e = entry{hash: *h, size: size, stored: size, atime: atime, org: org, kind: kind, flags: flagInUse}
 	ix.place(i)
 	ix.live++
 	return i

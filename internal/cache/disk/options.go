@@ -28,6 +28,9 @@ type Options struct {
 	// NoSync skips the group commit: writes are acknowledged before they are
 	// durable. Only for comparisons with caches that do not sync.
 	NoSync bool
+	// NoCompression stores every blob as it came. By default CAS blobs
+	// that compress (see compressMin) are stored compressed with zstd.
+	NoCompression bool
 	// SnapshotInterval is how often the index snapshot is rewritten.
 	// Default 10 minutes.
 	SnapshotInterval time.Duration

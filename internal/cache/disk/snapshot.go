@@ -17,23 +17,28 @@ import (
 // The snapshot is the index as it was when saved:
 //
 //	"NIMBUSIX" version:u32 orgs:u32 { len:u16 name }* entries:u64
-//	{ hash:32 size:i64 atime:u32 org:u16 kind:u8 }* crc32c:u32
+//	{ hash:32 size:i64 atime:u32 org:u16 kind:u8 stored:i64 flags:u8 }* crc32c:u32
 //
-// entries of each org from most to least recently used; integers little-endian.
+// entries of each org from most to least recently used; integers
+// little-endian; flags bit 0: stored compressed. Version 1 (before blobs
+// were stored compressed) lacks stored and flags, and still loads.
 const (
 	snapshotMagic   = "NIMBUSIX"
-	snapshotVersion = 1
-	recordSize      = 32 + 8 + 4 + 2 + 1
+	snapshotVersion = 2
+	recordSizeV1    = 32 + 8 + 4 + 2 + 1
+	recordSize      = recordSizeV1 + 8 + 1
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 type snapRecord struct {
-	hash  blobstore.Hash
-	size  int64
-	atime uint32
-	org   uint16
-	kind  blobstore.Kind
+	hash   blobstore.Hash
+	size   int64
+	stored int64
+	atime  uint32
+	org    uint16
+	kind   blobstore.Kind
+	zstd   bool
 }
 
 // saveSnapshot writes the index to root/index atomically and durably.
@@ -47,7 +52,7 @@ func (s *Store) saveSnapshot() error {
 	for oi, o := range s.orgs {
 		for i := o.lru.head; i != 0; i = s.ix.at(i).next {
 			e := s.ix.at(i)
-			recs = append(recs, snapRecord{hash: e.hash, size: e.size, atime: e.atime, org: uint16(oi), kind: e.kind})
+			recs = append(recs, snapRecord{hash: e.hash, size: e.size, stored: e.stored, atime: e.atime, org: uint16(oi), kind: e.kind, zstd: e.flags&flagZstd != 0})
 		}
 	}
 	s.mu.Unlock()
@@ -76,6 +81,11 @@ func (s *Store) saveSnapshot() error {
 		binary.LittleEndian.PutUint32(b[40:], r.atime)
 		binary.LittleEndian.PutUint16(b[44:], r.org)
 		b[46] = byte(r.kind)
+		binary.LittleEndian.PutUint64(b[47:], uint64(r.stored))
+		b[55] = 0
+		if r.zstd {
+			b[55] = 1
+		}
 		bw.Write(b[:])
 	}
 	if err := bw.Flush(); err != nil {
@@ -136,7 +146,7 @@ func (s *Store) readSnapshot(br *bufio.Reader) (int, error) {
 		return 0, fmt.Errorf("load index: not an index snapshot")
 	}
 	var version, norgs uint32
-	if err := binary.Read(br, binary.LittleEndian, &version); err != nil || version != snapshotVersion {
+	if err := binary.Read(br, binary.LittleEndian, &version); err != nil || version < 1 || version > snapshotVersion {
 		return 0, fmt.Errorf("load index: unknown version %d", version)
 	}
 	if err := binary.Read(br, binary.LittleEndian, &norgs); err != nil || norgs >= 1<<16 {
@@ -164,10 +174,14 @@ func (s *Store) readSnapshot(br *bufio.Reader) (int, error) {
 	if err := binary.Read(br, binary.LittleEndian, &count); err != nil {
 		return 0, fmt.Errorf("load index: %w", err)
 	}
-	var b [recordSize]byte
+	var buf [recordSize]byte
+	b := buf[:]
+	if version == 1 {
+		b = buf[:recordSizeV1]
+	}
 	loaded := 0
 	for range count {
-		if _, err := io.ReadFull(br, b[:]); err != nil {
+		if _, err := io.ReadFull(br, b); err != nil {
 			return loaded, fmt.Errorf("load index: %w", err)
 		}
 		var h blobstore.Hash
@@ -176,7 +190,11 @@ func (s *Store) readSnapshot(br *bufio.Reader) (int, error) {
 		atime := binary.LittleEndian.Uint32(b[40:])
 		so := binary.LittleEndian.Uint16(b[44:])
 		kind := blobstore.Kind(b[46])
-		if int(so) >= len(orgMap) || orgMap[so] < 0 || !kind.Valid() || size < 0 {
+		stored, zstd := size, false
+		if version >= 2 {
+			stored, zstd = int64(binary.LittleEndian.Uint64(b[47:])), b[55]&1 != 0
+		}
+		if int(so) >= len(orgMap) || orgMap[so] < 0 || !kind.Valid() || size < 0 || stored < 0 || (zstd && kind != blobstore.KindCAS) {
 			continue
 		}
 		oi := uint16(orgMap[so])
@@ -185,11 +203,16 @@ func (s *Store) readSnapshot(br *bufio.Reader) (int, error) {
 		}
 		o := s.orgs[oi]
 		if kind != blobstore.KindCAS || s.ix.other(oi, kind, &h) == 0 {
-			s.physical += size
+			s.physical += stored
 		}
 		i := s.ix.insert(oi, kind, &h, size, atime)
+		e := s.ix.at(i)
+		e.stored = stored
+		if zstd {
+			e.flags |= flagZstd
+		}
 		s.ix.pushBack(&o.lru, i)
-		o.bytes += size
+		o.bytes += stored
 		o.count++
 		loaded++
 	}

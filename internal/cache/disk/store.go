@@ -55,7 +55,7 @@ type orgState struct {
 	shards [4][256]bool
 }
 
-var _ blobstore.Store = (*Store)(nil)
+var _ blobstore.ZstdStore = (*Store)(nil)
 
 // Open opens (creating if needed) the store under root. It returns as soon
 // as the index snapshot is loaded; the reconciling walk goes on in the
@@ -295,56 +295,106 @@ func (s *Store) path(o *orgState, kind blobstore.Kind, h *blobstore.Hash) string
 
 func (s *Store) now() uint32 { return stamp(s.opts.Now()) }
 
+// found is what lookup found of an entry.
+type found struct {
+	path   string // its file
+	size   int64  // the blob's size
+	stored int64  // the file's size
+	zstd   bool   // stored compressed (path ends in .zst)
+}
+
 // lookup finds ref's entry and refreshes it. While the index is being
 // rebuilt, the filesystem has the last word: a file missing from the index is
 // added, an entry whose file is gone is dropped.
-func (s *Store) lookup(ref blobstore.Ref) (path string, size int64, ok bool) {
+func (s *Store) lookup(ref blobstore.Ref) (found, bool) {
 	s.mu.Lock()
 	oi, known := s.orgByName[ref.Org]
 	if !known {
 		s.mu.Unlock()
-		return "", 0, false
+		return found{}, false
 	}
 	o := s.orgs[oi]
-	path = s.path(o, ref.Kind, &ref.Digest.Hash)
 	i := s.ix.find(oi, ref.Kind, &ref.Digest.Hash)
+	var f found
 	if i != 0 {
 		s.ix.touch(&o.lru, i, s.now())
-		size = s.ix.at(i).size
+		f = s.foundLocked(o, i)
 	}
 	s.mu.Unlock()
 	if !s.rebuilding.Load() {
-		return path, size, i != 0
+		return f, i != 0
 	}
+	path := s.path(o, ref.Kind, &ref.Digest.Hash)
+	zstd := false
 	fi, err := os.Stat(path)
+	size := int64(0)
+	if err == nil {
+		size = fi.Size()
+	} else if ref.Kind == blobstore.KindCAS {
+		path += zstdSuffix
+		if fi, size, err = statZstd(path); err == nil {
+			zstd = true
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	i = s.ix.find(oi, ref.Kind, &ref.Digest.Hash)
 	switch {
 	case err != nil && i != 0:
 		s.dropLocked(o, i)
-		return "", 0, false
+		return found{}, false
 	case err != nil:
-		return "", 0, false
+		return found{}, false
 	case i == 0:
 		if !fi.Mode().IsRegular() {
-			return "", 0, false
+			return found{}, false
 		}
-		i = s.addLocked(oi, ref.Kind, &ref.Digest.Hash, fi.Size(), s.now())
+		i = s.addLocked(oi, ref.Kind, &ref.Digest.Hash, size, fi.Size(), zstd, s.now())
 		s.ix.at(i).flags |= flagSeen
 	}
-	return path, s.ix.at(i).size, true
+	return s.foundLocked(o, i), true
 }
 
-// addLocked indexes a file that exists and accounts for it.
-func (s *Store) addLocked(oi uint16, kind blobstore.Kind, h *blobstore.Hash, size int64, atime uint32) uint32 {
+// statZstd stats a compressed blob's file and reads the blob's size from
+// its header.
+func statZstd(path string) (fs.FileInfo, int64, error) {
+	f, err := openRead(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, 0, err
+	}
+	size, err := readZstdHeader(f)
+	return fi, size, err
+}
+
+func (s *Store) foundLocked(o *orgState, i uint32) found {
+	e := s.ix.at(i)
+	f := found{path: s.path(o, e.kind, &e.hash), size: e.size, stored: e.stored, zstd: e.flags&flagZstd != 0}
+	if f.zstd {
+		f.path += zstdSuffix
+	}
+	return f
+}
+
+// addLocked indexes a file that exists and accounts for it: size is the
+// blob's, stored the file's (what quotas and the size limit count).
+func (s *Store) addLocked(oi uint16, kind blobstore.Kind, h *blobstore.Hash, size, stored int64, zstd bool, atime uint32) uint32 {
 	o := s.orgs[oi]
 	if kind != blobstore.KindCAS || s.ix.other(oi, kind, h) == 0 {
-		s.physical += size
+		s.physical += stored
 	}
 	i := s.ix.insert(oi, kind, h, size, atime)
+	e := s.ix.at(i)
+	e.stored = stored
+	if zstd {
+		e.flags |= flagZstd
+	}
 	s.ix.pushFront(&o.lru, i)
-	o.bytes += size
+	o.bytes += stored
 	o.count++
 	return i
 }
@@ -352,17 +402,20 @@ func (s *Store) addLocked(oi uint16, kind blobstore.Kind, h *blobstore.Hash, siz
 // dropLocked forgets entry i (its file is gone or is being replaced).
 func (s *Store) dropLocked(o *orgState, i uint32) {
 	e := s.ix.at(i)
-	h, kind, oi, size := e.hash, e.kind, e.org, e.size
+	h, kind, oi, stored := e.hash, e.kind, e.org, e.stored
 	s.ix.unlink(&o.lru, i)
 	s.ix.remove(i)
-	o.bytes -= size
+	o.bytes -= stored
 	o.count--
 	if kind != blobstore.KindCAS || s.ix.other(oi, kind, &h) == 0 {
-		s.physical -= size
+		s.physical -= stored
 	}
 }
 
-// Get implements blobstore.Store.
+// Get implements blobstore.Store. A blob stored compressed is decompressed
+// as it is read, and checked against its digest before its last byte is
+// served (blobstore.NewZstdReader): a corrupt file is an error, and is
+// dropped so that the next FindMissing asks for the blob again.
 func (s *Store) Get(ctx context.Context, ref blobstore.Ref, offset, limit int64) (io.ReadCloser, int64, error) {
 	if ref.Kind == blobstore.KindCAS && ref.Digest.IsEmpty() {
 		if _, err := blobstore.CheckRange(0, offset, limit); err != nil {
@@ -370,21 +423,26 @@ func (s *Store) Get(ctx context.Context, ref blobstore.Ref, offset, limit int64)
 		}
 		return io.NopCloser(eofReader{}), 0, nil
 	}
-	path, size, ok := s.lookup(ref)
-	if !ok || (ref.Kind == blobstore.KindCAS && ref.Digest.Size >= 0 && size != ref.Digest.Size) {
+	e, ok := s.lookup(ref)
+	if !ok || (ref.Kind == blobstore.KindCAS && ref.Digest.Size >= 0 && e.size != ref.Digest.Size) {
 		return nil, 0, fmt.Errorf("%s: %w", ref, blobstore.ErrNotFound)
 	}
-	n, err := blobstore.CheckRange(size, offset, limit)
+	n, err := blobstore.CheckRange(e.size, offset, limit)
 	if err != nil {
 		return nil, 0, err
 	}
-	f, err := openRead(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		s.forget(ref)
-		return nil, 0, fmt.Errorf("%s: %w", ref, blobstore.ErrNotFound)
-	}
+	f, err := s.open(ref, e)
 	if err != nil {
-		return nil, 0, fmt.Errorf("open %s: %w", ref, err)
+		return nil, 0, err
+	}
+	if e.zstd {
+		d := blobstore.Digest{Hash: ref.Digest.Hash, Size: e.size}
+		r, err := blobstore.NewZstdReader(f, d, offset, n)
+		if err != nil {
+			s.dropCorrupt(ref, err)
+			return nil, 0, fmt.Errorf("read %s: %w", ref, err)
+		}
+		return &corruptWatch{r: r, s: s, ref: ref}, e.size, nil
 	}
 	if offset > 0 {
 		if _, err := f.Seek(offset, io.SeekStart); err != nil {
@@ -392,7 +450,97 @@ func (s *Store) Get(ctx context.Context, ref blobstore.Ref, offset, limit int64)
 			return nil, 0, fmt.Errorf("seek %s: %w", ref, err)
 		}
 	}
-	return &fileReader{f: f, r: io.LimitedReader{R: f, N: n}}, size, nil
+	return &fileReader{f: f, r: io.LimitedReader{R: f, N: n}}, e.size, nil
+}
+
+// GetZstd implements blobstore.ZstdStore: the zstd stream of a blob stored
+// compressed, as it is on disk (sendfile-able); ErrNotZstd for the others.
+func (s *Store) GetZstd(ctx context.Context, ref blobstore.Ref, offset, limit int64) (io.ReadCloser, int64, error) {
+	if ref.Kind != blobstore.KindCAS || ref.Digest.IsEmpty() {
+		return nil, 0, blobstore.ErrNotZstd
+	}
+	e, ok := s.lookup(ref)
+	if !ok || (ref.Digest.Size >= 0 && e.size != ref.Digest.Size) {
+		return nil, 0, fmt.Errorf("%s: %w", ref, blobstore.ErrNotFound)
+	}
+	if !e.zstd {
+		return nil, 0, blobstore.ErrNotZstd
+	}
+	total := e.stored - zstdHeaderSize
+	n, err := blobstore.CheckRange(total, offset, limit)
+	if err != nil {
+		return nil, 0, err
+	}
+	f, err := s.open(ref, e)
+	if err != nil {
+		return nil, 0, err
+	}
+	if offset > 0 {
+		if _, err := f.Seek(offset, io.SeekCurrent); err != nil {
+			f.Close()
+			return nil, 0, fmt.Errorf("seek %s: %w", ref, err)
+		}
+	}
+	return &fileReader{f: f, r: io.LimitedReader{R: f, N: n}}, total, nil
+}
+
+// open opens entry e's file, past the header for a compressed one.
+func (s *Store) open(ref blobstore.Ref, e found) (*os.File, error) {
+	f, err := openRead(e.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		s.forget(ref)
+		return nil, fmt.Errorf("%s: %w", ref, blobstore.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", ref, err)
+	}
+	if e.zstd {
+		size, err := readZstdHeader(f)
+		if err == nil && size != e.size {
+			err = fmt.Errorf("header says %d bytes, the index %d", size, e.size)
+		}
+		if err != nil {
+			f.Close()
+			err = fmt.Errorf("%w: %s: %v", blobstore.ErrCorrupt, ref, err)
+			s.dropCorrupt(ref, err)
+			return nil, err
+		}
+	}
+	return f, nil
+}
+
+// corruptWatch drops its blob when reading finds it corrupt.
+type corruptWatch struct {
+	r   io.ReadCloser
+	s   *Store
+	ref blobstore.Ref
+}
+
+func (c *corruptWatch) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if err != nil && errors.Is(err, blobstore.ErrCorrupt) {
+		c.s.dropCorrupt(c.ref, err)
+	}
+	return n, err
+}
+
+func (c *corruptWatch) Close() error { return c.r.Close() }
+
+// dropCorrupt removes a blob whose file failed its check.
+func (s *Store) dropCorrupt(ref blobstore.Ref, err error) {
+	s.log.Error("stored blob is corrupt; removed", "kind", ref.Kind.String(), "org", ref.Org, "err", err)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	oi, ok := s.orgByName[ref.Org]
+	if !ok {
+		return
+	}
+	o := s.orgs[oi]
+	if i := s.ix.find(oi, ref.Kind, &ref.Digest.Hash); i != 0 {
+		f := s.foundLocked(o, i)
+		s.dropLocked(o, i)
+		os.Remove(f.path)
+	}
 }
 
 // openRead opens a blob for reading. os.Open would also fstat the file
@@ -443,7 +591,7 @@ func (s *Store) FindMissing(ctx context.Context, org string, kind blobstore.Kind
 			if kind == blobstore.KindCAS && d.IsEmpty() {
 				continue
 			}
-			if _, _, ok := s.lookup(blobstore.Ref{Org: org, Kind: kind, Digest: d}); !ok {
+			if _, ok := s.lookup(blobstore.Ref{Org: org, Kind: kind, Digest: d}); !ok {
 				missing = append(missing, d)
 			}
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/nimbus-build/nimbus/internal/cache/blobstore"
 )
@@ -60,31 +61,47 @@ func (s *Store) walkDir(oi uint16, kind blobstore.Kind, dir string) error {
 	if err != nil {
 		return err
 	}
-	hs := make([]blobstore.Hash, 0, len(des))
+	type file struct {
+		h    blobstore.Hash
+		zstd bool
+	}
+	hs := make([]file, 0, len(des))
 	for _, de := range des {
-		h, err := blobstore.ParseHash(de.Name())
-		if err != nil || !de.Type().IsRegular() {
+		name, zstd := strings.CutSuffix(de.Name(), zstdSuffix)
+		h, err := blobstore.ParseHash(name)
+		if err != nil || !de.Type().IsRegular() || (zstd && kind != blobstore.KindCAS) {
 			s.log.Warn("unexpected file in store; ignored", "path", filepath.Join(dir, de.Name()))
 			continue
 		}
-		hs = append(hs, h)
+		hs = append(hs, file{h, zstd})
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	o := s.orgs[oi]
 	for k := range hs {
-		h := &hs[k]
+		h := &hs[k].h
 		if i := s.ix.find(oi, kind, h); i != 0 {
 			s.ix.at(i).flags |= flagSeen
 			continue
 		}
 		// Not indexed: nothing can evict it meanwhile, but check it is
 		// still there (it may have been indexed and evicted since ReadDir).
-		fi, err := os.Stat(s.path(o, kind, h))
+		p := s.path(o, kind, h)
+		var fi os.FileInfo
+		var err error
+		var size int64
+		if hs[k].zstd {
+			fi, size, err = statZstd(p + zstdSuffix)
+			if err != nil && !os.IsNotExist(err) {
+				s.log.Warn("compressed blob unreadable; ignored", "path", p+zstdSuffix, "err", err)
+			}
+		} else if fi, err = os.Stat(p); err == nil {
+			size = fi.Size()
+		}
 		if err != nil || !fi.Mode().IsRegular() {
 			continue
 		}
-		i := s.addLocked(oi, kind, h, fi.Size(), stamp(fi.ModTime()))
+		i := s.addLocked(oi, kind, h, size, fi.Size(), hs[k].zstd, stamp(fi.ModTime()))
 		s.ix.unlink(&o.lru, i)
 		s.ix.insertSorted(&o.lru, i)
 		s.ix.at(i).flags |= flagSeen

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sys/unix"
 
 	"github.com/nimbus-build/nimbus/internal/cache/blobstore"
@@ -16,6 +17,35 @@ import (
 // NewWriter implements blobstore.Store. The ref, the size and the content
 // are checked by blobstore.Verifying in front of the store.
 func (s *Store) NewWriter(ctx context.Context, ref blobstore.Ref, size int64) (blobstore.Writer, error) {
+	w, err := s.newWriter(ref, size)
+	if err != nil || w.f == nil {
+		return w, err
+	}
+	if ref.Kind == blobstore.KindCAS && !s.opts.NoCompression && size >= compressMin {
+		w.sample = make([]byte, 0, min(size, sampleSize))
+	}
+	return w, nil
+}
+
+// NewZstdWriter implements blobstore.ZstdStore: the zstd stream written is
+// stored as it comes (blobstore.Verifying checks what it decompresses to).
+func (s *Store) NewZstdWriter(ctx context.Context, ref blobstore.Ref) (blobstore.Writer, error) {
+	if ref.Kind != blobstore.KindCAS || s.opts.NoCompression || ref.Digest.IsEmpty() {
+		return nil, blobstore.ErrNotZstd
+	}
+	w, err := s.newWriter(ref, ref.Digest.Size)
+	if err != nil || w.f == nil {
+		return w, err
+	}
+	w.raw = true
+	if err := w.startZstd(); err != nil {
+		w.Close()
+		return nil, err
+	}
+	return w, nil
+}
+
+func (s *Store) newWriter(ref blobstore.Ref, size int64) (*writer, error) {
 	if size > s.opts.MaxBlobSize || (s.opts.MaxBytes > 0 && size > s.opts.MaxBytes) {
 		s.refusals.Add(1)
 		return nil, fmt.Errorf("%w: %s: %d bytes, limit %d", blobstore.ErrTooLarge, ref, size, s.opts.MaxBlobSize)
@@ -58,17 +88,34 @@ func (s *Store) NewWriter(ctx context.Context, ref blobstore.Ref, size int64) (b
 	return w, nil
 }
 
+// CAS blobs of at least compressMin bytes are stored compressed when
+// their first sampleSize bytes (all of a smaller blob) compress to at most
+// 7/8 of their size; the others as they came. Below compressMin the
+// saving is a few hundred bytes at most, less than the file system's
+// block.
+const (
+	compressMin = 1 << 10
+	sampleSize  = 128 << 10
+)
+
 // writer writes a blob to a temporary file. When the org already holds
-// the CAS blob, it only counts the bytes.
+// the CAS blob, it only counts the bytes. A CAS blob that may be stored
+// compressed is held in sample until its form is decided; then it goes
+// to the file through enc (compressed) or directly.
 type writer struct {
 	s        *Store
 	ref      blobstore.Ref
 	size     int64
-	n        int64
+	n        int64 // bytes received
 	f        *os.File
+	fn       int64 // bytes written to f
 	exists   bool
 	done     bool
-	kicked   int64         // bytes handed to writeback early (see kick)
+	sample   []byte        // non-nil while the form is undecided
+	enc      *zstd.Encoder // compressing into f
+	zstd     bool          // f holds the header and a zstd stream
+	raw      bool          // what is written is already zstd (NewZstdWriter)
+	kicked   int64         // file bytes handed to writeback early (see kick)
 	flushing chan struct{} // closed when the last background fdatasync ended
 }
 
@@ -84,20 +131,85 @@ func (w *writer) Write(p []byte) (int, error) {
 	if w.done {
 		return 0, fmt.Errorf("write %s: writer closed", w.ref)
 	}
-	if w.f != nil {
-		n, err := w.f.Write(p)
-		w.n += int64(n)
-		if err != nil {
-			return n, fmt.Errorf("write %s: %w", w.ref, err)
+	if w.f == nil {
+		w.n += int64(len(p))
+		return len(p), nil
+	}
+	n := len(p)
+	if w.sample != nil {
+		k := min(len(p), cap(w.sample)-len(w.sample))
+		w.sample = append(w.sample, p[:k]...)
+		p = p[k:]
+		if len(w.sample) < cap(w.sample) || w.n+int64(k) == w.size {
+			w.n += int64(k)
+			return n, nil
 		}
-		if !w.s.opts.NoSync && w.n-w.kicked >= kickBytes {
-			w.kick()
+		if err := w.decide(); err != nil {
+			return k, err
 		}
-		return n, nil
+		w.n += int64(k)
+	}
+	var err error
+	if w.enc != nil {
+		_, err = w.enc.Write(p)
+	} else {
+		_, err = w.fileWrite(p)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("write %s: %w", w.ref, err)
 	}
 	w.n += int64(len(p))
-	return len(p), nil
+	return n, nil
 }
+
+// fileWrite writes to the temporary file, starting writeback every
+// kickBytes.
+func (w *writer) fileWrite(p []byte) (int, error) {
+	n, err := w.f.Write(p)
+	w.fn += int64(n)
+	if err == nil && !w.s.opts.NoSync && w.fn-w.kicked >= kickBytes {
+		w.kick()
+	}
+	return n, err
+}
+
+// decide chooses the blob's form from its sample and writes the sample.
+func (w *writer) decide() error {
+	sample := w.sample
+	w.sample = nil
+	whole := int64(len(sample)) == w.size
+	var z []byte
+	if whole {
+		z = appendZstdHeader(make([]byte, 0, zstdHeaderSize+len(sample)), w.size)
+	}
+	z = blobstore.CompressZstd(z, sample)
+	if len(z) > len(sample)-len(sample)/8 {
+		_, err := w.fileWrite(sample)
+		return err
+	}
+	if whole {
+		w.zstd = true
+		_, err := w.fileWrite(z)
+		return err
+	}
+	if err := w.startZstd(); err != nil {
+		return err
+	}
+	w.enc = blobstore.AcquireEncoder(fileWriter{w})
+	_, err := w.enc.Write(sample)
+	return err
+}
+
+// startZstd writes the header of a compressed blob.
+func (w *writer) startZstd() error {
+	w.zstd = true
+	_, err := w.fileWrite(appendZstdHeader(nil, w.size))
+	return err
+}
+
+type fileWriter struct{ w *writer }
+
+func (f fileWriter) Write(p []byte) (int, error) { return f.w.fileWrite(p) }
 
 // kick starts writeback of what was written since the last kick
 // (sync_file_range, which does not wait) and, unless the last one is still
@@ -108,8 +220,8 @@ func (w *writer) Write(p []byte) (int, error) {
 // which reports any error, so their errors are ignored.
 func (w *writer) kick() {
 	fd := int(w.f.Fd())
-	_ = unix.SyncFileRange(fd, w.kicked, w.n-w.kicked, unix.SYNC_FILE_RANGE_WRITE)
-	w.kicked = w.n
+	_ = unix.SyncFileRange(fd, w.kicked, w.fn-w.kicked, unix.SYNC_FILE_RANGE_WRITE)
+	w.kicked = w.fn
 	if w.flushing != nil {
 		select {
 		case <-w.flushing:
@@ -135,6 +247,10 @@ func (w *writer) Close() error {
 		return nil
 	}
 	w.done = true
+	if w.enc != nil {
+		blobstore.ReleaseEncoder(w.enc)
+		w.enc = nil
+	}
 	if w.f != nil {
 		w.f.Close()
 		os.Remove(w.f.Name())
@@ -156,15 +272,28 @@ func (w *writer) Commit(ctx context.Context) error {
 		if _, err := w.s.FindMissing(ctx, w.ref.Org, w.ref.Kind, []blobstore.Digest{w.ref.Digest}); err != nil {
 			return err
 		}
-		if _, _, ok := w.s.lookup(w.ref); !ok {
+		if _, ok := w.s.lookup(w.ref); !ok {
 			return fmt.Errorf("%s: evicted while being written; upload it again: %w", w.ref, blobstore.ErrUnavailable)
 		}
 		return nil
 	}
+	if w.sample != nil {
+		if err := w.decide(); err != nil {
+			return fmt.Errorf("write %s: %w", w.ref, err)
+		}
+	}
+	if w.enc != nil {
+		err := w.enc.Close()
+		blobstore.ReleaseEncoder(w.enc)
+		w.enc = nil
+		if err != nil {
+			return fmt.Errorf("write %s: %w", w.ref, err)
+		}
+	}
 	if err := w.f.Close(); err != nil {
 		return fmt.Errorf("write %s: %w", w.ref, err)
 	}
-	if err := w.s.install(w.ref, w.size, w.f.Name()); err != nil {
+	if err := w.s.install(w.ref, w.size, w.fn, w.zstd, w.f.Name()); err != nil {
 		return err
 	}
 	if !w.s.opts.NoSync {
@@ -175,9 +304,10 @@ func (w *writer) Commit(ctx context.Context) error {
 	return nil
 }
 
-// install moves the verified temporary file into place and indexes it,
-// evicting what the quotas and the size limit require.
-func (s *Store) install(ref blobstore.Ref, size int64, tmp string) error {
+// install moves the verified temporary file (stored bytes, compressed if
+// zstd) into place and indexes it, evicting what the quotas and the size
+// limit require.
+func (s *Store) install(ref blobstore.Ref, size, stored int64, zstd bool, tmp string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -191,14 +321,29 @@ func (s *Store) install(ref blobstore.Ref, size int64, tmp string) error {
 	h := &ref.Digest.Hash
 	if i := s.ix.find(oi, ref.Kind, h); i != 0 {
 		// Replaced (an action cache update, or two writers of one blob).
+		if old := s.foundLocked(o, i); old.zstd != zstd {
+			os.Remove(old.path)
+		}
 		s.dropLocked(o, i)
 	}
 	now := s.now()
-	if err := s.makeRoomLocked(oi, ref.Kind, h, size, now); err != nil {
+	var other found
+	ownStored, ownZstd := stored, zstd
+	if ref.Kind == blobstore.KindCAS {
+		if j := s.ix.other(oi, ref.Kind, h); j != 0 {
+			// Another org's copy: link it, in its form.
+			other = s.foundLocked(s.orgs[s.ix.at(j).org], j)
+			stored, zstd = other.stored, other.zstd
+		}
+	}
+	if err := s.makeRoomLocked(oi, ref.Kind, h, stored, now); err != nil {
 		s.refusals.Add(1)
 		return err
 	}
 	dst := s.path(o, ref.Kind, h)
+	if zstd {
+		dst += zstdSuffix
+	}
 	if sh := &o.shards[ref.Kind][h[0]]; !*sh {
 		if err := os.Mkdir(filepath.Dir(dst), 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 			return fmt.Errorf("install %s: %w", ref, err)
@@ -206,16 +351,21 @@ func (s *Store) install(ref blobstore.Ref, size int64, tmp string) error {
 		*sh = true
 	}
 	linked := false
-	if ref.Kind == blobstore.KindCAS {
-		if j := s.ix.other(oi, ref.Kind, h); j != 0 {
-			src := s.path(s.orgs[s.ix.at(j).org], ref.Kind, h)
-			err := os.Link(src, dst)
-			if errors.Is(err, fs.ErrExist) {
-				if os.Remove(dst) == nil {
-					err = os.Link(src, dst)
-				}
+	if other.path != "" {
+		err := os.Link(other.path, dst)
+		if errors.Is(err, fs.ErrExist) {
+			if os.Remove(dst) == nil {
+				err = os.Link(other.path, dst)
 			}
-			linked = err == nil
+		}
+		linked = err == nil
+		if !linked {
+			// Keep this write's own file, in its own form.
+			stored, zstd = ownStored, ownZstd
+			dst = s.path(o, ref.Kind, h)
+			if zstd {
+				dst += zstdSuffix
+			}
 		}
 	}
 	if !linked {
@@ -223,7 +373,7 @@ func (s *Store) install(ref blobstore.Ref, size int64, tmp string) error {
 			return fmt.Errorf("install %s: %w", ref, err)
 		}
 	}
-	i := s.addLocked(oi, ref.Kind, h, size, now)
+	i := s.addLocked(oi, ref.Kind, h, size, stored, zstd, now)
 	s.ix.at(i).flags |= flagSeen
 	// Above the soft quota: evict the org's oldest evictable entries.
 	if q := o.quota.Soft; q > 0 {
@@ -294,8 +444,7 @@ func (s *Store) evictOneLocked(o *orgState, now uint32, keep uint32) bool {
 	if i == 0 || i == keep || !s.evictable(s.ix.at(i).atime, now) {
 		return false
 	}
-	e := s.ix.at(i)
-	p := s.path(o, e.kind, &e.hash)
+	p := s.foundLocked(o, i).path
 	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		s.log.Error("evict blob", "org", o.name, "err", err)
 		return false

@@ -95,15 +95,14 @@ func (s *Server) putBlob(ctx context.Context, org string, pd *repb.Digest, data 
 	if err != nil {
 		return err
 	}
+	ref := blobstore.Ref{Org: org, Kind: blobstore.KindCAS, Digest: d}
 	if zstd {
-		if data, err = decompress(data, d.Size); err != nil {
-			return err
-		}
+		return s.putCompressed(ctx, ref, data)
 	}
 	if d.Size != int64(len(data)) {
 		return fmt.Errorf("%w: %s: got %d bytes", blobstore.ErrInvalid, d, len(data))
 	}
-	return blobstore.PutBytes(ctx, s.store, blobstore.Ref{Org: org, Kind: blobstore.KindCAS, Digest: d}, data)
+	return blobstore.PutBytes(ctx, s.store, ref, data)
 }
 
 // BatchReadBlobs implements repb.ContentAddressableStorageServer.
@@ -122,22 +121,27 @@ func (s *Server) BatchReadBlobs(ctx context.Context, req *repb.BatchReadBlobsReq
 	zstd := slices.Contains(req.GetAcceptableCompressors(), repb.Compressor_ZSTD)
 	resp := &repb.BatchReadBlobsResponse{Responses: make([]*repb.BatchReadBlobsResponse_Response, len(req.GetDigests()))}
 	for i, pd := range req.GetDigests() {
-		data, err := s.readBlob(ctx, c.Org(), pd)
+		data, err := s.readBlob(ctx, c.Org(), pd, zstd)
 		r := &repb.BatchReadBlobsResponse_Response{Digest: pd, Data: data, Status: rpcStatus(err)}
 		if zstd && err == nil {
-			r.Data, r.Compressor = compress(data), repb.Compressor_ZSTD
+			r.Compressor = repb.Compressor_ZSTD
 		}
 		resp.Responses[i] = r
 	}
 	return resp, nil
 }
 
-func (s *Server) readBlob(ctx context.Context, org string, pd *repb.Digest) ([]byte, error) {
+// readBlob returns a blob for a batch response, compressed if zstd.
+func (s *Server) readBlob(ctx context.Context, org string, pd *repb.Digest, zstd bool) ([]byte, error) {
 	d, err := actionresult.FromProto(pd)
 	if err != nil {
 		return nil, err
 	}
-	r, size, err := s.store.Get(ctx, blobstore.Ref{Org: org, Kind: blobstore.KindCAS, Digest: d}, 0, 0)
+	ref := blobstore.Ref{Org: org, Kind: blobstore.KindCAS, Digest: d}
+	if zstd {
+		return s.readCompressedBlob(ctx, ref)
+	}
+	r, size, err := s.store.Get(ctx, ref, 0, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -177,7 +181,7 @@ func (s *Server) GetTree(req *repb.GetTreeRequest, stream repb.ContentAddressabl
 	for len(queue) > 0 {
 		pd := queue[0]
 		queue = queue[1:]
-		b, err := s.readBlob(ctx, c.Org(), pd)
+		b, err := s.readBlob(ctx, c.Org(), pd, false)
 		if err != nil {
 			continue
 		}
