@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,6 +35,7 @@ type LogsOptions struct {
 	Searches   int
 	TailLines  int
 	NoSandbox  bool
+	CPUProfile string // file for a CPU profile of the ingest phase; empty: none
 }
 
 // LogsMain is `nimbus bench logs`.
@@ -48,6 +50,7 @@ func LogsMain(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.IntVar(&o.Searches, "searches", 20, "searches per query measured")
 	fs.IntVar(&o.TailLines, "tail-lines", 200, "lines of the live-tail measurement (one every 20 ms)")
 	fs.BoolVar(&o.NoSandbox, "no-sandbox", false, "skip the live-tail rows, which run a job in bubblewrap")
+	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of each store's ingest phase (server and bench clients in this process) to this file, suffixed with .sqlite, .postgres, .clickhouse")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, `Usage: nimbus bench logs [flags]
 
@@ -132,6 +135,9 @@ func benchLogsEngine(ctx context.Context, engine string, o LogsOptions, stderr i
 
 	var rows []row
 	goal := map[string]string{"sqlite": "≥ 100k", "clickhouse": "≥ 500k"}[engine]
+	if o.CPUProfile != "" {
+		o.CPUProfile += "." + engine
+	}
 	rate, total, err := benchIngest(ctx, url, owner, o)
 	if err != nil {
 		return rows, fmt.Errorf("ingest: %w", err)
@@ -212,6 +218,17 @@ func benchIngest(ctx context.Context, url string, owner *apiclient.Client, o Log
 	}
 	var refused atomic.Int64
 	errs := make(chan error, len(leases))
+	if o.CPUProfile != "" {
+		f, err := os.Create(o.CPUProfile)
+		if err != nil {
+			return 0, 0, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return 0, 0, err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	start := time.Now()
 	var wg sync.WaitGroup
 	for j, l := range leases {

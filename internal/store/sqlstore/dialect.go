@@ -41,6 +41,11 @@ END;
 CREATE TRIGGER log_lines_fts_delete AFTER DELETE ON log_lines BEGIN
     INSERT INTO log_lines_fts (log_lines_fts, rowid, text) VALUES ('delete', old.id, old.text);
 END;`,
+			"log_search_v2": `DROP TABLE log_lines_fts;
+CREATE VIRTUAL TABLE log_lines_fts USING fts5(text, content='log_lines', content_rowid='id',
+    tokenize='trigram', detail='none', columnsize=0);
+INSERT INTO log_lines_fts (log_lines_fts) VALUES ('rebuild');
+INSERT INTO log_lines_fts (log_lines_fts, rank) VALUES ('automerge', 8);`,
 			"audit_guard": `CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
 BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
 CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
@@ -66,6 +71,7 @@ DO $$ BEGIN
         CREATE INDEX log_lines_trgm ON log_lines USING gin (text gin_trgm_ops);
     END IF;
 END $$;`,
+			"log_search_v2": `SELECT 1;`,
 			"audit_guard": `CREATE FUNCTION nimbus_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN RAISE EXCEPTION 'audit log is append-only'; END $$;
 CREATE TRIGGER audit_log_no_change BEFORE UPDATE OR DELETE ON audit_log

@@ -64,6 +64,12 @@ func (l Logs) State(ctx context.Context, org, job string) (logs.State, error) {
 // 65535 parameters).
 const insertRows = 500
 
+// insertRowsSQLite is insertRows on SQLite (up to 32766 parameters): the
+// lines of a whole batch in one statement, since each statement after one
+// that wrote the search index flushes the index's pending segment, and
+// fewer, larger segments are less to merge.
+const insertRowsSQLite = 1000
+
 // Write implements logs.Store: one transaction for all the writes (on
 // SQLite, one group commit with other callers' work). Each write first
 // moves its job's state from the version it was made from (a conditional
@@ -149,7 +155,11 @@ func insertChunks(ctx context.Context, q querier, d *dialect, chunks []logs.Chun
 }
 
 func insertLines(ctx context.Context, q querier, d *dialect, lines []logs.Line) error {
-	for batch := range slices.Chunk(lines, insertRows) {
+	n := insertRows
+	if d.name == "sqlite" {
+		n = insertRowsSQLite
+	}
+	for batch := range slices.Chunk(lines, n) {
 		var sb strings.Builder
 		sb.WriteString(`INSERT INTO log_lines (job_id, org_id, line, repo, fence, seq, step, stream, created_at, text) VALUES `)
 		args := make([]any, 0, 10*len(batch))

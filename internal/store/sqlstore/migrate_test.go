@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nimbus-build/nimbus/internal/logs"
 	"github.com/nimbus-build/nimbus/internal/store/sqlstore"
@@ -80,6 +81,48 @@ func TestMigrationNumbersUnique(t *testing.T) {
 	for i := 1; i <= len(seen); i++ {
 		if _, ok := seen[i]; !ok {
 			t.Errorf("migration %d is missing: numbers must run 1..%d", i, len(seen))
+		}
+	}
+}
+
+// Migration 13 rebuilds SQLite's search index with cheaper writes: lines
+// stored before it are found by their literals after it, and lines
+// written after it too.
+func TestMigrateLogSearchIndex(t *testing.T) {
+	ctx := context.Background()
+	dsn := storetest.DSN(t, "sqlite")
+	db, err := sqlstore.OpenAtVersion(ctx, dsn, 12)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for _, q := range []string{
+		`INSERT INTO orgs (id, name, created_at) VALUES ('org_a', 'a', 1)`,
+		`INSERT INTO jobs (id, org_id, source, state, labels, spec, attempt, max_attempts, fence, agent_id, lease_expires_at,
+			cancel_requested, runner_name, reason, created_by, created_at, not_before, updated_at, started_at, finished_at)
+			VALUES ('job_1', 'org_a', 'api', 'succeeded', '[]', '{}', 0, 3, 1, '', 0, FALSE, '', '', 'test', 1, 1, 1, 1, 1)`,
+		`INSERT INTO log_lines (job_id, org_id, line, repo, fence, seq, step, stream, created_at, text)
+			VALUES ('job_1', 'org_a', 1, '', 1, 0, '', 'stdout', 1000000, 'before: connect timeout')`,
+	} {
+		if err := db.ExecForTest(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	if err := db.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.ExecForTest(ctx, `INSERT INTO log_lines (job_id, org_id, line, repo, fence, seq, step, stream, created_at, text)
+		VALUES ('job_1', 'org_a', 2, '', 1, 0, '', 'stdout', 2000000, 'after: read timeout')`); err != nil {
+		t.Fatal(err)
+	}
+	for pattern, want := range map[string]int{`timeout`: 2, `before: conn`: 1, `(?i)AFTER: READ`: 1, `nothing`: 0} {
+		q, err := logs.NewQuery("org_a", logs.SearchParams{Pattern: pattern, Since: time.UnixMicro(0), Until: time.UnixMicro(3000000)}, time.UnixMicro(3000000))
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := db.Logs().Search(ctx, q)
+		if err != nil || len(res.Lines) != want {
+			t.Errorf("%s after migrating: %d lines, %v; want %d", pattern, len(res.Lines), err, want)
 		}
 	}
 }
