@@ -1,6 +1,7 @@
 package blobstore
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -399,4 +400,30 @@ func (z *zstdReader) Close() error {
 		z.dec = nil
 	}
 	return z.src.Close()
+}
+
+// Decoders for DecodeZstdBlob, which never decode past the room they are
+// given (a damaged frame cannot make them allocate more).
+var cappedDecoders = sync.Pool{New: func() any {
+	d, _ := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true), zstd.WithDecoderMaxWindow(64<<20), zstd.WithDecodeAllCapLimit(true))
+	return d
+}}
+
+// DecodeZstdBlob decodes all of comp, the zstd stream of CAS blob d, and
+// checks what it decodes to against d before serving [offset, offset+n)
+// of it: for small blobs, one decode beats a stream's many small reads.
+// Stored data that is corrupt is ErrCorrupt.
+func DecodeZstdBlob(comp []byte, d Digest, offset, n int64) (io.ReadCloser, error) {
+	dec := cappedDecoders.Get().(*zstd.Decoder)
+	out, err := dec.DecodeAll(comp, make([]byte, 0, d.Size+1))
+	cappedDecoders.Put(dec)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, d, err)
+	case int64(len(out)) != d.Size:
+		return nil, fmt.Errorf("%w: %s: decodes to %d bytes", ErrCorrupt, d, len(out))
+	case Hash(sha256.Sum256(out)) != d.Hash:
+		return nil, fmt.Errorf("%w: %s: decodes to other content", ErrCorrupt, d)
+	}
+	return io.NopCloser(bytes.NewReader(out[offset : offset+n])), nil
 }

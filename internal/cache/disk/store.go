@@ -437,7 +437,22 @@ func (s *Store) Get(ctx context.Context, ref blobstore.Ref, offset, limit int64)
 	}
 	if e.zstd {
 		d := blobstore.Digest{Hash: ref.Digest.Hash, Size: e.size}
-		r, err := blobstore.NewZstdReader(f, d, offset, n)
+		var r io.ReadCloser
+		if e.size <= smallZstd {
+			comp := make([]byte, e.stored-zstdHeaderSize)
+			_, err = io.ReadFull(f, comp)
+			f.Close()
+			switch {
+			case err == io.EOF || err == io.ErrUnexpectedEOF:
+				err = fmt.Errorf("%w: %s: file shorter than indexed", blobstore.ErrCorrupt, ref)
+			case err != nil:
+				return nil, 0, fmt.Errorf("read %s: %w", ref, err)
+			default:
+				r, err = blobstore.DecodeZstdBlob(comp, d, offset, n)
+			}
+		} else {
+			r, err = blobstore.NewZstdReader(f, d, offset, n)
+		}
 		if err != nil {
 			s.dropCorrupt(ref, err)
 			return nil, 0, fmt.Errorf("read %s: %w", ref, err)
@@ -452,6 +467,10 @@ func (s *Store) Get(ctx context.Context, ref blobstore.Ref, offset, limit int64)
 	}
 	return &fileReader{f: f, r: io.LimitedReader{R: f, N: n}}, e.size, nil
 }
+
+// smallZstd is the largest compressed blob decoded in one piece (rather
+// than streamed) by a plain read.
+const smallZstd = 256 << 10
 
 // GetZstd implements blobstore.ZstdStore: the zstd stream of a blob stored
 // compressed, as it is on disk (sendfile-able); ErrNotZstd for the others.

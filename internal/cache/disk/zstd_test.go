@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"io"
 	"os"
@@ -225,9 +226,16 @@ func TestCompressedUploadStoredAsSent(t *testing.T) {
 
 // TestCorruptCompressedBlob: a compressed file damaged on disk gives an
 // error, never wrong bytes, whether zstd's own checksum catches it or (a
-// stream sent without one) only the digest does; the damaged blob is
-// dropped, so that the client uploads it again.
+// stream sent without one) only the digest does, for blobs decoded in one
+// piece and streamed; the damaged blob is dropped, so that the client
+// uploads it again.
 func TestCorruptCompressedBlob(t *testing.T) {
+	for _, text := range []int{40 << 10, 400 << 10} {
+		t.Run(fmt.Sprint(text>>10, "KiB"), func(t *testing.T) { testCorruptCompressedBlob(t, text) })
+	}
+}
+
+func testCorruptCompressedBlob(t *testing.T, text int) {
 	for _, c := range []struct {
 		name   string
 		crc    bool
@@ -245,7 +253,7 @@ func TestCorruptCompressedBlob(t *testing.T) {
 			v := blobstore.NewVerifying(s)
 			// Stored blocks (incompressible runs) carry bytes as they are,
 			// so a flipped bit there decodes without complaint.
-			data := append(compressible(5, 40<<10), random(8<<10)...)
+			data := append(compressible(5, text), random(8<<10)...)
 			ref := cas("o", data)
 			enc, _ := zstd.NewWriter(nil, zstd.WithEncoderCRC(c.crc))
 			w, err := blobstore.NewZstdWriter(context.Background(), v, ref)
