@@ -15,13 +15,16 @@ import (
 // compressed and from one that keeps them plain:
 //
 //   - plain/stored-plain: a plain read of a plain file (the baseline).
+//
 //   - plain/stored-zstd: a plain read of a compressed file (decode, hash).
+//
 //   - zstd/stored-zstd: a compressed read of a compressed file (the file's
 //     bytes; no encoder).
+//
 //   - zstd/stored-plain: a compressed read of a plain file (encode while
 //     reading: what every compressed read cost before compression at rest).
 //
-//	go test -run XXX -bench ReadCompressible -benchmem ./internal/cache/disk/
+//     go test -run XXX -bench ReadCompressible -benchmem ./internal/cache/disk/
 func BenchmarkReadCompressible(b *testing.B) {
 	ctx := context.Background()
 	for _, size := range []int{4 << 10, 64 << 10, 1 << 20} {
