@@ -175,6 +175,9 @@ func (cp *ControlPlane) build(ctx context.Context, sealer *auth.Sealer) error {
 	if batch.Lines == 0 && cp.logCH != nil {
 		batch.Lines = logs.ClickHouseBatchLines
 	}
+	if batch.Bytes == 0 && cp.logCH != nil {
+		batch.Bytes = logs.ClickHouseBatchBytes
+	}
 	cp.Logs, err = logs.New(logs.Options{Store: logStore, Jobs: svc, Config: logs.Config{MaxBytes: c.MaxLogBytes, Batch: batch},
 		Registry: cp.Registry,
 		Notifier: cp.jobsWake, Logger: cp.log})

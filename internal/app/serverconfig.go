@@ -128,9 +128,9 @@ func (c *ServerConfig) Register(s *config.Set) {
 	c.MaxLogBytes = logs.DefaultConfig().MaxBytes
 	s.Var(config.SizeValue{Size: &c.MaxLogBytes}, "max-log-size", "output kept per job; past it the log ends with a notice (0: no limit)")
 	c.LogBatch = logs.DefaultBatchConfig()
-	c.LogBatch.Lines = 0
+	c.LogBatch.Lines, c.LogBatch.Bytes = 0, 0
 	s.IntVar(&c.LogBatch.Lines, "log-batch-lines", 0, fmt.Sprintf("log lines that make a batch written to the log store at once (0: %d for the database, whose writes hold its only writer; %d for ClickHouse, which wants large inserts)", logs.DefaultBatchConfig().Lines, logs.ClickHouseBatchLines))
-	s.Var(config.SizeValue{Size: &c.LogBatch.Bytes}, "log-batch-size", "bytes of log uploads that make a batch written at once")
+	s.Var(config.SizeValue{Size: &c.LogBatch.Bytes}, "log-batch-size", fmt.Sprintf("bytes of log uploads that make a batch written at once (0: %d MiB for the database, %d MiB for ClickHouse)", logs.DefaultBatchConfig().Bytes>>20, logs.ClickHouseBatchBytes>>20))
 	s.DurationVar(&c.LogBatch.Delay, "log-batch-delay", c.LogBatch.Delay, "longest an upload waits for others to share its batch (0: none beyond the write before it)")
 	s.StringVar(&c.LogStore, "log-store", "", "where jobs' output goes: empty for the database, or ClickHouse: http://[user[:password]@]host:8123/database")
 	s.DurationVar(&c.LogRetention, "log-retention", 0, "with ClickHouse, how long jobs' output is kept, in whole days (0: forever)")

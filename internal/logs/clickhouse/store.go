@@ -31,6 +31,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/nimbus-build/nimbus/internal/logs"
 )
 
@@ -283,18 +285,31 @@ func (s *Store) Write(ctx context.Context, ws []logs.Write) ([]error, error) {
 		states.u8(st.Full)
 		states.i64(time.Now().UnixMicro())
 	}
+	// Lines and chunks at once (two inserts, each a part on the server),
+	// then the states, which make them count.
+	var g errgroup.Group
 	for _, ins := range []struct {
 		table string
 		rows  []byte
-	}{{"log_lines", lines.b}, {"log_chunks", chunks.b}, {"log_state", states.b}} {
-		if len(ins.rows) == 0 {
-			continue
+	}{{"log_lines", lines.b}, {"log_chunks", chunks.b}} {
+		if len(ins.rows) > 0 {
+			g.Go(func() error { return s.insert(ctx, ins.table, ins.rows) })
 		}
-		if _, err := s.c.do(ctx, "INSERT INTO "+s.db+"."+ins.table+" FORMAT RowBinary", ins.rows, nil); err != nil {
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	if len(states.b) > 0 {
+		if err := s.insert(ctx, "log_state", states.b); err != nil {
 			return nil, err
 		}
 	}
 	return errs, nil
+}
+
+func (s *Store) insert(ctx context.Context, table string, rows []byte) error {
+	_, err := s.c.do(ctx, "INSERT INTO "+s.db+"."+table+" FORMAT RowBinary", rows, nil)
+	return err
 }
 
 // Read implements logs.Store: the job's chunks up to its state's cursor.
