@@ -34,6 +34,7 @@ import (
 	"github.com/nimbus-build/nimbus/internal/executor"
 	"github.com/nimbus-build/nimbus/internal/executor/bwrap"
 	"github.com/nimbus-build/nimbus/internal/executor/docker"
+	"github.com/nimbus-build/nimbus/internal/executor/warmpool"
 	"github.com/nimbus-build/nimbus/internal/netpolicy"
 	"github.com/nimbus-build/nimbus/internal/rbs/server"
 )
@@ -324,6 +325,10 @@ func NewAgent(ctx context.Context, c AgentConfig, log *slog.Logger) (_ *agent.Ag
 		}
 		return nil, fmt.Errorf("sandbox check: %w%s", err, hint)
 	}
+	warmMetrics, err := warmpool.NewMetrics(c.Metrics)
+	if err != nil {
+		return nil, err
+	}
 	// The executor owns its work root: New sweeps what a crashed agent
 	// left there and in its cgroups.
 	ex, err := bwrap.New(opts)
@@ -350,7 +355,7 @@ func NewAgent(ctx context.Context, c AgentConfig, log *slog.Logger) (_ *agent.Ag
 			return nil, err
 		}
 		ex, err := docker.New(ctx, docker.Options{Socket: c.DockerSocket, WorkRoot: filepath.Join(c.WorkDir, "containers"),
-			UIDBase: c.UIDBase, Init: c.DockerInit, Logger: log, Warm: warm, Metrics: c.Metrics})
+			UIDBase: c.UIDBase, Init: c.DockerInit, Logger: log, Warm: warm, Metrics: warmMetrics})
 		if err != nil {
 			return nil, err
 		}

@@ -35,9 +35,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/nimbus-build/nimbus/internal/executor"
+	"github.com/nimbus-build/nimbus/internal/executor/warmpool"
 	"github.com/nimbus-build/nimbus/internal/executor/workspace"
 )
 
@@ -80,8 +79,9 @@ type Options struct {
 	Init string
 	// Warm keeps containers ready for the jobs of these images (see Warm).
 	Warm []Warm
-	// Metrics, when set, receives the warm pools' metrics.
-	Metrics prometheus.Registerer
+	// Metrics count the warm pools' hits, misses and refills (nil: not
+	// exported).
+	Metrics *warmpool.Metrics
 	Logger  *slog.Logger
 }
 
@@ -92,7 +92,7 @@ type Executor struct {
 	owner string
 	log   *slog.Logger
 
-	warm *warmPool // nil: none
+	warm *warmPools // nil: none
 
 	mu   sync.Mutex
 	busy map[int]bool
@@ -137,7 +137,7 @@ func New(ctx context.Context, o Options) (*Executor, error) {
 		return nil, err
 	}
 	var err error
-	if e.warm, err = newWarmPool(e, o.Warm, o.Metrics); err != nil {
+	if e.warm, err = newWarmPools(e, o.Warm, o.Metrics); err != nil {
 		return nil, fmt.Errorf("docker executor: %w", err)
 	}
 	return e, nil

@@ -15,6 +15,7 @@ import (
 
 	"github.com/nimbus-build/nimbus/internal/executor"
 	"github.com/nimbus-build/nimbus/internal/executor/docker"
+	"github.com/nimbus-build/nimbus/internal/executor/warmpool"
 	"github.com/nimbus-build/nimbus/internal/netpolicy"
 	"github.com/nimbus-build/nimbus/internal/netpolicy/netpolicytest"
 )
@@ -32,8 +33,12 @@ func newWarmExecutor(t *testing.T, uidBase int, reg *prometheus.Registry) *docke
 	}
 	os.Chmod(root, 0o711)
 	t.Cleanup(func() { os.RemoveAll(root) })
+	m, err := warmpool.NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	e, err := docker.New(t.Context(), docker.Options{Socket: d.Socket, WorkRoot: filepath.Join(root, "work"), UIDBase: uidBase, Init: init,
-		Warm: []docker.Warm{{Image: img, Slots: 2, Limits: warmLimits}}, Metrics: reg})
+		Warm: []docker.Warm{{Image: img, Slots: 2, Limits: warmLimits}}, Metrics: m})
 	if err != nil {
 		t.Fatal(err)
 	}
