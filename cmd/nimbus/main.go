@@ -15,7 +15,7 @@ import (
 	"github.com/nimbus-build/nimbus/internal/bench"
 	"github.com/nimbus-build/nimbus/internal/cache/cachebench"
 	"github.com/nimbus-build/nimbus/internal/ctl"
-	"github.com/nimbus-build/nimbus/internal/executor/docker"
+	"github.com/nimbus-build/nimbus/internal/executor/execinit"
 	rbsbench "github.com/nimbus-build/nimbus/internal/rbs/bench"
 	"github.com/nimbus-build/nimbus/internal/registry/registrybench"
 )
@@ -40,7 +40,7 @@ func main() {
 	// The first process of a Docker job's container: nothing else of
 	// nimbus runs there (no signal handling, no goroutines of ours).
 	if len(args) > 0 && args[0] == "container-init" {
-		os.Exit(docker.InitMain(args[1:], os.Stdin, os.Stderr))
+		os.Exit(execinit.Main(args[1:], os.Stdin, os.Stderr))
 	}
 	// `nimbus ctl` handles Ctrl-C itself (the first cancels a job, the
 	// second stops waiting); the daemons stop gracefully on it.

@@ -63,6 +63,11 @@ const (
 	// networkHost: the sandbox shares the agent's network
 	// (executor.HostNetwork).
 	networkHost
+	// networkLater: an empty namespace of the sandbox's own, as
+	// networkNone, where the job's network is built once the sandbox
+	// runs (a warm sandbox); its files are bound from the Docker layout's
+	// NetFiles and written then.
+	networkLater
 )
 
 // invocation is everything that decides a sandbox's bwrap command line.
@@ -124,6 +129,11 @@ func buildArgs(inv invocation) (bwrapArgs, error) {
 	switch inv.Network {
 	case networkNone:
 		o = append(o, "--unshare-net")
+	case networkLater:
+		if inv.Docker == nil || inv.Docker.NetFiles == "" {
+			return bwrapArgs{}, errors.New("a network built later needs its files' directory")
+		}
+		o = append(o, "--unshare-net")
 	case networkJoined, networkHost:
 	default:
 		return bwrapArgs{}, fmt.Errorf("network mode %d is not supported", inv.Network)
@@ -161,13 +171,13 @@ func buildArgs(inv invocation) (bwrapArgs, error) {
 		o = append(o, "--ro-bind", d, d)
 	}
 	for _, name := range inv.Etc {
-		if inv.Network == networkJoined && slices.Contains(inv.NetFiles, path.Join("/etc", name)) {
+		if (inv.Network == networkJoined || inv.Network == networkLater) && slices.Contains(inv.NetFiles, path.Join("/etc", name)) {
 			continue
 		}
 		p := path.Join("/etc", name)
 		o = append(o, "--ro-bind-try", p, p)
 	}
-	if inv.Network == networkJoined {
+	if inv.Network == networkJoined || inv.Network == networkLater {
 		for i, p := range inv.NetFiles {
 			if inv.Docker != nil && inv.Docker.NetFiles != "" {
 				o = append(o, "--ro-bind", path.Join(inv.Docker.NetFiles, path.Base(p)), p)
@@ -207,7 +217,10 @@ func buildArgs(inv invocation) (bwrapArgs, error) {
 		o = append(o, "--seccomp", strconv.Itoa(fdSeccomp))
 	}
 	cmd := []string{shellPath, "-c", wrapperScript, wrapperName}
-	if inv.Docker != nil {
+	switch {
+	case inv.Docker != nil && inv.Docker.Warm:
+		cmd = append(cmd, shellPath, "-c", jobdocker.WarmPrelude, "nimbus-docker")
+	case inv.Docker != nil:
 		cmd = append(cmd, shellPath, "-c", jobdocker.Prelude, "nimbus-docker")
 	}
 	cmd = append(cmd, inv.Argv...)

@@ -1,6 +1,7 @@
 package bwrap
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -10,8 +11,13 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nimbus-build/nimbus/internal/executor"
+	"github.com/nimbus-build/nimbus/internal/executor/docker/dockertest"
+	"github.com/nimbus-build/nimbus/internal/executor/warmpool"
 	"github.com/nimbus-build/nimbus/internal/netpolicy"
 	"github.com/nimbus-build/nimbus/internal/netpolicy/netpolicytest"
 )
@@ -290,4 +296,163 @@ echo "left: $(docker ps -aq | wc -l) $(docker network ls -q --filter label=$L | 
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
 	}
+}
+
+// warmInit is `nimbus container-init` for warm sandboxes, where the
+// sandboxes' uids can read it.
+func warmInit(t *testing.T) string {
+	t.Helper()
+	bin := dockertest.BuildStatic(t, "github.com/nimbus-build/nimbus/internal/executor/docker/testinit")
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(traversableDir(t), "init")
+	if err := os.WriteFile(p, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// A job with Docker takes a sandbox whose daemon was started before it:
+// its network is built at the lease (the egress policy holds, containers
+// get networks of their own through it), its environment and registry
+// credential are its own, and the next job in the slot gets a new
+// sandbox, with none of the first one's images or files. A job the pool
+// was not made for (a bind) makes its own, its network built by the
+// executor.
+func TestDockerDaemonWarm(t *testing.T) {
+	requireDocker(t)
+	world := netpolicytest.New(t)
+	m, err := netpolicy.NewManager(netpolicy.Config{Upstream: []string{world.DNS}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	metrics, err := warmpool.NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	limits := executor.Limits{Memory: 2 << 30, Pids: 4096}
+	e := newExecutor(t, func(o *Options) {
+		o.WarmDocker, o.WarmLimits, o.Init, o.Metrics = 1, limits, warmInit(t), metrics
+	})
+	waitWarm := func() {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+		defer cancel()
+		if err := e.warm.WaitFull(ctx); err != nil {
+			t.Fatalf("warm pool not full: %v", err)
+		}
+	}
+	var reports []*netpolicy.Sandbox
+	t.Cleanup(func() {
+		for _, sb := range reports {
+			sb.Close()
+		}
+	})
+	withNetwork := func(s *executor.Spec) {
+		s.Docker, s.Limits, s.Slot = true, limits, 0
+		s.Env = map[string]string{"GREETING": "from the lease", "NIMBUS_CACHE_TOKEN": "job-token"}
+		s.BuildNetwork = func(ctx context.Context, fd int) (executor.Network, error) {
+			sb, err := m.Prepare(ctx, netpolicy.Spec{ID: "warm", NetnsFD: fd,
+				Policy: netpolicy.Policy{Mode: netpolicy.ModeAllowList, Allow: []string{"allowed.test"}}})
+			if err == nil {
+				reports = append(reports, sb)
+			}
+			return sb, err
+		}
+	}
+	hits := func() float64 {
+		return gatheredValue(t, reg, "nimbus_warm_pool_takes_total", "pool", warmDockerPool, "result", "hit")
+	}
+	waitWarm()
+	res, out := runScript(t, e, 0, `export PATH=/usr/bin:$PATH
+echo "greeting: $GREETING"
+docker info --format '{{.ServerVersion}}' >/dev/null && echo daemon-answers
+grep -q '"auth": "'$(printf nimbus:job-token | base64 -w0)'"' $XDG_RUNTIME_DIR/containers/auth.json && echo credential-written
+busybox wget -q -O- http://allowed.test/; echo
+busybox wget -q -T 3 -O- http://169.254.169.254/ >/dev/null 2>&1 || echo metadata-refused
+`+buildApp+`
+echo "run: $(docker run --rm app)"
+echo left > /workspace/left`, withNetwork)
+	if res.ExitCode != 0 {
+		t.Fatalf("exit %d (%v):\n%s", res.ExitCode, res.Cause, out)
+	}
+	for _, want := range []string{"greeting: from the lease", "daemon-answers", "credential-written", "hello from 198.51.100.7",
+		"metadata-refused", "run: hello from the image"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if got := hits(); got != 1 {
+		t.Fatalf("hits = %v, want 1", got)
+	}
+
+	waitWarm()
+	res, out = runScript(t, e, 0, `export PATH=/usr/bin:$PATH
+echo "images: $(docker images -q | wc -l) containers: $(docker ps -aq | wc -l)"; ls -A /workspace; echo end`, withNetwork)
+	if res.ExitCode != 0 || !strings.Contains(out, "images: 0 containers: 0\nend") {
+		t.Fatalf("the second job sees the first's leftovers (exit %d):\n%s", res.ExitCode, out)
+	}
+	if got := hits(); got != 2 {
+		t.Fatalf("hits = %v, want 2", got)
+	}
+
+	// Not the pool's: a bind. The executor builds its network itself.
+	res, out = runScript(t, e, 0, `export PATH=/usr/bin:$PATH
+docker info --format '{{.ServerVersion}}' >/dev/null && echo daemon-answers; test -d /extra && echo bound
+busybox wget -q -T 3 -O- http://169.254.169.254/ >/dev/null 2>&1 || echo metadata-refused`, withNetwork, func(s *executor.Spec) {
+		s.Binds = []executor.Bind{{Source: traversableDir(t), Target: "/extra", ReadOnly: true}}
+	})
+	if res.ExitCode != 0 || !strings.Contains(out, "daemon-answers\nbound\nmetadata-refused") {
+		t.Fatalf("cold job (exit %d):\n%s", res.ExitCode, out)
+	}
+	if got := gatheredValue(t, reg, "nimbus_warm_pool_takes_total", "pool", warmDockerPool, "result", "miss"); got != 1 {
+		t.Fatalf("misses = %v, want 1", got)
+	}
+	if hits() != 2 {
+		t.Fatal("the cold job took a warm sandbox")
+	}
+
+	// Close removes the ready sandbox: nothing of the slot's uid is left.
+	waitWarm()
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if left := liveProcesses(t, sandboxUID(t, e, 0), ""); len(left) > 0 {
+		t.Fatalf("processes left after Close: %v", left)
+	}
+}
+
+// gatheredValue is the value of reg's counter or gauge name with the
+// labels (pairs).
+func gatheredValue(t *testing.T, reg *prometheus.Registry, name string, labels ...string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				found := false
+				for _, l := range m.GetLabel() {
+					found = found || (l.GetName() == labels[i] && l.GetValue() == labels[i+1])
+				}
+				if !found {
+					continue next
+				}
+			}
+			if m.Counter != nil {
+				return m.Counter.GetValue()
+			}
+			return m.Gauge.GetValue()
+		}
+	}
+	return 0
 }

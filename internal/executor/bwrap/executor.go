@@ -14,6 +14,7 @@ import (
 
 	"github.com/nimbus-build/nimbus/internal/executor"
 	"github.com/nimbus-build/nimbus/internal/executor/jobdocker"
+	"github.com/nimbus-build/nimbus/internal/executor/warmpool"
 )
 
 // Executor runs jobs in bubblewrap sandboxes. It is safe for concurrent use.
@@ -33,6 +34,9 @@ type Executor struct {
 	// As root only: the sandboxes' cgroups and the slots' filesystems.
 	cgroups cgroupTree
 	disks   *slotDisks
+
+	// warm keeps sandboxes with a Docker daemon ready (Options.WarmDocker).
+	warm *warmpool.Pool[*warmSandbox]
 
 	mu     sync.Mutex
 	busy   map[int]bool // slots with a run in flight
@@ -88,6 +92,10 @@ func New(opts Options) (*Executor, error) {
 		}
 		e.disks = newSlotDisks(opts.WorkRoot)
 	}
+	if e.warm, err = e.newWarmPool(); err != nil {
+		e.Close()
+		return nil, err
+	}
 	return e, nil
 }
 
@@ -102,6 +110,7 @@ func (e *Executor) Close() error {
 	e.closed = true
 	e.mu.Unlock()
 	e.runs.Wait()
+	e.warm.Close()
 	var errs []error
 	if e.disks != nil {
 		errs = append(errs, e.disks.close())
@@ -180,6 +189,21 @@ func (e *Executor) Run(ctx context.Context, spec executor.Spec) (executor.Result
 	}
 	defer end()
 	log := e.log.With("job_id", spec.JobID, "slot", spec.Slot)
+	if spec.Network == nil && spec.BuildNetwork != nil {
+		if w := e.takeWarm(ctx, spec); w != nil {
+			return e.runWarm(ctx, spec, w, log)
+		}
+		// A namespace of the network's own, which bwrap then joins.
+		netw, err := spec.BuildNetwork(ctx, 0)
+		if err != nil {
+			if ctx.Err() != nil {
+				res.Cause = context.Cause(ctx)
+				return res, nil
+			}
+			return res, fmt.Errorf("run job %s: %w", spec.JobID, err)
+		}
+		spec.Network = netw
+	}
 	st, err := e.newJobStorage(spec.JobID, spec.Slot, spec.Limits.Disk, uid, gid)
 	if err != nil {
 		return res, fmt.Errorf("run job %s: %w", spec.JobID, err)

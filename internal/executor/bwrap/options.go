@@ -4,8 +4,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/nimbus-build/nimbus/internal/executor"
+	"github.com/nimbus-build/nimbus/internal/executor/warmpool"
 )
 
 // Defaults of Options.
@@ -50,6 +54,20 @@ type Options struct {
 	// Logger receives the executor's own diagnostics (never job output).
 	// Default: discard.
 	Logger *slog.Logger
+
+	// WarmDocker keeps, for each of the slots 0 … WarmDocker-1, a sandbox
+	// with its Docker daemon started, waiting for a job that asks for one
+	// (Spec.Docker) and has WarmLimits, no binds and a network built once
+	// it runs (Spec.BuildNetwork). As root only.
+	WarmDocker int
+	WarmLimits executor.Limits
+	// Init is the nimbus binary a warm sandbox waits for its job's command
+	// in (`nimbus container-init`), bound read-only. Default: the running
+	// executable.
+	Init string
+	// Metrics count the warm pool's hits, misses and refills (nil: not
+	// exported).
+	Metrics *warmpool.Metrics
 }
 
 // withDefaults returns o with defaults filled in, or an error naming the
@@ -82,6 +100,24 @@ func (o Options) withDefaults() (Options, error) {
 			name == "." || strings.HasPrefix(name, "../") || name == ".." ||
 			name == "passwd" || name == "group" {
 			return o, fmt.Errorf("bwrap options: Etc entry %q must be a clean relative name under /etc other than passwd and group", name)
+		}
+	}
+	if o.WarmDocker < 0 {
+		return o, fmt.Errorf("bwrap options: WarmDocker %d is negative", o.WarmDocker)
+	}
+	if o.WarmDocker > 0 {
+		if err := o.WarmLimits.Validate(); err != nil {
+			return o, fmt.Errorf("bwrap options: WarmLimits: %w", err)
+		}
+		if o.Init == "" {
+			exe, err := os.Executable()
+			if err != nil {
+				return o, fmt.Errorf("bwrap options: Init: %w", err)
+			}
+			o.Init = exe
+		}
+		if !filepath.IsAbs(o.Init) {
+			return o, fmt.Errorf("bwrap options: Init %q is not an absolute path", o.Init)
 		}
 	}
 	o.WorkRoot = filepath.Clean(o.WorkRoot)

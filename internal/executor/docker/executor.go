@@ -21,7 +21,6 @@ import (
 	"crypto/sha256"
 	"debug/elf"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -36,6 +35,7 @@ import (
 	"time"
 
 	"github.com/nimbus-build/nimbus/internal/executor"
+	"github.com/nimbus-build/nimbus/internal/executor/execinit"
 	"github.com/nimbus-build/nimbus/internal/executor/warmpool"
 	"github.com/nimbus-build/nimbus/internal/executor/workspace"
 )
@@ -280,8 +280,8 @@ func (e *Executor) Run(ctx context.Context, spec executor.Spec) (res executor.Re
 			return res, fmt.Errorf("run job %s: %w", spec.JobID, err)
 		}
 	}
-	cmd, _ := json.Marshal(initCommand{Argv: spec.Argv, Env: env(spec.Env), Dir: cmp(spec.Dir, containerWS)})
-	if err := sendCommand(runCtx, exited, c.command, append(cmd, '\n')); err != nil && runCtx.Err() == nil {
+	cmd := execinit.Command{Argv: spec.Argv, Env: env(spec.Env), Dir: cmp(spec.Dir, containerWS)}
+	if err := sendCommand(runCtx, exited, c.command, cmd.Line()); err != nil && runCtx.Err() == nil {
 		select {
 		case <-exited: // the init ended before it took its command: its exit tells
 		default:

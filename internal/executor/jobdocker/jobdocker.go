@@ -50,14 +50,30 @@ const (
 // Prelude starts the daemon, waits for its socket and execs the
 // job's command. The daemon is the job's child: it dies with the job's
 // pid namespace.
-var Prelude = fmt.Sprintf(`mkdir -p -m 0700 %[1]s %[1]s/containers %[4]s/tmp || exit 125
-if [ -n "$NIMBUS_CACHE_TOKEN" ]; then
+var Prelude = preludeDirs + credentials + daemon + `exec "$@"`
+
+// WarmPrelude is Prelude without the job's credentials, for a sandbox
+// made before its job is known (a warm one): it starts the daemon and
+// execs what waits for the job's command. The command it then gets starts
+// with Credentials.
+var WarmPrelude = preludeDirs + daemon + `exec "$@"`
+
+// Credentials writes the job's credential for the registry cache (from
+// $NIMBUS_CACHE_TOKEN) where the daemon and the Docker client read it,
+// and execs the job's command: in a warm sandbox, the job's first step.
+var Credentials = credentials + `exec "$@"`
+
+var preludeDirs = fmt.Sprintf("mkdir -p -m 0700 %[1]s %[1]s/containers %[2]s/tmp || exit 125\n", Runtime, Storage)
+
+var credentials = fmt.Sprintf(`if [ -n "$NIMBUS_CACHE_TOKEN" ]; then
 	a=$(printf 'nimbus:%%s' "$NIMBUS_CACHE_TOKEN" | base64 -w0)
-	printf '{"auths": {"%[5]s": {"auth": "%%s"}}}\n' "$a" >%[1]s/containers/auth.json || exit 125
+	printf '{"auths": {"%[2]s": {"auth": "%%s"}}}\n' "$a" >%[1]s/containers/auth.json || exit 125
 	mkdir -p -m 0700 %[1]s/docker-config &&
-	printf '{"auths": {%[6]s}}\n'%[7]s >%[1]s/docker-config/config.json || exit 125
+	printf '{"auths": {%[3]s}}\n'%[4]s >%[1]s/docker-config/config.json || exit 125
 fi
-podman system service --time=0 unix://%[2]s >%[1]s/daemon.log 2>&1 &
+`, Runtime, platformRegistry, clientAuths(), strings.Repeat(` "$a"`, len(cachedRegistries)))
+
+var daemon = fmt.Sprintf(`podman system service --time=0 unix://%[2]s >%[1]s/daemon.log 2>&1 &
 n=0
 until [ -S %[2]s ]; do
 	n=$((n+1))
@@ -68,7 +84,7 @@ until [ -S %[2]s ]; do
 	fi
 	sleep 0.01
 done
-exec "$@"`, Runtime, Socket, startWait, Storage, platformRegistry, clientAuths(), strings.Repeat(` "$a"`, len(cachedRegistries)))
+`, Runtime, Socket, startWait)
 
 // clientAuths is the "auths" of the Docker client's config.json (a
 // printf format: each %s is the credential): the job's credential for every
@@ -190,6 +206,9 @@ type Layout struct {
 	// Empty when the agent is not root: containers then need --network
 	// host (the job's network).
 	Tun string
+	// Warm: the sandbox is made before its job is known; it runs
+	// WarmPrelude, and its job's command begins with Credentials.
+	Warm bool
 }
 
 // WriteNetFiles writes a joined network's files into dir (created,

@@ -6,12 +6,12 @@ package main
 import (
 	"os"
 
-	"github.com/nimbus-build/nimbus/internal/executor/docker"
+	"github.com/nimbus-build/nimbus/internal/executor/execinit"
 )
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "container-init" {
-		os.Exit(docker.InitMain(os.Args[2:], os.Stdin, os.Stderr))
+		os.Exit(execinit.Main(os.Args[2:], os.Stdin, os.Stderr))
 	}
 	os.Exit(2)
 }

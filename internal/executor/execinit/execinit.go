@@ -1,4 +1,7 @@
-package docker
+// Package execinit is `nimbus container-init`: the first process of a
+// sandbox made before its job (a Docker executor's container, a warm
+// bubblewrap sandbox), which waits for the job's command and execs it.
+package execinit
 
 import (
 	"bufio"
@@ -14,19 +17,20 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// initCommand is what the executor sends a container's init, as one JSON
-// line, once the container's network is in place: the workload to exec.
-type initCommand struct {
+// Command is what an executor sends the init, as one JSON line (Line),
+// once the sandbox's network is in place: the workload to exec.
+type Command struct {
 	Argv []string `json:"argv"`
 	Env  []string `json:"env"`
 	Dir  string   `json:"dir"`
 }
 
-// maxInitCommand bounds the init's one line.
-const maxInitCommand = 4 << 20
+// maxCommand bounds the init's one line.
+const maxCommand = 4 << 20
 
-// InitMain is `nimbus container-init [--command FIFO]`, the first process
-// of a Docker job's container (under Docker's own init, which reaps): it
+// Main is `nimbus container-init [--command FIFO]`, the first process
+// of a sandbox made before its job (in a container, under Docker's own
+// init, which reaps): it
 // waits for its command, so that the container can be started (and its
 // network namespace made ready, or the container kept warm) before the job
 // runs, puts /dev/null on stdin and execs the command. The command comes
@@ -34,7 +38,7 @@ const maxInitCommand = 4 << 20
 // writes to directly (no daemon in between), or else on stdin. It returns
 // only when it could not: 127 when the command is not found, 126 when it
 // cannot be executed, 125 for anything else, as a shell would.
-func InitMain(args []string, stdin io.Reader, stderr io.Writer) int {
+func Main(args []string, stdin io.Reader, stderr io.Writer) int {
 	fail := func(code int, format string, args ...any) int {
 		fmt.Fprintf(stderr, "nimbus-init: "+format+"\n", args...)
 		return code
@@ -51,11 +55,11 @@ func InitMain(args []string, stdin io.Reader, stderr io.Writer) int {
 	case len(args) != 0:
 		return fail(125, "usage: container-init [--command FIFO]")
 	}
-	line, err := bufio.NewReaderSize(io.LimitReader(stdin, maxInitCommand), 64<<10).ReadBytes('\n')
+	line, err := bufio.NewReaderSize(io.LimitReader(stdin, maxCommand), 64<<10).ReadBytes('\n')
 	if err != nil && !errors.Is(err, io.EOF) {
 		return fail(125, "read the command: %v", err)
 	}
-	var c initCommand
+	var c Command
 	if err := json.Unmarshal(line, &c); err != nil || len(c.Argv) == 0 || c.Argv[0] == "" {
 		return fail(125, "no command given (%v)", err)
 	}
@@ -103,4 +107,10 @@ func lookPath(name, path string) (string, error) {
 		}
 	}
 	return "", errors.New("command not found")
+}
+
+// Line is c as the init reads it: JSON and a newline.
+func (c Command) Line() []byte {
+	b, _ := json.Marshal(c)
+	return append(b, '\n')
 }

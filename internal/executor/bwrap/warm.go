@@ -1,0 +1,365 @@
+package bwrap
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/nimbus-build/nimbus/internal/executor"
+	"github.com/nimbus-build/nimbus/internal/executor/execinit"
+	"github.com/nimbus-build/nimbus/internal/executor/jobdocker"
+	"github.com/nimbus-build/nimbus/internal/executor/warmpool"
+)
+
+// warmDockerPool names the pool of sandboxes with a Docker daemon.
+const warmDockerPool = "bwrap:docker"
+
+// Where a warm sandbox's init and its control directory are.
+const (
+	initTarget    = "/.nimbus/init"
+	ctlTarget     = "/.nimbus/ctl"         // read-only
+	commandTarget = ctlTarget + "/command" // the named pipe of the job's command
+	warmReadyWait = 2 * time.Minute        // for the daemon and the init
+	warmPoll      = 10 * time.Millisecond
+)
+
+// warmFiles are the network files a warm sandbox binds (empty until its
+// job's network is built).
+var warmFiles = []string{"/etc/resolv.conf", "/etc/hosts"}
+
+// warmSandbox is a sandbox made before its job: everything a job with a
+// Docker daemon gets (its slot's uid, storage, cgroup, TUN device, an
+// empty network namespace of its own), the daemon started, and
+// `nimbus container-init` waiting for the job's command on a named pipe.
+// It serves one job and is removed with it.
+type warmSandbox struct {
+	slot     int
+	p        *sandboxProcess
+	st       *jobStorage
+	cg       sandboxCgroup
+	netFiles string   // host directory of the bound network files
+	tun      string   // the TUN device node
+	ctl      string   // host directory bound at ctlTarget
+	command  *os.File // the pipe's write end, opened once the init held its own
+	out      *switchWriter
+	// supervised: supervise has waited for p (it may not be waited for
+	// twice).
+	supervised bool
+}
+
+// newWarmPool starts keeping WarmDocker sandboxes ready.
+func (e *Executor) newWarmPool() (*warmpool.Pool[*warmSandbox], error) {
+	if e.opts.WarmDocker == 0 {
+		return nil, nil
+	}
+	if !e.asRoot {
+		return nil, errors.New("warm sandboxes need the agent to run as root")
+	}
+	var keys []warmpool.Key
+	for slot := range e.opts.WarmDocker {
+		keys = append(keys, warmpool.Key{Pool: warmDockerPool, Slot: slot})
+	}
+	return warmpool.New(keys, warmpool.Funcs[*warmSandbox]{
+		Make:    e.makeWarm,
+		Alive:   func(_ context.Context, w *warmSandbox) error { return w.alive() },
+		Destroy: e.destroyWarm,
+	}, e.opts.Metrics, e.log), nil
+}
+
+// makeWarm makes k's sandbox and returns once its daemon answers and its
+// init waits.
+func (e *Executor) makeWarm(ctx context.Context, k warmpool.Key) (_ *warmSandbox, err error) {
+	uid, gid, err := e.Identity(k.Slot)
+	if err != nil {
+		return nil, err
+	}
+	log := e.log.With("pool", k.Pool, "slot", k.Slot)
+	limits := e.opts.WarmLimits
+	w := &warmSandbox{slot: k.Slot, out: &switchWriter{early: limitedBuffer{max: maxStderr}}}
+	defer func() {
+		if err != nil {
+			e.destroyWarm(w)
+		}
+	}()
+	if w.st, err = e.newJobStorage("warm-docker", k.Slot, limits.Disk, uid, gid); err != nil {
+		return nil, err
+	}
+	e.dockerOnce.Do(func() { e.dockerErr = jobdocker.WriteConf(e.dockerConf) })
+	if e.dockerErr != nil {
+		return nil, e.dockerErr
+	}
+	storage, err := w.st.dockerDir(e.opts.WorkRoot, "warm-docker", uid, gid)
+	if err != nil {
+		return nil, err
+	}
+	// Names of their own: a job may still run in the slot.
+	suffix := fmt.Sprintf("%d-%s", k.Slot, randomHex(4))
+	w.netFiles = filepath.Join(e.opts.WorkRoot, "warm-net-"+suffix)
+	var empty []executor.File
+	for _, p := range warmFiles {
+		empty = append(empty, executor.File{Path: p})
+	}
+	if err := jobdocker.WriteNetFiles(w.netFiles, empty); err != nil {
+		return nil, err
+	}
+	w.tun = filepath.Join(e.opts.WorkRoot, "warm-tun-"+suffix)
+	if err := jobdocker.MakeTun(w.tun, uid, gid); err != nil {
+		return nil, err
+	}
+	w.ctl = filepath.Join(e.opts.WorkRoot, "warm-ctl-"+suffix)
+	if err := os.Mkdir(w.ctl, 0o755); err != nil {
+		return nil, err
+	}
+	pipe := filepath.Join(w.ctl, "command")
+	if err := unix.Mkfifo(pipe, 0o400); err != nil {
+		return nil, fmt.Errorf("command pipe: %w", err)
+	}
+	if err := os.Chown(pipe, uid, gid); err != nil {
+		return nil, err
+	}
+	if w.cg, err = e.cgroups.newSandbox(cgroupName(k.Slot), limits); err != nil {
+		return nil, err
+	}
+	args, err := buildArgs(invocation{
+		Argv:      []string{initTarget, "container-init", "--command", commandTarget},
+		Binds:     []executor.Bind{{Source: e.opts.Init, Target: initTarget, ReadOnly: true}, {Source: w.ctl, Target: ctlTarget, ReadOnly: true}},
+		Workspace: w.st.workspace,
+		Tmp:       w.st.tmp,
+		Host:      e.host,
+		Etc:       e.opts.Etc,
+		Network:   networkLater,
+		NetFiles:  warmFiles,
+		Seccomp:   true,
+		Docker:    &jobdocker.Layout{Storage: storage, Conf: e.dockerConf, NetFiles: w.netFiles, Tun: w.tun, Warm: true},
+	})
+	if err != nil {
+		return nil, err
+	}
+	cred := &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}
+	if w.p, err = startSandbox(e.opts.BwrapPath, args, newAccounts(uid, gid), cred,
+		confinement{seccomp: e.nested, cgroup: w.cg}, w.out, log); err != nil {
+		return nil, err
+	}
+	if w.command, err = w.awaitInit(ctx, pipe); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// awaitInit opens the write end of the command pipe once the init holds
+// its read end, which it opens once the daemon answers. Keeping it open
+// keeps the init waiting (an end of file would fail it).
+func (w *warmSandbox) awaitInit(ctx context.Context, pipe string) (*os.File, error) {
+	deadline := time.NewTimer(warmReadyWait)
+	defer deadline.Stop()
+	tick := time.NewTicker(warmPoll)
+	defer tick.Stop()
+	for {
+		f, err := os.OpenFile(pipe, os.O_WRONLY|unix.O_NONBLOCK, 0)
+		if err == nil {
+			return f, nil
+		}
+		if !errors.Is(err, unix.ENXIO) {
+			return nil, fmt.Errorf("command pipe: %w", err)
+		}
+		select {
+		case <-w.p.exited:
+			<-w.p.stderrDone
+			return nil, fmt.Errorf("the warm sandbox ended before its daemon was ready: %s%s", w.p.stderr.String(), w.out.earlyOutput())
+		case <-deadline.C:
+			return nil, fmt.Errorf("the warm sandbox's daemon was not ready in %v: %s", warmReadyWait, w.out.earlyOutput())
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		case <-tick.C:
+		}
+	}
+}
+
+// alive reports whether w's init still waits.
+func (w *warmSandbox) alive() error {
+	select {
+	case <-w.p.exited:
+		return errors.New("the sandbox ended")
+	default:
+	}
+	if w.p.init == nil {
+		return errors.New("the sandbox's init is not tracked")
+	}
+	return nil
+}
+
+// destroyWarm stops w's processes and removes all it holds.
+func (e *Executor) destroyWarm(w *warmSandbox) {
+	if w.command != nil {
+		w.command.Close()
+	}
+	if w.p != nil && !w.supervised {
+		w.p.kill()
+		w.p.wait()
+	}
+	var errs []error
+	if w.cg != nil {
+		errs = append(errs, w.cg.destroy())
+	}
+	if w.st != nil {
+		errs = append(errs, w.st.remove())
+	}
+	for _, p := range []string{w.tun, w.netFiles, w.ctl} {
+		if p != "" {
+			errs = append(errs, os.RemoveAll(p))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		e.log.Error("remove a warm sandbox", "slot", w.slot, "error", err)
+	}
+}
+
+// takeWarm hands spec a ready sandbox of its slot, or nil: the job then
+// makes its own. Only jobs with a daemon, the pool's limits, no binds and
+// a network built later can take one.
+func (e *Executor) takeWarm(ctx context.Context, spec executor.Spec) *warmSandbox {
+	if e.warm == nil || !spec.Docker {
+		return nil
+	}
+	k := warmpool.Key{Pool: warmDockerPool, Slot: spec.Slot}
+	if len(spec.Binds) > 0 || spec.Limits != e.opts.WarmLimits || spec.Network != nil || spec.BuildNetwork == nil || !e.warm.Has(k) {
+		e.warm.Miss(k.Pool)
+		return nil
+	}
+	w, _ := e.warm.Take(ctx, k)
+	return w
+}
+
+// runWarm runs spec in w: builds the job's network in w's namespace,
+// hands the init the job's command (credentials first), and supervises it
+// as Run does.
+func (e *Executor) runWarm(ctx context.Context, spec executor.Spec, w *warmSandbox, log *slog.Logger) (executor.Result, error) {
+	res := executor.Result{ExitCode: -1}
+	defer e.destroyWarm(w)
+	log.Info("job takes a warm sandbox")
+	fail := func(err error) (executor.Result, error) {
+		if ctx.Err() != nil {
+			res.Cause = context.Cause(ctx)
+			return res, nil
+		}
+		return res, fmt.Errorf("run job %s: %w", spec.JobID, err)
+	}
+	ns, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", w.p.init.pid))
+	if err != nil {
+		return fail(fmt.Errorf("the warm sandbox's network namespace: %w", err))
+	}
+	netw, err := spec.BuildNetwork(ctx, int(ns.Fd()))
+	ns.Close()
+	if err != nil {
+		return fail(err)
+	}
+	for _, f := range netw.Files(sandboxHostname) {
+		base := filepath.Base(f.Path)
+		if f.Path != "/etc/"+base || (base != "resolv.conf" && base != "hosts") {
+			return fail(fmt.Errorf("a warm sandbox cannot take the network file %s", f.Path))
+		}
+		// In place: the sandbox's bind follows the inode.
+		if err := writeInPlace(filepath.Join(w.netFiles, base), f.Data); err != nil {
+			return fail(err)
+		}
+	}
+	env := maps.Clone(spec.Env)
+	if env == nil {
+		env = map[string]string{}
+	}
+	for k, v := range jobdocker.Env {
+		if _, ok := env[k]; !ok {
+			env[k] = v
+		}
+	}
+	var envList []string
+	for _, kv := range jobEnv(env) {
+		envList = append(envList, kv[0]+"="+kv[1])
+	}
+	cmd := execinit.Command{
+		Argv: append([]string{shellPath, "-c", jobdocker.Credentials, "nimbus-docker"}, spec.Argv...),
+		Env:  envList,
+		Dir:  cmp.Or(spec.Dir, sandboxWorkspace),
+	}
+	w.out.set(cmp.Or[io.Writer](spec.Output, io.Discard))
+
+	runCtx, cancel := runContext(ctx, spec.Timeout)
+	defer cancel()
+	watch := limitWatch{limits: spec.Limits, cgroup: w.cg, storage: w.st, log: log}
+	limitCtx, stop := context.WithCancelCause(runCtx)
+	defer stop(nil)
+	res.Started = time.Now()
+	_, err = w.command.Write(cmd.Line())
+	w.command.Close()
+	w.command = nil
+	if err != nil {
+		return fail(fmt.Errorf("hand the command over: %w", err))
+	}
+	watched := watch.start(limitCtx, stop)
+	w.supervised = true
+	res.ExitCode, res.Cause, err = w.p.supervise(limitCtx)
+	res.Finished = time.Now()
+	stop(nil)
+	<-watched
+	if err != nil {
+		return res, fmt.Errorf("run job %s: %w", spec.JobID, err)
+	}
+	if res.Cause == nil {
+		if over := watch.over(); over != nil {
+			res.Cause = over
+		}
+	}
+	return res, nil
+}
+
+func writeInPlace(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// switchWriter is a warm sandbox's output: kept (boundedly, for errors)
+// until its job takes it, then the job's.
+type switchWriter struct {
+	mu    sync.Mutex
+	w     io.Writer
+	early limitedBuffer
+}
+
+func (s *switchWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.w == nil {
+		return s.early.Write(p)
+	}
+	return s.w.Write(p)
+}
+
+func (s *switchWriter) set(w io.Writer) {
+	s.mu.Lock()
+	s.w = w
+	s.mu.Unlock()
+}
+
+func (s *switchWriter) earlyOutput() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.early.String()
+}
