@@ -223,8 +223,9 @@ func (r *jobRunner) runWorkload(ctx context.Context, output io.Writer) (executor
 			}
 			maps.Copy(spec.Env, env)
 		}
-		if spec.Container != nil {
-			// Docker makes the container's namespace; the network is built
+		if spec.Container != nil || (spec.Docker && r.lease.Runner == nil) {
+			// Docker makes the container's namespace, or a warm sandbox has
+			// one (the executor makes one otherwise): the network is built
 			// in it before the workload starts.
 			var sb *netpolicy.Sandbox
 			defer func() {

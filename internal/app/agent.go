@@ -79,6 +79,9 @@ type AgentConfig struct {
 	// DockerInit is the static nimbus binary each container runs first
 	// (default: this executable).
 	DockerInit string
+	// DockerDaemonWarm: slots 0 … N-1 each keep a sandbox with its Docker
+	// daemon started for jobs with DockerLabel.
+	DockerDaemonWarm int
 	// DockerWarm lists IMAGE=N: the Docker executor keeps a ready
 	// container of IMAGE for each of the slots 0 … N-1.
 	DockerWarm []string
@@ -132,7 +135,8 @@ func (c *AgentConfig) Register(s *config.Set, standalone bool) {
 	s.Var(config.ListValue{List: &c.SandboxDNS}, "sandbox-dns", "DNS servers (ip:port) the jobs' resolvers ask (default: the host's /etc/resolv.conf)")
 	s.StringVar(&c.DockerSocket, "docker-socket", "", "run jobs with a container image through this Docker Engine's socket, e.g. /var/run/docker.sock (empty: no Docker executor; give the agent the label \"container\")")
 	s.StringVar(&c.DockerLabel, "docker-label", "docker", "jobs with this label get a Docker daemon of their own inside their sandbox, DOCKER_HOST pointing at it (rootless Podman; give the agent the label too; empty: none)")
-	s.StringVar(&c.DockerInit, "docker-init", "", "statically linked nimbus binary each container runs as its first process (default: this one; make build links it statically)")
+	s.StringVar(&c.DockerInit, "docker-init", "", "statically linked nimbus binary each container and warm sandbox runs as its first process, readable by the sandbox uids (default: this one; make build links it statically)")
+	s.IntVar(&c.DockerDaemonWarm, "docker-daemon-warm", 0, "as root, keep a sandbox with its Docker daemon started for each of the slots 0 … N-1, so that a job with --docker-label (without extra binds: not yet GitHub jobs) starts with its daemon answering; used once, then replaced (metrics nimbus_warm_pool_*)")
 	s.Var(config.ListValue{List: &c.DockerWarm}, "docker-warm", "IMAGE=N,…: the Docker executor keeps a container of IMAGE ready, started and waiting, for each of the slots 0 … N-1, so that a job of that image (with the agent's limits, no extra binds) starts at once; used once, then replaced (metrics nimbus_warm_pool_*)")
 	if standalone {
 		s.StringVar(&c.MetricsListen, "metrics-listen", "", "serve the agent's Prometheus metrics (warm pools) at http://ADDR/metrics, e.g. 127.0.0.1:9101 (empty: off)")
@@ -217,6 +221,12 @@ func (c *AgentConfig) Validate(standalone bool) error {
 	}
 	if _, err := c.dockerWarm(executor.Limits{}); err != nil {
 		return err
+	}
+	if c.DockerDaemonWarm < 0 || c.DockerDaemonWarm > max(c.MaxJobs, 1) {
+		return fmt.Errorf("docker-daemon-warm: %d: want 0 to --max-jobs (%d)", c.DockerDaemonWarm, c.MaxJobs)
+	}
+	if c.DockerDaemonWarm > 0 && c.DockerLabel == "" {
+		return errors.New("docker-daemon-warm: needs --docker-label")
 	}
 	if c.RunnerDir != "" {
 		if _, err := os.Stat(filepath.Join(c.RunnerDir, "run.sh")); err != nil {
@@ -331,6 +341,9 @@ func NewAgent(ctx context.Context, c AgentConfig, log *slog.Logger) (_ *agent.Ag
 	}
 	// The executor owns its work root: New sweeps what a crashed agent
 	// left there and in its cgroups.
+	if c.DockerDaemonWarm > 0 {
+		opts.WarmDocker, opts.WarmLimits, opts.Metrics, opts.Init = c.DockerDaemonWarm, limits, warmMetrics, c.DockerInit
+	}
 	ex, err := bwrap.New(opts)
 	if err != nil {
 		return nil, err

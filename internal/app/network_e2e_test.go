@@ -335,13 +335,39 @@ func TestE2EDockerDaemonJob(t *testing.T) {
 			testenv.Missing(t, "jobs' Docker daemons need %s (scripts/test-deps.sh installs it)", p)
 		}
 	}
+	// The agent keeps a sandbox with its daemon warm for slot 0; its init
+	// must be readable by the sandbox's uid.
+	bin, err := os.ReadFile(dockertest.BuildStatic(t, "github.com/nimbus-build/nimbus/internal/executor/docker/testinit"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	initDir, err := os.MkdirTemp("/var/tmp", "nimbus-init-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(initDir) })
+	os.Chmod(initDir, 0o755)
+	init := filepath.Join(initDir, "init")
+	if err := os.WriteFile(init, bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
 	h := apptest.Start(t, "sqlite")
 	h.StartAgent(t, "docker-daemon-agent", func(c *app.AgentConfig) {
 		c.Labels, c.DockerLabel = append(c.Labels, "docker"), "docker"
 		c.JoinToken = h.JoinToken(c.Labels...)
 		c.SandboxNetwork = true
 		c.SandboxDNS = []string{"127.0.0.1:53"}
+		c.DockerDaemonWarm, c.DockerInit, c.Metrics = 1, init, reg
 	})
+	pool := map[string]string{"pool": "bwrap:docker"}
+	deadline := time.Now().Add(2 * time.Minute)
+	for gathered(t, reg, "nimbus_warm_pool_ready", pool) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the warm pool never filled")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	var j apiv1.Job
 	script := `mkdir ctx && cp /usr/bin/busybox ctx/ && printf 'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\n' > ctx/Dockerfile
 /usr/bin/docker build -q -t app ctx >/dev/null && /usr/bin/docker run --rm app sh -c 'echo "in a container of the job: $(id -u)"'
@@ -354,6 +380,12 @@ echo "DOCKER_HOST=$DOCKER_HOST"`
 	out := logs(t, h, j.ID)
 	if j.State != "succeeded" || !strings.Contains(out, "in a container of the job: 0\n") || !strings.Contains(out, "DOCKER_HOST=unix:///run/docker.sock\n") {
 		t.Fatalf("job %s (%s):\n%s", j.State, j.Reason, out)
+	}
+	if hit := gathered(t, reg, "nimbus_warm_pool_takes_total", map[string]string{"pool": "bwrap:docker", "result": "hit"}); hit != 1 {
+		t.Fatalf("warm pool hits = %v, want 1 (the job made its own sandbox)", hit)
+	}
+	if j.Egress == nil || j.Egress.Report == nil {
+		t.Errorf("no egress report for a job in a warm sandbox: %+v", j.Egress)
 	}
 }
 

@@ -60,10 +60,12 @@ type Spec struct {
 	// Docker executor), is the image and how to run it; others refuse a
 	// Spec with one.
 	Container *Container
-	// BuildNetwork, for an executor that makes its own network namespace
-	// (Docker's), builds the workload's network in it before the workload
-	// starts; the caller releases what it built once Run has returned.
-	// netnsFD is valid for the call only. nil: no network at all.
+	// BuildNetwork, instead of Network, builds the workload's network
+	// once the executor knows its namespace: a Docker container's, a warm
+	// sandbox's (netnsFD, valid for the call only), or, with netnsFD 0, a
+	// namespace of the network's own that the sandbox then joins. The
+	// caller releases what it built once Run has returned. nil (and no
+	// Network): no network at all.
 	BuildNetwork func(ctx context.Context, netnsFD int) (Network, error)
 }
 
