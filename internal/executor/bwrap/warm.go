@@ -58,6 +58,9 @@ type warmSandbox struct {
 	supervised bool
 }
 
+// WaitWarm blocks until every warm sandbox is ready, or ctx ends.
+func (e *Executor) WaitWarm(ctx context.Context) error { return e.warm.WaitFull(ctx) }
+
 // newWarmPool starts keeping WarmDocker sandboxes ready.
 func (e *Executor) newWarmPool() (*warmpool.Pool[*warmSandbox], error) {
 	if e.opts.WarmDocker == 0 {
@@ -154,6 +157,10 @@ func (e *Executor) makeWarm(ctx context.Context, k warmpool.Key) (_ *warmSandbox
 	if w.command, err = w.awaitInit(ctx, pipe); err != nil {
 		return nil, err
 	}
+	<-w.p.initKnown // long since: bwrap reports it before the sandbox runs
+	if w.p.init == nil {
+		return nil, errors.New("the warm sandbox's init is not tracked")
+	}
 	return w, nil
 }
 
@@ -192,9 +199,6 @@ func (w *warmSandbox) alive() error {
 	case <-w.p.exited:
 		return errors.New("the sandbox ended")
 	default:
-	}
-	if w.p.init == nil {
-		return errors.New("the sandbox's init is not tracked")
 	}
 	return nil
 }

@@ -20,7 +20,7 @@ import (
 )
 
 // Backoff after a failed attempt, doubling to the maximum.
-const (
+var (
 	retryMin = 2 * time.Second
 	retryMax = time.Minute
 )
