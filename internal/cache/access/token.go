@@ -41,11 +41,8 @@ func RequestToken(r *http.Request) string { return BearerToken(r.Header.Get("Aut
 // MetadataToken returns the token of a gRPC call: the first
 // "authorization" metadata value that holds one.
 func MetadataToken(ctx context.Context) string {
-	md, ok := metadata.FromIncomingContext(ctx)
-	if !ok {
-		return ""
-	}
-	for _, v := range md.Get("authorization") {
+	// Only the one key: FromIncomingContext would copy all the metadata.
+	for _, v := range metadata.ValueFromIncomingContext(ctx, "authorization") {
 		if t := BearerToken(strings.TrimSpace(v)); t != "" {
 			return t
 		}
