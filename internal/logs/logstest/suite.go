@@ -437,6 +437,24 @@ func testSearchBounds(t *testing.T, e Env) {
 	if err != nil || res.Partial || len(res.Lines) != 50 || res.Jobs[0].Matches != 50 || res.Lines[0].N != 50 {
 		t.Errorf("whole search: %d lines, partial %v, %+v, %v", len(res.Lines), res.Partial, res.Jobs, err)
 	}
+	// An old match behind many newer lines, with no literal for an
+	// index: a store bounds what it examines (and says so) or finds it.
+	// Never neither: a result that is not partial holds every match.
+	hay := e.NewJob(t, "org_a")
+	lh := newLog("org_a", hay)
+	lh.at = t0.Add(-30 * time.Minute)
+	writeOK(t, e, lh.next("needle"))
+	lh.at = t0
+	writeOK(t, e, lh.next(lines...))
+	q, err = logs.NewQuery("org_a", logs.SearchParams{Pattern: `^ne.dl.$`, Job: hay, Since: t0.Add(-time.Hour)}, t0.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	q.Scan = 10
+	res, err = e.Store.Search(context.Background(), q)
+	if found := len(res.Lines) == 1 && res.Lines[0].Text == "needle"; err != nil || found == res.Partial {
+		t.Errorf("a match behind the scan bound: %d lines, partial %v, %v; want the match or partial", len(res.Lines), res.Partial, err)
+	}
 }
 
 // Hostile text and patterns: quotes, backslashes, the stores' wildcard

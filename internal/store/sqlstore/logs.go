@@ -315,31 +315,59 @@ func (l Logs) Search(ctx context.Context, q logs.Query) (logs.Result, error) {
 			add(`l.text ILIKE $?`, "%"+likeEscape(lit)+"%")
 		}
 	}
+	const order = ` ORDER BY l.created_at DESC, l.job_id DESC, l.line DESC`
+	candidates := `SELECT ` + lineColumns + ` FROM log_lines l WHERE ` + strings.Join(where, " AND ") + order + ` LIMIT ` + strconv.Itoa(q.Scan)
+	query := candidates
 	if l.x.d.name == "sqlite" {
-		// Last: the conditions above narrow by index first.
-		add(regexpFunc+"($?, l.text)", q.Pattern)
+		// The newest q.Scan candidates, then the pattern inside SQLite:
+		// only matches are read into Go, and the lines examined stay
+		// bounded.
+		args = append(args, q.Pattern)
+		query = `SELECT ` + lineColumns + ` FROM (` + candidates + `) l WHERE ` + regexpFunc + `($` + strconv.Itoa(len(args)) + `, l.text)` + order
 	}
-	query := `SELECT ` + lineColumns + ` FROM log_lines l WHERE ` + strings.Join(where, " AND ") +
-		` ORDER BY l.created_at DESC, l.job_id DESC, l.line DESC LIMIT ` + strconv.Itoa(q.Scan)
+	c := logs.NewCollector(q)
+	n, err := l.collect(ctx, c, query, args)
+	if err != nil {
+		return logs.Result{}, err
+	}
+	if l.x.d.name == "sqlite" && n < q.Scan {
+		// Matches are fewer than the bound: were candidates past it?
+		var more int
+		err := l.x.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM (SELECT 1 FROM log_lines l WHERE `+strings.Join(where, " AND ")+
+			` LIMIT `+strconv.Itoa(q.Scan+1)+`)`, args[:len(args)-1]...).Scan(&more)
+		if err != nil {
+			return logs.Result{}, fmt.Errorf("search logs: %w", err)
+		}
+		if more > q.Scan {
+			c.SetPartial()
+		}
+	}
+	return c.Result(), nil
+}
+
+// collect feeds the lines of query to c until it has enough, and
+// returns how many it read.
+func (l Logs) collect(ctx context.Context, c *logs.Collector, query string, args []any) (int, error) {
 	rows, err := l.x.r.QueryContext(ctx, query, args...)
 	if err != nil {
-		return logs.Result{}, fmt.Errorf("search logs: %w", err)
+		return 0, fmt.Errorf("search logs: %w", err)
 	}
 	defer rows.Close()
-	c := logs.NewCollector(q)
+	n := 0
 	for rows.Next() {
 		ln, err := scanLine(rows)
 		if err != nil {
-			return logs.Result{}, err
+			return n, err
 		}
+		n++
 		if !c.Add(ln) {
 			break
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return logs.Result{}, fmt.Errorf("search logs: %w", err)
+		return n, fmt.Errorf("search logs: %w", err)
 	}
-	return c.Result(), nil
+	return n, nil
 }
 
 // globEscape makes s match itself in a GLOB pattern.
