@@ -443,3 +443,60 @@ func FuzzParseZstdHeader(f *testing.F) {
 		}
 	})
 }
+
+// FuzzZstdUpload: whatever a client sends as a compressed upload, the
+// store commits it only when it decodes to exactly the digest's content,
+// and then serves that content plain, and compressed the bytes sent (or,
+// when another org stored the blob first, that org's: the orgs share one
+// file); it never panics or hangs.
+func FuzzZstdUpload(f *testing.F) {
+	content := compressible(9, 3000)
+	enc, _ := zstd.NewWriter(nil)
+	good := enc.EncodeAll(content, nil)
+	f.Add(good, 100)
+	f.Add(good[:len(good)-3], 7)
+	f.Add(append(bytes.Clone(good), good...), 0)
+	f.Add(enc.EncodeAll(content[:2999], nil), 50)
+	f.Add([]byte("not zstd at all"), 3)
+	s := openStore(f, f.TempDir(), Options{NoSync: true})
+	v := blobstore.NewVerifying(s)
+	d := blobstore.DigestOf(content)
+	orgs := 0
+	f.Fuzz(func(t *testing.T, sent []byte, cut int) {
+		ref := blobstore.Ref{Org: fmt.Sprint("org", orgs), Kind: blobstore.KindCAS, Digest: d}
+		ctx := context.Background()
+		w, err := blobstore.NewZstdWriter(ctx, v, ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cut = min(max(cut, 0), len(sent))
+		_, err = w.Write(sent[:cut])
+		if err == nil {
+			_, err = w.Write(sent[cut:])
+		}
+		if err == nil {
+			err = w.Commit(ctx)
+		}
+		w.Close()
+		if err != nil {
+			if !errors.Is(err, blobstore.ErrInvalid) {
+				t.Fatalf("refused with %v, want ErrInvalid", err)
+			}
+			return
+		}
+		orgs++ // the next input goes to an org without the blob
+		if got, err := get(t, v, ref); err != nil || !bytes.Equal(got, content) {
+			t.Fatalf("committed upload reads back %d bytes, %v", len(got), err)
+		}
+		got, err := getZstd(t, v, ref, 0, 0)
+		if err != nil {
+			t.Fatalf("committed upload's compressed read: %v", err)
+		}
+		if orgs == 1 && !bytes.Equal(got, sent) {
+			t.Fatal("the first org's compressed read is not what it sent")
+		}
+		if !bytes.Equal(decodeAll(t, got), content) {
+			t.Fatal("committed upload's compressed read decodes to other content")
+		}
+	})
+}
