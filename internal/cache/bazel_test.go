@@ -1,6 +1,7 @@
 package cache_test
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/nimbus-build/nimbus/internal/cache"
+	"github.com/nimbus-build/nimbus/internal/cache/blobstore"
 )
 
 const bazelPath = "/usr/bin/bazel"
@@ -33,6 +35,7 @@ func newBazel(t *testing.T) *bazelRun {
 genrule(name = "a", outs = ["a.txt"], cmd = "echo nimbus > $@")
 genrule(name = "b", srcs = [":a"], outs = ["b.txt"], cmd = "cat $< $< > $@")
 genrule(name = "d", outs = ["d/x.txt", "d/y.txt"], cmd = "for f in $(OUTS); do echo $$f > $$f; done")
+genrule(name = "log", outs = ["log.txt"], cmd = "for i in $$(seq 1 2000); do echo line $$i of an output that compresses; done > $@")
 `), 0o644)
 	os.MkdirAll(filepath.Join(dir, "home"), 0o755)
 	return &bazelRun{userRoot: filepath.Join(dir, "root"), workspace: ws}
@@ -64,14 +67,39 @@ func (b *bazelRun) try(flags ...string) (hits int, out string, err error) {
 	return hits, string(o), err
 }
 
+// logOutput is what //:log writes (stored compressed by the cache).
+func logOutput() []byte {
+	var b bytes.Buffer
+	for i := 1; i <= 2000; i++ {
+		fmt.Fprintf(&b, "line %d of an output that compresses\n", i)
+	}
+	return b.Bytes()
+}
+
+// checkCompressedOutput checks that the clean rebuild downloaded //:log
+// intact, and that the cache holds it compressed.
+func checkCompressedOutput(t *testing.T, b *bazelRun, dir string) {
+	t.Helper()
+	want := logOutput()
+	if got, err := os.ReadFile(filepath.Join(b.workspace, "bazel-bin", "log.txt")); err != nil || !bytes.Equal(got, want) {
+		t.Errorf("//:log from the cache: %d bytes, %v; want the %d built", len(got), err, len(want))
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "orgs", "*", "cas", "*", blobstore.DigestOf(want).Hash.String()+".zst"))
+	if len(files) != 1 {
+		t.Errorf("//:log's blob is not stored compressed (%v)", files)
+	}
+}
+
 // TestBazel drives Bazel 4.2.3 against the cache over gRPC and HTTP: a
-// clean rebuild is served from the cache, a read-only token reads but never
-// writes, another org gets no hits.
+// clean rebuild is served from the cache (an output stored compressed at
+// rest included), a read-only token reads but never writes, another org
+// gets no hits.
 func TestBazel(t *testing.T) {
 	b := newBazel(t)
-	const actions = 3
+	const actions = 4
 	t.Run("grpc", func(t *testing.T) {
-		e := startEnv(t, cache.Config{})
+		dir := t.TempDir()
+		e := startEnv(t, cache.Config{Dir: dir})
 		grpcURL := "--remote_cache=grpc://" + e.grpcAddr
 		header := func(tok string) string { return "--remote_header=Authorization=Bearer " + tok }
 
@@ -93,6 +121,7 @@ func TestBazel(t *testing.T) {
 		if hits, out := b.build(t, grpcURL, header(tokCIA)); hits != actions {
 			t.Fatalf("clean rebuild got %d remote cache hits, want %d\n%s", hits, actions, out)
 		}
+		checkCompressedOutput(t, b, dir)
 		if hits, out := b.build(t, grpcURL, header(tokDevA), readOnly); hits != actions {
 			t.Fatalf("read-only clean build got %d hits, want %d\n%s", hits, actions, out)
 		}
@@ -101,7 +130,8 @@ func TestBazel(t *testing.T) {
 		}
 	})
 	t.Run("http", func(t *testing.T) {
-		e := startEnv(t, cache.Config{})
+		dir := t.TempDir()
+		e := startEnv(t, cache.Config{Dir: dir})
 		// Basic auth with the token as the password, as Bazel users write it.
 		url := func(tok string) string {
 			return "--remote_cache=http://bazel:" + tok + "@" + e.httpURL[len("http://"):] + "/cache"
@@ -112,6 +142,7 @@ func TestBazel(t *testing.T) {
 		if hits, out := b.build(t, url(tokCIA)); hits != actions {
 			t.Fatalf("clean rebuild got %d remote cache hits, want %d\n%s", hits, actions, out)
 		}
+		checkCompressedOutput(t, b, dir)
 		if hits, out := b.build(t, url(tokCIB)); hits != 0 {
 			t.Fatalf("another org's token got %d hits\n%s", hits, out)
 		}
