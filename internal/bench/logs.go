@@ -35,6 +35,7 @@ type LogsOptions struct {
 	Searches   int
 	TailLines  int
 	NoSandbox  bool
+	NoSQLite   bool
 	// SearchLines, when more than Jobs × Lines, is how many lines the
 	// search rows run over: the rest are seeded (seedLogLines).
 	SearchLines int
@@ -54,6 +55,7 @@ func LogsMain(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.IntVar(&o.SearchLines, "search-lines", 0, "lines stored for the search rows (e.g. 10000000): those ingest did not store are seeded by bulk writes into the store (not the API; a row says how many and how fast); 0: only what ingest stored")
 	fs.IntVar(&o.TailLines, "tail-lines", 200, "lines of the live-tail measurement (one every 20 ms)")
 	fs.BoolVar(&o.NoSandbox, "no-sandbox", false, "skip the live-tail rows, which run a job in bubblewrap")
+	fs.BoolVar(&o.NoSQLite, "no-sqlite", false, "skip SQLite (measure only the stores given)")
 	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of each store's ingest phase (server and bench clients in this process) to this file, suffixed with .sqlite, .postgres, .clickhouse")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, `Usage: nimbus bench logs [flags]
@@ -64,7 +66,7 @@ the agent API; search over everything stored (jobs × lines, or
 --search-lines, the difference seeded by bulk writes into the store)
 through the search API, p50 and p99; live-tail latency from a line written in a
 bubblewrap sandbox (it prints the time) to a Server-Sent Events client.
-SQLite always; PostgreSQL and ClickHouse when given.
+SQLite (unless --no-sqlite); PostgreSQL and ClickHouse when given.
 
 Flags:
 `)
@@ -73,7 +75,10 @@ Flags:
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	engines := []string{"sqlite"}
+	var engines []string
+	if !o.NoSQLite {
+		engines = append(engines, "sqlite")
+	}
 	if o.Postgres != "" {
 		engines = append(engines, "postgres")
 	}

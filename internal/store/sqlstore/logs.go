@@ -315,32 +315,29 @@ func (l Logs) Search(ctx context.Context, q logs.Query) (logs.Result, error) {
 			add(`l.text ILIKE $?`, "%"+likeEscape(lit)+"%")
 		}
 	}
-	const order = ` ORDER BY l.created_at DESC, l.job_id DESC, l.line DESC`
-	candidates := `SELECT ` + lineColumns + ` FROM log_lines l WHERE ` + strings.Join(where, " AND ") + order + ` LIMIT ` + strconv.Itoa(q.Scan)
-	query := candidates
-	if l.x.d.name == "sqlite" {
-		// The newest q.Scan candidates, then the pattern inside SQLite:
-		// only matches are read into Go, and the lines examined stay
-		// bounded.
-		args = append(args, q.Pattern)
-		query = `SELECT ` + lineColumns + ` FROM (` + candidates + `) l WHERE ` + regexpFunc + `($` + strconv.Itoa(len(args)) + `, l.text)` + order
-	}
 	c := logs.NewCollector(q)
-	n, err := l.collect(ctx, c, query, args)
-	if err != nil {
-		return logs.Result{}, err
-	}
-	if l.x.d.name == "sqlite" && n < q.Scan {
-		// Matches are fewer than the bound: were candidates past it?
-		var more int
-		err := l.x.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM (SELECT 1 FROM log_lines l WHERE `+strings.Join(where, " AND ")+
-			` LIMIT `+strconv.Itoa(q.Scan+1)+`)`, args[:len(args)-1]...).Scan(&more)
-		if err != nil {
+	if l.x.d.name == "sqlite" {
+		// The pattern runs inside SQLite, so that only matches are sorted
+		// and read into Go; the lines it examines stay bounded: past
+		// q.Scan candidates, only those as new as the first one beyond
+		// the bound (the bound and the lines of that instant), and the
+		// result is partial.
+		var cut int64
+		err := l.x.r.QueryRowContext(ctx, `SELECT l.created_at FROM log_lines l WHERE `+strings.Join(where, " AND ")+
+			` ORDER BY l.created_at DESC LIMIT 1 OFFSET `+strconv.Itoa(q.Scan), args...).Scan(&cut)
+		switch {
+		case err == nil:
+			add("l.created_at >= $?", cut)
+			c.SetPartial()
+		case !errors.Is(err, sql.ErrNoRows):
 			return logs.Result{}, fmt.Errorf("search logs: %w", err)
 		}
-		if more > q.Scan {
-			c.SetPartial()
-		}
+		add(regexpFunc+"($?, l.text)", q.Pattern)
+	}
+	query := `SELECT ` + lineColumns + ` FROM log_lines l WHERE ` + strings.Join(where, " AND ") +
+		` ORDER BY l.created_at DESC, l.job_id DESC, l.line DESC LIMIT ` + strconv.Itoa(q.Scan)
+	if _, err := l.collect(ctx, c, query, args); err != nil {
+		return logs.Result{}, err
 	}
 	return c.Result(), nil
 }
