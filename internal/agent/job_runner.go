@@ -223,10 +223,13 @@ func (r *jobRunner) runWorkload(ctx context.Context, output io.Writer) (executor
 			}
 			maps.Copy(spec.Env, env)
 		}
-		if spec.Container != nil || (spec.Docker && r.lease.Runner == nil) {
+		if spec.Container != nil || spec.Docker {
 			// Docker makes the container's namespace, or a warm sandbox has
 			// one (the executor makes one otherwise): the network is built
 			// in it before the workload starts.
+			if spec.Container == nil && r.intercepts() {
+				spec.Env["NODE_EXTRA_CA_CERTS"] = netpolicy.JobCAPath
+			}
 			var sb *netpolicy.Sandbox
 			defer func() {
 				if sb != nil {
@@ -275,9 +278,7 @@ func (r *jobRunner) prepareNetwork(ctx context.Context, netnsFD int) (*netpolicy
 	spec := netpolicy.Spec{ID: r.lease.Job.ID, Policy: netpolicy.PolicyFrom(pol), Platform: platform, NetnsFD: netnsFD}
 	if c := r.lease.Cache; c != nil {
 		spec.Platform.GRPC, spec.Platform.CacheToken = c.GRPC, c.Token
-		// An unmodified workflow's actions/cache talks to GitHub's cache
-		// hosts: a GitHub job's sandbox answers them itself.
-		spec.InterceptActionsCache = r.lease.Runner != nil && r.cfg.InterceptActionsCache && platform.HTTP != nil
+		spec.InterceptActionsCache = r.intercepts()
 	}
 	sb, err := r.cfg.Network.Prepare(ctx, spec)
 	if err != nil {
@@ -285,6 +286,17 @@ func (r *jobRunner) prepareNetwork(ctx context.Context, netnsFD int) (*netpolicy
 	}
 	r.log.Info("job network ready", "egress_mode", sb.Mode(), "address", sb.Addr())
 	return sb, nil
+}
+
+// intercepts reports whether the job's network answers GitHub's cache
+// hosts itself: an unmodified workflow's actions/cache talks to them, and
+// a GitHub job's sandbox sends it to the platform's cache.
+func (r *jobRunner) intercepts() bool {
+	if r.lease.Cache == nil || r.lease.Runner == nil || !r.cfg.InterceptActionsCache {
+		return false
+	}
+	_, err := url.Parse(r.cfg.Server)
+	return err == nil
 }
 
 // closeNetwork removes the job's network and keeps its egress report for

@@ -136,7 +136,7 @@ func (c *AgentConfig) Register(s *config.Set, standalone bool) {
 	s.StringVar(&c.DockerSocket, "docker-socket", "", "run jobs with a container image through this Docker Engine's socket, e.g. /var/run/docker.sock (empty: no Docker executor; give the agent the label \"container\")")
 	s.StringVar(&c.DockerLabel, "docker-label", "docker", "jobs with this label get a Docker daemon of their own inside their sandbox, DOCKER_HOST pointing at it (rootless Podman; give the agent the label too; empty: none)")
 	s.StringVar(&c.DockerInit, "docker-init", "", "statically linked nimbus binary each container and warm sandbox runs as its first process, readable by the sandbox uids (default: this one; make build links it statically)")
-	s.IntVar(&c.DockerDaemonWarm, "docker-daemon-warm", 0, "as root, keep a sandbox with its Docker daemon started for each of the slots 0 … N-1, so that a job with --docker-label (without extra binds: not yet GitHub jobs) starts with its daemon answering; used once, then replaced (metrics nimbus_warm_pool_*)")
+	s.IntVar(&c.DockerDaemonWarm, "docker-daemon-warm", 0, "as root, keep a sandbox with its Docker daemon started for each of the slots 0 … N-1, so that a job with --docker-label (GitHub's or the API's, with the agent's limits) starts with its daemon answering; used once, then replaced (metrics nimbus_warm_pool_*)")
 	s.Var(config.ListValue{List: &c.DockerWarm}, "docker-warm", "IMAGE=N,…: the Docker executor keeps a container of IMAGE ready, started and waiting, for each of the slots 0 … N-1, so that a job of that image (with the agent's limits, no extra binds) starts at once; used once, then replaced (metrics nimbus_warm_pool_*)")
 	if standalone {
 		s.StringVar(&c.MetricsListen, "metrics-listen", "", "serve the agent's Prometheus metrics (warm pools) at http://ADDR/metrics, e.g. 127.0.0.1:9101 (empty: off)")
@@ -343,6 +343,10 @@ func NewAgent(ctx context.Context, c AgentConfig, log *slog.Logger) (_ *agent.Ag
 	// left there and in its cgroups.
 	if c.DockerDaemonWarm > 0 {
 		opts.WarmDocker, opts.WarmLimits, opts.Metrics, opts.Init = c.DockerDaemonWarm, limits, warmMetrics, c.DockerInit
+		opts.WarmNetFiles = netpolicy.FilePaths
+		if c.RunnerDir != "" {
+			opts.WarmBinds = []string{"/runner"} // agent.runnerTarget: GitHub jobs' runner directory
+		}
 	}
 	ex, err := bwrap.New(opts)
 	if err != nil {

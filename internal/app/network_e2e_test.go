@@ -177,9 +177,23 @@ echo "restored: $(cat data/file.txt)"
 `
 
 // An unmodified workflow's actions/cache, in a GitHub job, uses Nimbus's
-// cache: the job's sandbox answers GitHub's cache hosts itself.
+// cache: the job's sandbox answers GitHub's cache hosts itself. Also in a
+// GitHub job with the docker label that takes a warm sandbox (its runner
+// directory mounted in, its certificate files written at the lease).
 func TestE2EUnmodifiedActionsCacheUsesNimbus(t *testing.T) {
 	needSandbox(t)
+	t.Run("cold", func(t *testing.T) { unmodifiedActionsCache(t, false) })
+	t.Run("docker-warm", func(t *testing.T) {
+		for _, p := range []string{"/usr/bin/podman", "/usr/bin/crun", "/usr/bin/slirp4netns", "/usr/bin/docker"} {
+			if _, err := os.Stat(p); err != nil {
+				testenv.Missing(t, "jobs' Docker daemons need %s (scripts/test-deps.sh installs it)", p)
+			}
+		}
+		unmodifiedActionsCache(t, true)
+	})
+}
+
+func unmodifiedActionsCache(t *testing.T, dockerWarm bool) {
 	clientDir := filepath.Join("..", "cache", "actionscache", "testdata", "client")
 	if _, err := os.Stat(filepath.Join(clientDir, "node_modules", "@actions", "cache")); err != nil {
 		testenv.Missing(t, "@actions/cache is not installed: npm ci --prefix internal/cache/actionscache/testdata/client")
@@ -189,6 +203,9 @@ func TestE2EUnmodifiedActionsCacheUsesNimbus(t *testing.T) {
 	gh, keyFile := githubEmulator(t)
 	h := apptest.Start(t, "sqlite", func(c *app.ServerConfig) {
 		c.GitHubAppID, c.GitHubAppKeyFile, c.GitHubAPIURL = 777, keyFile, gh.URL
+		if dockerWarm {
+			c.PoolLabels = append(c.PoolLabels, "docker")
+		}
 	})
 	if _, err := h.Owner().Do(ctx, "POST", "/api/v1/orgs/"+h.OrgID+"/github", apiv1.CreateOrg{GitHubLogin: "octo-org", GitHubID: 6811672}, nil); err != nil {
 		t.Fatal(err)
@@ -197,17 +214,31 @@ func TestE2EUnmodifiedActionsCacheUsesNimbus(t *testing.T) {
 	// source, whose jobs may write the cache.
 	gh.AddWorkflowRun(githubtest.WorkflowRun{ID: 10741946, Repo: "octo-org/hello-world", RepoID: 186853002, HeadBranch: "main"})
 	runnerDir := apptest.SharedDir(t, "runner")
-	os.WriteFile(filepath.Join(runnerDir, "run.sh"), []byte(interceptRunner), 0o755)
+	script := interceptRunner
+	if dockerWarm {
+		script += "/usr/bin/docker info --format '{{.ServerVersion}}' >/dev/null && echo daemon-answers\n"
+	}
+	os.WriteFile(filepath.Join(runnerDir, "run.sh"), []byte(script), 0o755)
 	if out, err := exec.Command("cp", "-a", clientDir, filepath.Join(runnerDir, "client")).CombinedOutput(); err != nil {
 		t.Fatalf("copy the client: %v\n%s", err, out)
 	}
+	labels := []string{"self-hosted", "nimbus"}
+	reg := prometheus.NewRegistry()
 	h.StartAgent(t, "gh-agent", func(c *app.AgentConfig) {
 		c.RunnerDir = runnerDir
 		c.SandboxNetwork, c.InterceptActionsCache = true, true
 		c.SandboxDNS = []string{"127.0.0.1:53"}
+		if dockerWarm {
+			c.Labels, c.DockerLabel = append(c.Labels, "docker"), "docker"
+			c.JoinToken = h.JoinToken(c.Labels...)
+			c.DockerDaemonWarm, c.DockerInit, c.Metrics = 1, warmInit(t), reg
+		}
 	})
-	body := githubtest.WorkflowJobPayload(githubtest.WorkflowJobOptions{Action: "queued", InstallationID: 4242,
-		Labels: []string{"self-hosted", "nimbus"}})
+	if dockerWarm {
+		labels = append(labels, "docker")
+		waitWarmPool(t, reg, "bwrap:docker")
+	}
+	body := githubtest.WorkflowJobPayload(githubtest.WorkflowJobOptions{Action: "queued", InstallationID: 4242, Labels: labels})
 	resp, err := githubtest.Deliver(ctx, nil, h.URL+"/webhooks/github", []byte(h.WebhookSecret), "workflow_job", "icpt-1", body)
 	if err != nil {
 		t.Fatal(err)
@@ -227,6 +258,47 @@ func TestE2EUnmodifiedActionsCacheUsesNimbus(t *testing.T) {
 	// answered the cache host itself.
 	if r := j.Egress; r == nil || r.Report == nil || !hasEgressName(r.Report.Names, "results-receiver.actions.githubusercontent.com", apiv1.VerdictAllowed) {
 		t.Errorf("egress: %+v", j.Egress)
+	}
+	if dockerWarm {
+		if !strings.Contains(out, "daemon-answers") {
+			t.Errorf("no daemon in the job:\n%s", out)
+		}
+		if hit := gathered(t, reg, "nimbus_warm_pool_takes_total", map[string]string{"pool": "bwrap:docker", "result": "hit"}); hit != 1 {
+			t.Errorf("warm pool hits = %v, want 1", hit)
+		}
+	}
+}
+
+// warmInit is a copy of `nimbus container-init` (the test binary is not
+// one) that sandbox uids can read.
+func warmInit(t *testing.T) string {
+	t.Helper()
+	bin, err := os.ReadFile(dockertest.BuildStatic(t, "github.com/nimbus-build/nimbus/internal/executor/docker/testinit"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("/var/tmp", "nimbus-init-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	p := filepath.Join(dir, "init")
+	if err := os.WriteFile(p, bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// waitWarmPool waits for the agent's warm pool to hold a ready sandbox.
+func waitWarmPool(t *testing.T, reg *prometheus.Registry, pool string) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for gathered(t, reg, "nimbus_warm_pool_ready", map[string]string{"pool": pool}) < 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the warm pool %s never filled", pool)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -335,22 +407,8 @@ func TestE2EDockerDaemonJob(t *testing.T) {
 			testenv.Missing(t, "jobs' Docker daemons need %s (scripts/test-deps.sh installs it)", p)
 		}
 	}
-	// The agent keeps a sandbox with its daemon warm for slot 0; its init
-	// must be readable by the sandbox's uid.
-	bin, err := os.ReadFile(dockertest.BuildStatic(t, "github.com/nimbus-build/nimbus/internal/executor/docker/testinit"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	initDir, err := os.MkdirTemp("/var/tmp", "nimbus-init-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(initDir) })
-	os.Chmod(initDir, 0o755)
-	init := filepath.Join(initDir, "init")
-	if err := os.WriteFile(init, bin, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	// The agent keeps a sandbox with its daemon warm for slot 0.
+	init := warmInit(t)
 	reg := prometheus.NewRegistry()
 	h := apptest.Start(t, "sqlite")
 	h.StartAgent(t, "docker-daemon-agent", func(c *app.AgentConfig) {
@@ -360,14 +418,7 @@ func TestE2EDockerDaemonJob(t *testing.T) {
 		c.SandboxDNS = []string{"127.0.0.1:53"}
 		c.DockerDaemonWarm, c.DockerInit, c.Metrics = 1, init, reg
 	})
-	pool := map[string]string{"pool": "bwrap:docker"}
-	deadline := time.Now().Add(2 * time.Minute)
-	for gathered(t, reg, "nimbus_warm_pool_ready", pool) != 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("the warm pool never filled")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitWarmPool(t, reg, "bwrap:docker")
 	var j apiv1.Job
 	script := `mkdir ctx && cp /usr/bin/busybox ctx/ && printf 'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\n' > ctx/Dockerfile
 /usr/bin/docker build -q -t app ctx >/dev/null && /usr/bin/docker run --rm app sh -c 'echo "in a container of the job: $(id -u)"'

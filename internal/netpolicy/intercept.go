@@ -53,6 +53,10 @@ const (
 	systemBundle = "/etc/ssl/certs/ca-certificates.crt"
 )
 
+// FilePaths are every file a sandbox network may give its sandbox
+// (Sandbox.Files): a sandbox made before its network binds these.
+var FilePaths = []string{"/etc/resolv.conf", "/etc/hosts", JobCAPath, systemBundle}
+
 // Paths of the cache services that go to the platform.
 const (
 	twirpCachePrefix = "/twirp/github.actions.results.api.v1.CacheService/"

@@ -336,7 +336,19 @@ func TestDockerDaemonWarm(t *testing.T) {
 	limits := executor.Limits{Memory: 2 << 30, Pids: 4096}
 	e := newExecutor(t, func(o *Options) {
 		o.WarmDocker, o.WarmLimits, o.Init, o.Metrics = 1, limits, warmInit(t), metrics
+		o.WarmNetFiles, o.WarmBinds = netpolicy.FilePaths, []string{"/runner"}
 	})
+	// A runner directory of the job's, as the agent clones it.
+	uid, gid, _ := e.Identity(0)
+	runner := filepath.Join(traversableDir(t), "runner")
+	if err := os.Mkdir(runner, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(runner, "run.sh"), []byte("echo the runner\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.Lchown(runner, uid, gid)
+	os.Lchown(filepath.Join(runner, "run.sh"), uid, gid)
 	waitWarm := func() {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
@@ -389,21 +401,30 @@ echo left > /workspace/left`, withNetwork)
 		t.Fatalf("hits = %v, want 1", got)
 	}
 
+	// The second job binds its runner directory, as a GitHub job does:
+	// the bind is mounted into the warm sandbox when it takes it.
 	waitWarm()
 	res, out = runScript(t, e, 0, `export PATH=/usr/bin:$PATH
-echo "images: $(docker images -q | wc -l) containers: $(docker ps -aq | wc -l)"; ls -A /workspace; echo end`, withNetwork)
-	if res.ExitCode != 0 || !strings.Contains(out, "images: 0 containers: 0\nend") {
-		t.Fatalf("the second job sees the first's leftovers (exit %d):\n%s", res.ExitCode, out)
+echo "images: $(docker images -q | wc -l) containers: $(docker ps -aq | wc -l)"; ls -A /workspace; echo end
+sh /runner/run.sh && echo written > /runner/state && test -s /etc/ssl/certs/ca-certificates.crt && echo system-bundle`, withNetwork, func(s *executor.Spec) {
+		s.Binds = []executor.Bind{{Source: runner, Target: "/runner"}}
+	})
+	if res.ExitCode != 0 || !strings.Contains(out, "images: 0 containers: 0\nend\nthe runner\nsystem-bundle") {
+		t.Fatalf("the second job (exit %d):\n%s", res.ExitCode, out)
+	}
+	if b, err := os.ReadFile(filepath.Join(runner, "state")); err != nil || string(b) != "written\n" {
+		t.Fatalf("the job's write to its runner directory: %q %v", b, err)
 	}
 	if got := hits(); got != 2 {
 		t.Fatalf("hits = %v, want 2", got)
 	}
 
-	// Not the pool's: a bind. The executor builds its network itself.
+	// Not the pool's: a read-only bind. The executor builds its network
+	// itself.
 	res, out = runScript(t, e, 0, `export PATH=/usr/bin:$PATH
-docker info --format '{{.ServerVersion}}' >/dev/null && echo daemon-answers; test -d /extra && echo bound
+docker info --format '{{.ServerVersion}}' >/dev/null && echo daemon-answers; test -d /runner && echo bound
 busybox wget -q -T 3 -O- http://169.254.169.254/ >/dev/null 2>&1 || echo metadata-refused`, withNetwork, func(s *executor.Spec) {
-		s.Binds = []executor.Bind{{Source: traversableDir(t), Target: "/extra", ReadOnly: true}}
+		s.Binds = []executor.Bind{{Source: traversableDir(t), Target: "/runner", ReadOnly: true}}
 	})
 	if res.ExitCode != 0 || !strings.Contains(out, "daemon-answers\nbound\nmetadata-refused") {
 		t.Fatalf("cold job (exit %d):\n%s", res.ExitCode, out)

@@ -61,6 +61,16 @@ type Options struct {
 	// it runs (Spec.BuildNetwork). As root only.
 	WarmDocker int
 	WarmLimits executor.Limits
+	// WarmNetFiles are the paths under /etc of every file a job's network
+	// may give it (executor.Network.Files; netpolicy.FilePaths): a warm
+	// sandbox binds each, filled with the host's own file or empty, and
+	// writes its network's once built. Default /etc/resolv.conf and
+	// /etc/hosts.
+	WarmNetFiles []string
+	// WarmBinds are bind targets a warm sandbox keeps an empty directory
+	// at (e.g. /runner): a job's read-write binds to these are mounted
+	// there when it takes the sandbox (the mount propagates into it).
+	WarmBinds []string
 	// Init is the nimbus binary a warm sandbox waits for its job's command
 	// in (`nimbus container-init`), bound read-only. Default: the running
 	// executable.
@@ -118,6 +128,21 @@ func (o Options) withDefaults() (Options, error) {
 		}
 		if !filepath.IsAbs(o.Init) {
 			return o, fmt.Errorf("bwrap options: Init %q is not an absolute path", o.Init)
+		}
+		if o.WarmNetFiles == nil {
+			o.WarmNetFiles = []string{"/etc/resolv.conf", "/etc/hosts"}
+		}
+		names := map[string]bool{}
+		for _, p := range o.WarmNetFiles {
+			if !strings.HasPrefix(p, "/etc/") || filepath.Clean(p) != p || names[filepath.Base(p)] {
+				return o, fmt.Errorf("bwrap options: WarmNetFiles: %q is not a clean path under /etc with a name of its own", p)
+			}
+			names[filepath.Base(p)] = true
+		}
+		for _, p := range o.WarmBinds {
+			if !filepath.IsAbs(p) || filepath.Clean(p) != p || p == "/" || p == ctlTarget || p == initTarget {
+				return o, fmt.Errorf("bwrap options: WarmBinds: %q is not a clean absolute path of its own", p)
+			}
 		}
 	}
 	o.WorkRoot = filepath.Clean(o.WorkRoot)

@@ -10,6 +10,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -34,10 +35,6 @@ const (
 	warmPoll      = 10 * time.Millisecond
 )
 
-// warmFiles are the network files a warm sandbox binds (empty until its
-// job's network is built).
-var warmFiles = []string{"/etc/resolv.conf", "/etc/hosts"}
-
 // warmSandbox is a sandbox made before its job: everything a job with a
 // Docker daemon gets (its slot's uid, storage, cgroup, TUN device, an
 // empty network namespace of its own), the daemon started, and
@@ -48,10 +45,11 @@ type warmSandbox struct {
 	p        *sandboxProcess
 	st       *jobStorage
 	cg       sandboxCgroup
-	netFiles string   // host directory of the bound network files
-	tun      string   // the TUN device node
-	ctl      string   // host directory bound at ctlTarget
-	command  *os.File // the pipe's write end, opened once the init held its own
+	netFiles string            // host directory of the bound network files
+	tun      string            // the TUN device node
+	ctl      string            // host directory bound at ctlTarget
+	binds    map[string]string // Options.WarmBinds' targets → their host directories (shared mounts)
+	command  *os.File          // the pipe's write end, opened once the init held its own
 	out      *switchWriter
 	// supervised: supervise has waited for p (it may not be waited for
 	// twice).
@@ -109,12 +107,24 @@ func (e *Executor) makeWarm(ctx context.Context, k warmpool.Key) (_ *warmSandbox
 	// Names of their own: a job may still run in the slot.
 	suffix := fmt.Sprintf("%d-%s", k.Slot, randomHex(4))
 	w.netFiles = filepath.Join(e.opts.WorkRoot, "warm-net-"+suffix)
-	var empty []executor.File
-	for _, p := range warmFiles {
-		empty = append(empty, executor.File{Path: p})
+	// The host's own until the job's network writes its own.
+	var files []executor.File
+	for _, p := range e.opts.WarmNetFiles {
+		data, _ := os.ReadFile(p)
+		files = append(files, executor.File{Path: p, Data: data})
 	}
-	if err := jobdocker.WriteNetFiles(w.netFiles, empty); err != nil {
+	if err := jobdocker.WriteNetFiles(w.netFiles, files); err != nil {
 		return nil, err
+	}
+	var binds []executor.Bind
+	w.binds = map[string]string{}
+	for i, target := range e.opts.WarmBinds {
+		dir := filepath.Join(e.opts.WorkRoot, fmt.Sprintf("warm-bind-%s-%d", suffix, i))
+		if err := makeSharedDir(dir); err != nil {
+			return nil, fmt.Errorf("warm bind %s: %w", target, err)
+		}
+		w.binds[target] = dir
+		binds = append(binds, executor.Bind{Source: dir, Target: target})
 	}
 	w.tun = filepath.Join(e.opts.WorkRoot, "warm-tun-"+suffix)
 	if err := jobdocker.MakeTun(w.tun, uid, gid); err != nil {
@@ -135,14 +145,15 @@ func (e *Executor) makeWarm(ctx context.Context, k warmpool.Key) (_ *warmSandbox
 		return nil, err
 	}
 	args, err := buildArgs(invocation{
-		Argv:      []string{initTarget, "container-init", "--command", commandTarget},
-		Binds:     []executor.Bind{{Source: e.opts.Init, Target: initTarget, ReadOnly: true}, {Source: w.ctl, Target: ctlTarget, ReadOnly: true}},
+		Argv: []string{initTarget, "container-init", "--command", commandTarget},
+		Binds: append([]executor.Bind{{Source: e.opts.Init, Target: initTarget, ReadOnly: true},
+			{Source: w.ctl, Target: ctlTarget, ReadOnly: true}}, binds...),
 		Workspace: w.st.workspace,
 		Tmp:       w.st.tmp,
 		Host:      e.host,
 		Etc:       e.opts.Etc,
 		Network:   networkLater,
-		NetFiles:  warmFiles,
+		NetFiles:  e.opts.WarmNetFiles,
 		Seccomp:   true,
 		Docker:    &jobdocker.Layout{Storage: storage, Conf: e.dockerConf, NetFiles: w.netFiles, Tun: w.tun, Warm: true},
 	})
@@ -219,6 +230,9 @@ func (e *Executor) destroyWarm(w *warmSandbox) {
 	if w.st != nil {
 		errs = append(errs, w.st.remove())
 	}
+	for _, dir := range w.binds {
+		errs = append(errs, unmountAll(dir), os.RemoveAll(dir))
+	}
 	for _, p := range []string{w.tun, w.netFiles, w.ctl} {
 		if p != "" {
 			errs = append(errs, os.RemoveAll(p))
@@ -237,12 +251,53 @@ func (e *Executor) takeWarm(ctx context.Context, spec executor.Spec) *warmSandbo
 		return nil
 	}
 	k := warmpool.Key{Pool: warmDockerPool, Slot: spec.Slot}
-	if len(spec.Binds) > 0 || spec.Limits != e.opts.WarmLimits || spec.Network != nil || spec.BuildNetwork == nil || !e.warm.Has(k) {
+	if !e.warmBinds(spec.Binds) || spec.Limits != e.opts.WarmLimits || spec.Network != nil || spec.BuildNetwork == nil || !e.warm.Has(k) {
 		e.warm.Miss(k.Pool)
 		return nil
 	}
 	w, _ := e.warm.Take(ctx, k)
 	return w
+}
+
+// warmBinds reports whether a warm sandbox can take binds: read-write
+// directories, each at one of Options.WarmBinds.
+func (e *Executor) warmBinds(binds []executor.Bind) bool {
+	seen := map[string]bool{}
+	for _, b := range binds {
+		st, err := os.Stat(b.Source)
+		if b.ReadOnly || seen[b.Target] || !slices.Contains(e.opts.WarmBinds, b.Target) || err != nil || !st.IsDir() {
+			return false
+		}
+		seen[b.Target] = true
+	}
+	return true
+}
+
+// makeSharedDir makes dir a mount point of its own in a peer group of its
+// own (a bind of itself, shared): what is mounted on it later appears in
+// every sandbox that bound it (bubblewrap's mounts are its slaves).
+func makeSharedDir(dir string) error {
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return err
+	}
+	if err := unix.Mount(dir, dir, "", unix.MS_BIND, ""); err != nil {
+		return err
+	}
+	return unix.Mount("", dir, "", unix.MS_SHARED, "")
+}
+
+// unmountAll unmounts whatever is mounted on dir (stacked mounts too).
+func unmountAll(dir string) error {
+	for range 8 {
+		err := unix.Unmount(dir, unix.MNT_DETACH)
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
+			return nil // not a mount point (any more)
+		}
+		if err != nil {
+			return fmt.Errorf("unmount %s: %w", dir, err)
+		}
+	}
+	return fmt.Errorf("unmount %s: still mounted", dir)
 }
 
 // runWarm runs spec in w: builds the job's network in w's namespace,
@@ -259,6 +314,13 @@ func (e *Executor) runWarm(ctx context.Context, spec executor.Spec, w *warmSandb
 		}
 		return res, fmt.Errorf("run job %s: %w", spec.JobID, err)
 	}
+	// The job's binds, mounted on the directories the sandbox bound: the
+	// mounts propagate into it.
+	for _, b := range spec.Binds {
+		if err := unix.Mount(b.Source, w.binds[b.Target], "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fail(fmt.Errorf("bind %s at %s in the warm sandbox: %w", b.Source, b.Target, err))
+		}
+	}
 	ns, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", w.p.init.pid))
 	if err != nil {
 		return fail(fmt.Errorf("the warm sandbox's network namespace: %w", err))
@@ -269,12 +331,11 @@ func (e *Executor) runWarm(ctx context.Context, spec executor.Spec, w *warmSandb
 		return fail(err)
 	}
 	for _, f := range netw.Files(sandboxHostname) {
-		base := filepath.Base(f.Path)
-		if f.Path != "/etc/"+base || (base != "resolv.conf" && base != "hosts") {
-			return fail(fmt.Errorf("a warm sandbox cannot take the network file %s", f.Path))
+		if !slices.Contains(e.opts.WarmNetFiles, f.Path) {
+			return fail(fmt.Errorf("a warm sandbox cannot take the network file %s (not in WarmNetFiles)", f.Path))
 		}
 		// In place: the sandbox's bind follows the inode.
-		if err := writeInPlace(filepath.Join(w.netFiles, base), f.Data); err != nil {
+		if err := writeInPlace(filepath.Join(w.netFiles, filepath.Base(f.Path)), f.Data); err != nil {
 			return fail(err)
 		}
 	}
