@@ -98,6 +98,10 @@ func releaseDecoder(d *zstd.Decoder) {
 
 var errAborted = errors.New("abandoned")
 
+// compressWhole is the largest blob stored plain that GetZstd compresses
+// in one piece rather than streamed.
+const compressWhole = 1 << 20
+
 // GetZstd opens CAS blob ref of s compressed with zstd: the stored bytes
 // when s keeps it compressed, otherwise its bytes compressed as they are
 // read. offset and limit count compressed bytes; the size is the
@@ -112,9 +116,24 @@ func GetZstd(ctx context.Context, s Store, ref Ref, offset, limit int64) (io.Rea
 	if offset < 0 || limit < 0 {
 		return nil, 0, fmt.Errorf("%w: %s: negative offset %d or limit %d", ErrInvalid, ref, offset, limit)
 	}
-	rc, _, err := s.Get(ctx, ref, 0, 0)
+	rc, size, err := s.Get(ctx, ref, 0, 0)
 	if err != nil {
 		return nil, 0, err
+	}
+	if size <= compressWhole {
+		// Small (most blobs stored plain are): compress it in one call,
+		// without a goroutine and a pipe.
+		defer rc.Close()
+		b := make([]byte, size)
+		if _, err := io.ReadFull(rc, b); err != nil {
+			return nil, 0, fmt.Errorf("read %s: %w", ref, err)
+		}
+		z := CompressZstd(nil, b)
+		n, err := CheckRange(int64(len(z)), offset, limit)
+		if err != nil {
+			return nil, 0, err
+		}
+		return io.NopCloser(bytes.NewReader(z[offset : offset+n])), int64(len(z)), nil
 	}
 	pr, pw := io.Pipe()
 	cr := &compressingReader{pr: pr, rc: rc, done: make(chan struct{}), skip: offset, left: limit}
