@@ -428,21 +428,62 @@ var cappedDecoders = sync.Pool{New: func() any {
 	return d
 }}
 
-// DecodeZstdBlob decodes all of comp, the zstd stream of CAS blob d, and
-// checks what it decodes to against d before serving [offset, offset+n)
-// of it: for small blobs, one decode beats a stream's many small reads.
-// Stored data that is corrupt is ErrCorrupt.
-func DecodeZstdBlob(comp []byte, d Digest, offset, n int64) (io.ReadCloser, error) {
+// DecodeZstdBlob reads all of src, the stored zstd stream (stored bytes)
+// of CAS blob d, decodes it at once and checks what it decodes to against
+// d before serving [offset, offset+n) of it: for small blobs, one decode
+// beats a stream's many small reads. Stored data that is corrupt (short,
+// undecodable, other content) is ErrCorrupt. The buffers are pooled and
+// go back on Close.
+func DecodeZstdBlob(src io.Reader, stored int64, d Digest, offset, n int64) (io.ReadCloser, error) {
+	sb := smallBlobs.Get().(*smallBlob)
+	sb.comp = grow(sb.comp, stored)
+	if _, err := io.ReadFull(src, sb.comp); err != nil {
+		sb.Close()
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return nil, fmt.Errorf("%w: %s: shorter than stored", ErrCorrupt, d)
+		}
+		return nil, fmt.Errorf("read %s: %w", d, err)
+	}
 	dec := cappedDecoders.Get().(*zstd.Decoder)
-	out, err := dec.DecodeAll(comp, make([]byte, 0, d.Size+1))
+	out, err := dec.DecodeAll(sb.comp, grow(sb.out, d.Size+1)[:0])
 	cappedDecoders.Put(dec)
+	sb.out = out
 	switch {
 	case err != nil:
-		return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, d, err)
+		err = fmt.Errorf("%w: %s: %v", ErrCorrupt, d, err)
 	case int64(len(out)) != d.Size:
-		return nil, fmt.Errorf("%w: %s: decodes to %d bytes", ErrCorrupt, d, len(out))
+		err = fmt.Errorf("%w: %s: decodes to %d bytes", ErrCorrupt, d, len(out))
 	case Hash(sha256.Sum256(out)) != d.Hash:
-		return nil, fmt.Errorf("%w: %s: decodes to other content", ErrCorrupt, d)
+		err = fmt.Errorf("%w: %s: decodes to other content", ErrCorrupt, d)
 	}
-	return io.NopCloser(bytes.NewReader(out[offset : offset+n])), nil
+	if err != nil {
+		sb.Close()
+		return nil, err
+	}
+	sb.r.Reset(out[offset : offset+n])
+	return sb, nil
+}
+
+// smallBlob serves a blob DecodeZstdBlob decoded.
+type smallBlob struct {
+	comp, out []byte
+	r         bytes.Reader
+}
+
+var smallBlobs = sync.Pool{New: func() any { return new(smallBlob) }}
+
+func (b *smallBlob) Read(p []byte) (int, error) { return b.r.Read(p) }
+
+func (b *smallBlob) Close() error {
+	b.r.Reset(nil)
+	smallBlobs.Put(b)
+	return nil
+}
+
+// grow returns b resized to n bytes, reallocated if its capacity is short.
+func grow(b []byte, n int64) []byte {
+	if int64(cap(b)) < n {
+		return make([]byte, n)
+	}
+	return b[:n]
 }

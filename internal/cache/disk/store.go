@@ -439,22 +439,15 @@ func (s *Store) Get(ctx context.Context, ref blobstore.Ref, offset, limit int64)
 		d := blobstore.Digest{Hash: ref.Digest.Hash, Size: e.size}
 		var r io.ReadCloser
 		if e.size <= smallZstd {
-			comp := make([]byte, e.stored-zstdHeaderSize)
-			_, err = io.ReadFull(f, comp)
+			r, err = blobstore.DecodeZstdBlob(f, e.stored-zstdHeaderSize, d, offset, n)
 			f.Close()
-			switch {
-			case err == io.EOF || err == io.ErrUnexpectedEOF:
-				err = fmt.Errorf("%w: %s: file shorter than indexed", blobstore.ErrCorrupt, ref)
-			case err != nil:
-				return nil, 0, fmt.Errorf("read %s: %w", ref, err)
-			default:
-				r, err = blobstore.DecodeZstdBlob(comp, d, offset, n)
-			}
 		} else {
 			r, err = blobstore.NewZstdReader(f, d, offset, n)
 		}
 		if err != nil {
-			s.dropCorrupt(ref, err)
+			if errors.Is(err, blobstore.ErrCorrupt) {
+				s.dropCorrupt(ref, err)
+			}
 			return nil, 0, fmt.Errorf("read %s: %w", ref, err)
 		}
 		return &corruptWatch{r: r, s: s, ref: ref}, e.size, nil
