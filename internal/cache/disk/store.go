@@ -521,14 +521,20 @@ func (s *Store) open(ref blobstore.Ref, e found) (*os.File, error) {
 	return f, nil
 }
 
-// corruptWatch drops its blob when reading finds it corrupt.
+// corruptWatch drops its blob when reading finds it corrupt. It closes
+// its reader once, however often it is closed (the reader's buffers go
+// back to a pool).
 type corruptWatch struct {
-	r   io.ReadCloser
-	s   *Store
-	ref blobstore.Ref
+	r      io.ReadCloser
+	s      *Store
+	ref    blobstore.Ref
+	closed bool
 }
 
 func (c *corruptWatch) Read(p []byte) (int, error) {
+	if c.closed {
+		return 0, os.ErrClosed
+	}
 	n, err := c.r.Read(p)
 	if err != nil && errors.Is(err, blobstore.ErrCorrupt) {
 		c.s.dropCorrupt(c.ref, err)
@@ -536,7 +542,13 @@ func (c *corruptWatch) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (c *corruptWatch) Close() error { return c.r.Close() }
+func (c *corruptWatch) Close() error {
+	if c.closed {
+		return nil
+	}
+	c.closed = true
+	return c.r.Close()
+}
 
 // dropCorrupt removes a blob whose file failed its check.
 func (s *Store) dropCorrupt(ref blobstore.Ref, err error) {
