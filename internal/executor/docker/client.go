@@ -1,7 +1,6 @@
 package docker
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -12,7 +11,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
 )
 
 // apiVersion is the Docker Engine API version the client speaks: 1.41,
@@ -230,53 +228,4 @@ func (c *client) ping(ctx context.Context) error {
 		return fmt.Errorf("docker daemon at %s: ping answered %d", c.socket, resp.StatusCode)
 	}
 	return nil
-}
-
-// attach hijacks the container's output (call it before start, so nothing
-// is missed): the returned connection carries the multiplexed stdout and
-// stderr (8-byte frame headers).
-func (c *client) attach(ctx context.Context, id string) (net.Conn, *bufio.Reader, error) {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", c.socket)
-	if err != nil {
-		return nil, nil, fmt.Errorf("docker attach: %w", err)
-	}
-	path := "/" + apiVersion + "/containers/" + id + "/attach?stream=1&stdout=1&stderr=1"
-	fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: docker\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: 0\r\n\r\n", path)
-	if dl, ok := ctx.Deadline(); ok {
-		conn.SetDeadline(dl)
-	} else {
-		conn.SetDeadline(time.Now().Add(30 * time.Second))
-	}
-	br := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		conn.Close()
-		return nil, nil, fmt.Errorf("docker attach: %w", err)
-	}
-	if resp.StatusCode != http.StatusSwitchingProtocols && resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		conn.Close()
-		return nil, nil, &apiError{Status: resp.StatusCode, Message: strings.TrimSpace(string(b))}
-	}
-	conn.SetDeadline(time.Time{})
-	return conn, br, nil
-}
-
-// demux copies a multiplexed attach stream (stdout and stderr frames) to
-// w, interleaved as they come.
-func demux(r io.Reader, w io.Writer) error {
-	var hdr [8]byte
-	for {
-		if _, err := io.ReadFull(r, hdr[:]); err != nil {
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			return err
-		}
-		n := int64(hdr[4])<<24 | int64(hdr[5])<<16 | int64(hdr[6])<<8 | int64(hdr[7])
-		if _, err := io.CopyN(w, r, n); err != nil {
-			return err
-		}
-	}
 }

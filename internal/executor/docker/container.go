@@ -1,12 +1,10 @@
 package docker
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"time"
@@ -43,15 +41,18 @@ type container struct {
 	dir      string // host directory: ws (the workspace) and etc
 	etc      string
 	netFiles bool
-	command  string        // host path of the named pipe the init reads its command from
-	conn     net.Conn      // the attached output
-	br       *bufio.Reader // reads conn
-	pid      int           // the container's first process on the host, once known
+	command  string   // host path of the named pipe the init reads its command from
+	out      *os.File // the read end of the named pipe of the job's stdout and stderr
+	// hold is a write end of the output pipe of the executor's own,
+	// until the init holds its own (a pipe without writers reads as
+	// ended).
+	hold *os.File
+	pid  int // the container's first process on the host, once known
 }
 
 func (c *container) short() string { return c.id[:min(12, len(c.id))] }
 
-// makeContainer creates, attaches and starts a container of p. Its init
+// makeContainer creates and starts a container of p. Its init
 // waits for a command; nothing of a job runs in it yet. On error nothing
 // of it is left.
 func (e *Executor) makeContainer(ctx context.Context, p containerParams) (_ *container, err error) {
@@ -88,6 +89,19 @@ func (e *Executor) makeContainer(ctx context.Context, p containerParams) (_ *con
 	if err := os.Chown(c.command, p.uid, p.gid); err != nil {
 		return nil, err
 	}
+	output := filepath.Join(ctl, "output")
+	if err := unix.Mkfifo(output, 0o200); err != nil {
+		return nil, fmt.Errorf("output pipe: %w", err)
+	}
+	if err := os.Chown(output, p.uid, p.gid); err != nil {
+		return nil, err
+	}
+	if c.out, err = os.OpenFile(output, os.O_RDONLY|unix.O_NONBLOCK, 0); err != nil {
+		return nil, fmt.Errorf("output pipe: %w", err)
+	}
+	if c.hold, err = os.OpenFile(output, os.O_WRONLY|unix.O_NONBLOCK, 0); err != nil {
+		return nil, fmt.Errorf("output pipe: %w", err)
+	}
 	binds := []string{e.opts.Init + ":" + initTarget + ":ro", ws + ":" + containerWS, ctl + ":" + ctlTarget + ":ro"}
 	if p.netFiles {
 		for _, name := range []string{"resolv.conf", "hosts"} {
@@ -108,9 +122,6 @@ func (e *Executor) makeContainer(ctx context.Context, p containerParams) (_ *con
 	if c.id, err = e.c.create(ctx, "nimbus-"+sanitize(p.name)+"-"+randomHex(4), e.config(p, binds)); err != nil {
 		return nil, fmt.Errorf("create the container: %w", err)
 	}
-	if c.conn, c.br, err = e.c.attach(ctx, c.id); err != nil {
-		return nil, err
-	}
 	if err := e.c.start(ctx, c.id); err != nil {
 		return nil, fmt.Errorf("start the container: %w", err)
 	}
@@ -119,8 +130,10 @@ func (e *Executor) makeContainer(ctx context.Context, p containerParams) (_ *con
 
 // destroy removes c's container and directory.
 func (e *Executor) destroy(ctx context.Context, c *container, log *slog.Logger) {
-	if c.conn != nil {
-		c.conn.Close()
+	for _, f := range []*os.File{c.out, c.hold} {
+		if f != nil {
+			f.Close()
+		}
 	}
 	if c.id != "" {
 		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)

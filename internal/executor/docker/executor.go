@@ -52,6 +52,7 @@ const (
 	initTarget      = "/.nimbus/init"
 	ctlTarget       = "/.nimbus/ctl"         // the container's control directory, read-only
 	commandTarget   = ctlTarget + "/command" // the named pipe its init reads its command from
+	outputTarget    = ctlTarget + "/output"  // the named pipe of the job's stdout and stderr
 	containerWS     = "/workspace"
 	defaultPath     = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 	defaultHostname = "nimbus"
@@ -249,7 +250,14 @@ func (e *Executor) Run(ctx context.Context, spec executor.Spec) (res executor.Re
 		out = io.Discard
 	}
 	copied := make(chan error, 1)
-	go func() { copied <- demux(c.br, out) }()
+	go func() {
+		_, err := io.Copy(out, c.out)
+		if err != nil && !errors.Is(err, os.ErrClosed) {
+			log.Warn("job output lost: writer failed", "error", err)
+			io.Copy(io.Discard, c.out) // never block the job on a full pipe
+		}
+		copied <- err
+	}()
 	var ex struct {
 		code int
 		err  error
@@ -281,7 +289,12 @@ func (e *Executor) Run(ctx context.Context, spec executor.Spec) (res executor.Re
 		}
 	}
 	cmd := execinit.Command{Argv: spec.Argv, Env: env(spec.Env), Dir: cmp(spec.Dir, containerWS)}
-	if err := sendCommand(runCtx, exited, c.command, cmd.Line()); err != nil && runCtx.Err() == nil {
+	err = sendCommand(runCtx, exited, c.command, cmd.Line())
+	// The init holds its end of the output pipe by now (it opens it
+	// first), or has ended: the pipe ends with the job's last writer.
+	c.hold.Close()
+	c.hold = nil
+	if err != nil && runCtx.Err() == nil {
 		select {
 		case <-exited: // the init ended before it took its command: its exit tells
 		default:
@@ -298,8 +311,15 @@ func (e *Executor) Run(ctx context.Context, spec executor.Spec) (res executor.Re
 		kcancel()
 		<-exited
 	}
-	c.conn.Close() // the output of a killed container may never end
-	<-copied
+	// Every process of the container is gone, so is every writer; a
+	// bound all the same.
+	select {
+	case <-copied:
+	case <-time.After(10 * time.Second):
+		log.Warn("the job's output did not end with its container")
+		c.out.Close()
+		<-copied
+	}
 	res.Finished = time.Now()
 	if ex.err != nil && res.Cause == nil {
 		return res, fmt.Errorf("run job %s: wait: %w", spec.JobID, ex.err)
@@ -341,15 +361,13 @@ func (e *Executor) config(p containerParams, binds []string) containerConfig {
 		hc.PidsLimit = &n
 	}
 	return containerConfig{
-		Image:        p.image,
-		Entrypoint:   []string{initTarget, "container-init", "--command", commandTarget},
-		User:         strconv.Itoa(p.uid) + ":" + strconv.Itoa(p.gid),
-		WorkingDir:   containerWS,
-		Hostname:     defaultHostname,
-		Labels:       labels,
-		AttachStdout: true,
-		AttachStderr: true,
-		HostConfig:   hc,
+		Image:      p.image,
+		Entrypoint: []string{initTarget, "container-init", "--output", outputTarget, "--command", commandTarget},
+		User:       strconv.Itoa(p.uid) + ":" + strconv.Itoa(p.gid),
+		WorkingDir: containerWS,
+		Hostname:   defaultHostname,
+		Labels:     labels,
+		HostConfig: hc,
 	}
 }
 

@@ -251,3 +251,14 @@ func TestMain(m *testing.M) {
 	}
 	os.Exit(code)
 }
+
+// The job's output comes through the executor's named pipe, whole, in
+// order, stdout and stderr interleaved as written; a job that writes more
+// than a pipe holds is never cut short.
+func TestDockerLargeOutput(t *testing.T) {
+	e := newExecutor(t, 170070)
+	res, out := run(t, e, `head -c 1000000 /dev/zero | tr '\0' x; echo; echo to-stderr >&2; echo last`)
+	if res.ExitCode != 0 || len(out) != 1000000+1+len("to-stderr\nlast\n") || !strings.HasSuffix(out, "x\nto-stderr\nlast\n") {
+		t.Fatalf("exit %d, %d bytes of output, ending %q", res.ExitCode, len(out), out[max(0, len(out)-40):])
+	}
+}

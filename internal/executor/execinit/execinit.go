@@ -28,32 +28,54 @@ type Command struct {
 // maxCommand bounds the init's one line.
 const maxCommand = 4 << 20
 
-// Main is `nimbus container-init [--command FIFO]`, the first process
-// of a sandbox made before its job (in a container, under Docker's own
-// init, which reaps): it
-// waits for its command, so that the container can be started (and its
-// network namespace made ready, or the container kept warm) before the job
-// runs, puts /dev/null on stdin and execs the command. The command comes
-// through FIFO, a named pipe the executor binds into the container and
-// writes to directly (no daemon in between), or else on stdin. It returns
-// only when it could not: 127 when the command is not found, 126 when it
-// cannot be executed, 125 for anything else, as a shell would.
+// Main is `nimbus container-init [--command FIFO] [--output FIFO]`, the
+// first process of a sandbox made before its job (in a container, under
+// Docker's own init, which reaps): it waits for its command, so that the
+// container can be started (and its network namespace made ready, or the
+// container kept warm) before the job runs, puts /dev/null on stdin and
+// execs the command. The command comes through the --command named pipe,
+// which the executor binds into the container and writes to directly (no
+// daemon in between), or else on stdin; with --output, the job's stdout
+// and stderr are that named pipe, which the executor reads directly. It
+// returns only when it could not: 127 when the command is not found, 126
+// when it cannot be executed, 125 for anything else, as a shell would.
 func Main(args []string, stdin io.Reader, stderr io.Writer) int {
 	fail := func(code int, format string, args ...any) int {
 		fmt.Fprintf(stderr, "nimbus-init: "+format+"\n", args...)
 		return code
 	}
-	switch {
-	case len(args) == 2 && args[0] == "--command":
+	var command, output string
+	for len(args) > 0 {
+		if len(args) < 2 || (args[0] != "--command" && args[0] != "--output") {
+			return fail(125, "usage: container-init [--command FIFO] [--output FIFO]")
+		}
+		if args[0] == "--command" {
+			command = args[1]
+		} else {
+			output = args[1]
+		}
+		args = args[2:]
+	}
+	if output != "" {
+		// Blocking, as the job's stdout must be; the executor holds the
+		// read end already.
+		fd, err := unix.Open(output, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fail(125, "output pipe: %v", err)
+		}
+		if unix.Dup2(fd, 1) != nil || unix.Dup2(fd, 2) != nil {
+			return fail(125, "output pipe: dup2")
+		}
+		unix.Close(fd)
+	}
+	if command != "" {
 		// Blocks until the executor opens the pipe to write.
-		f, err := os.Open(args[1])
+		f, err := os.Open(command)
 		if err != nil {
 			return fail(125, "%v", err)
 		}
 		defer f.Close()
 		stdin = f
-	case len(args) != 0:
-		return fail(125, "usage: container-init [--command FIFO]")
 	}
 	line, err := bufio.NewReaderSize(io.LimitReader(stdin, maxCommand), 64<<10).ReadBytes('\n')
 	if err != nil && !errors.Is(err, io.EOF) {
