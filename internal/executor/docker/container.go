@@ -47,7 +47,10 @@ type container struct {
 	// until the init holds its own (a pipe without writers reads as
 	// ended).
 	hold *os.File
-	pid  int // the container's first process on the host, once known
+	// commandW, in a warm container, is the command pipe's write end,
+	// opened once the init held its read end.
+	commandW *os.File
+	pid      int // the container's first process on the host, once known
 }
 
 func (c *container) short() string { return c.id[:min(12, len(c.id))] }
@@ -130,7 +133,7 @@ func (e *Executor) makeContainer(ctx context.Context, p containerParams) (_ *con
 
 // destroy removes c's container and directory.
 func (e *Executor) destroy(ctx context.Context, c *container, log *slog.Logger) {
-	for _, f := range []*os.File{c.out, c.hold} {
+	for _, f := range []*os.File{c.out, c.hold, c.commandW} {
 		if f != nil {
 			f.Close()
 		}
@@ -161,6 +164,32 @@ func (e *Executor) alive(ctx context.Context, c *container) error {
 	}
 	c.pid = st.State.Pid
 	return nil
+}
+
+// awaitInit opens c's command pipe once the init holds its read end (it
+// has started and waits), and keeps the write end for the command.
+func (c *container) awaitInit(ctx context.Context, timeout time.Duration) error {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		f, err := os.OpenFile(c.command, os.O_WRONLY|unix.O_NONBLOCK, 0)
+		if err == nil {
+			c.commandW = f
+			return nil
+		}
+		if !errors.Is(err, unix.ENXIO) {
+			return fmt.Errorf("command pipe: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case <-deadline.C:
+			return fmt.Errorf("the init did not open its command pipe in %v", timeout)
+		case <-tick.C:
+		}
+	}
 }
 
 // sendCommand writes cmd to the init's named pipe once the init opens it,

@@ -274,7 +274,7 @@ func (e *Executor) Run(ctx context.Context, spec executor.Spec) (res executor.Re
 	runCtx, cancel := runContext(ctx, spec.Timeout)
 	defer cancel()
 	if spec.BuildNetwork != nil {
-		if err := e.network(runCtx, id, spec, c.etc); err != nil {
+		if err := e.network(runCtx, c, spec); err != nil {
 			if runCtx.Err() != nil {
 				res.Cause = context.Cause(runCtx)
 				return res, nil
@@ -289,7 +289,13 @@ func (e *Executor) Run(ctx context.Context, spec executor.Spec) (res executor.Re
 		}
 	}
 	cmd := execinit.Command{Argv: spec.Argv, Env: env(spec.Env), Dir: cmp(spec.Dir, containerWS)}
-	err = sendCommand(runCtx, exited, c.command, cmd.Line())
+	if c.commandW != nil {
+		_, err = c.commandW.Write(cmd.Line())
+		c.commandW.Close()
+		c.commandW = nil
+	} else {
+		err = sendCommand(runCtx, exited, c.command, cmd.Line())
+	}
 	// The init holds its end of the output pipe by now (it opens it
 	// first), or has ended: the pipe ends with the job's last writer.
 	c.hold.Close()
@@ -373,15 +379,14 @@ func (e *Executor) config(p containerParams, binds []string) containerConfig {
 
 // network builds the job's network in the container's namespace (its
 // init is waiting) and writes the network's resolv.conf and hosts.
-func (e *Executor) network(ctx context.Context, id string, spec executor.Spec, etc string) error {
-	st, err := e.c.inspect(ctx, id)
-	if err != nil {
-		return fmt.Errorf("inspect the container: %w", err)
+func (e *Executor) network(ctx context.Context, c *container, spec executor.Spec) error {
+	if c.pid == 0 { // a warm one's was read as it was taken
+		if err := e.alive(ctx, c); err != nil {
+			return fmt.Errorf("the container before its network: %w", err)
+		}
 	}
-	if !st.State.Running || st.State.Pid <= 0 {
-		return errors.New("the container ended before its network was ready")
-	}
-	ns, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", st.State.Pid))
+	etc := c.etc
+	ns, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", c.pid))
 	if err != nil {
 		return fmt.Errorf("the container's network namespace: %w", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/nimbus-build/nimbus/internal/executor"
 	"github.com/nimbus-build/nimbus/internal/executor/warmpool"
@@ -80,7 +81,10 @@ func (w *warmPools) make(ctx context.Context, k warmpool.Key) (*container, error
 	if err != nil {
 		return nil, err
 	}
-	if err := w.e.alive(ctx, c); err != nil {
+	if err := c.awaitInit(ctx, time.Minute); err == nil {
+		err = w.e.alive(ctx, c)
+	}
+	if err != nil {
 		w.e.destroy(context.WithoutCancel(ctx), c, w.e.log)
 		return nil, fmt.Errorf("warm container %s: %w", c.short(), err)
 	}
