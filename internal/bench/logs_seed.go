@@ -22,7 +22,7 @@ const seedJobs = 100
 // bounds): a bulk path to reach millions of stored lines in minutes. It
 // is seeding, not an ingest figure. The lines are those benchIngest
 // streams (the same search patterns find the same kind of lines), spread
-// over the 50 minutes before now, in seedJobs jobs numbered after the
+// over 30 minutes ending 5 minutes before now, in seedJobs jobs numbered after the
 // ingest's. It returns the seconds it took.
 func seedLogLines(ctx context.Context, cp *app.ControlPlane, c app.ServerConfig, owner *apiclient.Client, o LogsOptions, n int, stderr io.Writer) (time.Duration, error) {
 	var store logs.Store = cp.Store.Logs()
@@ -54,8 +54,9 @@ func seedLogLines(ctx context.Context, cp *app.ControlPlane, c app.ServerConfig,
 	perJob := (n + seedJobs - 1) / seedJobs
 	perWrite := max(1, batch/seedJobs) // lines of each job in a write
 	start := time.Now()
-	span := 50 * time.Minute
-	first := start.Add(-55 * time.Minute)
+	// Within the searches' last hour even if seeding takes 25 minutes.
+	span := 30 * time.Minute
+	first := start.Add(-35 * time.Minute)
 	stored, reported := 0, 0
 	for line := 0; line < perJob && stored < n; line += perWrite {
 		var ws []logs.Write

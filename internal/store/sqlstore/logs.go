@@ -292,9 +292,11 @@ func (l Logs) Search(ctx context.Context, q logs.Query) (logs.Result, error) {
 	if q.Job != "" {
 		add("l.job_id = $?", q.Job)
 	}
+	var fts, ftsArg string // the trigram index's condition on SQLite, if any
 	for i, lit := range q.Literals {
 		switch {
 		case i == 0 && l.x.d.name == "sqlite":
+			fts, ftsArg = "text GLOB $1", "*"+globEscape(lit)+"*"
 			add("l.id IN (SELECT rowid FROM log_lines_fts WHERE text GLOB $?)", "*"+globEscape(lit)+"*")
 		case l.x.d.name == "sqlite":
 			add("instr(l.text, $?) > 0", lit)
@@ -308,6 +310,7 @@ func (l Logs) Search(ctx context.Context, q logs.Query) (logs.Result, error) {
 	for i, lit := range q.FoldLiterals {
 		switch {
 		case i == 0 && l.x.d.name == "sqlite" && !strings.ContainsAny(lit, "%_"):
+			fts, ftsArg = "text LIKE $1", "%"+lit+"%"
 			add("l.id IN (SELECT rowid FROM log_lines_fts WHERE text LIKE $?)", "%"+lit+"%")
 		case l.x.d.name == "sqlite":
 			add("instr(lower(l.text), $?) > 0", lit)
@@ -322,6 +325,21 @@ func (l Logs) Search(ctx context.Context, q logs.Query) (logs.Result, error) {
 		// q.Scan candidates, only those as new as the first one beyond
 		// the bound (the bound and the lines of that instant), and the
 		// result is partial.
+		if fts != "" {
+			// Few lines hold the literal: find them through the index
+			// alone, rather than walking the org's time index and
+			// checking each (seconds over millions of lines).
+			var n int
+			err := l.x.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM (SELECT rowid FROM log_lines_fts WHERE `+fts+
+				` LIMIT `+strconv.Itoa(ftsDriven+1)+`)`, ftsArg).Scan(&n)
+			if err != nil {
+				return logs.Result{}, fmt.Errorf("search logs: %w", err)
+			}
+			if n <= ftsDriven {
+				// A unary + keeps SQLite from using an index for a term.
+				where[0], where[1], where[2] = "+l.org_id = $1", "+l.created_at >= $2", "+l.created_at < $3"
+			}
+		}
 		var cut int64
 		err := l.x.r.QueryRowContext(ctx, `SELECT l.created_at FROM log_lines l WHERE `+strings.Join(where, " AND ")+
 			` ORDER BY l.created_at DESC LIMIT 1 OFFSET `+strconv.Itoa(q.Scan), args...).Scan(&cut)
@@ -341,6 +359,10 @@ func (l Logs) Search(ctx context.Context, q logs.Query) (logs.Result, error) {
 	}
 	return c.Result(), nil
 }
+
+// ftsDriven is the most lines holding a search's literal for which a
+// SQLite search starts from the trigram index rather than the time index.
+const ftsDriven = 100_000
 
 // collect feeds the lines of query to c until it has enough, and
 // returns how many it read.
