@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/nimbus-build/nimbus/internal/executor"
 	"github.com/nimbus-build/nimbus/internal/executor/docker/dockertest"
 	"github.com/nimbus-build/nimbus/internal/executor/warmpool"
@@ -328,8 +326,7 @@ func TestDockerDaemonWarm(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg := prometheus.NewRegistry()
-	metrics, err := warmpool.NewMetrics(reg)
+	metrics, err := warmpool.NewMetrics(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -376,7 +373,7 @@ func TestDockerDaemonWarm(t *testing.T) {
 		}
 	}
 	hits := func() float64 {
-		return gatheredValue(t, reg, "nimbus_warm_pool_takes_total", "pool", warmDockerPool, "result", "hit")
+		return metrics.Takes(warmDockerPool, "hit")
 	}
 	waitWarm()
 	res, out := runScript(t, e, 0, `export PATH=/usr/bin:$PATH
@@ -429,7 +426,7 @@ busybox wget -q -T 3 -O- http://169.254.169.254/ >/dev/null 2>&1 || echo metadat
 	if res.ExitCode != 0 || !strings.Contains(out, "daemon-answers\nbound\nmetadata-refused") {
 		t.Fatalf("cold job (exit %d):\n%s", res.ExitCode, out)
 	}
-	if got := gatheredValue(t, reg, "nimbus_warm_pool_takes_total", "pool", warmDockerPool, "result", "miss"); got != 1 {
+	if got := metrics.Takes(warmDockerPool, "miss"); got != 1 {
 		t.Fatalf("misses = %v, want 1", got)
 	}
 	if hits() != 2 {
@@ -444,36 +441,4 @@ busybox wget -q -T 3 -O- http://169.254.169.254/ >/dev/null 2>&1 || echo metadat
 	if left := liveProcesses(t, sandboxUID(t, e, 0), ""); len(left) > 0 {
 		t.Fatalf("processes left after Close: %v", left)
 	}
-}
-
-// gatheredValue is the value of reg's counter or gauge name with the
-// labels (pairs).
-func gatheredValue(t *testing.T, reg *prometheus.Registry, name string, labels ...string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			for i := 0; i+1 < len(labels); i += 2 {
-				found := false
-				for _, l := range m.GetLabel() {
-					found = found || (l.GetName() == labels[i] && l.GetValue() == labels[i+1])
-				}
-				if !found {
-					continue next
-				}
-			}
-			if m.Counter != nil {
-				return m.Counter.GetValue()
-			}
-			return m.Gauge.GetValue()
-		}
-	}
-	return 0
 }

@@ -300,20 +300,26 @@ func (e *Executor) Run(ctx context.Context, spec executor.Spec) (executor.Result
 	if spec.Docker {
 		filter = e.nested
 	}
-	runCtx, cancel := runContext(ctx, spec.Timeout)
-	defer cancel()
-	// The watch stops the sandbox, through limitCtx, when it goes over a
-	// limit.
-	watch := limitWatch{limits: spec.Limits, cgroup: cg, storage: st, log: log}
-	limitCtx, stop := context.WithCancelCause(runCtx)
-	defer stop(nil)
 	p, err := startSandbox(e.opts.BwrapPath, args, newAccounts(uid, gid), cred,
 		confinement{seccomp: filter, cgroup: cg, network: netw, netFiles: netFiles}, out, log)
 	if err != nil {
 		return res, fmt.Errorf("run job %s: %w", spec.JobID, err)
 	}
 	res.Started = time.Now()
+	return supervised(ctx, spec, p, limitWatch{limits: spec.Limits, cgroup: cg, storage: st, log: log}, res)
+}
+
+// supervised waits for the job of p to end under spec's timeout, and
+// stops it when ctx ends first or the watch finds it over a limit.
+func supervised(ctx context.Context, spec executor.Spec, p *sandboxProcess, watch limitWatch, res executor.Result) (executor.Result, error) {
+	runCtx, cancel := runContext(ctx, spec.Timeout)
+	defer cancel()
+	// The watch stops the sandbox, through limitCtx, when it goes over a
+	// limit.
+	limitCtx, stop := context.WithCancelCause(runCtx)
+	defer stop(nil)
 	watched := watch.start(limitCtx, stop)
+	var err error
 	res.ExitCode, res.Cause, err = p.supervise(limitCtx)
 	res.Finished = time.Now()
 	stop(nil)

@@ -165,7 +165,12 @@ func (e *Executor) makeWarm(ctx context.Context, k warmpool.Key) (_ *warmSandbox
 		confinement{seccomp: e.nested, cgroup: w.cg}, w.out, log); err != nil {
 		return nil, err
 	}
-	if w.command, err = w.awaitInit(ctx, pipe); err != nil {
+	// The init opens its end once the daemon answers.
+	if w.command, err = execinit.AwaitReader(ctx, pipe, warmReadyWait, w.p.exited); err != nil {
+		if errors.Is(err, execinit.ErrGone) {
+			<-w.p.stderrDone
+			err = fmt.Errorf("%w: %s%s", err, w.p.stderr.String(), w.out.earlyOutput())
+		}
 		return nil, err
 	}
 	<-w.p.initKnown // long since: bwrap reports it before the sandbox runs
@@ -173,35 +178,6 @@ func (e *Executor) makeWarm(ctx context.Context, k warmpool.Key) (_ *warmSandbox
 		return nil, errors.New("the warm sandbox's init is not tracked")
 	}
 	return w, nil
-}
-
-// awaitInit opens the write end of the command pipe once the init holds
-// its read end, which it opens once the daemon answers. Keeping it open
-// keeps the init waiting (an end of file would fail it).
-func (w *warmSandbox) awaitInit(ctx context.Context, pipe string) (*os.File, error) {
-	deadline := time.NewTimer(warmReadyWait)
-	defer deadline.Stop()
-	tick := time.NewTicker(warmPoll)
-	defer tick.Stop()
-	for {
-		f, err := os.OpenFile(pipe, os.O_WRONLY|unix.O_NONBLOCK, 0)
-		if err == nil {
-			return f, nil
-		}
-		if !errors.Is(err, unix.ENXIO) {
-			return nil, fmt.Errorf("command pipe: %w", err)
-		}
-		select {
-		case <-w.p.exited:
-			<-w.p.stderrDone
-			return nil, fmt.Errorf("the warm sandbox ended before its daemon was ready: %s%s", w.p.stderr.String(), w.out.earlyOutput())
-		case <-deadline.C:
-			return nil, fmt.Errorf("the warm sandbox's daemon was not ready in %v: %s", warmReadyWait, w.out.earlyOutput())
-		case <-ctx.Done():
-			return nil, context.Cause(ctx)
-		case <-tick.C:
-		}
-	}
 }
 
 // alive reports whether w's init still waits.
@@ -335,7 +311,7 @@ func (e *Executor) runWarm(ctx context.Context, spec executor.Spec, w *warmSandb
 			return fail(fmt.Errorf("a warm sandbox cannot take the network file %s (not in WarmNetFiles)", f.Path))
 		}
 		// In place: the sandbox's bind follows the inode.
-		if err := writeInPlace(filepath.Join(w.netFiles, filepath.Base(f.Path)), f.Data); err != nil {
+		if err := execinit.WriteInPlace(filepath.Join(w.netFiles, filepath.Base(f.Path)), f.Data); err != nil {
 			return fail(err)
 		}
 	}
@@ -359,11 +335,6 @@ func (e *Executor) runWarm(ctx context.Context, spec executor.Spec, w *warmSandb
 	}
 	w.out.set(cmp.Or[io.Writer](spec.Output, io.Discard))
 
-	runCtx, cancel := runContext(ctx, spec.Timeout)
-	defer cancel()
-	watch := limitWatch{limits: spec.Limits, cgroup: w.cg, storage: w.st, log: log}
-	limitCtx, stop := context.WithCancelCause(runCtx)
-	defer stop(nil)
 	res.Started = time.Now()
 	_, err = w.command.Write(cmd.Line())
 	w.command.Close()
@@ -371,33 +342,8 @@ func (e *Executor) runWarm(ctx context.Context, spec executor.Spec, w *warmSandb
 	if err != nil {
 		return fail(fmt.Errorf("hand the command over: %w", err))
 	}
-	watched := watch.start(limitCtx, stop)
 	w.supervised = true
-	res.ExitCode, res.Cause, err = w.p.supervise(limitCtx)
-	res.Finished = time.Now()
-	stop(nil)
-	<-watched
-	if err != nil {
-		return res, fmt.Errorf("run job %s: %w", spec.JobID, err)
-	}
-	if res.Cause == nil {
-		if over := watch.over(); over != nil {
-			res.Cause = over
-		}
-	}
-	return res, nil
-}
-
-func writeInPlace(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	return supervised(ctx, spec, w.p, limitWatch{limits: spec.Limits, cgroup: w.cg, storage: w.st, log: log}, res)
 }
 
 // switchWriter is a warm sandbox's output: kept (boundedly, for errors)

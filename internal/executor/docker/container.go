@@ -166,32 +166,6 @@ func (e *Executor) alive(ctx context.Context, c *container) error {
 	return nil
 }
 
-// awaitInit opens c's command pipe once the init holds its read end (it
-// has started and waits), and keeps the write end for the command.
-func (c *container) awaitInit(ctx context.Context, timeout time.Duration) error {
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		f, err := os.OpenFile(c.command, os.O_WRONLY|unix.O_NONBLOCK, 0)
-		if err == nil {
-			c.commandW = f
-			return nil
-		}
-		if !errors.Is(err, unix.ENXIO) {
-			return fmt.Errorf("command pipe: %w", err)
-		}
-		select {
-		case <-ctx.Done():
-			return context.Cause(ctx)
-		case <-deadline.C:
-			return fmt.Errorf("the init did not open its command pipe in %v", timeout)
-		case <-tick.C:
-		}
-	}
-}
-
 // sendCommand writes cmd to the init's named pipe once the init opens it,
 // unless the container exits (exited closes) or ctx ends first.
 func sendCommand(ctx context.Context, exited <-chan struct{}, fifo string, cmd []byte) error {

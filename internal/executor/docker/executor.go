@@ -284,7 +284,7 @@ func (e *Executor) Run(ctx context.Context, spec executor.Spec) (res executor.Re
 	} else if c.netFiles {
 		// A warm container's network files are bound whatever the job: a
 		// job without a network gets the loopback names only.
-		if err := writeInPlace(filepath.Join(c.etc, "hosts"), []byte(noNetworkHosts)); err != nil {
+		if err := execinit.WriteInPlace(filepath.Join(c.etc, "hosts"), []byte(noNetworkHosts)); err != nil {
 			return res, fmt.Errorf("run job %s: %w", spec.JobID, err)
 		}
 	}
@@ -399,24 +399,12 @@ func (e *Executor) network(ctx context.Context, c *container, spec executor.Spec
 		switch f.Path {
 		case "/etc/resolv.conf", "/etc/hosts":
 			// In place: the container's bind follows the inode.
-			if err := writeInPlace(filepath.Join(etc, filepath.Base(f.Path)), f.Data); err != nil {
+			if err := execinit.WriteInPlace(filepath.Join(etc, filepath.Base(f.Path)), f.Data); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
-}
-
-func writeInPlace(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 func (e *Executor) begin(slot int) error {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nimbus-build/nimbus/internal/executor"
+	"github.com/nimbus-build/nimbus/internal/executor/execinit"
 	"github.com/nimbus-build/nimbus/internal/executor/warmpool"
 )
 
@@ -81,7 +82,8 @@ func (w *warmPools) make(ctx context.Context, k warmpool.Key) (*container, error
 	if err != nil {
 		return nil, err
 	}
-	if err := c.awaitInit(ctx, time.Minute); err == nil {
+	c.commandW, err = execinit.AwaitReader(ctx, c.command, time.Minute, nil)
+	if err == nil {
 		err = w.e.alive(ctx, c)
 	}
 	if err != nil {

@@ -10,9 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
-
 	"github.com/nimbus-build/nimbus/internal/executor"
 	"github.com/nimbus-build/nimbus/internal/executor/docker"
 	"github.com/nimbus-build/nimbus/internal/executor/warmpool"
@@ -23,8 +20,8 @@ import (
 var warmLimits = executor.Limits{Memory: 256 << 20, Pids: 128}
 
 // newWarmExecutor is an executor keeping slots 0 and 1 warm with the
-// test image, its metrics in reg.
-func newWarmExecutor(t *testing.T, uidBase int, reg *prometheus.Registry) *docker.Executor {
+// test image.
+func newWarmExecutor(t *testing.T, uidBase int) (*docker.Executor, *warmpool.Metrics) {
 	t.Helper()
 	d, img, init := setup(t)
 	root, err := os.MkdirTemp("/var/tmp", "nimbus-docker-work-")
@@ -33,7 +30,7 @@ func newWarmExecutor(t *testing.T, uidBase int, reg *prometheus.Registry) *docke
 	}
 	os.Chmod(root, 0o711)
 	t.Cleanup(func() { os.RemoveAll(root) })
-	m, err := warmpool.NewMetrics(reg)
+	m, err := warmpool.NewMetrics(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +41,7 @@ func newWarmExecutor(t *testing.T, uidBase int, reg *prometheus.Registry) *docke
 	}
 	t.Cleanup(func() { e.Close() })
 	waitWarm(t, e)
-	return e
+	return e, m
 }
 
 func waitWarm(t *testing.T, e *docker.Executor) {
@@ -54,46 +51,6 @@ func waitWarm(t *testing.T, e *docker.Executor) {
 	if err := e.WaitWarm(ctx); err != nil {
 		t.Fatalf("warm pool not full: %v", err)
 	}
-}
-
-// metric is the value of the gathered sample of name with the labels.
-func metric(t *testing.T, reg *prometheus.Registry, name string, labels ...string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			for i := 0; i+1 < len(labels); i += 2 {
-				if !hasLabel(m, labels[i], labels[i+1]) {
-					continue next
-				}
-			}
-			switch {
-			case m.Counter != nil:
-				return m.Counter.GetValue()
-			case m.Gauge != nil:
-				return m.Gauge.GetValue()
-			case m.Histogram != nil:
-				return float64(m.Histogram.GetSampleCount())
-			}
-		}
-	}
-	return 0
-}
-
-func hasLabel(m *dto.Metric, k, v string) bool {
-	for _, l := range m.GetLabel() {
-		if l.GetName() == k && l.GetValue() == v {
-			return true
-		}
-	}
-	return false
 }
 
 func warmContainers(t *testing.T) []string {
@@ -109,10 +66,9 @@ func warmContainers(t *testing.T) []string {
 // next job in the slot never sees what the first left, in its workspace,
 // /tmp or processes; a job that does not match the pool makes its own.
 func TestDockerWarmPool(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	e := newWarmExecutor(t, 170100, reg)
+	e, m := newWarmExecutor(t, 170100)
 	pool := "docker:" + image
-	if got := metric(t, reg, "nimbus_warm_pool_ready", "pool", pool); got != 2 {
+	if got := m.Ready(pool); got != 2 {
 		t.Fatalf("ready = %v, want 2", got)
 	}
 	before := warmContainers(t)
@@ -124,7 +80,7 @@ func TestDockerWarmPool(t *testing.T) {
 	if res.ExitCode != 4 || !strings.Contains(out, "hello from warm\n170100\n") {
 		t.Fatalf("result %+v:\n%s", res, out)
 	}
-	if got := metric(t, reg, "nimbus_warm_pool_takes_total", "pool", pool, "result", "hit"); got != 1 {
+	if got := m.Takes(pool, "hit"); got != 1 {
 		t.Fatalf("hits = %v, want 1", got)
 	}
 	waitWarm(t, e)
@@ -145,7 +101,7 @@ func TestDockerWarmPool(t *testing.T) {
 	if res.ExitCode != 0 || strings.Contains(out, "left") || !strings.Contains(out, "\n0\ndone") {
 		t.Fatalf("the second job sees the first's leftovers: %+v\n%s", res, out)
 	}
-	if got := metric(t, reg, "nimbus_warm_pool_refill_seconds", "pool", pool); got < 3 {
+	if got := float64(m.Refills(pool)); got < 3 {
 		t.Errorf("refills observed = %v, want ≥ 3 (two at start, one after the first job)", got)
 	}
 
@@ -161,10 +117,10 @@ func TestDockerWarmPool(t *testing.T) {
 			t.Fatalf("miss %d: %+v %s", i, res, out)
 		}
 	}
-	if got := metric(t, reg, "nimbus_warm_pool_takes_total", "pool", pool, "result", "miss"); got != 3 {
+	if got := m.Takes(pool, "miss"); got != 3 {
 		t.Errorf("misses = %v, want 3", got)
 	}
-	if got := metric(t, reg, "nimbus_warm_pool_takes_total", "pool", pool, "result", "hit"); got != 2 {
+	if got := m.Takes(pool, "hit"); got != 2 {
 		t.Errorf("hits = %v, want 2", got)
 	}
 
@@ -179,8 +135,7 @@ func TestDockerWarmPool(t *testing.T) {
 // A warm container that died while it waited is not handed to a job: the
 // job makes its own, and the pool makes a new one.
 func TestDockerWarmDeadContainer(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	e := newWarmExecutor(t, 170110, reg)
+	e, m := newWarmExecutor(t, 170110)
 	out, err := daemon.Docker(t.Context(), "ps", "-q", "--filter", "label=build.nimbus.warm=0", "--filter", "label=build.nimbus.owner")
 	if err != nil || len(strings.Fields(out)) != 1 {
 		t.Fatalf("slot 0's warm container: %q %v", out, err)
@@ -193,8 +148,8 @@ func TestDockerWarmDeadContainer(t *testing.T) {
 		t.Fatalf("%+v %s", res, got)
 	}
 	pool := "docker:" + image
-	if hits, misses := metric(t, reg, "nimbus_warm_pool_takes_total", "pool", pool, "result", "hit"),
-		metric(t, reg, "nimbus_warm_pool_takes_total", "pool", pool, "result", "miss"); hits != 0 || misses != 1 {
+	if hits, misses := m.Takes(pool, "hit"),
+		m.Takes(pool, "miss"); hits != 0 || misses != 1 {
 		t.Fatalf("hits %v misses %v, want 0 and 1", hits, misses)
 	}
 	waitWarm(t, e)
@@ -204,8 +159,7 @@ func TestDockerWarmDeadContainer(t *testing.T) {
 // job's egress policy holds in it as in a cold one.
 func TestDockerWarmNetwork(t *testing.T) {
 	w := netpolicytest.New(t)
-	reg := prometheus.NewRegistry()
-	e := newWarmExecutor(t, 170120, reg)
+	e, metrics := newWarmExecutor(t, 170120)
 	m, err := netpolicy.NewManager(netpolicy.Config{Subnet4: netip.MustParsePrefix("10.221.0.0/16"), Upstream: []string{w.DNS}})
 	if err != nil {
 		t.Fatal(err)
@@ -230,7 +184,7 @@ func TestDockerWarmNetwork(t *testing.T) {
 		t.Fatalf("no network built: %+v\n%s", res, out.String())
 	}
 	sb.Close()
-	if got := metric(t, reg, "nimbus_warm_pool_takes_total", "pool", "docker:"+image, "result", "hit"); got != 1 {
+	if got := metrics.Takes("docker:"+image, "hit"); got != 1 {
 		t.Fatalf("hits = %v, want 1 (the job ran cold)", got)
 	}
 	for _, want := range []string{"hello from 198.51.100.7", "metadata refused", "other refused", "nameserver "} {

@@ -5,6 +5,7 @@ package execinit
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -135,4 +137,51 @@ func lookPath(name, path string) (string, error) {
 func (c Command) Line() []byte {
 	b, _ := json.Marshal(c)
 	return append(b, '\n')
+}
+
+// WriteInPlace rewrites the file at path with data, in the same inode: a
+// sandbox that bound the file (a file bind follows its inode) sees the new
+// contents.
+func WriteInPlace(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// ErrGone is AwaitReader's error when the sandbox ended first.
+var ErrGone = errors.New("the sandbox ended before its init was ready")
+
+// AwaitReader opens the write end of the named pipe at path once a reader
+// (the init) holds its read end, polling, and returns it: kept open, it
+// keeps the init waiting for what is written there. It gives up when ctx
+// ends, timeout passes, or gone (nil: never) is closed (ErrGone).
+func AwaitReader(ctx context.Context, path string, timeout time.Duration, gone <-chan struct{}) (*os.File, error) {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		f, err := os.OpenFile(path, os.O_WRONLY|unix.O_NONBLOCK, 0)
+		if err == nil {
+			return f, nil
+		}
+		if !errors.Is(err, unix.ENXIO) {
+			return nil, fmt.Errorf("command pipe: %w", err)
+		}
+		select {
+		case <-gone:
+			return nil, ErrGone
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		case <-deadline.C:
+			return nil, fmt.Errorf("the init did not open its command pipe in %v", timeout)
+		case <-tick.C:
+		}
+	}
 }

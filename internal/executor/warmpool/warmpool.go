@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // Backoff after a failed attempt, doubling to the maximum.
@@ -71,6 +72,35 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}
 	}
 	return m, nil
+}
+
+// Takes is how many jobs of pool took a sandbox (result "hit") or made
+// their own ("miss").
+func (m *Metrics) Takes(pool, result string) float64 {
+	return value(m.takes.WithLabelValues(pool, result))
+}
+
+// Ready is how many of pool's sandboxes are ready now.
+func (m *Metrics) Ready(pool string) float64 { return value(m.ready.WithLabelValues(pool)) }
+
+// Refills is how many of pool's sandboxes were made.
+func (m *Metrics) Refills(pool string) uint64 {
+	var d dto.Metric
+	if h, ok := m.fills.WithLabelValues(pool).(prometheus.Metric); ok && h.Write(&d) == nil {
+		return d.GetHistogram().GetSampleCount()
+	}
+	return 0
+}
+
+func value(c prometheus.Metric) float64 {
+	var d dto.Metric
+	if c.Write(&d) != nil {
+		return 0
+	}
+	if d.Counter != nil {
+		return d.Counter.GetValue()
+	}
+	return d.GetGauge().GetValue()
 }
 
 // Funcs are how a Pool makes, checks and removes its executor's sandboxes.

@@ -8,20 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 )
-
-// value is a counter's or gauge's value.
-func value(m prometheus.Metric) float64 {
-	var d dto.Metric
-	if err := m.Write(&d); err != nil {
-		panic(err)
-	}
-	if d.Counter != nil {
-		return d.Counter.GetValue()
-	}
-	return d.Gauge.GetValue()
-}
 
 // sandboxes is a fake executor's: numbered sandboxes, some failing to be
 // made, some dying while they wait.
@@ -95,7 +82,7 @@ func TestPool(t *testing.T) {
 	if got := value(m.failed.WithLabelValues("p")); got != 2 {
 		t.Errorf("failures = %v, want 2 (retried)", got)
 	}
-	if got := value(m.ready.WithLabelValues("p")); got != 3 {
+	if got := m.Ready("p"); got != 3 {
 		t.Errorf("ready = %v, want 3", got)
 	}
 
@@ -129,7 +116,7 @@ func TestPool(t *testing.T) {
 	if !s.destroyed[d] {
 		t.Fatal("the dead sandbox was not destroyed")
 	}
-	if hits, misses := value(m.takes.WithLabelValues("p", "hit")), value(m.takes.WithLabelValues("p", "miss")); hits != 2 || misses != 1 {
+	if hits, misses := m.Takes("p", "hit"), m.Takes("p", "miss"); hits != 2 || misses != 1 {
 		t.Errorf("hits %v misses %v, want 2 and 1", hits, misses)
 	}
 	if s.maxMaking != 1 {
@@ -144,7 +131,7 @@ func TestPool(t *testing.T) {
 	if len(s.destroyed) != s.made-2 { // all but the two taken
 		t.Fatalf("made %d, destroyed %d, taken 2", s.made, len(s.destroyed))
 	}
-	if got := value(m.ready.WithLabelValues("p")); got != 0 {
+	if got := m.Ready("p"); got != 0 {
 		t.Errorf("ready after Close = %v", got)
 	}
 }
