@@ -49,3 +49,34 @@ func TestAgentJobLimitFlags(t *testing.T) {
 		}
 	}
 }
+
+// Warm pool flags: counts within the agent's slots, IMAGE=N well formed;
+// each error names its flag.
+func TestAgentWarmFlags(t *testing.T) {
+	parse := func(args ...string) (AgentConfig, error) {
+		var c AgentConfig
+		s := config.NewSet("nimbus agent", io.Discard)
+		c.Register(s, true)
+		if err := s.Parse(append([]string{"--server", "http://x", "--state-dir", t.TempDir(), "--max-jobs", "2"}, args...), func(string) string { return "" }, "config"); err != nil {
+			return c, err
+		}
+		return c, c.Validate(true)
+	}
+	c, err := parse("--docker-warm", "registry.example/app:1=2,busybox@sha256:abc=1", "--docker-daemon-warm", "2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	warm, err := c.dockerWarm(executor.Limits{Memory: 1 << 30, Disk: 1 << 30})
+	if err != nil || len(warm) != 2 || warm[0].Image != "registry.example/app:1" || warm[0].Slots != 2 ||
+		warm[1].Image != "busybox@sha256:abc" || warm[1].Slots != 1 || warm[0].Limits != (executor.Limits{Memory: 1 << 30}) {
+		t.Fatalf("docker-warm: %+v %v", warm, err)
+	}
+	for _, bad := range [][]string{
+		{"--docker-warm", "app"}, {"--docker-warm", "=1"}, {"--docker-warm", "app=0"}, {"--docker-warm", "app=3"}, {"--docker-warm", "app=x"},
+		{"--docker-daemon-warm", "3"}, {"--docker-daemon-warm", "-1"}, {"--docker-daemon-warm", "1", "--docker-label", ""},
+	} {
+		if _, err := parse(bad...); err == nil || !strings.HasPrefix(err.Error(), strings.TrimPrefix(bad[0], "--")+":") {
+			t.Errorf("%v: %v, want an error naming the flag", bad, err)
+		}
+	}
+}
