@@ -194,7 +194,10 @@ func (s *Store) readSnapshot(br *bufio.Reader) (int, error) {
 		if version >= 2 {
 			stored, zstd = int64(binary.LittleEndian.Uint64(b[47:])), b[55]&1 != 0
 		}
-		if int(so) >= len(orgMap) || orgMap[so] < 0 || !kind.Valid() || size < 0 || stored < 0 || (zstd && kind != blobstore.KindCAS) {
+		// A plain file's stored size is its size; a record that says
+		// otherwise is damaged.
+		if int(so) >= len(orgMap) || orgMap[so] < 0 || !kind.Valid() || size < 0 || stored < 0 ||
+			(zstd && kind != blobstore.KindCAS) || (!zstd && stored != size) {
 			continue
 		}
 		oi := uint16(orgMap[so])

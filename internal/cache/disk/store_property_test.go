@@ -195,9 +195,14 @@ func FuzzSnapshot(f *testing.F) {
 		if n != s.ix.live {
 			t.Fatalf("loaded %d, index holds %d", n, s.ix.live)
 		}
+		// An org's bytes are what its blobs take on disk.
 		var total int64
 		for i := s.orgs[0].lru.head; i != 0; i = s.ix.at(i).next {
-			total += s.ix.at(i).size
+			e := s.ix.at(i)
+			if e.flags&flagZstd == 0 && e.stored != e.size {
+				t.Fatalf("a plain blob of %d bytes loaded as stored in %d", e.size, e.stored)
+			}
+			total += e.stored
 		}
 		if total != s.orgs[0].bytes {
 			t.Fatalf("org bytes %d, list sums to %d", s.orgs[0].bytes, total)
