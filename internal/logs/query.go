@@ -98,19 +98,7 @@ func NewQuery(org string, p SearchParams, now time.Time) (Query, error) {
 // them, longest first) that every string matching re contains: a store
 // finds candidate lines with them through its index. Case-folded parts
 // give none.
-func RequiredLiterals(re *syntax.Regexp) []string {
-	var out []string
-	collectRequired(re.Simplify(), &out)
-	slices.SortFunc(out, func(a, b string) int { return len(b) - len(a) })
-	out = slices.Compact(out)
-	var keep []string
-	for _, s := range out {
-		if len(s) >= minLiteral && len(keep) < maxLiterals && !slices.Contains(keep, s) {
-			keep = append(keep, s)
-		}
-	}
-	return keep
-}
+func RequiredLiterals(re *syntax.Regexp) []string { return required(re, exactRune) }
 
 // RequiredFoldLiterals returns strings (lower case ASCII where they
 // have letters; at least 3 bytes, at most 4, longest first) that every
@@ -118,9 +106,18 @@ func RequiredLiterals(re *syntax.Regexp) []string {
 // "timeout", which a store can look up case-insensitively (SQLite's LIKE
 // and lower() fold ASCII only). Folded runes past ASCII, and k and s
 // (which also fold to the Kelvin sign and the long s), end a literal.
-func RequiredFoldLiterals(re *syntax.Regexp) []string {
+func RequiredFoldLiterals(re *syntax.Regexp) []string { return required(re, foldRune) }
+
+// runeMap is how a literal's rune goes in a required string (fold: the
+// pattern ignores its case); false ends the string there.
+type runeMap func(r rune, fold bool) (string, bool)
+
+// exactRune keeps a rune whose case matters, as it is.
+func exactRune(r rune, fold bool) (string, bool) { return string(r), !fold }
+
+func required(re *syntax.Regexp, m runeMap) []string {
 	var out []string
-	collectFold(re.Simplify(), &out)
+	collectRequired(re.Simplify(), m, &out)
 	slices.SortFunc(out, func(a, b string) int { return len(b) - len(a) })
 	var keep []string
 	for _, s := range out {
@@ -129,74 +126,6 @@ func RequiredFoldLiterals(re *syntax.Regexp) []string {
 		}
 	}
 	return keep
-}
-
-// collectFold is collectRequired for ASCII-folded strings: runs of
-// foldable runes, cut where one is not.
-func collectFold(re *syntax.Regexp, out *[]string) {
-	switch re.Op {
-	case syntax.OpLiteral:
-		run := ""
-		for _, r := range re.Rune {
-			if s, ok := foldRune(r, re.Flags&syntax.FoldCase != 0); ok {
-				run += s
-				continue
-			}
-			*out = append(*out, run)
-			run = ""
-		}
-		*out = append(*out, run)
-	case syntax.OpCapture, syntax.OpPlus:
-		collectFold(re.Sub[0], out)
-	case syntax.OpRepeat:
-		if re.Min >= 1 {
-			collectFold(re.Sub[0], out)
-		}
-	case syntax.OpConcat:
-		run := ""
-		for _, sub := range re.Sub {
-			if s, ok := exactFold(sub); ok {
-				run += s
-				continue
-			}
-			*out = append(*out, run)
-			run = ""
-			collectFold(sub, out)
-		}
-		*out = append(*out, run)
-	}
-}
-
-// exactFold returns the one string, up to ASCII case, that re matches,
-// when it matches only one.
-func exactFold(re *syntax.Regexp) (string, bool) {
-	switch re.Op {
-	case syntax.OpLiteral:
-		s := ""
-		for _, r := range re.Rune {
-			f, ok := foldRune(r, re.Flags&syntax.FoldCase != 0)
-			if !ok {
-				return "", false
-			}
-			s += f
-		}
-		return s, true
-	case syntax.OpEmptyMatch:
-		return "", true
-	case syntax.OpCapture:
-		return exactFold(re.Sub[0])
-	case syntax.OpConcat:
-		s := ""
-		for _, sub := range re.Sub {
-			e, ok := exactFold(sub)
-			if !ok {
-				return "", false
-			}
-			s += e
-		}
-		return s, true
-	}
-	return "", false
 }
 
 // foldRune is r as it goes in a folded literal: ASCII in lower case;
@@ -221,53 +150,64 @@ func foldRune(r rune, fold bool) (string, bool) {
 	return "", false
 }
 
-// collectRequired adds to out strings every match of re contains.
-func collectRequired(re *syntax.Regexp, out *[]string) {
+// collectRequired adds to out strings (mapped by m) every match of re
+// contains: runs of mapped runes, cut where one does not map.
+func collectRequired(re *syntax.Regexp, m runeMap, out *[]string) {
 	switch re.Op {
-	case syntax.OpLiteral, syntax.OpCapture:
-		if s, ok := exact(re); ok {
-			*out = append(*out, s)
-		} else if re.Op == syntax.OpCapture {
-			collectRequired(re.Sub[0], out)
-		}
-	case syntax.OpPlus:
-		collectRequired(re.Sub[0], out)
-	case syntax.OpRepeat:
-		if re.Min >= 1 {
-			collectRequired(re.Sub[0], out)
-		}
-	case syntax.OpConcat:
+	case syntax.OpLiteral:
 		run := ""
-		for _, sub := range re.Sub {
-			if s, ok := exact(sub); ok {
+		for _, r := range re.Rune {
+			if s, ok := m(r, re.Flags&syntax.FoldCase != 0); ok {
 				run += s
 				continue
 			}
 			*out = append(*out, run)
 			run = ""
-			collectRequired(sub, out)
+		}
+		*out = append(*out, run)
+	case syntax.OpCapture, syntax.OpPlus:
+		collectRequired(re.Sub[0], m, out)
+	case syntax.OpRepeat:
+		if re.Min >= 1 {
+			collectRequired(re.Sub[0], m, out)
+		}
+	case syntax.OpConcat:
+		run := ""
+		for _, sub := range re.Sub {
+			if s, ok := exact(sub, m); ok {
+				run += s
+				continue
+			}
+			*out = append(*out, run)
+			run = ""
+			collectRequired(sub, m, out)
 		}
 		*out = append(*out, run)
 	}
 }
 
-// exact returns the one string re matches, when it matches only one
-// (and case matters).
-func exact(re *syntax.Regexp) (string, bool) {
+// exact returns the one string (mapped by m) re matches, when it matches
+// only one.
+func exact(re *syntax.Regexp, m runeMap) (string, bool) {
 	switch re.Op {
 	case syntax.OpLiteral:
-		if re.Flags&syntax.FoldCase != 0 {
-			return "", false
+		s := ""
+		for _, r := range re.Rune {
+			f, ok := m(r, re.Flags&syntax.FoldCase != 0)
+			if !ok {
+				return "", false
+			}
+			s += f
 		}
-		return string(re.Rune), true
+		return s, true
 	case syntax.OpEmptyMatch:
 		return "", true
 	case syntax.OpCapture:
-		return exact(re.Sub[0])
+		return exact(re.Sub[0], m)
 	case syntax.OpConcat:
 		s := ""
 		for _, sub := range re.Sub {
-			e, ok := exact(sub)
+			e, ok := exact(sub, m)
 			if !ok {
 				return "", false
 			}
