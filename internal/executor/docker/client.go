@@ -90,21 +90,16 @@ func (c *client) do(ctx context.Context, method, path string, query url.Values, 
 
 // containerConfig is the body of POST /containers/create.
 type containerConfig struct {
-	Image        string            `json:"Image"`
-	Entrypoint   []string          `json:"Entrypoint,omitempty"`
-	Cmd          []string          `json:"Cmd,omitempty"`
-	Env          []string          `json:"Env,omitempty"`
-	User         string            `json:"User,omitempty"`
-	WorkingDir   string            `json:"WorkingDir,omitempty"`
-	Hostname     string            `json:"Hostname,omitempty"`
-	Labels       map[string]string `json:"Labels,omitempty"`
-	AttachStdin  bool              `json:"AttachStdin"`
-	AttachStdout bool              `json:"AttachStdout"`
-	AttachStderr bool              `json:"AttachStderr"`
-	OpenStdin    bool              `json:"OpenStdin"`
-	StdinOnce    bool              `json:"StdinOnce"`
-	Tty          bool              `json:"Tty"`
-	HostConfig   hostConfig        `json:"HostConfig"`
+	Image      string            `json:"Image"`
+	Entrypoint []string          `json:"Entrypoint,omitempty"`
+	Cmd        []string          `json:"Cmd,omitempty"`
+	Env        []string          `json:"Env,omitempty"`
+	User       string            `json:"User,omitempty"`
+	WorkingDir string            `json:"WorkingDir,omitempty"`
+	Hostname   string            `json:"Hostname,omitempty"`
+	Labels     map[string]string `json:"Labels,omitempty"`
+	Tty        bool              `json:"Tty"`
+	HostConfig hostConfig        `json:"HostConfig"`
 }
 
 type hostConfig struct {

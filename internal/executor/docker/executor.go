@@ -53,6 +53,7 @@ const (
 	ctlTarget       = "/.nimbus/ctl"         // the container's control directory, read-only
 	commandTarget   = ctlTarget + "/command" // the named pipe its init reads its command from
 	outputTarget    = ctlTarget + "/output"  // the named pipe of the job's stdout and stderr
+	initWait        = time.Minute            // for a container's init to wait for its command
 	containerWS     = "/workspace"
 	defaultPath     = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 	defaultHostname = "nimbus"
@@ -289,12 +290,13 @@ func (e *Executor) Run(ctx context.Context, spec executor.Spec) (res executor.Re
 		}
 	}
 	cmd := execinit.Command{Argv: spec.Argv, Env: env(spec.Env), Dir: cmp(spec.Dir, containerWS)}
+	if c.commandW == nil { // a cold container: its init is starting
+		c.commandW, err = execinit.AwaitReader(runCtx, c.command, initWait, exited)
+	}
 	if c.commandW != nil {
 		_, err = c.commandW.Write(cmd.Line())
 		c.commandW.Close()
 		c.commandW = nil
-	} else {
-		err = sendCommand(runCtx, exited, c.command, cmd.Line())
 	}
 	// The init holds its end of the output pipe by now (it opens it
 	// first), or has ended: the pipe ends with the job's last writer.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strconv"
-	"time"
 
 	"github.com/nimbus-build/nimbus/internal/executor"
 	"github.com/nimbus-build/nimbus/internal/executor/execinit"
@@ -82,7 +81,7 @@ func (w *warmPools) make(ctx context.Context, k warmpool.Key) (*container, error
 	if err != nil {
 		return nil, err
 	}
-	c.commandW, err = execinit.AwaitReader(ctx, c.command, time.Minute, nil)
+	c.commandW, err = execinit.AwaitReader(ctx, c.command, initWait, nil)
 	if err == nil {
 		err = w.e.alive(ctx, c)
 	}
