@@ -169,11 +169,16 @@ func TestKeyringRefusesForgeries(t *testing.T) {
 	payload, _ := base64.RawURLEncoding.DecodeString(parts[1])
 	payload = bytes.Replace(payload, []byte(`"org_1"`), []byte(`"org_2"`), 1)
 	forged := parts[0] + "." + base64.RawURLEncoding.EncodeToString(payload) + "." + parts[2]
+	// One bit of the signature flipped (not its last characters replaced:
+	// they may already be what replaces them).
+	sig, _ := base64.RawURLEncoding.DecodeString(parts[2])
+	sig[len(sig)/2] ^= 1
+	badSig := parts[0] + "." + parts[1] + "." + base64.RawURLEncoding.EncodeToString(sig)
 	otherRing := newRing(t, storetest.Open(t, "sqlite"), c)
 	foreign, _ := otherRing.Sign(auth.Claims{Kind: auth.KindAgent, Subject: "a", Org: "o"}, time.Minute)
 	for name, bad := range map[string]string{
 		"none alg":      "eyJhbGciOiJub25lIiwia2lkIjoieCJ9." + parts[1] + ".",
-		"bad signature": parts[0] + "." + parts[1] + "." + parts[2][:len(parts[2])-2] + "AA",
+		"bad signature": badSig,
 		"forged claims": forged,
 		"other keyring": foreign,
 		"garbage":       "ey.a.b",

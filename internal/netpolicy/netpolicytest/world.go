@@ -8,6 +8,7 @@ package netpolicytest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -370,13 +371,25 @@ func BuildNettool(t testing.TB) string {
 // (a sandbox's host side holds its gateway's).
 func SubnetLinks(t testing.TB, pfx netip.Prefix) []string {
 	t.Helper()
+	// A dump taken while links come and go is marked interrupted
+	// (NLM_F_DUMP_INTR); it is taken again.
 	links, err := netlink.LinkList()
+	for tries := 0; errors.Is(err, netlink.ErrDumpInterrupted) && tries < 50; tries++ {
+		time.Sleep(10 * time.Millisecond)
+		links, err = netlink.LinkList()
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
 	var out []string
 	for _, l := range links {
-		addrs, _ := netlink.AddrList(l, netlink.FAMILY_V4)
+		addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
+		if errors.Is(err, netlink.ErrDumpInterrupted) {
+			// A partial dump: the link counts as left, so the caller
+			// looks again.
+			out = append(out, l.Attrs().Name)
+			continue
+		}
 		for _, a := range addrs {
 			if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok && pfx.Contains(ip) {
 				out = append(out, l.Attrs().Name)
