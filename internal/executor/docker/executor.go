@@ -336,13 +336,34 @@ func (e *Executor) Run(ctx context.Context, spec executor.Spec) (res executor.Re
 		return res, nil
 	}
 	res.ExitCode = ex.code
-	ictx, icancel := context.WithTimeout(cctx, 10*time.Second)
-	st, err := e.c.inspect(ictx, id)
-	icancel()
-	if err == nil && st.State.OOMKilled && spec.Limits.Memory > 0 {
+	if spec.Limits.Memory > 0 && e.oomKilled(cctx, id, ex.code) {
 		res.Cause = &executor.LimitError{Resource: "memory", Limit: spec.Limits.Memory}
 	}
 	return res, nil
+}
+
+// oomKilled says whether the kernel's OOM killer ended a process of the
+// ended container id. The daemon learns it from containerd's OOM event,
+// which can come after the exit event: a job that died of SIGKILL (exit
+// 137) is asked about again for up to a second before the answer is no.
+func (e *Executor) oomKilled(ctx context.Context, id string, code int) bool {
+	deadline := time.Now().Add(time.Second)
+	for {
+		ictx, icancel := context.WithTimeout(ctx, 10*time.Second)
+		st, err := e.c.inspect(ictx, id)
+		icancel()
+		if err == nil && st.State.OOMKilled {
+			return true
+		}
+		if err != nil || code != 128+9 || time.Now().After(deadline) {
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // config is the container of p.

@@ -113,14 +113,19 @@ func TestPool(t *testing.T) {
 	if _, ok := p.Take(t.Context(), Key{"p", 0}); ok {
 		t.Fatal("took a dead sandbox")
 	}
-	if !s.destroyed[d] {
+	// The pool's maker goes on refilling meanwhile: s is read under its
+	// lock.
+	s.mu.Lock()
+	destroyed, maxMaking := s.destroyed[d], s.maxMaking
+	s.mu.Unlock()
+	if !destroyed {
 		t.Fatal("the dead sandbox was not destroyed")
 	}
 	if hits, misses := m.Takes("p", "hit"), m.Takes("p", "miss"); hits != 2 || misses != 1 {
 		t.Errorf("hits %v misses %v, want 2 and 1", hits, misses)
 	}
-	if s.maxMaking != 1 {
-		t.Errorf("%d sandboxes made at once, want 1", s.maxMaking)
+	if maxMaking != 1 {
+		t.Errorf("%d sandboxes made at once, want 1", maxMaking)
 	}
 
 	// Close destroys every ready one; the pool makes no more.
