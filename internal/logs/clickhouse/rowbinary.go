@@ -24,6 +24,7 @@ func (w *rowWriter) bytes(s []byte) {
 	w.b = append(w.b, s...)
 }
 
+func (w *rowWriter) u32(v uint32) { w.b = binary.LittleEndian.AppendUint32(w.b, v) }
 func (w *rowWriter) i64(v int64)  { w.b = binary.LittleEndian.AppendUint64(w.b, uint64(v)) }
 func (w *rowWriter) u64(v uint64) { w.b = binary.LittleEndian.AppendUint64(w.b, v) }
 

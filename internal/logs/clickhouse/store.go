@@ -43,6 +43,13 @@ type Store struct {
 	// ttl: the server applies table TTLs (19.6 and later); else
 	// retention drops old partitions (DropBefore).
 	ttl bool
+	// indexFrom: lines before this time (µs) may be missing from
+	// log_terms (stored before it existed); a search reaching back
+	// before it scans.
+	indexFrom int64
+	// useIndex: searches look up candidates in log_terms (tests turn it
+	// off to compare with the scan).
+	useIndex bool
 }
 
 var _ logs.Store = (*Store)(nil)
@@ -81,7 +88,7 @@ func Open(ctx context.Context, dsn string, o Options) (*Store, error) {
 	if c.http == nil {
 		c.http = &http.Client{}
 	}
-	s := &Store{c: c, db: db}
+	s := &Store{c: c, db: db, useIndex: true}
 	v, err := c.do(ctx, "SELECT version()", nil, nil)
 	if err != nil {
 		return nil, err
@@ -111,8 +118,18 @@ func (s *Store) createTables(ctx context.Context, retention time.Duration) error
 	if s.ttl && retention > 0 {
 		ttl = fmt.Sprintf(" TTL toDateTime(intDiv(at_us, 1000000)) + INTERVAL %d DAY", max(1, int(retention/(24*time.Hour))))
 	}
+	if _, err := s.c.do(ctx, "CREATE DATABASE IF NOT EXISTS "+s.db, nil, nil); err != nil {
+		return err
+	}
+	had, err := s.c.do(ctx, "EXISTS TABLE "+s.db+".log_terms", nil, nil)
+	if err != nil {
+		return err
+	}
+	termsTTL := ""
+	if ttl != "" {
+		termsTTL = strings.Replace(ttl, "at_us", "max_us", 1)
+	}
 	stmts := []string{
-		"CREATE DATABASE IF NOT EXISTS " + s.db,
 		`CREATE TABLE IF NOT EXISTS ` + s.db + `.log_lines (
 			org String, job String, line UInt64, fence Int64, seq Int64, repo String,
 			step String, stream String, at_us Int64, text String
@@ -124,12 +141,28 @@ func (s *Store) createTables(ctx context.Context, retention time.Duration) error
 			org String, job String, version UInt64, fence Int64, seq Int64, used Int64, lines Int64,
 			pending String, step String, full UInt8, at_us Int64
 		) ENGINE = ReplacingMergeTree(version) PARTITION BY ` + day + ` ORDER BY (org, job)` + ttl,
+		`CREATE TABLE IF NOT EXISTS ` + s.db + `.log_terms (
+			org String, term UInt32, job String, block UInt64, min_us Int64, max_us Int64
+		) ENGINE = MergeTree PARTITION BY ` + strings.Replace(day, "at_us", "max_us", 1) + ` ORDER BY (org, term, job, block)` + termsTTL,
+		`CREATE TABLE IF NOT EXISTS ` + s.db + `.log_index (from_us Int64) ENGINE = Log`,
 	}
 	for _, q := range stmts {
 		if _, err := s.c.do(ctx, q, nil, nil); err != nil {
 			return err
 		}
 	}
+	if strings.TrimSpace(string(had)) == "0" {
+		// Lines stored before the index existed are not in it: searches
+		// reaching back before them scan (until retention drops them).
+		if _, err := s.c.do(ctx, `INSERT INTO `+s.db+`.log_index SELECT f FROM (SELECT max(at_us) + 1 AS f, count() AS n FROM `+s.db+`.log_lines) WHERE n > 0`, nil, nil); err != nil {
+			return err
+		}
+	}
+	out, err := s.c.do(ctx, `SELECT max(from_us) FROM `+s.db+`.log_index FORMAT TabSeparated`, nil, readSettings(time.Minute))
+	if err != nil {
+		return err
+	}
+	s.indexFrom, _ = strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64)
 	return nil
 }
 
@@ -143,7 +176,7 @@ func (s *Store) DropDatabase(ctx context.Context) error {
 // server without table TTLs. It returns how many partitions went.
 func (s *Store) DropBefore(ctx context.Context, t time.Time) (int, error) {
 	out, err := s.c.do(ctx, `SELECT DISTINCT table, partition FROM system.parts WHERE active AND database = `+quote(s.db)+
-		` AND table IN ('log_lines', 'log_chunks', 'log_state') FORMAT TabSeparated`, nil, readSettings(time.Minute))
+		` AND table IN ('log_lines', 'log_chunks', 'log_state', 'log_terms') FORMAT TabSeparated`, nil, readSettings(time.Minute))
 	if err != nil {
 		return 0, err
 	}
@@ -152,7 +185,7 @@ func (s *Store) DropBefore(ctx context.Context, t time.Time) (int, error) {
 	for _, row := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 		table, part, ok := strings.Cut(row, "\t")
 		p, err := strconv.Atoi(part)
-		if !ok || err != nil || p >= cut || (table != "log_lines" && table != "log_chunks" && table != "log_state") {
+		if !ok || err != nil || p >= cut || (table != "log_lines" && table != "log_chunks" && table != "log_state" && table != "log_terms") {
 			continue
 		}
 		if _, err := s.c.do(ctx, fmt.Sprintf("ALTER TABLE %s.%s DROP PARTITION %d", s.db, table, p), nil, nil); err != nil {
@@ -251,7 +284,7 @@ func (s *Store) Write(ctx context.Context, ws []logs.Write) ([]error, error) {
 		}
 		versions[[2]string{org, job}] = v
 	}
-	var lines, chunks, states rowWriter
+	var lines, chunks, states, terms rowWriter
 	seen := map[[2]string]bool{}
 	for i, w := range ws {
 		k := [2]string{w.Org, w.Job}
@@ -264,6 +297,7 @@ func (s *Store) Write(ctx context.Context, ws []logs.Write) ([]error, error) {
 			writeLineRow(&lines, lineRow{org: l.Org, job: l.Job, line: l.N, fence: l.Fence, seq: l.Seq, repo: l.Repo,
 				step: l.Step, stream: l.Stream, atUS: l.At.UnixMicro(), text: l.Text})
 		}
+		termRows(&terms, w.Lines)
 		for _, c := range w.Chunks {
 			chunks.str(c.Org)
 			chunks.str(c.Job)
@@ -285,13 +319,13 @@ func (s *Store) Write(ctx context.Context, ws []logs.Write) ([]error, error) {
 		states.u8(st.Full)
 		states.i64(time.Now().UnixMicro())
 	}
-	// Lines and chunks at once (two inserts, each a part on the server),
-	// then the states, which make them count.
+	// Lines, their index rows and chunks at once (an insert and a part on
+	// the server each), then the states, which make them count.
 	var g errgroup.Group
 	for _, ins := range []struct {
 		table string
 		rows  []byte
-	}{{"log_lines", lines.b}, {"log_chunks", chunks.b}} {
+	}{{"log_lines", lines.b}, {"log_terms", terms.b}, {"log_chunks", chunks.b}} {
 		if len(ins.rows) > 0 {
 			g.Go(func() error { return s.insert(ctx, ins.table, ins.rows) })
 		}
@@ -430,17 +464,26 @@ func (s *Store) Search(ctx context.Context, q logs.Query) (logs.Result, error) {
 	for _, lit := range q.Literals {
 		conds = append(conds, "position(text, "+quote(lit)+") > 0")
 	}
+	if s.useIndex && q.Since.UnixMicro() >= s.indexFrom {
+		rs, ok, err := s.candidates(ctx, q)
+		if err != nil {
+			return logs.Result{}, searchErr(err)
+		}
+		if ok && len(rs) == 0 {
+			return logs.NewCollector(q).Result(), nil
+		}
+		if ok {
+			conds = append(conds, rangesCond(rs))
+		}
+	}
 	out, err := s.search(ctx, q, conds, true)
 	var ce *Error
 	if errors.As(err, &ce) && strings.Contains(ce.Message, "CANNOT_COMPILE_REGEXP") {
 		// A rewrite past the server's RE2 program size: filter in Go.
 		out, err = s.search(ctx, q, conds, false)
 	}
-	if errors.As(err, &ce) && strings.Contains(ce.Message, "TIMEOUT_EXCEEDED") {
-		return logs.Result{}, context.DeadlineExceeded
-	}
 	if err != nil {
-		return logs.Result{}, err
+		return logs.Result{}, searchErr(err)
 	}
 	c := logs.NewCollector(q)
 	lines, err := decodeLines(out, q.Org)
@@ -453,6 +496,65 @@ func (s *Store) Search(ctx context.Context, q logs.Query) (logs.Result, error) {
 		}
 	}
 	return c.Result(), nil
+}
+
+// searchErr maps the server's time bound to context.DeadlineExceeded.
+func searchErr(err error) error {
+	var ce *Error
+	if errors.As(err, &ce) && strings.Contains(ce.Message, "TIMEOUT_EXCEEDED") {
+		return context.DeadlineExceeded
+	}
+	return err
+}
+
+// candidates looks up in log_terms the line ranges that may hold q's
+// matches: the blocks of q's jobs (in its time range) whose lines hold
+// every trigram of its literals, adjacent blocks merged. ok is false
+// when the index does not serve q: no literal of 3 bytes, or more than
+// maxRanges ranges (not selective: the search scans).
+func (s *Store) candidates(ctx context.Context, q logs.Query) (rs []lineRange, ok bool, err error) {
+	terms := queryTerms(q)
+	if len(terms) == 0 {
+		return nil, false, nil
+	}
+	where, err := scope(q.Org)
+	if err != nil {
+		return nil, false, err
+	}
+	ts := make([]string, len(terms))
+	for i, t := range terms {
+		ts[i] = strconv.FormatUint(uint64(t), 10)
+	}
+	conds := []string{where, "term IN (" + strings.Join(ts, ", ") + ")",
+		fmt.Sprintf("max_us >= %d", q.Since.UnixMicro()), fmt.Sprintf("min_us < %d", q.Until.UnixMicro())}
+	if q.Job != "" {
+		conds = append(conds, "job = "+quote(q.Job))
+	}
+	out, err := s.c.do(ctx, fmt.Sprintf(`SELECT job, block FROM %s.log_terms WHERE %s
+		GROUP BY job, block HAVING uniqExact(term) = %d ORDER BY job, block LIMIT %d FORMAT RowBinary`,
+		s.db, strings.Join(conds, " AND "), len(terms), 64*maxRanges), nil, readSettings(q.Timeout))
+	if err != nil {
+		return nil, false, err
+	}
+	for r, n := (rowReader{b: out}), 0; r.more(); n++ {
+		job, block := r.str(), r.u64()
+		if r.err != nil {
+			return nil, false, r.err
+		}
+		if n == 64*maxRanges-1 {
+			return nil, false, nil // at the LIMIT: more may follow
+		}
+		from, to := block*blockLines+1, (block+1)*blockLines
+		if n := len(rs); n > 0 && rs[n-1].job == job && rs[n-1].to+1 == from {
+			rs[n-1].to = to
+			continue
+		}
+		if len(rs) == maxRanges {
+			return nil, false, nil
+		}
+		rs = append(rs, lineRange{job: job, from: from, to: to})
+	}
+	return rs, true, nil
 }
 
 // maxRE2Pattern bounds the rewritten pattern sent to the server.

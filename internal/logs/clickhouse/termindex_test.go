@@ -1,0 +1,226 @@
+package clickhouse
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/nimbus-build/nimbus/internal/logs"
+)
+
+func openIndexTest(t *testing.T) *Store {
+	t.Helper()
+	base := os.Getenv("NIMBUS_TEST_CLICKHOUSE")
+	if base == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("NIMBUS_TEST_CLICKHOUSE is not set: run scripts/test-deps.sh")
+		}
+		t.Skip("NIMBUS_TEST_CLICKHOUSE is not set: run scripts/test-deps.sh")
+	}
+	b := make([]byte, 6)
+	rand.Read(b)
+	s, err := Open(context.Background(), strings.TrimRight(base, "/")+"/nimbus_test_"+hex.EncodeToString(b), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.DropDatabase(context.Background()) })
+	return s
+}
+
+// indexCorpus is lines of every kind a search meets: cases, non-ASCII
+// (folding and not), metacharacters, the Kelvin sign, lines across
+// index blocks.
+var indexCorpus = []string{
+	"error: connect to 10.0.0.1:443 timeout after 30s",
+	"ERROR: TIMEOUT shouting",
+	"Error: Timeout mixed",
+	"erreur: délai dépassé",
+	"ÉCHEC de la compilation",
+	"échec d'un test",
+	"\u212Aelvin sign and kelvin",
+	"ſtrange long s",
+	"100% done [ok] (a+b)*c $HOME ^caret",
+	"naïve café ☃ snowman 日本語のログ",
+	"tab\there and \x1b[31mred\x1b[0m",
+	"compiling src/module_0001/file.go (1 of 2000)",
+	"",
+	"ab",
+	"timeouttimeout",
+	"ti meout",
+}
+
+var indexPatterns = []string{
+	`error: .*timeout`, `(?i)error: .*timeout`, `timeout`, `(?i)TIMEOUT`, `(?i)échec d`, `ÉCHEC`,
+	`(?i)kelvin`, `(?i)strange`, `100% done`, `\[ok\] \(a\+b\)\*c`, `\$HOME`, `☃ snowman`, `日本語`,
+	`\x1b\[31mred`, `module_0001/file\.go`, `file\.go \(1[0-9]* of`, `line 1500: `, `(?i)LINE 1025:`,
+	`secret-b`, `^ab$`, `(?i)naïve CAFÉ`, `x{0}tim`, `(?:timeout){2}`, `ti meout|nothing`,
+}
+
+// The index path and the scan path return the same results over a
+// varied corpus, for patterns the index serves: a line the index
+// dropped (or one it added) fails it. Another org's lines are never
+// candidates.
+func TestIndexAgreesWithScan(t *testing.T) {
+	s := openIndexTest(t)
+	ctx := context.Background()
+	t0 := time.Now().Add(-10 * time.Minute).UTC().Truncate(time.Microsecond)
+	var ws []logs.Write
+	for _, org := range []string{"org_a", "org_b"} {
+		for j := 0; j < 3; j++ {
+			job := fmt.Sprintf("%s_job_%d", org, j)
+			w := logs.Write{Org: org, Job: job}
+			n := 2500 // three index blocks
+			for i := 1; i <= n; i++ {
+				text := fmt.Sprintf("%s line %d: %s", job, i, indexCorpus[(i*7+j)%len(indexCorpus)])
+				if org == "org_b" {
+					text += " secret-b"
+				}
+				w.Lines = append(w.Lines, logs.Line{Org: org, Job: job, N: int64(i), Fence: 1, Stream: logs.StreamOutput,
+					At: t0.Add(time.Duration(i) * time.Millisecond), Text: text})
+			}
+			w.State = logs.State{Version: 1, Cursor: logs.Cursor{Fence: 1, Seq: 0}, Lines: int64(n)}
+			ws = append(ws, w)
+		}
+	}
+	if errs, err := s.Write(ctx, ws); err != nil || errs[0] != nil {
+		t.Fatal(err, errs)
+	}
+	for _, p := range indexPatterns {
+		for _, params := range []logs.SearchParams{
+			{Pattern: p, Limit: 1000},
+			{Pattern: p, Limit: 5},
+			{Pattern: p, Job: "org_a_job_1", Limit: 1000},
+			{Pattern: p, Since: t0.Add(1100 * time.Millisecond), Until: t0.Add(1900 * time.Millisecond), Limit: 1000},
+		} {
+			if params.Since.IsZero() {
+				params.Since = t0.Add(-time.Hour)
+			}
+			q, err := logs.NewQuery("org_a", params, t0.Add(time.Hour))
+			if err != nil {
+				t.Fatal(err)
+			}
+			rs, ok, err := s.candidates(ctx, q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ok != (len(queryTerms(q)) > 0) {
+				t.Errorf("%q: index used %v, want it used when there are literals", p, ok)
+			}
+			for _, r := range rs {
+				if !strings.HasPrefix(r.job, "org_a_") {
+					t.Errorf("%q: a candidate of another org: %+v", p, r)
+				}
+			}
+			s.useIndex = true
+			indexed, err := s.Search(ctx, q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.useIndex = false
+			scanned, err := s.Search(ctx, q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(scanned, indexed); diff != "" {
+				t.Errorf("%q %+v: index path differs from the scan (-scan +index):\n%s", p, params, diff)
+			}
+			want := 0
+			re := regexp.MustCompile(p)
+			for _, w := range ws {
+				for _, l := range w.Lines {
+					if w.Org == "org_a" && (params.Job == "" || l.Job == params.Job) && !l.At.Before(q.Since) && l.At.Before(q.Until) && re.MatchString(l.Text) {
+						want++
+					}
+				}
+			}
+			got := 0
+			for _, jc := range indexed.Jobs {
+				got += jc.Matches
+			}
+			if got != want {
+				t.Errorf("%q %+v: %d matches, want %d", p, params, got, want)
+			}
+		}
+	}
+}
+
+// Lines stored before log_terms existed are not in it: a search that
+// reaches back before it scans, and finds them.
+func TestIndexFromOlderLines(t *testing.T) {
+	s := openIndexTest(t)
+	ctx := context.Background()
+	t0 := time.Now().Add(-10 * time.Minute).UTC()
+	w := logs.Write{Org: "org_a", Job: "old", State: logs.State{Version: 1, Cursor: logs.Cursor{Fence: 1}, Lines: 1},
+		Lines: []logs.Line{{Org: "org_a", Job: "old", N: 1, Fence: 1, Stream: logs.StreamOutput, At: t0, Text: "needle from before"}}}
+	if errs, err := s.Write(ctx, []logs.Write{w}); err != nil || errs[0] != nil {
+		t.Fatal(err, errs)
+	}
+	// As a store of before the index: its table gone, opened again.
+	if _, err := s.c.do(ctx, "DROP TABLE "+s.db+".log_terms", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	dsn := strings.TrimRight(os.Getenv("NIMBUS_TEST_CLICKHOUSE"), "/") + "/" + s.db
+	s2, err := Open(ctx, dsn, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s2.indexFrom <= t0.UnixMicro() {
+		t.Fatalf("indexFrom %d, want after the old line %d", s2.indexFrom, t0.UnixMicro())
+	}
+	q, err := logs.NewQuery("org_a", logs.SearchParams{Pattern: "needle", Since: t0.Add(-time.Hour)}, t0.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := s2.Search(ctx, q)
+	if err != nil || len(res.Lines) != 1 {
+		t.Fatalf("%+v, %v: want the old line", res, err)
+	}
+}
+
+// FuzzTrigrams: a text holding a literal (up to ASCII case) holds every
+// trigram of it.
+func FuzzTrigrams(f *testing.F) {
+	f.Add("Error: TIMEOUT after 30s", "timeout")
+	f.Add("échec d'un test", "chec d")
+	f.Add("ab", "abc")
+	f.Fuzz(func(t *testing.T, text, lit string) {
+		if !strings.Contains(lowerBytes(text), lowerBytes(lit)) {
+			return
+		}
+		have := map[uint32]bool{}
+		trigrams(text, func(x uint32) { have[x] = true })
+		trigrams(lit, func(x uint32) {
+			if !have[x] {
+				t.Fatalf("%q holds %q but not its trigram %06x", text, lit, x)
+			}
+		})
+		ts := termSets.Get().(*termSet)
+		defer termSets.Put(ts)
+		trigrams(text, ts.add)
+		if len(ts.set) != len(have) {
+			t.Fatalf("termSet has %d trigrams, want %d", len(ts.set), len(have))
+		}
+		ts.reset()
+		for _, w := range ts.bits {
+			if w != 0 {
+				t.Fatal("termSet not cleared")
+			}
+		}
+	})
+}
+
+func lowerBytes(s string) string {
+	b := []byte(s)
+	for i := range b {
+		b[i] = lowerASCII(b[i])
+	}
+	return string(b)
+}
