@@ -23,6 +23,7 @@ import (
 	"github.com/nimbus-build/nimbus/internal/apiclient"
 	"github.com/nimbus-build/nimbus/internal/apiv1"
 	"github.com/nimbus-build/nimbus/internal/app"
+	"github.com/nimbus-build/nimbus/internal/logs"
 	"github.com/nimbus-build/nimbus/internal/logs/clickhouse"
 )
 
@@ -40,6 +41,9 @@ type LogsOptions struct {
 	// search rows run over: the rest are seeded (seedLogLines).
 	SearchLines int
 	CPUProfile  string // file for a CPU profile of the ingest phase; empty: none
+	// BatchDelay is the server's --log-batch-delay on ClickHouse
+	// (negative: the server's default).
+	BatchDelay time.Duration
 }
 
 // LogsMain is `nimbus bench logs`.
@@ -55,6 +59,7 @@ func LogsMain(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.IntVar(&o.SearchLines, "search-lines", 0, "lines stored for the search rows (e.g. 10000000): those ingest did not store are seeded by bulk writes into the store (not the API; a row says how many and how fast); 0: only what ingest stored")
 	fs.IntVar(&o.TailLines, "tail-lines", 200, "lines of the live-tail measurement (one every 20 ms)")
 	fs.BoolVar(&o.NoSandbox, "no-sandbox", false, "skip the live-tail rows, which run a job in bubblewrap")
+	fs.DurationVar(&o.BatchDelay, "clickhouse-batch-delay", -1, "the server's --log-batch-delay on ClickHouse (default: the server's own, "+logs.DefaultBatchConfig().Delay.String()+")")
 	fs.BoolVar(&o.NoSQLite, "no-sqlite", false, "skip SQLite (measure only the stores given)")
 	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of each store's ingest phase (server and bench clients in this process) to this file, suffixed with .sqlite, .postgres, .clickhouse")
 	fs.Usage = func() {
@@ -122,7 +127,10 @@ func benchLogsEngine(ctx context.Context, engine string, o LogsOptions, stderr i
 		c.Database = pg
 	case "clickhouse":
 		c.LogStore = fmt.Sprintf("%s/nimbus_bench_%d", strings.TrimRight(o.ClickHouse, "/"), time.Now().UnixNano())
-		c.LogBatch.Delay = 50 * time.Millisecond
+		c.LogBatch.Delay = logs.DefaultBatchConfig().Delay
+		if o.BatchDelay >= 0 {
+			c.LogBatch.Delay = o.BatchDelay
+		}
 		defer func() {
 			if s, err := clickhouse.Open(context.Background(), c.LogStore, clickhouse.Options{}); err == nil {
 				s.DropDatabase(context.Background())

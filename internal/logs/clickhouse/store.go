@@ -536,6 +536,7 @@ func (s *Store) candidates(ctx context.Context, q logs.Query) (rs []lineRange, o
 	if err != nil {
 		return nil, false, err
 	}
+	covered := uint64(0)
 	for r, n := (rowReader{b: out}), 0; r.more(); n++ {
 		job, block := r.str(), r.u64()
 		if r.err != nil {
@@ -545,14 +546,19 @@ func (s *Store) candidates(ctx context.Context, q logs.Query) (rs []lineRange, o
 			return nil, false, nil // at the LIMIT: more may follow
 		}
 		from, to := block*blockLines+1, (block+1)*blockLines
-		if n := len(rs); n > 0 && rs[n-1].job == job && rs[n-1].to+1 == from {
+		covered += blockLines
+		if n := len(rs); n > 0 && rs[n-1].job == job && rs[n-1].to+mergeGap >= from {
+			covered += from - rs[n-1].to - 1
 			rs[n-1].to = to
 			continue
 		}
-		if len(rs) == maxRanges {
+		if len(rs) == maxRanges || covered > maxCovered {
 			return nil, false, nil
 		}
 		rs = append(rs, lineRange{job: job, from: from, to: to})
+	}
+	if covered > maxCovered {
+		return nil, false, nil
 	}
 	return rs, true, nil
 }

@@ -29,12 +29,19 @@ import (
 // blockLines is how many lines of a job one index row covers.
 const blockLines = 1024
 
-// maxTerms bounds the trigrams a lookup asks for; maxRanges bounds the
-// line ranges a search reads through the index (more: the index is not
-// selective for the pattern, and the search scans).
+// maxTerms bounds the trigrams a lookup asks for. The candidate blocks
+// become line ranges, a job's merged across gaps of up to mergeGap lines
+// (the lines query reads whole granules of 8192 rows anyway, and the
+// pattern drops the lines between). The server tests every row it reads
+// against each range, so past maxRanges ranges, or maxCovered lines in
+// them, the index is not selective enough for the pattern and the
+// search scans instead (measured: 100 ranges over 10 million lines took
+// 9 s where the scan takes 1.5 s).
 const (
-	maxTerms  = 64
-	maxRanges = 1000
+	maxTerms   = 64
+	mergeGap   = 8 * blockLines
+	maxRanges  = 64
+	maxCovered = 500_000
 )
 
 // trigrams calls f with each trigram of s, ASCII letters lowered, as
