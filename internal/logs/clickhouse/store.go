@@ -50,6 +50,7 @@ type Store struct {
 	// useIndex: searches look up candidates in log_terms (tests turn it
 	// off to compare with the scan).
 	useIndex bool
+	terms    termIndex
 }
 
 var _ logs.Store = (*Store)(nil)
@@ -127,7 +128,7 @@ func (s *Store) createTables(ctx context.Context, retention time.Duration) error
 	}
 	termsTTL := ""
 	if ttl != "" {
-		termsTTL = strings.Replace(ttl, "at_us", "max_us", 1)
+		termsTTL = strings.Replace(ttl, "at_us", "end_us", 1)
 	}
 	stmts := []string{
 		`CREATE TABLE IF NOT EXISTS ` + s.db + `.log_lines (
@@ -142,8 +143,8 @@ func (s *Store) createTables(ctx context.Context, retention time.Duration) error
 			pending String, step String, full UInt8, at_us Int64
 		) ENGINE = ReplacingMergeTree(version) PARTITION BY ` + day + ` ORDER BY (org, job)` + ttl,
 		`CREATE TABLE IF NOT EXISTS ` + s.db + `.log_terms (
-			org String, term UInt32, job String, block UInt64, min_us Int64, max_us Int64
-		) ENGINE = MergeTree PARTITION BY ` + strings.Replace(day, "at_us", "max_us", 1) + ` ORDER BY (org, term, job, block)` + termsTTL,
+			org String, term UInt32, job String, block UInt64, end_us Int64
+		) ENGINE = MergeTree PARTITION BY ` + strings.Replace(day, "at_us", "end_us", 1) + ` ORDER BY (org, term, job, block)` + termsTTL,
 		`CREATE TABLE IF NOT EXISTS ` + s.db + `.log_index (from_us Int64) ENGINE = Log`,
 	}
 	for _, q := range stmts {
@@ -285,6 +286,7 @@ func (s *Store) Write(ctx context.Context, ws []logs.Write) ([]error, error) {
 		versions[[2]string{org, job}] = v
 	}
 	var lines, chunks, states, terms rowWriter
+	var adds []termAdd
 	seen := map[[2]string]bool{}
 	for i, w := range ws {
 		k := [2]string{w.Org, w.Job}
@@ -297,7 +299,7 @@ func (s *Store) Write(ctx context.Context, ws []logs.Write) ([]error, error) {
 			writeLineRow(&lines, lineRow{org: l.Org, job: l.Job, line: l.N, fence: l.Fence, seq: l.Seq, repo: l.Repo,
 				step: l.Step, stream: l.Stream, atUS: l.At.UnixMicro(), text: l.Text})
 		}
-		termRows(&terms, w.Lines)
+		adds = s.terms.rows(&terms, w.Lines, adds)
 		for _, c := range w.Chunks {
 			chunks.str(c.Org)
 			chunks.str(c.Job)
@@ -333,6 +335,7 @@ func (s *Store) Write(ctx context.Context, ws []logs.Write) ([]error, error) {
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
+	s.terms.commit(adds)
 	if len(states.b) > 0 {
 		if err := s.insert(ctx, "log_state", states.b); err != nil {
 			return nil, err
@@ -526,7 +529,7 @@ func (s *Store) candidates(ctx context.Context, q logs.Query) (rs []lineRange, o
 		ts[i] = strconv.FormatUint(uint64(t), 10)
 	}
 	conds := []string{where, "term IN (" + strings.Join(ts, ", ") + ")",
-		fmt.Sprintf("max_us >= %d", q.Since.UnixMicro()), fmt.Sprintf("min_us < %d", q.Until.UnixMicro())}
+		fmt.Sprintf("end_us >= %d", q.Since.UnixMicro()), fmt.Sprintf("end_us < %d", q.Until.UnixMicro()+dayUS)}
 	if q.Job != "" {
 		conds = append(conds, "job = "+quote(q.Job))
 	}

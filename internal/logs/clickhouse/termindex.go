@@ -12,8 +12,8 @@ import (
 // The term index is ours, as ClickHouse 18.16 has no data-skipping
 // index: log_terms holds, for each block of blockLines lines of a job,
 // the trigrams of its lines' text (bytes, ASCII letters in lower case),
-// one row per trigram and block and write, with the times of the
-// block's lines in that write. A search whose pattern has required
+// one row per trigram, block and day (of the lines' times), written
+// once per server process (termIndex remembers them). A search whose pattern has required
 // literals (exact or ASCII-folded) looks up the blocks holding every
 // trigram of them, then reads only those lines: a line that contains a
 // literal contains its trigrams (lower-cased alike), so the blocks are a
@@ -22,12 +22,13 @@ import (
 //
 // Rows are written in the same Write as the lines (before the state that
 // makes them count); a resent write adds the same rows again, which the
-// lookup counts once (uniqExact). Retention: the table is partitioned by
-// the day of the newest line of a row and has the lines' TTL, so a row
-// outlives none of its lines; DropBefore drops its old days too.
+// lookup counts once (uniqExact). Retention: a row carries the last
+// microsecond of its lines' day (end_us), by which the table is
+// partitioned and expires (the lines' TTL), so no row goes before its
+// lines; DropBefore drops its old days too.
 
 // blockLines is how many lines of a job one index row covers.
-const blockLines = 1024
+const blockLines = 4096
 
 // maxTerms bounds the trigrams a lookup asks for. The candidate blocks
 // become line ranges, a job's merged across gaps of up to mergeGap lines
@@ -39,7 +40,7 @@ const blockLines = 1024
 // 9 s where the scan takes 1.5 s).
 const (
 	maxTerms   = 64
-	mergeGap   = 8 * blockLines
+	mergeGap   = 2 * blockLines
 	maxRanges  = 64
 	maxCovered = 500_000
 )
@@ -107,39 +108,112 @@ func (ts *termSet) reset() {
 	ts.set = ts.set[:0]
 }
 
-// termRows appends to w the index rows of a write's lines (one job's,
-// in line order).
-func termRows(w *rowWriter, lines []logs.Line) {
+// dayUS is a day in microseconds.
+const dayUS = 24 * 3600 * 1_000_000
+
+// blockKey names the rows of a block of a job's lines of one (UTC) day;
+// endUS is the day's last microsecond.
+type blockKey struct {
+	org, job string
+	block    uint64
+	endUS    int64
+}
+
+// termIndex makes the log_terms rows of writes, leaving out those it
+// wrote already: a job's block gets its lines over many writes (a write
+// holds a few hundred lines of each job), most of their trigrams the
+// same. What it remembers is only what was written (commit, after the
+// insert), of the newest maxCachedBlocks blocks; a restart or another
+// replica writes rows again, which the lookup counts once.
+type termIndex struct {
+	mu   sync.Mutex
+	seen map[blockKey][]uint32 // sorted
+}
+
+// maxCachedBlocks bounds what termIndex remembers (a block's trigrams:
+// a few KiB).
+const maxCachedBlocks = 4096
+
+// termAdd is what a write adds to a block's rows.
+type termAdd struct {
+	key   blockKey
+	terms []uint32 // sorted
+}
+
+// rows appends to w the index rows of lines (one job's, in line order)
+// that were not written before, and returns what they add.
+func (x *termIndex) rows(w *rowWriter, lines []logs.Line, adds []termAdd) []termAdd {
 	if len(lines) == 0 {
-		return
+		return adds
 	}
 	ts := termSets.Get().(*termSet)
 	defer termSets.Put(ts)
-	flush := func(l logs.Line, block uint64, minUS, maxUS int64) {
+	flush := func(k blockKey) {
+		slices.Sort(ts.set)
+		x.mu.Lock()
+		seen := x.seen[k]
+		x.mu.Unlock()
+		var add []uint32
 		for _, t := range ts.set {
-			w.str(l.Org)
+			if _, ok := slices.BinarySearch(seen, t); ok {
+				continue
+			}
+			add = append(add, t)
+			w.str(k.org)
 			w.u32(t)
-			w.str(l.Job)
-			w.u64(block)
-			w.i64(minUS)
-			w.i64(maxUS)
+			w.str(k.job)
+			w.u64(k.block)
+			w.i64(k.endUS)
+		}
+		if len(add) > 0 {
+			adds = append(adds, termAdd{key: k, terms: add})
 		}
 		ts.reset()
 	}
-	first := lines[0]
-	block := lineBlock(first.N)
-	minUS, maxUS := first.At.UnixMicro(), first.At.UnixMicro()
-	for _, l := range lines {
-		if b := lineBlock(l.N); b != block || l.Job != first.Job || l.Org != first.Org {
-			flush(first, block, minUS, maxUS)
-			first, block = l, b
-			minUS, maxUS = l.At.UnixMicro(), l.At.UnixMicro()
+	var k blockKey
+	for i, l := range lines {
+		lk := blockKey{org: l.Org, job: l.Job, block: lineBlock(l.N), endUS: dayEnd(l.At.UnixMicro())}
+		if i > 0 && lk != k {
+			flush(k)
 		}
-		at := l.At.UnixMicro()
-		minUS, maxUS = min(minUS, at), max(maxUS, at)
+		k = lk
 		trigrams(l.Text, ts.add)
 	}
-	flush(first, block, minUS, maxUS)
+	flush(k)
+	return adds
+}
+
+// commit records rows written.
+func (x *termIndex) commit(adds []termAdd) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.seen == nil {
+		x.seen = map[blockKey][]uint32{}
+	}
+	for _, a := range adds {
+		if len(x.seen) >= maxCachedBlocks {
+			for k := range x.seen { // any: a forgotten block's rows are written again
+				delete(x.seen, k)
+				if len(x.seen) < maxCachedBlocks*3/4 {
+					break
+				}
+			}
+		}
+		old := x.seen[a.key]
+		merged := make([]uint32, 0, len(old)+len(a.terms))
+		merged = append(append(merged, old...), a.terms...)
+		slices.Sort(merged)
+		x.seen[a.key] = slices.Compact(merged)
+	}
+}
+
+// dayEnd is the last microsecond of the UTC day of us.
+func dayEnd(us int64) int64 {
+	d := us / dayUS
+	if us < 0 && us%dayUS != 0 {
+		d--
+	}
+	return (d+1)*dayUS - 1
 }
 
 func lineBlock(n int64) uint64 { return uint64(max(n-1, 0)) / blockLines }

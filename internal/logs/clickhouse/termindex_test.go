@@ -72,26 +72,36 @@ func TestIndexAgreesWithScan(t *testing.T) {
 	s := openIndexTest(t)
 	ctx := context.Background()
 	t0 := time.Now().Add(-10 * time.Minute).UTC().Truncate(time.Microsecond)
-	var ws []logs.Write
+	// Each job's lines in writes of 500 (so blocks get rows from many
+	// writes, and termIndex leaves out what it wrote); job 2's first
+	// thousand lines a day earlier (a block over two days).
+	var all []logs.Line
 	for _, org := range []string{"org_a", "org_b"} {
 		for j := 0; j < 3; j++ {
 			job := fmt.Sprintf("%s_job_%d", org, j)
-			w := logs.Write{Org: org, Job: job}
-			n := 2500 // three index blocks
-			for i := 1; i <= n; i++ {
-				text := fmt.Sprintf("%s line %d: %s", job, i, indexCorpus[(i*7+j)%len(indexCorpus)])
-				if org == "org_b" {
-					text += " secret-b"
+			n := 9000 // three index blocks
+			var st logs.State
+			for from := 1; from <= n; from += 500 {
+				w := logs.Write{Org: org, Job: job, Prev: st.Version}
+				for i := from; i < from+500 && i <= n; i++ {
+					text := fmt.Sprintf("%s line %d: %s", job, i, indexCorpus[(i*7+j)%len(indexCorpus)])
+					if org == "org_b" {
+						text += " secret-b"
+					}
+					at := t0.Add(time.Duration(i) * time.Millisecond)
+					if j == 2 && i <= 1000 {
+						at = at.Add(-30 * time.Hour)
+					}
+					w.Lines = append(w.Lines, logs.Line{Org: org, Job: job, N: int64(i), Fence: 1, Stream: logs.StreamOutput, At: at, Text: text})
 				}
-				w.Lines = append(w.Lines, logs.Line{Org: org, Job: job, N: int64(i), Fence: 1, Stream: logs.StreamOutput,
-					At: t0.Add(time.Duration(i) * time.Millisecond), Text: text})
+				st = logs.State{Version: st.Version + 1, Cursor: logs.Cursor{Fence: 1, Seq: st.Cursor.Seq + 1}, Lines: st.Lines + int64(len(w.Lines))}
+				w.State = st
+				if errs, err := s.Write(ctx, []logs.Write{w}); err != nil || errs[0] != nil {
+					t.Fatal(err, errs)
+				}
+				all = append(all, w.Lines...)
 			}
-			w.State = logs.State{Version: 1, Cursor: logs.Cursor{Fence: 1, Seq: 0}, Lines: int64(n)}
-			ws = append(ws, w)
 		}
-	}
-	if errs, err := s.Write(ctx, ws); err != nil || errs[0] != nil {
-		t.Fatal(err, errs)
 	}
 	for _, p := range indexPatterns {
 		for _, params := range []logs.SearchParams{
@@ -99,6 +109,8 @@ func TestIndexAgreesWithScan(t *testing.T) {
 			{Pattern: p, Limit: 5},
 			{Pattern: p, Job: "org_a_job_1", Limit: 1000},
 			{Pattern: p, Since: t0.Add(1100 * time.Millisecond), Until: t0.Add(1900 * time.Millisecond), Limit: 1000},
+			{Pattern: p, Since: t0.Add(-48 * time.Hour), Limit: 1000},
+			{Pattern: p, Since: t0.Add(-48 * time.Hour), Until: t0.Add(-time.Hour), Limit: 1000},
 		} {
 			if params.Since.IsZero() {
 				params.Since = t0.Add(-time.Hour)
@@ -134,11 +146,9 @@ func TestIndexAgreesWithScan(t *testing.T) {
 			}
 			want := 0
 			re := regexp.MustCompile(p)
-			for _, w := range ws {
-				for _, l := range w.Lines {
-					if w.Org == "org_a" && (params.Job == "" || l.Job == params.Job) && !l.At.Before(q.Since) && l.At.Before(q.Until) && re.MatchString(l.Text) {
-						want++
-					}
+			for _, l := range all {
+				if l.Org == "org_a" && (params.Job == "" || l.Job == params.Job) && !l.At.Before(q.Since) && l.At.Before(q.Until) && re.MatchString(l.Text) {
+					want++
 				}
 			}
 			got := 0
@@ -223,4 +233,21 @@ func lowerBytes(s string) string {
 		b[i] = lowerASCII(b[i])
 	}
 	return string(b)
+}
+
+// BenchmarkTermRows: the index rows of a write of 1,000 lines of a job,
+// as ingest makes them.
+func BenchmarkTermRows(b *testing.B) {
+	var lines []logs.Line
+	for i := 0; i < 1000; i++ {
+		lines = append(lines, logs.Line{Org: "org_a", Job: "job_1", N: int64(i + 1), At: time.Now(),
+			Text: fmt.Sprintf("job 7 line %d: compiling src/module_%04d/file.go (%d of 100000)", i, i%9999, i)})
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		var w rowWriter
+		var x termIndex
+		x.rows(&w, lines, nil)
+	}
+	b.ReportMetric(float64(b.N*len(lines))/b.Elapsed().Seconds(), "lines/s")
 }
