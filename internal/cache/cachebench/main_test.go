@@ -116,8 +116,10 @@ func TestCompareNimbusUp(t *testing.T) {
 		t.Errorf("no ratios with bazel-remote:\n%s", out.String())
 	}
 	if _, err := os.Stat("../actionscache/testdata/client/node_modules/@actions/cache"); err == nil {
-		if !strings.Contains(out.String(), "actions-restore-1m") {
-			t.Errorf("no Actions cache rows:\n%s", out.String())
+		for _, want := range []string{"actions-restore-1m", "of which download", "of which extract", "of which create", "of which upload"} {
+			if !strings.Contains(out.String(), want) {
+				t.Errorf("no Actions cache row %q:\n%s", want, out.String())
+			}
 		}
 	}
 }
