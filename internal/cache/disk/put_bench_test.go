@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"io"
+	"runtime"
 	"testing"
 
 	"github.com/nimbus-build/nimbus/internal/cache/blobstore"
@@ -39,4 +40,26 @@ func BenchmarkPut64M(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkPut4KConcurrent is the HTTP PUT 4 KiB row's storage path: 32
+// writers of new random 4 KiB CAS blobs at once, each acknowledged only once
+// durable (what the group commit is for).
+//
+//	go test -run XXX -bench Put4KConcurrent ./internal/cache/disk/
+func BenchmarkPut4KConcurrent(b *testing.B) {
+	s := openStore(b, b.TempDir(), Options{})
+	b.SetParallelism(32 / max(1, runtime.GOMAXPROCS(0)))
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		data := make([]byte, 4096)
+		for pb.Next() {
+			rand.Read(data)
+			ref := blobstore.Ref{Org: "o", Kind: blobstore.KindCAS, Digest: blobstore.DigestOf(data)}
+			if err := blobstore.Put(context.Background(), s, ref, int64(len(data)), bytes.NewReader(data)); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }
