@@ -251,3 +251,31 @@ func BenchmarkTermRows(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N*len(lines))/b.Elapsed().Seconds(), "lines/s")
 }
+
+// A literal in more blocks than the index serves well (over maxRanges
+// ranges) is not looked up: the search scans, and finds every line.
+func TestIndexNotSelectiveScans(t *testing.T) {
+	s := openIndexTest(t)
+	ctx := context.Background()
+	t0 := time.Now().Add(-10 * time.Minute).UTC()
+	var ws []logs.Write
+	for j := 0; j <= maxRanges; j++ {
+		job := fmt.Sprintf("job_%03d", j)
+		ws = append(ws, logs.Write{Org: "org_a", Job: job, State: logs.State{Version: 1, Cursor: logs.Cursor{Fence: 1}, Lines: 1},
+			Lines: []logs.Line{{Org: "org_a", Job: job, N: 1, Fence: 1, Stream: logs.StreamOutput, At: t0, Text: "a needle here"}}})
+	}
+	if _, err := s.Write(ctx, ws); err != nil {
+		t.Fatal(err)
+	}
+	q, err := logs.NewQuery("org_a", logs.SearchParams{Pattern: "needle", Since: t0.Add(-time.Hour), Limit: 1000}, t0.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := s.candidates(ctx, q); err != nil || ok {
+		t.Fatalf("candidates: ok %v, %v; want not served by the index", ok, err)
+	}
+	res, err := s.Search(ctx, q)
+	if err != nil || len(res.Lines) != maxRanges+1 {
+		t.Fatalf("%d lines, %v; want %d", len(res.Lines), err, maxRanges+1)
+	}
+}
