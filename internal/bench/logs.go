@@ -44,6 +44,10 @@ type LogsOptions struct {
 	// BatchDelay is the server's --log-batch-delay on ClickHouse
 	// (negative: the server's default).
 	BatchDelay time.Duration
+	// BatchLines and BatchBytes are the server's --log-batch-lines and
+	// --log-batch-size on ClickHouse (0: the server's defaults).
+	BatchLines int
+	BatchBytes int64
 }
 
 // LogsMain is `nimbus bench logs`.
@@ -60,6 +64,8 @@ func LogsMain(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.IntVar(&o.TailLines, "tail-lines", 200, "lines of the live-tail measurement (one every 20 ms)")
 	fs.BoolVar(&o.NoSandbox, "no-sandbox", false, "skip the live-tail rows, which run a job in bubblewrap")
 	fs.DurationVar(&o.BatchDelay, "clickhouse-batch-delay", -1, "the server's --log-batch-delay on ClickHouse (default: the server's own, "+logs.DefaultBatchConfig().Delay.String()+")")
+	fs.IntVar(&o.BatchLines, "clickhouse-batch-lines", 0, fmt.Sprintf("the server's --log-batch-lines on ClickHouse (0: its default, %d)", logs.ClickHouseBatchLines))
+	fs.Int64Var(&o.BatchBytes, "clickhouse-batch-bytes", 0, fmt.Sprintf("the server's --log-batch-size on ClickHouse, in bytes (0: its default, %d)", logs.ClickHouseBatchBytes))
 	fs.BoolVar(&o.NoSQLite, "no-sqlite", false, "skip SQLite (measure only the stores given)")
 	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of each store's ingest phase (server and bench clients in this process) to this file, suffixed with .sqlite, .postgres, .clickhouse")
 	fs.Usage = func() {
@@ -131,6 +137,7 @@ func benchLogsEngine(ctx context.Context, engine string, o LogsOptions, stderr i
 		if o.BatchDelay >= 0 {
 			c.LogBatch.Delay = o.BatchDelay
 		}
+		c.LogBatch.Lines, c.LogBatch.Bytes = o.BatchLines, o.BatchBytes
 		defer func() {
 			if s, err := clickhouse.Open(context.Background(), c.LogStore, clickhouse.Options{}); err == nil {
 				s.DropDatabase(context.Background())
