@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"fmt"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // committer is SQLite's group commit. SQLite has one writer at a time and,
@@ -25,6 +27,9 @@ type committer struct {
 	requests chan *commitRequest
 	bulk     chan *commitRequest
 	maxBatch int
+	// bulkAt is when a bulk write (runBulk) last started or ended, in
+	// Unix nanoseconds: the log indexer waits while they keep coming.
+	bulkAt atomic.Int64
 
 	stopOnce sync.Once
 	stop     chan struct{}
@@ -51,7 +56,14 @@ func (c *committer) run(ctx context.Context, fn func(q querier) error) error {
 
 // runBulk is run for large writes that may wait behind control work.
 func (c *committer) runBulk(ctx context.Context, fn func(q querier) error) error {
+	c.bulkAt.Store(time.Now().UnixNano())
+	defer func() { c.bulkAt.Store(time.Now().UnixNano()) }()
 	return c.enqueue(ctx, c.bulk, fn)
+}
+
+// bulkBusy reports whether a bulk write started or ended within d.
+func (c *committer) bulkBusy(d time.Duration) bool {
+	return time.Since(time.Unix(0, c.bulkAt.Load())) < d
 }
 
 func (c *committer) enqueue(ctx context.Context, lane chan *commitRequest, fn func(q querier) error) error {

@@ -46,6 +46,18 @@ CREATE VIRTUAL TABLE log_lines_fts USING fts5(text, content='log_lines', content
     tokenize='trigram', detail='none', columnsize=0);
 INSERT INTO log_lines_fts (log_lines_fts) VALUES ('rebuild');
 INSERT INTO log_lines_fts (log_lines_fts, rank) VALUES ('automerge', 8);`,
+			"log_search_v3": `CREATE TABLE log_lines_fts_mark (indexed BIGINT NOT NULL);
+INSERT INTO log_lines_fts_mark (indexed) SELECT COALESCE(MAX(id), 0) FROM log_lines;
+DROP TRIGGER log_lines_fts_insert;
+CREATE TRIGGER log_lines_fts_insert AFTER INSERT ON log_lines
+WHEN new.id <= (SELECT indexed FROM log_lines_fts_mark) BEGIN
+    INSERT INTO log_lines_fts (rowid, text) VALUES (new.id, new.text);
+END;
+DROP TRIGGER log_lines_fts_delete;
+CREATE TRIGGER log_lines_fts_delete AFTER DELETE ON log_lines
+WHEN old.id <= (SELECT indexed FROM log_lines_fts_mark) BEGIN
+    INSERT INTO log_lines_fts (log_lines_fts, rowid, text) VALUES ('delete', old.id, old.text);
+END;`,
 			"audit_guard": `CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
 BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
 CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
@@ -72,6 +84,7 @@ DO $$ BEGIN
     END IF;
 END $$;`,
 			"log_search_v2": `SELECT 1;`,
+			"log_search_v3": `SELECT 1;`,
 			"audit_guard": `CREATE FUNCTION nimbus_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN RAISE EXCEPTION 'audit log is append-only'; END $$;
 CREATE TRIGGER audit_log_no_change BEFORE UPDATE OR DELETE ON audit_log

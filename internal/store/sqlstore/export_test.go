@@ -33,3 +33,22 @@ func OpenAtVersion(ctx context.Context, dsn string, last int) (*DB, error) {
 
 // Migrate applies the migrations not applied yet.
 func (db *DB) Migrate(ctx context.Context) error { return db.migrate(ctx) }
+
+// OpenWithoutLogIndexer opens a database whose log search index stays
+// where it is unless IndexLogs moves it.
+func OpenWithoutLogIndexer(ctx context.Context, dsn string) (*DB, error) {
+	return OpenWith(ctx, dsn, Options{noLogIndexer: true})
+}
+
+// IndexLogs indexes up to unit lines past the log index's mark.
+func (db *DB) IndexLogs(ctx context.Context, unit int) (int, error) {
+	return indexLogs(ctx, db.batch, unit)
+}
+
+// QueryIntForTest returns the integer that a query on the write
+// connection selects.
+func (db *DB) QueryIntForTest(ctx context.Context, q string) (int64, error) {
+	var n int64
+	err := db.writeDB.QueryRowContext(ctx, q).Scan(&n)
+	return n, err
+}

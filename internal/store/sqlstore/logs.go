@@ -297,7 +297,7 @@ func (l Logs) Search(ctx context.Context, q logs.Query) (logs.Result, error) {
 		switch {
 		case i == 0 && l.x.d.name == "sqlite":
 			fts, ftsArg = "text GLOB $1", "*"+globEscape(lit)+"*"
-			add("l.id IN (SELECT rowid FROM log_lines_fts WHERE text GLOB $?)", "*"+globEscape(lit)+"*")
+			add(ftsOrTail("GLOB"), ftsArg)
 		case l.x.d.name == "sqlite":
 			add("instr(l.text, $?) > 0", lit)
 		default:
@@ -311,7 +311,7 @@ func (l Logs) Search(ctx context.Context, q logs.Query) (logs.Result, error) {
 		switch {
 		case i == 0 && l.x.d.name == "sqlite" && !strings.ContainsAny(lit, "%_"):
 			fts, ftsArg = "text LIKE $1", "%"+lit+"%"
-			add("l.id IN (SELECT rowid FROM log_lines_fts WHERE text LIKE $?)", "%"+lit+"%")
+			add(ftsOrTail("LIKE"), ftsArg)
 		case l.x.d.name == "sqlite":
 			add("instr(lower(l.text), $?) > 0", lit)
 		default:
@@ -358,6 +358,16 @@ func (l Logs) Search(ctx context.Context, q logs.Query) (logs.Result, error) {
 		return logs.Result{}, err
 	}
 	return c.Result(), nil
+}
+
+// ftsOrTail is the condition that a line holds a literal (a GLOB or
+// LIKE pattern, $?) on SQLite: the trigram index finds it in the lines it
+// covers, and the lines past its mark (written, not yet indexed: see
+// logindex.go) are read directly. The mark is read in the same statement,
+// so in the same snapshot as the index.
+func ftsOrTail(op string) string {
+	return "(l.id IN (SELECT rowid FROM log_lines_fts WHERE text " + op + " $?) OR " +
+		"(l.id > (SELECT indexed FROM log_lines_fts_mark) AND l.text " + op + " $?))"
 }
 
 // ftsDriven is the most lines holding a search's literal for which a
