@@ -49,14 +49,12 @@ INSERT INTO log_lines_fts (log_lines_fts, rank) VALUES ('automerge', 8);`,
 			"log_search_v3": `CREATE TABLE log_lines_fts_mark (indexed BIGINT NOT NULL);
 INSERT INTO log_lines_fts_mark (indexed) SELECT COALESCE(MAX(id), 0) FROM log_lines;
 DROP TRIGGER log_lines_fts_insert;
-CREATE TRIGGER log_lines_fts_insert AFTER INSERT ON log_lines
-WHEN new.id <= (SELECT indexed FROM log_lines_fts_mark) BEGIN
-    INSERT INTO log_lines_fts (rowid, text) VALUES (new.id, new.text);
-END;
 DROP TRIGGER log_lines_fts_delete;
 CREATE TRIGGER log_lines_fts_delete AFTER DELETE ON log_lines
 WHEN old.id <= (SELECT indexed FROM log_lines_fts_mark) BEGIN
     INSERT INTO log_lines_fts (log_lines_fts, rowid, text) VALUES ('delete', old.id, old.text);
+    UPDATE log_lines_fts_mark SET indexed = (SELECT COALESCE(MAX(id), 0) FROM log_lines)
+        WHERE indexed > (SELECT COALESCE(MAX(id), 0) FROM log_lines);
 END;`,
 			"audit_guard": `CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
 BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"sync"
 	"time"
 )
 
@@ -27,6 +28,7 @@ type logIndexer struct {
 	r    *sql.DB // reads the lag without waiting for the writer
 	stop chan struct{}
 	done chan struct{}
+	once sync.Once
 }
 
 const (
@@ -49,7 +51,7 @@ func startLogIndexer(c *committer, r *sql.DB) *logIndexer {
 }
 
 func (ix *logIndexer) close() {
-	close(ix.stop)
+	ix.once.Do(func() { close(ix.stop) })
 	<-ix.done
 }
 

@@ -179,3 +179,38 @@ func TestLogsConformanceUnindexed(t *testing.T) {
 		return logstest.Env{Store: db.Logs(), NewJob: func(t *testing.T, org string) string { return storetest.NewJob(t, db, org) }}
 	})
 }
+
+// SQLite gives a new line the highest id plus one: after the newest
+// indexed lines are deleted, their ids come again, and the lines that get
+// them are found (the mark came down) and indexed once.
+func TestLogIndexAfterNewestLinesDeleted(t *testing.T) {
+	ctx := context.Background()
+	db, err := sqlstore.OpenWithoutLogIndexer(ctx, storetest.DSN(t, "sqlite"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	writeLines(t, db, "org_a", 12)
+	if n, err := db.IndexLogs(ctx, 100); err != nil || n != 12 {
+		t.Fatalf("index: %d, %v", n, err)
+	}
+	if err := db.ExecForTest(ctx, `DELETE FROM log_lines WHERE id > 6`); err != nil {
+		t.Fatal(err)
+	}
+	writeLines(t, db, "org_b", 8)
+	if got, want := searchLines(t, db, "org_b", `disk TIMEOUT`), []int64{8, 4}; !slices.Equal(got, want) {
+		t.Errorf("before indexing: lines %v, want %v", got, want)
+	}
+	if n, err := db.IndexLogs(ctx, 100); err != nil || n != 8 {
+		t.Fatalf("index: %d, %v; want the 8 new lines", n, err)
+	}
+	if got, want := searchLines(t, db, "org_b", `disk TIMEOUT`), []int64{8, 4}; !slices.Equal(got, want) {
+		t.Errorf("after indexing: lines %v, want %v", got, want)
+	}
+	if got, want := searchLines(t, db, "org_a", `disk TIMEOUT`), []int64{4}; !slices.Equal(got, want) {
+		t.Errorf("the lines left of the first job: %v, want %v", got, want)
+	}
+	if err := db.ExecForTest(ctx, `INSERT INTO log_lines_fts (log_lines_fts, rank) VALUES ('integrity-check', 1)`); err != nil {
+		t.Errorf("the index does not match the lines: %v", err)
+	}
+}
