@@ -30,6 +30,12 @@ type committer struct {
 	// bulkAt is when a bulk write (runBulk) last started or ended, in
 	// Unix nanoseconds: the log indexer waits while they keep coming.
 	bulkAt atomic.Int64
+	// stmts are statements prepared once on the write connection and
+	// reused by units (execPrepared); wanted, those a unit asked for, are
+	// prepared between transactions. Only the loop's goroutine, which
+	// runs the units, touches them.
+	stmts  map[string]*sql.Stmt
+	wanted map[string]bool
 
 	stopOnce sync.Once
 	stop     chan struct{}
@@ -44,7 +50,7 @@ type commitRequest struct {
 
 func newCommitter(db *sql.DB) *committer {
 	c := &committer{db: db, requests: make(chan *commitRequest, 1024), bulk: make(chan *commitRequest, 64), maxBatch: 256,
-		stop: make(chan struct{}), done: make(chan struct{})}
+		stmts: map[string]*sql.Stmt{}, wanted: map[string]bool{}, stop: make(chan struct{}), done: make(chan struct{})}
 	go c.loop()
 	return c
 }
@@ -83,6 +89,27 @@ func (c *committer) enqueue(ctx context.Context, lane chan *commitRequest, fn fu
 func (c *committer) close() {
 	c.stopOnce.Do(func() { close(c.stop) })
 	<-c.done
+	for q, st := range c.stmts {
+		st.Close()
+		delete(c.stmts, q)
+	}
+}
+
+// maxPrepared bounds the statements the committer keeps prepared.
+const maxPrepared = 64
+
+// prepareWanted prepares the statements units asked for, while no
+// transaction holds the connection.
+func (c *committer) prepareWanted() {
+	for q := range c.wanted {
+		delete(c.wanted, q)
+		if len(c.stmts) >= maxPrepared {
+			continue
+		}
+		if st, err := c.db.Prepare(q); err == nil {
+			c.stmts[q] = st
+		}
+	}
 }
 
 func (c *committer) loop() {
@@ -131,6 +158,7 @@ func (c *committer) loop() {
 			}
 		}
 		c.commit(batch)
+		c.prepareWanted()
 	}
 }
 
@@ -154,7 +182,7 @@ func (c *committer) commit(batch []*commitRequest) {
 			errs[i] = err
 			continue
 		}
-		if err := runUnit(r.fn, tx); err != nil {
+		if err := runUnit(r.fn, c, tx); err != nil {
 			errs[i] = err
 			if _, rerr := tx.Exec(`ROLLBACK TO unit`); rerr != nil {
 				// The transaction is unusable: give up on the batch.
@@ -186,18 +214,49 @@ func (c *committer) commit(batch []*commitRequest) {
 // runUnit runs one caller's work. Its statements run without the caller's
 // cancellation: SQLite answers an interrupted write by rolling back the
 // whole transaction, which is shared. A panic becomes that caller's error.
-func runUnit(fn func(q querier) error, tx *sql.Tx) (err error) {
+func runUnit(fn func(q querier) error, c *committer, tx *sql.Tx) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			err = fmt.Errorf("panic in transaction: %v", v)
 		}
 	}()
-	return fn(uncancelled{tx})
+	return fn(uncancelled{tx, c, tx})
 }
 
 // uncancelled is a querier whose statements ignore their context's
 // cancellation (but keep its values).
-type uncancelled struct{ q querier }
+type uncancelled struct {
+	q  querier
+	c  *committer
+	tx *sql.Tx
+}
+
+// execPrepared is ExecContext through a statement prepared once on the
+// write connection: the first time, it runs unprepared and asks the
+// committer to prepare it for next time. For statements run often with
+// the same text (a batch's INSERT is parsed in about the time it takes
+// to run).
+func (u uncancelled) execPrepared(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	ctx = context.WithoutCancel(ctx)
+	if st := u.c.stmts[query]; st != nil {
+		return u.tx.StmtContext(ctx, st).ExecContext(ctx, args...)
+	}
+	if len(u.c.stmts)+len(u.c.wanted) < maxPrepared {
+		u.c.wanted[query] = true
+	}
+	return u.q.ExecContext(ctx, query, args...)
+}
+
+// execMaybePrepared is q's execPrepared where it has one (SQLite's group
+// commit), else ExecContext.
+func execMaybePrepared(ctx context.Context, q querier, query string, args ...any) (sql.Result, error) {
+	if p, ok := q.(interface {
+		execPrepared(ctx context.Context, query string, args ...any) (sql.Result, error)
+	}); ok {
+		return p.execPrepared(ctx, query, args...)
+	}
+	return q.ExecContext(ctx, query, args...)
+}
 
 func (u uncancelled) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
 	return u.q.ExecContext(context.WithoutCancel(ctx), query, args...)
