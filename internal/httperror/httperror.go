@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 )
@@ -163,6 +164,21 @@ func (w *StartWriter) Write(b []byte) (int, error) {
 	w.wrote = true
 	return w.ResponseWriter.Write(b)
 }
+
+// ReadFrom keeps the ResponseWriter's own ReadFrom reachable through the
+// wrapper: net/http's sends a file's bytes with sendfile, where io.Copy
+// through Write alone would copy them through 32 KiB buffers.
+func (w *StartWriter) ReadFrom(r io.Reader) (int64, error) {
+	w.wrote = true
+	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(writeOnly{w.ResponseWriter}, r)
+}
+
+// writeOnly hides every method of a Writer but Write (so io.Copy does
+// not come back to ReadFrom).
+type writeOnly struct{ io.Writer }
 
 func (w *StartWriter) Flush() {
 	if f, ok := w.ResponseWriter.(http.Flusher); ok {

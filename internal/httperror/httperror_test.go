@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -109,5 +110,37 @@ func TestWrapClientGone(t *testing.T) {
 	h.ServeHTTP(rec, httptest.NewRequest("GET", "/x", nil).WithContext(ctx))
 	if rec.Body.Len() != 0 || logs.Len() != 0 {
 		t.Errorf("answered %q, logged %q", rec.Body, logs.String())
+	}
+}
+
+// readFromRecorder is a ResponseWriter with its own ReadFrom, as
+// net/http's (which uses sendfile for a file).
+type readFromRecorder struct {
+	*httptest.ResponseRecorder
+	readFrom int64
+}
+
+func (r *readFromRecorder) ReadFrom(src io.Reader) (int64, error) {
+	n, err := io.Copy(r.ResponseRecorder, src)
+	r.readFrom += n
+	return n, err
+}
+
+// A handler's io.Copy of a body reaches the server's ReadFrom through
+// the wrapper, and the answer counts as started.
+func TestWrapKeepsReadFrom(t *testing.T) {
+	rec := &readFromRecorder{ResponseRecorder: httptest.NewRecorder()}
+	body := strings.Repeat("x", 100_000)
+	var started bool
+	h := Wrap(slog.New(slog.DiscardHandler), API, classifyKnown, func(w http.ResponseWriter, r *http.Request) error {
+		if _, err := io.Copy(w, struct{ io.Reader }{strings.NewReader(body)}); err != nil {
+			return err
+		}
+		started = w.(*StartWriter).Started()
+		return errKnown // after the body: logged, not written over it
+	})
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/x", nil))
+	if rec.readFrom != int64(len(body)) || rec.Body.String() != body || !started {
+		t.Fatalf("ReadFrom copied %d of %d bytes, body %d bytes, started %v", rec.readFrom, len(body), rec.Body.Len(), started)
 	}
 }
