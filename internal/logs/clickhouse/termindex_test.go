@@ -72,24 +72,24 @@ func TestIndexAgreesWithScan(t *testing.T) {
 	s := openIndexTest(t)
 	ctx := context.Background()
 	t0 := time.Now().Add(-10 * time.Minute).UTC().Truncate(time.Microsecond)
-	// Each job's lines in writes of 500 (so blocks get rows from many
-	// writes, and termIndex leaves out what it wrote); job 2's first
-	// thousand lines a day earlier (a block over two days).
+	// Each job's lines in writes of 1,500 (so blocks get rows from several
+	// writes, and termIndex leaves out what it wrote); job 2's first write
+	// a day earlier (a block over two days).
 	var all []logs.Line
 	for _, org := range []string{"org_a", "org_b"} {
 		for j := 0; j < 3; j++ {
 			job := fmt.Sprintf("%s_job_%d", org, j)
 			n := 9000 // three index blocks
 			var st logs.State
-			for from := 1; from <= n; from += 500 {
+			for from := 1; from <= n; from += 1500 {
 				w := logs.Write{Org: org, Job: job, Prev: st.Version}
-				for i := from; i < from+500 && i <= n; i++ {
+				for i := from; i < from+1500 && i <= n; i++ {
 					text := fmt.Sprintf("%s line %d: %s", job, i, indexCorpus[(i*7+j)%len(indexCorpus)])
 					if org == "org_b" {
 						text += " secret-b"
 					}
 					at := t0.Add(time.Duration(i) * time.Millisecond)
-					if j == 2 && i <= 1000 {
+					if j == 2 && i <= 1500 {
 						at = at.Add(-30 * time.Hour)
 					}
 					w.Lines = append(w.Lines, logs.Line{Org: org, Job: job, N: int64(i), Fence: 1, Stream: logs.StreamOutput, At: at, Text: text})
