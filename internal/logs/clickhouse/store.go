@@ -468,7 +468,11 @@ func (s *Store) Search(ctx context.Context, q logs.Query) (logs.Result, error) {
 		conds = append(conds, "position(text, "+quote(lit)+") > 0")
 	}
 	if s.useIndex && q.Since.UnixMicro() >= s.indexFrom {
+		start := time.Now()
 		rs, ok, err := s.candidates(ctx, q)
+		if q.Timeout > 0 { // one time bound for the lookup and the read after it
+			q.Timeout = max(q.Timeout-time.Since(start), time.Second)
+		}
 		if err != nil {
 			return logs.Result{}, searchErr(err)
 		}
