@@ -101,7 +101,7 @@ func OpenControlPlane(ctx context.Context, c ServerConfig, log *slog.Logger, opt
 	if err != nil {
 		return nil, err
 	}
-	st, err := sqlstore.OpenWith(ctx, c.Database, sqlstore.Options{MaxConns: c.DatabaseConns})
+	st, err := sqlstore.OpenWith(ctx, c.Database, sqlstore.Options{MaxConns: c.DatabaseConns, Logger: log})
 	if err != nil {
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 	"embed"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"math"
 	"path"
 	"runtime"
@@ -57,6 +58,10 @@ type Options struct {
 	// same cores. Default: 4 per CPU, at least 8.
 	MaxConns int
 
+	// Logger receives what goes wrong in the background (SQLite's log
+	// indexer). Default: slog.Default().
+	Logger *slog.Logger
+
 	// noLogIndexer leaves SQLite's log search index behind the lines
 	// (tests: searches then read every line past the index's mark).
 	noLogIndexer bool
@@ -82,7 +87,11 @@ func OpenWith(ctx context.Context, dsn string, o Options) (*DB, error) {
 		return nil, err
 	}
 	if db.batch != nil && !o.noLogIndexer {
-		db.indexer = startLogIndexer(db.batch, db.readDB)
+		log := o.Logger
+		if log == nil {
+			log = slog.Default()
+		}
+		db.indexer = startLogIndexer(db.batch, db.readDB, log.With("component", "log-indexer"))
 	}
 	return db, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 )
@@ -26,6 +27,7 @@ import (
 type logIndexer struct {
 	c    *committer
 	r    *sql.DB // reads the lag without waiting for the writer
+	log  *slog.Logger
 	stop chan struct{}
 	done chan struct{}
 	once sync.Once
@@ -44,8 +46,8 @@ const (
 	logIndexMaxLag = 1_000_000
 )
 
-func startLogIndexer(c *committer, r *sql.DB) *logIndexer {
-	ix := &logIndexer{c: c, r: r, stop: make(chan struct{}), done: make(chan struct{})}
+func startLogIndexer(c *committer, r *sql.DB, log *slog.Logger) *logIndexer {
+	ix := &logIndexer{c: c, r: r, log: log, stop: make(chan struct{}), done: make(chan struct{})}
 	go ix.loop()
 	return ix
 }
@@ -60,6 +62,16 @@ func (ix *logIndexer) loop() {
 	ctx := context.Background()
 	tick := time.NewTicker(logIndexIdle / 2)
 	defer tick.Stop()
+	failing := false // said once per run of failures, and when it ends
+	report := func(err error) {
+		switch {
+		case err != nil && !failing:
+			ix.log.Warn("the log search index is not brought up to date; searches read the lines past it meanwhile", "err", err)
+		case err == nil && failing:
+			ix.log.Info("the log search index is brought up to date again")
+		}
+		failing = err != nil
+	}
 	for {
 		select {
 		case <-ix.stop:
@@ -73,7 +85,11 @@ func (ix *logIndexer) loop() {
 			default:
 			}
 			lag, err := logIndexLag(ctx, ix.r)
-			if err != nil || lag == 0 {
+			if err != nil {
+				report(err)
+				break
+			}
+			if lag == 0 {
 				break
 			}
 			if ix.c.bulkBusy(logIndexIdle) && lag < logIndexMaxLag {
@@ -81,7 +97,9 @@ func (ix *logIndexer) loop() {
 			}
 			// An error (the disk full, say) is tried again at the next
 			// tick; searches read the lines past the mark meanwhile.
-			if n, err := indexLogs(ctx, ix.c, logIndexUnit); err != nil || n == 0 {
+			n, err := indexLogs(ctx, ix.c, logIndexUnit)
+			report(err)
+			if err != nil || n == 0 {
 				break
 			}
 		}

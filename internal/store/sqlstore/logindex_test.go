@@ -1,9 +1,13 @@
 package sqlstore_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -212,5 +216,49 @@ func TestLogIndexAfterNewestLinesDeleted(t *testing.T) {
 	}
 	if err := db.ExecForTest(ctx, `INSERT INTO log_lines_fts (log_lines_fts, rank) VALUES ('integrity-check', 1)`); err != nil {
 		t.Errorf("the index does not match the lines: %v", err)
+	}
+}
+
+// lockedBuffer is a log destination read while the indexer writes it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// An indexer that cannot bring the index up to date says so (once),
+// rather than retrying in silence.
+func TestLogIndexerFailureIsLogged(t *testing.T) {
+	ctx := context.Background()
+	var logs lockedBuffer
+	db, err := sqlstore.OpenWith(ctx, storetest.DSN(t, "sqlite"), sqlstore.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.ExecForTest(ctx, `DROP TABLE log_lines_fts`); err != nil {
+		t.Fatal(err)
+	}
+	writeLines(t, db, "org_a", 10)
+	// Not a timing: the indexer tries on its next tick.
+	for deadline := time.Now().Add(time.Minute); !strings.Contains(logs.String(), "log search index is not brought up to date"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no warning from the failing indexer; logged: %q", logs.String())
+		}
+	}
+	time.Sleep(300 * time.Millisecond) // a few more failing ticks
+	if n := strings.Count(logs.String(), "level=WARN"); n != 1 {
+		t.Errorf("%d warnings for one run of failures, want 1:\n%s", n, logs.String())
 	}
 }
