@@ -19,6 +19,7 @@ import (
 	"github.com/nimbus-build/nimbus/internal/app/apptest"
 	nimbuslogs "github.com/nimbus-build/nimbus/internal/logs"
 	"github.com/nimbus-build/nimbus/internal/logs/clickhouse"
+	"github.com/nimbus-build/nimbus/internal/testenv"
 )
 
 // chattyJob prints "line 0" … "line n-1", pausing a little every 200
@@ -133,14 +134,7 @@ func TestE2ELogsSurviveServerKill(t *testing.T) {
 // store (NIMBUS_TEST_CLICKHOUSE's server), dropped when the test ends.
 func clickhouseDB(t *testing.T) string {
 	t.Helper()
-	base := os.Getenv("NIMBUS_TEST_CLICKHOUSE")
-	if base == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("NIMBUS_TEST_CLICKHOUSE is not set: run scripts/test-deps.sh")
-		}
-		t.Skip("NIMBUS_TEST_CLICKHOUSE is not set: run scripts/test-deps.sh")
-	}
-	url := fmt.Sprintf("%s/nimbus_e2e_%d", strings.TrimRight(base, "/"), time.Now().UnixNano())
+	url := fmt.Sprintf("%s/nimbus_e2e_%d", testenv.ClickHouseURL(t), time.Now().UnixNano())
 	t.Cleanup(func() {
 		if s, err := clickhouse.Open(context.Background(), url, clickhouse.Options{}); err == nil {
 			s.DropDatabase(context.Background())

@@ -7,6 +7,7 @@ package testenv
 import (
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 )
 
@@ -39,6 +40,18 @@ func PostgresURL(t testing.TB) string {
 	u := os.Getenv("NIMBUS_TEST_POSTGRES")
 	if u == "" {
 		Missing(t, "NIMBUS_TEST_POSTGRES is not set (run `make test`, which starts PostgreSQL)")
+	}
+	return u
+}
+
+// ClickHouseURL returns the URL of a ClickHouse server's HTTP interface
+// the test may create databases on (NIMBUS_TEST_CLICKHOUSE, set by `make
+// test`), without a trailing slash, or skips/fails.
+func ClickHouseURL(t testing.TB) string {
+	t.Helper()
+	u := strings.TrimRight(os.Getenv("NIMBUS_TEST_CLICKHOUSE"), "/")
+	if u == "" {
+		Missing(t, "NIMBUS_TEST_CLICKHOUSE is not set (run `make test`, which starts ClickHouse)")
 	}
 	return u
 }

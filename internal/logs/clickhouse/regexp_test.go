@@ -2,9 +2,6 @@ package clickhouse
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -76,21 +73,8 @@ func checkRE2Pattern(t *testing.T, pattern string, lines []string) {
 // The rewrite means on a real ClickHouse server (its match()) what the
 // Go pattern means in Go: otherwise a search could miss lines.
 func TestRE2PatternAgreesOnServer(t *testing.T) {
-	base := os.Getenv("NIMBUS_TEST_CLICKHOUSE")
-	if base == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("NIMBUS_TEST_CLICKHOUSE is not set: run scripts/test-deps.sh")
-		}
-		t.Skip("NIMBUS_TEST_CLICKHOUSE is not set: run scripts/test-deps.sh")
-	}
 	ctx := context.Background()
-	b := make([]byte, 6)
-	rand.Read(b)
-	s, err := Open(ctx, strings.TrimRight(base, "/")+"/nimbus_test_"+hex.EncodeToString(b), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.DropDatabase(context.Background()) })
+	s := OpenTestStore(t)
 	var arr []string
 	for _, l := range re2Cases.lines {
 		arr = append(arr, quote(l))

@@ -2,11 +2,7 @@ package clickhouse_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
-	"os"
-	"strings"
 	"testing"
 	"time"
 
@@ -18,28 +14,7 @@ import (
 // Open returns a ClickHouse store on a database of its own, dropped when
 // the test ends. The server is NIMBUS_TEST_CLICKHOUSE (scripts/test-deps.sh
 // starts one); without it the test is skipped, or fails under CI=true.
-func Open(t *testing.T) *clickhouse.Store {
-	t.Helper()
-	base := os.Getenv("NIMBUS_TEST_CLICKHOUSE")
-	if base == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("NIMBUS_TEST_CLICKHOUSE is not set: run scripts/test-deps.sh")
-		}
-		t.Skip("NIMBUS_TEST_CLICKHOUSE is not set: run scripts/test-deps.sh")
-	}
-	b := make([]byte, 6)
-	rand.Read(b)
-	s, err := clickhouse.Open(context.Background(), strings.TrimRight(base, "/")+"/nimbus_test_"+hex.EncodeToString(b), clickhouse.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := s.DropDatabase(context.Background()); err != nil {
-			t.Errorf("drop the test database: %v", err)
-		}
-	})
-	return s
-}
+func Open(t *testing.T) *clickhouse.Store { return clickhouse.OpenTestStore(t) }
 
 func TestConformance(t *testing.T) {
 	logstest.Run(t, func(t *testing.T) logstest.Env {

@@ -2,8 +2,6 @@ package clickhouse
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"regexp"
@@ -16,24 +14,7 @@ import (
 	"github.com/nimbus-build/nimbus/internal/logs"
 )
 
-func openIndexTest(t *testing.T) *Store {
-	t.Helper()
-	base := os.Getenv("NIMBUS_TEST_CLICKHOUSE")
-	if base == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("NIMBUS_TEST_CLICKHOUSE is not set: run scripts/test-deps.sh")
-		}
-		t.Skip("NIMBUS_TEST_CLICKHOUSE is not set: run scripts/test-deps.sh")
-	}
-	b := make([]byte, 6)
-	rand.Read(b)
-	s, err := Open(context.Background(), strings.TrimRight(base, "/")+"/nimbus_test_"+hex.EncodeToString(b), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.DropDatabase(context.Background()) })
-	return s
-}
+func openIndexTest(t *testing.T) *Store { return OpenTestStore(t) }
 
 // indexCorpus is lines of every kind a search meets: cases, non-ASCII
 // (folding and not), metacharacters, the Kelvin sign, lines across
