@@ -285,13 +285,13 @@ func nextChunks(cursor Cursor, fence int64, chunks []Chunk) []Chunk {
 // the context's error when the context ends first (notify.LongPoll).
 func (s *Service) Follow(ctx context.Context, org, job string, after Cursor, follow bool, fn func([]Chunk) error) error {
 	return s.follow(ctx, org, job, follow, func() (bool, error) {
-		chunks, err := s.store.Read(ctx, org, job, after, 1000)
+		chunks, err := s.store.Read(ctx, org, job, after, followRead)
 		if err != nil || len(chunks) == 0 {
 			return false, err
 		}
 		last := chunks[len(chunks)-1]
 		after = Cursor{Fence: last.Fence, Seq: last.Seq}
-		return true, fn(chunks)
+		return len(chunks) == followRead, fn(chunks)
 	})
 }
 
@@ -301,19 +301,25 @@ func (s *Service) FollowLines(ctx context.Context, org, job string, q LineQuery,
 	if q.From < 1 {
 		q.From = 1
 	}
-	q.Limit = 1000
+	q.Limit = followRead
 	return s.follow(ctx, org, job, follow, func() (bool, error) {
 		lines, err := s.store.Lines(ctx, org, job, q)
 		if err != nil || len(lines) == 0 {
 			return false, err
 		}
 		q.From = lines[len(lines)-1].N + 1
-		return true, fn(lines)
+		return len(lines) == followRead, fn(lines)
 	})
 }
 
-// follow calls read until it finds nothing more, as output arrives, until
-// the job has ended (follow) or at once (!follow).
+// followRead is what one read of a follow asks for. A read that gets
+// less has all there is for now: the next read waits for the next
+// wake-up (a write notifies after it is stored, and LongPoll listens
+// before it reads), which saves a live tail a store round trip a line.
+const followRead = 1000
+
+// follow calls read until it says there is no more, as output arrives,
+// until the job has ended (follow) or at once (!follow).
 func (s *Service) follow(ctx context.Context, org, job string, follow bool, read func() (more bool, err error)) error {
 	if _, err := s.jobs.Get(ctx, org, job); err != nil {
 		return err

@@ -3,6 +3,8 @@ package logs_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -44,5 +46,56 @@ func TestTail(t *testing.T) {
 				t.Errorf("another org: %v, want not found", err)
 			}
 		})
+	}
+}
+
+// countingStore counts the store's line and chunk reads.
+type countingStore struct {
+	logs.Store
+	lines, reads int
+}
+
+func (c *countingStore) Lines(ctx context.Context, org, job string, q logs.LineQuery) ([]logs.Line, error) {
+	c.lines++
+	return c.Store.Lines(ctx, org, job, q)
+}
+
+func (c *countingStore) Read(ctx context.Context, org, job string, after logs.Cursor, limit int) ([]logs.Chunk, error) {
+	c.reads++
+	return c.Store.Read(ctx, org, job, after, limit)
+}
+
+// A follow reads the store once per thousand lines (or chunks) it
+// delivers: a read that gets fewer has all there is, and no second read
+// is made to find nothing (on ClickHouse, a round trip of a live tail's
+// every wake-up).
+func TestFollowReadsOnlyWhatIsThere(t *testing.T) {
+	f := newFixture(t, "sqlite", 0)
+	ctx := context.Background()
+	cs := &countingStore{Store: f.db.Logs()}
+	ls, err := logs.New(logs.Options{Store: cs, Jobs: f.jobs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := f.leased(t)
+	var out strings.Builder
+	for i := range 1500 {
+		fmt.Fprintf(&out, "line %d\n", i)
+	}
+	if _, err := f.logs.Append(ctx, f.agent, j.ID, j.Fence, chunks(0, out.String()), false); err != nil {
+		t.Fatal(err)
+	}
+	var got int
+	if err := ls.FollowLines(ctx, f.org, j.ID, logs.LineQuery{}, false, func(l []logs.Line) error { got += len(l); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if got != 1500 || cs.lines != 2 {
+		t.Errorf("followed %d lines in %d reads, want 1500 in 2", got, cs.lines)
+	}
+	if err := ls.Follow(ctx, f.org, j.ID, logs.Start, false, func([]logs.Chunk) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if cs.reads != 1 {
+		t.Errorf("followed one chunk in %d reads, want 1", cs.reads)
 	}
 }
