@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -150,29 +149,11 @@ func (f funcExecutor) Run(ctx context.Context, spec executor.Spec) (executor.Res
 	return res, nil
 }
 
-// syncBuffer is a buffer written and read concurrently.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // testConfig is a Config for an agent of f with executor e; logs go to
 // the test's output and to the returned buffer.
-func testConfig(t *testing.T, serverURL string, f *fakeControlPlane, e executor.Executor) (Config, *syncBuffer) {
+func testConfig(t *testing.T, serverURL string, f *fakeControlPlane, e executor.Executor) (Config, *testenv.Buffer) {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &testenv.Buffer{}
 	h := slog.NewMultiHandler(
 		slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}),
 		slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}),

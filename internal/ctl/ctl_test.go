@@ -4,32 +4,14 @@ import (
 	"context"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/nimbus-build/nimbus/internal/app"
 	"github.com/nimbus-build/nimbus/internal/app/apptest"
 	"github.com/nimbus-build/nimbus/internal/ctl"
+	"github.com/nimbus-build/nimbus/internal/testenv"
 )
-
-// syncBuffer is a strings.Builder safe to read while a command writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 type result struct {
 	code           int
@@ -37,7 +19,7 @@ type result struct {
 }
 
 func run(h *apptest.Harness, interrupts chan os.Signal, args ...string) result {
-	var out, errb syncBuffer
+	var out, errb testenv.Buffer
 	env := func(k string) string { return "" }
 	full := append([]string{"--data-dir", h.Config.DataDir}, args...)
 	code := ctl.Main(context.Background(), full, &out, &errb, env, interrupts)
@@ -65,7 +47,7 @@ func TestRunInterrupt(t *testing.T) {
 	h := apptest.Start(t, "sqlite")
 	h.StartAgent(t, "ctl-test", nil)
 	interrupts := make(chan os.Signal, 2)
-	var out, errb syncBuffer
+	var out, errb testenv.Buffer
 	done := make(chan int, 1)
 	go func() {
 		done <- ctl.Main(context.Background(), []string{"--data-dir", h.Config.DataDir, "run", "--", "sh", "-c", "echo started; sleep 60"},
@@ -162,7 +144,7 @@ func TestErrors(t *testing.T) {
 			t.Errorf("%v: exit %d, stderr %q; want %d and %q", tc.args, r.code, r.stderr, tc.code, tc.want)
 		}
 	}
-	var out, errb syncBuffer
+	var out, errb testenv.Buffer
 	code := ctl.Main(context.Background(), []string{"--data-dir", t.TempDir(), "whoami"}, &out, &errb, func(string) string { return "" }, nil)
 	if code != 1 || !strings.Contains(errb.String(), "no server") {
 		t.Errorf("no server: %d %q", code, errb.String())

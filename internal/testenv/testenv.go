@@ -5,9 +5,11 @@
 package testenv
 
 import (
+	"bytes"
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -54,4 +56,24 @@ func ClickHouseURL(t testing.TB) string {
 		Missing(t, "NIMBUS_TEST_CLICKHOUSE is not set (run `make test`, which starts ClickHouse)")
 	}
 	return u
+}
+
+// Buffer is a buffer written and read concurrently: a log or a command's
+// output that a test reads while it is written.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+// String returns what was written so far.
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }

@@ -40,6 +40,7 @@ import (
 	"github.com/nimbus-build/nimbus/internal/rbs/sessionapi"
 	"github.com/nimbus-build/nimbus/internal/sessions/sessionstest"
 	"github.com/nimbus-build/nimbus/internal/store"
+	"github.com/nimbus-build/nimbus/internal/testenv"
 )
 
 const roleEnv = "NIMBUS_RBS_E2E_ROLE"
@@ -200,7 +201,7 @@ type agentProc struct {
 	out        *json.Decoder
 	installMD5 string
 	addr       string
-	stderr     *lockedBuffer
+	stderr     *testenv.Buffer
 }
 
 var _ sessionstest.Host = (*agentProc)(nil)
@@ -244,23 +245,6 @@ func (a *agentProc) sessions(t *testing.T) []server.SessionInfo {
 		t.Fatal(err)
 	}
 	return resp.Sessions
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // netns is a network namespace joined to the host by a veth pair.
@@ -331,7 +315,7 @@ func startAgent(t *testing.T, ns *netns, ca *pki.CA, storage string) *agentProc 
 	cmd := exec.Command("nsenter", "--net=/run/netns/"+ns.name, exe, "-test.run=^$")
 	cmd.Env = append(os.Environ(), roleEnv+"=agent", "NIMBUS_RBS_E2E_AGENT="+string(cfg))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	a := &agentProc{cmd: cmd, stderr: &lockedBuffer{}}
+	a := &agentProc{cmd: cmd, stderr: &testenv.Buffer{}}
 	cmd.Stderr = a.stderr
 	if a.in, err = cmd.StdinPipe(); err != nil {
 		t.Fatal(err)

@@ -25,6 +25,7 @@ import (
 	"github.com/nimbus-build/nimbus/internal/rbs/protocol/commandserverpb"
 	"github.com/nimbus-build/nimbus/internal/rbs/protocol/tunnelpb"
 	"github.com/nimbus-build/nimbus/internal/rbs/serverdir"
+	"github.com/nimbus-build/nimbus/internal/testenv"
 )
 
 // workspace is the developers' project: a genrule, an sh_binary, an
@@ -199,7 +200,7 @@ func TestRemoteBazel(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
 		cmd := alice.command(ctx, "build", "//:slow")
-		stderr := &lockedBuffer{}
+		stderr := &testenv.Buffer{}
 		cmd.Stderr = stderr
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)

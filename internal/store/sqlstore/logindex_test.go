@@ -1,13 +1,11 @@
 package sqlstore_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +13,7 @@ import (
 	"github.com/nimbus-build/nimbus/internal/logs/logstest"
 	"github.com/nimbus-build/nimbus/internal/store/sqlstore"
 	"github.com/nimbus-build/nimbus/internal/store/storetest"
+	"github.com/nimbus-build/nimbus/internal/testenv"
 )
 
 // writeLines stores n lines of a new job of org in one write: every
@@ -219,29 +218,11 @@ func TestLogIndexAfterNewestLinesDeleted(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a log destination read while the indexer writes it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // An indexer that cannot bring the index up to date says so (once),
 // rather than retrying in silence.
 func TestLogIndexerFailureIsLogged(t *testing.T) {
 	ctx := context.Background()
-	var logs lockedBuffer
+	var logs testenv.Buffer
 	db, err := sqlstore.OpenWith(ctx, storetest.DSN(t, "sqlite"), sqlstore.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatal(err)
