@@ -216,7 +216,11 @@ func testLogsSurviveServerKill(t *testing.T, extra ...string) {
 // another agent adds its whole output after it, numbered on.
 func TestE2ELogsAgentKilledMidStream(t *testing.T) {
 	needSandbox(t)
-	h := apptest.Start(t, "sqlite", func(c *app.ServerConfig) { c.LeaseTTL = 3 * time.Second })
+	// A lease of 6 s (renewed every 2 s): short enough that the killed
+	// agent's expires soon, long enough that the rescuer's survives a
+	// renewal delayed by a busy machine under -race (at 3 s it expired
+	// at load ~7).
+	h := apptest.Start(t, "sqlite", func(c *app.ServerConfig) { c.LeaseTTL = 6 * time.Second })
 	first, _ := runAgentProcess(t, h, "doomed")
 	const n = 2000
 	id := submit(t, h, chattyJob(n)...)
