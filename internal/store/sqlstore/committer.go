@@ -220,15 +220,14 @@ func runUnit(fn func(q querier) error, c *committer, tx *sql.Tx) (err error) {
 			err = fmt.Errorf("panic in transaction: %v", v)
 		}
 	}()
-	return fn(uncancelled{tx, c, tx})
+	return fn(uncancelled{tx, c})
 }
 
 // uncancelled is a querier whose statements ignore their context's
 // cancellation (but keep its values).
 type uncancelled struct {
-	q  querier
-	c  *committer
 	tx *sql.Tx
+	c  *committer
 }
 
 // execPrepared is ExecContext through a statement prepared once on the
@@ -244,7 +243,7 @@ func (u uncancelled) execPrepared(ctx context.Context, query string, args ...any
 	if len(u.c.stmts)+len(u.c.wanted) < maxPrepared {
 		u.c.wanted[query] = true
 	}
-	return u.q.ExecContext(ctx, query, args...)
+	return u.tx.ExecContext(ctx, query, args...)
 }
 
 // execMaybePrepared is q's execPrepared where it has one (SQLite's group
@@ -259,13 +258,13 @@ func execMaybePrepared(ctx context.Context, q querier, query string, args ...any
 }
 
 func (u uncancelled) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	return u.q.ExecContext(context.WithoutCancel(ctx), query, args...)
+	return u.tx.ExecContext(context.WithoutCancel(ctx), query, args...)
 }
 
 func (u uncancelled) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	return u.q.QueryContext(context.WithoutCancel(ctx), query, args...)
+	return u.tx.QueryContext(context.WithoutCancel(ctx), query, args...)
 }
 
 func (u uncancelled) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
-	return u.q.QueryRowContext(context.WithoutCancel(ctx), query, args...)
+	return u.tx.QueryRowContext(context.WithoutCancel(ctx), query, args...)
 }
