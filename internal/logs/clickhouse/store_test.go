@@ -3,6 +3,8 @@ package clickhouse_test
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -49,6 +51,48 @@ func TestDropBefore(t *testing.T) {
 		got, err := s.Lines(ctx, "org_a", fmt.Sprintf("job_%d", i), logs.LineQuery{From: 1})
 		if err != nil || len(got) != want {
 			t.Errorf("job %d: %d lines, %v; want %d", i, len(got), err, want)
+		}
+	}
+}
+
+// A pattern whose rewrite the server cannot compile (past RE2's program
+// size) is filtered in Go alone, with the literals still checked first
+// by the server.
+func TestSearchPatternTheServerRefuses(t *testing.T) {
+	s := Open(t)
+	ctx := context.Background()
+	at := time.Now()
+	long := strings.Repeat("é", 1000)
+	texts := []string{"x " + long, "y " + long[:len(long)-2] + "!", "z " + long}
+	w := logs.Write{Org: "org_a", Job: "job_1", State: logs.State{Version: 1, Cursor: logs.Cursor{Fence: 1, Seq: 0}, Lines: int64(len(texts))}}
+	for i, text := range texts {
+		w.Lines = append(w.Lines, logs.Line{Org: "org_a", Job: "job_1", N: int64(i + 1), Fence: 1, Stream: logs.StreamOutput, At: at, Text: text})
+	}
+	if errs, err := s.Write(ctx, []logs.Write{w}); err != nil || errs[0] != nil {
+		t.Fatal(err, errs)
+	}
+	for _, tc := range []struct {
+		pattern string
+		want    []string
+	}{
+		{`\pL{1000}`, []string{"z", "x"}}, // no literal: the pattern alone
+		{`z \pL{1000}`, []string{"z"}},    // a literal first
+		{`y \pL{1000}`, nil},              // the literal's line does not match
+	} {
+		q, err := logs.NewQuery("org_a", logs.SearchParams{Pattern: tc.pattern, Since: at.Add(-time.Hour)}, at.Add(time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := s.Search(ctx, q)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.pattern, err)
+		}
+		var got []string
+		for _, l := range res.Lines {
+			got = append(got, l.Text[:1])
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%s: found %q, want %q", tc.pattern, got, tc.want)
 		}
 	}
 }

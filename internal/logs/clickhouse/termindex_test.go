@@ -2,6 +2,7 @@ package clickhouse
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"regexp"
@@ -258,5 +259,25 @@ func TestIndexNotSelectiveScans(t *testing.T) {
 	res, err := s.Search(ctx, q)
 	if err != nil || len(res.Lines) != maxRanges+1 {
 		t.Fatalf("%d lines, %v; want %d", len(res.Lines), err, maxRanges+1)
+	}
+}
+
+// The server's errors that a search maps, as the server says them (18.16
+// gives a code, not a name): a statement past its time bound is the
+// search's deadline (a 503 to the user, not a 500), and a pattern it
+// cannot compile is filtered in Go (TestSearchPatternTheServerRefuses).
+func TestServerErrorsRecognised(t *testing.T) {
+	s := OpenTestStore(t)
+	_, err := s.c.do(context.Background(), `SELECT count() FROM system.numbers WHERE sipHash64(number) = 1`, nil, readSettings(time.Second))
+	if err == nil {
+		t.Fatal("a scan of system.numbers ended within its second")
+	}
+	if err := searchErr(err); err != context.DeadlineExceeded {
+		t.Errorf("past max_execution_time: %v, want context.DeadlineExceeded", err)
+	}
+	_, err = s.c.do(context.Background(), `SELECT match('x', '(((x)')`, nil, readSettings(time.Second))
+	var ce *Error
+	if !errors.As(err, &ce) || !cannotCompile(ce.Message) {
+		t.Errorf("a pattern the server cannot compile: %v", err)
 	}
 }
