@@ -76,6 +76,9 @@ type Service struct {
 	// a write from another replica shows as a conflict, which reads it.
 	statesMu sync.Mutex
 	states   map[string]State
+	// recent holds the lines this process stored last for the jobs its
+	// live tails follow.
+	recent recentLines
 }
 
 const maxCachedStates = 10000
@@ -191,16 +194,26 @@ func (s *Service) Append(ctx context.Context, agent store.Agent, job string, fen
 	}
 	in := ingest{org: j.OrgID, job: job, repo: repo, limit: s.cfg.MaxBytes}
 	st, known := s.cachedState(job)
+	cached := known
 	wrote, conflicts := false, 0
 	for {
 		if !known {
 			if st, err = s.store.State(ctx, j.OrgID, job); err != nil {
 				return Ack{}, err
 			}
-			known = true
+			known, cached = true, false
 		}
 		fresh := nextChunks(st.Cursor, fence, chunks)
 		finish := end && st.Cursor.Fence == fence && len(st.Pending) > 0 && !st.Full
+		if len(fresh) == 0 && !finish && cached && len(chunks) > 0 {
+			// None of the upload follows the state this process wrote
+			// last: another replica may have moved the log on since
+			// (an agent's uploads spread over replicas), and only the
+			// store knows. Without this look, an upload after a gap
+			// would be answered from the stale state for ever.
+			known = false
+			continue
+		}
 		if len(fresh) == 0 && !finish {
 			if wrote {
 				s.notify.Notify(jobs.Topic(job))
@@ -213,7 +226,9 @@ func (s *Service) Append(ctx context.Context, agent store.Agent, job string, fen
 		if !st.Full {
 			part = fresh[:linesPart(fresh, s.maxWriteLines())]
 		}
-		in.now = s.now()
+		// Stores keep microseconds (and a tail may be shown the lines
+		// from memory: recentLines).
+		in.now = s.now().UTC().Truncate(time.Microsecond)
 		w := in.apply(st, fence, part, end && len(part) == len(fresh))
 		err := s.write(ctx, w)
 		if errors.Is(err, ErrConflict) && conflicts < 3 {
@@ -226,8 +241,9 @@ func (s *Service) Append(ctx context.Context, agent store.Agent, job string, fen
 			s.cacheState(job, State{}, false)
 			return Ack{}, err
 		}
-		st, wrote = w.State, true
+		st, wrote, cached = w.State, true, false
 		s.cacheState(job, st, true)
+		s.recent.add(job, w.Lines)
 	}
 }
 
@@ -302,10 +318,17 @@ func (s *Service) FollowLines(ctx context.Context, org, job string, q LineQuery,
 		q.From = 1
 	}
 	q.Limit = followRead
+	defer s.recent.watch(job)()
 	return s.follow(ctx, org, job, follow, func() (bool, error) {
-		lines, err := s.store.Lines(ctx, org, job, q)
-		if err != nil || len(lines) == 0 {
-			return false, err
+		lines, ok := s.recent.get(org, job, q)
+		if !ok {
+			var err error
+			if lines, err = s.store.Lines(ctx, org, job, q); err != nil {
+				return false, err
+			}
+		}
+		if len(lines) == 0 {
+			return false, nil
 		}
 		q.From = lines[len(lines)-1].N + 1
 		return len(lines) == followRead, fn(lines)

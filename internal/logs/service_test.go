@@ -25,6 +25,7 @@ type fixture struct {
 	logs  *logs.Service
 	org   string
 	agent store.Agent
+	wake  *notify.Notifier
 }
 
 func newFixture(t *testing.T, engine string, limit int64) *fixture {
@@ -49,7 +50,7 @@ func newFixture(t *testing.T, engine string, limit int64) *fixture {
 	if err := db.Agents().Create(ctx, agent); err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{db: db, jobs: js, logs: ls, org: "org_a", agent: agent}
+	return &fixture{db: db, jobs: js, logs: ls, org: "org_a", agent: agent, wake: wake}
 }
 
 // leased submits a job and leases it to the fixture's agent.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -97,5 +98,99 @@ func TestFollowReadsOnlyWhatIsThere(t *testing.T) {
 	}
 	if cs.reads != 1 {
 		t.Errorf("followed one chunk in %d reads, want 1", cs.reads)
+	}
+}
+
+// tail follows job's lines through ls until ctx ends, sending each.
+func tail(ctx context.Context, t *testing.T, ls *logs.Service, org, job string) <-chan logs.Line {
+	out := make(chan logs.Line, 100)
+	go func() {
+		defer close(out)
+		err := ls.FollowLines(ctx, org, job, logs.LineQuery{}, true, func(l []logs.Line) error {
+			for _, x := range l {
+				out <- x
+			}
+			return nil
+		})
+		if err != nil && ctx.Err() == nil {
+			t.Errorf("follow: %v", err)
+		}
+	}()
+	return out
+}
+
+// expect reads want's lines from c, in order, and nothing else.
+func expect(t *testing.T, c <-chan logs.Line, want ...string) {
+	t.Helper()
+	for _, w := range want {
+		select {
+		case l := <-c:
+			if l.Text != w {
+				t.Fatalf("line %d: %q, want %q", l.N, l.Text, w)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no line %q within 10 s", w)
+		}
+	}
+}
+
+// A live tail shows what this process just stored from memory: its
+// reads of the store do not grow with the writes it follows (on
+// ClickHouse, a query under load saved on every line a tail shows).
+func TestLiveTailFromMemory(t *testing.T) {
+	f := newFixture(t, "sqlite", 0)
+	cs := &countingStore{Store: f.db.Logs()}
+	ls, err := logs.New(logs.Options{Store: cs, Jobs: f.jobs, Notifier: f.wake})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := f.leased(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if _, err := ls.Append(ctx, f.agent, j.ID, j.Fence, chunks(0, "first\n"), false); err != nil {
+		t.Fatal(err)
+	}
+	c := tail(ctx, t, ls, f.org, j.ID)
+	expect(t, c, "first")
+	for i := range 20 {
+		if _, err := ls.Append(ctx, f.agent, j.ID, j.Fence, chunks(int64(i+1), fmt.Sprintf("a%d\nb%d\n", i, i)), false); err != nil {
+			t.Fatal(err)
+		}
+		expect(t, c, fmt.Sprintf("a%d", i), fmt.Sprintf("b%d", i))
+	}
+	cancel()
+	for range c {
+	}
+	// The first read, and at most one a second (the poll, for wake-ups
+	// lost between replicas), where there was one a write.
+	if cs.lines > 3 {
+		t.Errorf("%d reads of the store for 20 writes followed", cs.lines)
+	}
+}
+
+// Two replicas write one job's log in turn (an agent's uploads spread
+// by a load balancer): a tail on one of them shows every line once, in
+// order, those the other stored read from the store.
+func TestLiveTailAcrossReplicas(t *testing.T) {
+	f := newFixture(t, "sqlite", 0)
+	replicas := []*logs.Service{f.logs}
+	other, err := logs.New(logs.Options{Store: f.db.Logs(), Jobs: f.jobs, Notifier: f.wake})
+	if err != nil {
+		t.Fatal(err)
+	}
+	replicas = append(replicas, other)
+	j := f.leased(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c := tail(ctx, t, f.logs, f.org, j.ID)
+	for i, seq := range []int{0, 1, 1, 0, 1, 0, 0, 1} {
+		if _, err := replicas[seq].Append(ctx, f.agent, j.ID, j.Fence, chunks(int64(i), fmt.Sprintf("%d:%d a\n%d:%d b\n", i, seq, i, seq)), false); err != nil {
+			t.Fatal(err)
+		}
+		expect(t, c, fmt.Sprintf("%d:%d a", i, seq), fmt.Sprintf("%d:%d b", i, seq))
+	}
+	cancel()
+	for l := range c {
+		t.Errorf("a line more: %d %q", l.N, l.Text)
 	}
 }
