@@ -458,3 +458,48 @@ func TestGitHubJobWithoutRunnerDirFails(t *testing.T) {
 		t.Errorf("the executor ran the job: %+v", res)
 	}
 }
+
+// Output is uploaded in the binary form (apiv1.ContentTypeLogs); a server
+// that answers it 415 (one older than the form) gets JSON from then on,
+// after that one refusal, and the output arrives whole either way.
+func TestLogsUploadForm(t *testing.T) {
+	t.Parallel()
+	for _, old := range []bool{false, true} {
+		t.Run(fmt.Sprintf("jsonOnly=%v", old), func(t *testing.T) {
+			t.Parallel()
+			e, _ := newBwrap(t)
+			f := newFakeControlPlane(30 * time.Second)
+			f.jsonOnly = old
+			cfg, _ := testConfig(t, f.serve(t), f, e)
+			cfg.MaxChunk = 4 << 10
+			cfg.FlushInterval = 20 * time.Millisecond
+			// Two jobs, one after the other, each in bursts: several uploads.
+			var ids []string
+			for range 2 {
+				ids = append(ids, f.enqueue(fakeJobSpec{argv: sh(`for i in 1 2 3 4 5; do seq 1 3000; sleep 0.05; done`)}))
+			}
+			cfg.MaxJobs = 1
+			startAgent(t, cfg)
+			var want strings.Builder
+			for range 5 {
+				for i := 1; i <= 3000; i++ {
+					fmt.Fprintln(&want, i)
+				}
+			}
+			for _, id := range ids {
+				if v := f.waitFinished(t, id); len(v.Completes) != 1 || v.Completes[0].State != "succeeded" {
+					t.Errorf("job %s: completions %+v", id, v.Completes)
+				}
+				if got, whole := f.output(id, 1); !whole || got != want.String() {
+					t.Errorf("job %s: output of %d bytes (whole %v), want %d", id, len(got), whole, want.Len())
+				}
+			}
+			got := f.logsUploads()
+			binary, json := got[apiv1.ContentTypeLogs], got["application/json"]
+			if len(got) > 2 || !old && (binary < 4 || json != 0) || old && (binary != 1 || json < 4) {
+				t.Errorf("logs uploads by Content-Type: %v", got)
+			}
+			f.checkNoViolations(t)
+		})
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nimbus-build/nimbus/internal/apiclient"
@@ -24,6 +25,10 @@ type controlPlane struct {
 
 	mu    sync.Mutex
 	token string
+
+	// jsonLogs: the server answered 415 to a binary logs upload (a server
+	// older than apiv1.ContentTypeLogs); uploads are JSON from then on.
+	jsonLogs atomic.Bool
 }
 
 func newControlPlane(cfg Config) *controlPlane {
@@ -125,10 +130,28 @@ func (c *controlPlane) start(ctx context.Context, jobID string, fence int64) err
 
 // logs uploads chunks and returns the server's acknowledgement: the
 // sequence number up to which it holds every chunk, and whether the job's
-// log is full.
+// log is full. The upload is in the binary form, which costs the server a
+// fraction of JSON's CPU; a server that does not know it answers 415
+// (and only then: a 400 is a malformed upload, not an old server), and
+// the agent sends JSON to it from then on.
 func (c *controlPlane) logs(ctx context.Context, jobID string, req apiv1.Logs) (apiv1.LogsAck, error) {
 	var out apiv1.LogsAck
-	if _, err := c.call(ctx, c.requestTimeout, "", apiv1.PathAgentJob(jobID, "logs"), req, &out); err != nil {
+	path := apiv1.PathAgentJob(jobID, "logs")
+	if !c.jsonLogs.Load() {
+		body, err := apiclient.LogsBody(req)
+		if err != nil {
+			return out, fmt.Errorf("upload logs of job %s: %w", jobID, err)
+		}
+		_, err = c.call(ctx, c.requestTimeout, "", path, body, &out)
+		if !apiclient.IsStatus(err, http.StatusUnsupportedMediaType) {
+			if err != nil {
+				return apiv1.LogsAck{}, fmt.Errorf("upload logs of job %s: %w", jobID, err)
+			}
+			return out, nil
+		}
+		c.jsonLogs.Store(true)
+	}
+	if _, err := c.call(ctx, c.requestTimeout, "", path, req, &out); err != nil {
 		return apiv1.LogsAck{}, fmt.Errorf("upload logs of job %s: %w", jobID, err)
 	}
 	return out, nil

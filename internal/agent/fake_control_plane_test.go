@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -44,7 +45,12 @@ type fakeControlPlane struct {
 	lastBearer string             // credential of the last authenticated call
 	leasePolls int                // lease requests being served
 	// logsGate, when set, holds every logs call until it is closed.
-	logsGate   chan struct{}
+	logsGate chan struct{}
+	// jsonOnly: logs uploads in the binary form are answered 415, as a
+	// server older than apiv1.ContentTypeLogs answers them.
+	jsonOnly bool
+	// logsTypes counts logs uploads by Content-Type.
+	logsTypes  map[string]int
 	violations []string
 }
 
@@ -104,6 +110,7 @@ func newFakeControlPlane(leaseTTL time.Duration) *fakeControlPlane {
 		changed:    make(chan struct{}),
 		faults:     map[string][]fault{},
 		calls:      map[string]int{},
+		logsTypes:  map[string]int{},
 	}
 }
 
@@ -462,6 +469,38 @@ func decode(r *http.Request, v any) error {
 	return nil
 }
 
+// decodeLogs reads a logs upload, in JSON or in the binary form
+// (apiv1.ContentTypeLogs), as the real server does; unless jsonOnly, when
+// the binary form is answered 415, as an older server answers it.
+func (f *fakeControlPlane) decodeLogs(r *http.Request, logs *apiv1.Logs) error {
+	ct := r.Header.Get("Content-Type")
+	f.mu.Lock()
+	f.logsTypes[ct]++
+	jsonOnly := f.jsonOnly
+	f.mu.Unlock()
+	if ct != apiv1.ContentTypeLogs {
+		return decode(r, logs)
+	}
+	if jsonOnly {
+		return errorf(http.StatusUnsupportedMediaType, "unsupported_media_type", "Content-Type must be application/json")
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, 8<<20))
+	if err != nil {
+		return errorf(http.StatusBadRequest, apiv1.CodeBadRequest, "body: %v", err)
+	}
+	if *logs, err = apiv1.DecodeLogsBinary(body, 1<<20); err != nil {
+		return errorf(http.StatusBadRequest, apiv1.CodeBadRequest, "body: %v", err)
+	}
+	return nil
+}
+
+// logsUploads returns how many logs uploads came with each Content-Type.
+func (f *fakeControlPlane) logsUploads() map[string]int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return maps.Clone(f.logsTypes)
+}
+
 func bearer(r *http.Request) string {
 	tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	return tok
@@ -714,7 +753,7 @@ func (f *fakeControlPlane) jobCall(r *http.Request, ag *fakeAgent, op, id string
 		}
 		fence = req.Fence
 	case "logs":
-		if err := decode(r, &logs); err != nil {
+		if err := f.decodeLogs(r, &logs); err != nil {
 			return nil, err
 		}
 		fence = logs.Fence

@@ -2,6 +2,8 @@ package api
 
 import (
 	"errors"
+	"io"
+	"mime"
 	"net/http"
 	"strings"
 	"time"
@@ -197,8 +199,8 @@ func (s *Server) appendLogs(w http.ResponseWriter, r *http.Request, a store.Agen
 	if err != nil {
 		return err
 	}
-	var req apiv1.Logs
-	if err := decode(w, r, maxLogBody, &req); err != nil {
+	req, err := decodeLogs(w, r)
+	if err != nil {
 		return err
 	}
 	if len(req.Chunks) == 0 && !req.End {
@@ -221,6 +223,29 @@ func (s *Server) appendLogs(w http.ResponseWriter, r *http.Request, a store.Agen
 	}
 	writeJSON(w, http.StatusOK, apiv1.LogsAck{Seq: ack.Seq, Full: ack.Full})
 	return nil
+}
+
+// decodeLogs reads a logs upload in its binary form (apiv1.ContentTypeLogs)
+// or in JSON.
+func decodeLogs(w http.ResponseWriter, r *http.Request) (apiv1.Logs, error) {
+	var req apiv1.Logs
+	ct := r.Header.Get("Content-Type")
+	mt, _, err := mime.ParseMediaType(ct)
+	switch {
+	case ct == "" || err == nil && mt == "application/json":
+		err := decode(w, r, maxLogBody, &req)
+		return req, err
+	case err != nil || mt != apiv1.ContentTypeLogs:
+		return req, errorf(http.StatusUnsupportedMediaType, "unsupported_media_type", "Content-Type must be application/json or %s", apiv1.ContentTypeLogs)
+	}
+	body, err := readBody(w, r, maxLogBody, io.Discard)
+	if err != nil {
+		return req, err
+	}
+	if req, err = apiv1.DecodeLogsBinary(body, maxChunk); err != nil {
+		return req, badRequest("request body: %v", err)
+	}
+	return req, nil
 }
 
 func (s *Server) completeJob(w http.ResponseWriter, r *http.Request, a store.Agent) error {

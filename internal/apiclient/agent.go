@@ -69,3 +69,13 @@ func (c *Client) SessionOrders(ctx context.Context, req apiv1.SessionsSync) (api
 func (c *Client) ReportSession(ctx context.Context, id string, req apiv1.SessionReport) (apiv1.Session, error) {
 	return get[apiv1.Session](ctx, c, apiv1.RouteAgentSession, ids(id), nil, req)
 }
+
+// LogsBody is req in its binary form (apiv1.ContentTypeLogs), which agents
+// upload: send it with Do to apiv1.PathAgentJob(id, "logs").
+func LogsBody(req apiv1.Logs) (Body, error) {
+	b, err := apiv1.AppendLogsBinary(nil, req)
+	if err != nil {
+		return Body{}, err
+	}
+	return Body{ContentType: apiv1.ContentTypeLogs, Data: b}, nil
+}

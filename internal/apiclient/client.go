@@ -76,7 +76,14 @@ func Retryable(err error) bool {
 	return err != nil && !errors.Is(err, context.Canceled)
 }
 
-// Do sends in (JSON, unless nil) and decodes a 2xx answer into out (unless
+// Body is a request body sent as it is, with its Content-Type, where Do
+// and Raw would send any other value as JSON.
+type Body struct {
+	ContentType string
+	Data        []byte
+}
+
+// Do sends in (JSON, unless nil or a Body) and decodes a 2xx answer into out (unless
 // nil). It returns the status code: callers of long polls need 204.
 func (c *Client) Do(ctx context.Context, method, path string, in, out any) (int, error) {
 	resp, err := c.Raw(ctx, method, path, in)
@@ -97,7 +104,12 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) (int,
 // body unread (the caller closes it); any other answer becomes an *Error.
 func (c *Client) Raw(ctx context.Context, method, path string, in any) (*http.Response, error) {
 	var body io.Reader
-	if in != nil {
+	contentType := "application/json"
+	switch in := in.(type) {
+	case nil:
+	case Body:
+		body, contentType = bytes.NewReader(in.Data), in.ContentType
+	default:
 		b, err := json.Marshal(in)
 		if err != nil {
 			return nil, err
@@ -109,7 +121,7 @@ func (c *Client) Raw(ctx context.Context, method, path string, in any) (*http.Re
 		return nil, err
 	}
 	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Content-Type", contentType)
 	}
 	if c.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.Token)

@@ -240,8 +240,8 @@ func benchLogsEngine(ctx context.Context, engine string, o LogsOptions, stderr i
 
 // benchIngest streams o.Lines lines from each of o.Jobs leased jobs at
 // once, through the agent API as agents send them (uploads of up to
-// 512 KiB, one at a time per job, again after a 429), and returns the
-// lines acknowledged per second.
+// 512 KiB in the binary form, one at a time per job, again after a 429),
+// and returns the lines acknowledged per second.
 func benchIngest(ctx context.Context, url string, owner *apiclient.Client, o LogsOptions) (float64, int, error) {
 	agent, err := enroll(ctx, url, owner, "bench-logs", []string{"linux"})
 	if err != nil {
@@ -303,7 +303,10 @@ func benchIngest(ctx context.Context, url string, owner *apiclient.Client, o Log
 					size += len(chunks[n].Data)
 				}
 				var ack apiv1.LogsAck
-				_, err := agent.Do(ctx, "POST", apiv1.PathAgentJob(l.Job.ID, "logs"), apiv1.Logs{Fence: l.Fence, Chunks: chunks[:n], End: n == len(chunks)}, &ack)
+				body, err := apiclient.LogsBody(apiv1.Logs{Fence: l.Fence, Chunks: chunks[:n], End: n == len(chunks)})
+				if err == nil {
+					_, err = agent.Do(ctx, "POST", apiv1.PathAgentJob(l.Job.ID, "logs"), body, &ack)
+				}
 				if apiclient.IsStatus(err, http.StatusTooManyRequests) {
 					refused.Add(1)
 					time.Sleep(max(apiclient.RetryAfter(err)/10, 10*time.Millisecond))
