@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Notice is the line that ends a job's log once its output reached the
@@ -30,6 +31,13 @@ func (in ingest) apply(st State, fence int64, chunks []Chunk, end bool) Write {
 	w := Write{Org: in.org, Job: in.job, Prev: st.Version}
 	b := lineBuilder{in: in, st: st}
 	b.st.Pending = bytes.Clone(st.Pending)
+	// The lines are sized once: one per newline, and a few more (the
+	// pending line, lines cut at MaxLine, the notice) grow it.
+	n := 0
+	for _, c := range chunks {
+		n += bytes.Count(c.Data, []byte{'\n'})
+	}
+	b.lines = make([]Line, 0, n+1)
 	if fence > st.Cursor.Fence && st.Cursor != Start {
 		// A new attempt: the last one's unfinished line ends here, and no
 		// step carries over.
@@ -48,6 +56,9 @@ func (in ingest) apply(st State, fence int64, chunks []Chunk, end bool) Write {
 		b.finishPending(b.st.Cursor)
 	}
 	b.st.Version = st.Version + 1
+	if len(b.lines) == 0 {
+		b.lines = nil // as when no line was made
+	}
 	w.State, w.Lines = b.st, b.lines
 	return w
 }
@@ -66,6 +77,11 @@ func (b *lineBuilder) add(data []byte, at Cursor) []byte {
 	if b.st.Full {
 		return nil
 	}
+	// text is data as a string once a complete line starts in it: such
+	// lines are its substrings. clean: it is valid UTF-8 without NUL, so
+	// they are kept as they are.
+	var text string
+	clean := false
 	for pos := 0; pos < len(data); {
 		seg := data[pos:]
 		nl := bytes.IndexByte(seg, '\n')
@@ -76,10 +92,20 @@ func (b *lineBuilder) add(data []byte, at Cursor) []byte {
 			return b.cut(data[:pos], at)
 		}
 		b.st.Used += int64(len(seg))
-		b.st.Pending = append(b.st.Pending, seg...)
-		if nl >= 0 {
+		switch {
+		case nl >= 0 && len(b.st.Pending) == 0:
+			// A whole line of this chunk: no copy through Pending.
+			if text == "" {
+				text = string(data)
+				clean = utf8.Valid(data) && bytes.IndexByte(data, 0) < 0
+			}
+			b.finish(text[pos:pos+nl+1], clean, at)
+			b.st.Pending = nil
+		case nl >= 0:
+			b.st.Pending = append(b.st.Pending, seg...)
 			b.finishPending(at)
-		} else {
+		default:
+			b.st.Pending = append(b.st.Pending, seg...)
 			for len(b.st.Pending) >= MaxLine {
 				rest := bytes.Clone(b.st.Pending[MaxLine:])
 				b.st.Pending = b.st.Pending[:MaxLine]
@@ -106,7 +132,7 @@ func (b *lineBuilder) cut(kept []byte, at Cursor) []byte {
 	notice := Notice(b.in.limit)
 	out = append(out, notice...)
 	out = append(out, '\n')
-	b.emit(notice, StreamNimbus, at)
+	b.emit(notice, true, StreamNimbus, at)
 	b.st.Full = true
 	return out
 }
@@ -116,21 +142,30 @@ func (b *lineBuilder) finishPending(at Cursor) {
 	if len(b.st.Pending) == 0 {
 		return
 	}
-	text := b.st.Pending
-	text = bytes.TrimSuffix(text, []byte{'\n'})
-	text = bytes.TrimSuffix(text, []byte{'\r'})
+	b.finish(string(b.st.Pending), false, at)
+	b.st.Pending = nil
+}
+
+// finish emits a line (its newline, if any, is not part of it); one
+// longer than MaxLine goes on in the next. clean: the text is valid
+// UTF-8 without NUL.
+func (b *lineBuilder) finish(text string, clean bool, at Cursor) {
+	text = strings.TrimSuffix(text, "\n")
+	text = strings.TrimSuffix(text, "\r")
 	for len(text) > MaxLine {
-		b.emit(string(text[:MaxLine]), StreamOutput, at)
+		// A cut may fall inside a rune: the pieces are checked.
+		clean = false
+		b.emit(text[:MaxLine], false, StreamOutput, at)
 		text = text[MaxLine:]
 	}
-	b.emit(string(text), StreamOutput, at)
-	b.st.Pending = nil
+	b.emit(text, clean, StreamOutput, at)
 }
 
 // emit adds a line, following the step markers: a group's first line
 // (::group::NAME, or the runner's ##[group]NAME) opens step NAME and
 // belongs to it, its last (::endgroup::) belongs to it and closes it.
-func (b *lineBuilder) emit(text, stream string, at Cursor) {
+// clean: text is known valid UTF-8 without NUL.
+func (b *lineBuilder) emit(text string, clean bool, stream string, at Cursor) {
 	closes := false
 	if stream == StreamOutput {
 		t := strings.TrimLeft(text, " \t")
@@ -145,7 +180,9 @@ func (b *lineBuilder) emit(text, stream string, at Cursor) {
 	}
 	// Lines are text: what is not UTF-8 (or is NUL) shows as U+FFFD. The
 	// chunks keep the bytes as written.
-	text = strings.ToValidUTF8(strings.ReplaceAll(text, "\x00", "\uFFFD"), "\uFFFD")
+	if !clean {
+		text = strings.ToValidUTF8(strings.ReplaceAll(text, "\x00", "\uFFFD"), "\uFFFD")
+	}
 	b.st.Lines++
 	b.lines = append(b.lines, Line{Org: b.in.org, Job: b.in.job, Repo: b.in.repo, N: b.st.Lines, Fence: at.Fence, Seq: at.Seq,
 		Step: b.st.Step, Stream: stream, At: b.in.now, Text: text})

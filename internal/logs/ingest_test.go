@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 // ingestAll applies data cut at the given offsets, one upload per piece,
@@ -103,4 +105,83 @@ func TestIngestSteps(t *testing.T) {
 	if st.Step != long[:maxStep] {
 		t.Errorf("open step %q", st.Step)
 	}
+}
+
+// The ingest agrees byte for byte with refApply, the simple algorithm it
+// was first written as, from any state (a line pending, near MaxLine, a
+// new attempt, near or at the limit) and for any chunks: the same lines,
+// chunks kept and state.
+func FuzzIngestMatchesReference(f *testing.F) {
+	f.Add([]byte("hello\nworld\r\n::group::Build\ncc\n::endgroup::\ntail"), []byte{3, 9, 20}, []byte("pend"), uint16(0), uint32(0), uint16(0), uint8(0), true)
+	f.Add([]byte("\x00\xff\xfe\n\x1b[31mred\x1b[0m\n"), []byte{1}, []byte{}, uint16(0), uint32(8), uint16(0), uint8(1), false)
+	f.Add([]byte("é€\n"), []byte{128}, []byte("x"), uint16(MaxLine-3), uint32(0), uint16(0), uint8(2), true)
+	f.Add([]byte("ab\r"), []byte{}, []byte{}, uint16(MaxLine-1), uint32(0), uint16(0), uint8(4), false)
+	f.Add([]byte("€"), []byte{}, []byte{}, uint16(0), uint32(0), uint16(0), uint8(4), false)
+	f.Add([]byte("€"), []byte{}, []byte{}, uint16(0), uint32(0), uint16(0), uint8(4), false)
+	f.Add(bytes.Repeat([]byte("y\n"), 100), []byte{7, 50, 51}, []byte("p"), uint16(0), uint32(150), uint16(20), uint8(0), true)
+	f.Fuzz(func(t *testing.T, data, cutBytes, pending []byte, pad uint16, limit uint32, used uint16, mode uint8, end bool) {
+		if mode&4 != 0 && len(data) > 0 {
+			// Long lines: past MaxLine, cut anywhere (in a rune too).
+			data = append(bytes.Repeat(data, MaxLine/len(data)+2), '\n')
+		}
+		pending = append(bytes.Repeat([]byte{'p'}, int(pad)%MaxLine), pending...)
+		pending = pending[:min(len(pending), MaxLine-1)]
+		if len(pending) == 0 && mode&8 != 0 {
+			pending = nil
+		}
+		st := State{Version: 3, Cursor: Cursor{Fence: 1, Seq: 4}, Used: int64(len(pending)) + int64(used), Lines: 7, Pending: pending, Step: "s"}
+		if mode&16 != 0 {
+			st.Cursor = Start
+		}
+		fence := int64(1)
+		if mode&1 != 0 {
+			fence = 2 // a new attempt
+		}
+		in := ingest{org: "org_a", job: "job_1", repo: "r", limit: int64(limit) * int64(1+int(mode>>5)), now: time.Unix(5, 0)}
+		var chunks []Chunk
+		prev := 0
+		for i, c := range append(cutBytes, 255) {
+			at := max(prev, int(c)*len(data)/255)
+			if i == len(cutBytes) {
+				at = len(data)
+			}
+			chunks = append(chunks, Chunk{Seq: int64(5 + i), Data: data[prev:at]})
+			prev = at
+		}
+		want := refApply(in, st, fence, chunks, end)
+		got := in.apply(st, fence, chunks, end)
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Fatalf("ingest differs from the reference (-want +got):\n%s", diff)
+		}
+	})
+}
+
+// BenchmarkIngestApply applies one upload as the bench's agents send it:
+// 512 KiB of ~70-byte lines in 64 KiB chunks.
+func BenchmarkIngestApply(b *testing.B) {
+	var chunks []Chunk
+	var buf bytes.Buffer
+	for i := 0; buf.Len() < 512<<10; i++ {
+		fmt.Fprintf(&buf, "job %d line %d: compiling src/module_%04d/file.go (%d of %d)\n", 7, i, i%9999, i, 10000)
+	}
+	data := buf.Bytes()
+	lines := bytes.Count(data, []byte{'\n'})
+	for pos := 0; pos < len(data); {
+		n := min(64<<10, len(data)-pos)
+		if i := bytes.LastIndexByte(data[pos:pos+n], '\n'); i >= 0 && pos+n < len(data) {
+			n = i + 1
+		}
+		chunks = append(chunks, Chunk{Seq: int64(len(chunks)), Data: data[pos : pos+n]})
+		pos += n
+	}
+	in := ingest{org: "org_a", job: "job_1", limit: 1 << 30, now: time.Unix(0, 0)}
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		w := in.apply(State{Cursor: Start}, 1, chunks, true)
+		if len(w.Lines) != lines {
+			b.Fatalf("%d lines, want %d", len(w.Lines), lines)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*lines), "ns/line")
 }
