@@ -21,6 +21,7 @@ package clickhouse
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -286,42 +287,8 @@ func (s *Store) Write(ctx context.Context, ws []logs.Write) ([]error, error) {
 		}
 		versions[[2]string{org, job}] = v
 	}
-	var lines, chunks, states, terms rowWriter
-	var adds []termAdd
-	seen := map[[2]string]bool{}
-	for i, w := range ws {
-		k := [2]string{w.Org, w.Job}
-		if versions[k] != w.Prev || seen[k] {
-			errs[i] = logs.ErrConflict
-			continue
-		}
-		seen[k] = true
-		for _, l := range w.Lines {
-			writeLineRow(&lines, lineRow{org: l.Org, job: l.Job, line: l.N, fence: l.Fence, seq: l.Seq, repo: l.Repo,
-				step: l.Step, stream: l.Stream, atUS: l.At.UnixMicro(), text: l.Text})
-		}
-		adds = s.terms.rows(&terms, w.Lines, adds)
-		for _, c := range w.Chunks {
-			chunks.str(c.Org)
-			chunks.str(c.Job)
-			chunks.i64(c.Fence)
-			chunks.i64(c.Seq)
-			chunks.i64(c.At.UnixMicro())
-			chunks.bytes(c.Data)
-		}
-		st := w.State
-		states.str(w.Org)
-		states.str(w.Job)
-		states.u64(uint64(st.Version))
-		states.i64(st.Cursor.Fence)
-		states.i64(st.Cursor.Seq)
-		states.i64(st.Used)
-		states.i64(st.Lines)
-		states.bytes(st.Pending)
-		states.str(st.Step)
-		states.u8(st.Full)
-		states.i64(time.Now().UnixMicro())
-	}
+	rows := encodeWrites(ws, versions, errs, &s.terms)
+	lines, terms, chunks, states, adds := rows.lines, rows.terms, rows.chunks, rows.states, rows.adds
 	// Lines, their index rows and chunks at once (an insert and a part on
 	// the server each), then the states, which make them count.
 	var g errgroup.Group
@@ -343,6 +310,67 @@ func (s *Store) Write(ctx context.Context, ws []logs.Write) ([]error, error) {
 		}
 	}
 	return errs, nil
+}
+
+// writeRows are the RowBinary rows of writes, and the index rows they
+// add (termIndex.commit, once written).
+type writeRows struct {
+	lines, terms, chunks, states rowWriter
+	adds                         []termAdd
+}
+
+// encodeWrites makes the rows of the writes that apply onto versions
+// (the jobs' stored states); errs gets the others' ErrConflict.
+func encodeWrites(ws []logs.Write, versions map[[2]string]int64, errs []error, x *termIndex) writeRows {
+	var r writeRows
+	// Sized once: the strings' bytes, their lengths (varints of at most
+	// 3 bytes: a line is at most 64 KiB) and the integers.
+	var nl, nc int
+	for _, w := range ws {
+		for _, l := range w.Lines {
+			nl += len(l.Org) + len(l.Job) + len(l.Repo) + len(l.Step) + len(l.Stream) + len(l.Text) + 6*3 + 5*8
+		}
+		for _, c := range w.Chunks {
+			nc += len(c.Org) + len(c.Job) + len(c.Data) + 3*binary.MaxVarintLen64 + 3*8
+		}
+	}
+	r.lines.b = make([]byte, 0, nl)
+	r.chunks.b = make([]byte, 0, nc)
+	seen := map[[2]string]bool{}
+	for i, w := range ws {
+		k := [2]string{w.Org, w.Job}
+		if versions[k] != w.Prev || seen[k] {
+			errs[i] = logs.ErrConflict
+			continue
+		}
+		seen[k] = true
+		for _, l := range w.Lines {
+			writeLineRow(&r.lines, lineRow{org: l.Org, job: l.Job, line: l.N, fence: l.Fence, seq: l.Seq, repo: l.Repo,
+				step: l.Step, stream: l.Stream, atUS: l.At.UnixMicro(), text: l.Text})
+		}
+		r.adds = x.rows(&r.terms, w.Lines, r.adds)
+		for _, c := range w.Chunks {
+			r.chunks.str(c.Org)
+			r.chunks.str(c.Job)
+			r.chunks.i64(c.Fence)
+			r.chunks.i64(c.Seq)
+			r.chunks.i64(c.At.UnixMicro())
+			r.chunks.bytes(c.Data)
+		}
+		st := w.State
+		r.states.str(w.Org)
+		r.states.str(w.Job)
+		r.states.u64(uint64(st.Version))
+		r.states.i64(st.Cursor.Fence)
+		r.states.i64(st.Cursor.Seq)
+		r.states.i64(st.Used)
+		r.states.i64(st.Lines)
+		r.states.bytes(st.Pending)
+		r.states.str(st.Step)
+		r.states.u8(st.Full)
+		r.states.i64(time.Now().UnixMicro())
+	}
+	return r
 }
 
 func (s *Store) insert(ctx context.Context, table string, rows []byte) error {

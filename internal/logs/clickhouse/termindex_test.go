@@ -281,3 +281,33 @@ func TestServerErrorsRecognised(t *testing.T) {
 		t.Errorf("a pattern the server cannot compile: %v", err)
 	}
 }
+
+// BenchmarkWriteRows: the rows of a batch of 13 writes of 7,500 lines (a
+// 512 KiB upload each, as the bench's agents send), index rows included.
+func BenchmarkWriteRows(b *testing.B) {
+	at := time.Now()
+	var ws []logs.Write
+	for j := range 13 {
+		job := fmt.Sprintf("job_%d", j)
+		w := logs.Write{Org: "org_a", Job: job, State: logs.State{Version: 1, Lines: 7500}}
+		var data []byte
+		for i := range 7500 {
+			text := fmt.Sprintf("job %d line %d: compiling src/module_%04d/file.go (%d of 10000)", j, i, i%9999, i)
+			w.Lines = append(w.Lines, logs.Line{Org: "org_a", Job: job, N: int64(i + 1), Fence: 1, Seq: int64(i / 900),
+				Stream: logs.StreamOutput, At: at, Text: text})
+			data = append(append(data, text...), '\n')
+		}
+		for len(data) > 0 {
+			n := min(64<<10, len(data))
+			w.Chunks = append(w.Chunks, logs.Chunk{Org: "org_a", Job: job, Fence: 1, Seq: int64(len(w.Chunks)), Data: data[:n], At: at})
+			data = data[n:]
+		}
+		ws = append(ws, w)
+	}
+	versions := map[[2]string]int64{}
+	b.ReportAllocs()
+	for b.Loop() {
+		encodeWrites(ws, versions, make([]error, len(ws)), &termIndex{})
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*13*7500), "ns/line")
+}
