@@ -87,17 +87,34 @@ func queryTerms(q logs.Query) []uint32 {
 // termSet collects a block's distinct trigrams: a bitmap of all 2^24
 // and the list of those set, which clears it.
 type termSet struct {
-	bits []uint64
+	bits *[1 << 24 / 64]uint64
 	set  []uint32
 }
 
-var termSets = sync.Pool{New: func() any { return &termSet{bits: make([]uint64, 1<<24/64)} }}
+var termSets = sync.Pool{New: func() any { return &termSet{bits: new([1 << 24 / 64]uint64)} }}
 
-func (ts *termSet) add(t uint32) {
-	w, m := t/64, uint64(1)<<(t%64)
-	if ts.bits[w]&m == 0 {
-		ts.bits[w] |= m
-		ts.set = append(ts.set, t)
+// lowered maps a byte to itself, ASCII letters to lower case.
+var lowered = func() (t [256]byte) {
+	for c := range t {
+		t[c] = lowerASCII(byte(c))
+	}
+	return t
+}()
+
+// addText adds the trigrams of s (those trigrams makes) in one loop,
+// with no call per byte; the bitmap is an array, indexed unchecked.
+func (ts *termSet) addText(s string) {
+	if len(s) < 3 {
+		return
+	}
+	t := uint32(lowered[s[0]])<<8 | uint32(lowered[s[1]])
+	for i := 2; i < len(s); i++ {
+		t = (t<<8 | uint32(lowered[s[i]])) & (1<<24 - 1)
+		w, m := t/64, uint64(1)<<(t%64)
+		if ts.bits[w]&m == 0 {
+			ts.bits[w] |= m
+			ts.set = append(ts.set, t)
+		}
 	}
 }
 
@@ -177,7 +194,7 @@ func (x *termIndex) rows(w *rowWriter, lines []logs.Line, adds []termAdd) []term
 			flush(k)
 		}
 		k = lk
-		trigrams(l.Text, ts.add)
+		ts.addText(l.Text)
 	}
 	flush(k)
 	return adds

@@ -196,7 +196,12 @@ func FuzzTrigrams(f *testing.F) {
 		})
 		ts := termSets.Get().(*termSet)
 		defer termSets.Put(ts)
-		trigrams(text, ts.add)
+		ts.addText(text)
+		for _, x := range ts.set {
+			if !have[x] {
+				t.Fatalf("termSet has %06x, not a trigram of %q", x, text)
+			}
+		}
 		if len(ts.set) != len(have) {
 			t.Fatalf("termSet has %d trigrams, want %d", len(ts.set), len(have))
 		}
