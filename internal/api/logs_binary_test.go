@@ -66,6 +66,20 @@ func TestAppendLogsBinary(t *testing.T) {
 			t.Errorf("%s: %v; want a 400 %s with %q", tc.name, err, apiv1.CodeBadRequest, tc.want)
 		}
 	}
+	// A body past the server's 8 MiB, however well formed, is a 413.
+	var huge []apiv1.LogChunk
+	for i := range 9 {
+		huge = append(huge, apiv1.LogChunk{Seq: int64(i), Data: []byte(big[:1<<20])})
+	}
+	hugeBody, err := apiclient.LogsBody(apiv1.Logs{Fence: b.Fence, Chunks: huge})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ae *apiclient.Error
+	if _, err := w.agentC["b"].Do(ctx, "POST", apiv1.PathAgentJob(b.Job.ID, "logs"), hugeBody, nil); !errors.As(err, &ae) ||
+		ae.Status != http.StatusRequestEntityTooLarge || ae.Code == "" {
+		t.Errorf("a 9 MiB body: %v; want a 413 with a JSON error", err)
+	}
 	// A type that is neither JSON nor the binary form.
 	if _, err := w.agentC["b"].Do(ctx, "POST", apiv1.PathAgentJob(b.Job.ID, "logs"),
 		apiclient.Body{ContentType: "application/octet-stream", Data: []byte("NLOG")}, nil); !apiclient.IsStatus(err, http.StatusUnsupportedMediaType) {

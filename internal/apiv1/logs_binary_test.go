@@ -3,6 +3,8 @@ package apiv1
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -199,4 +201,65 @@ func canonical(body []byte) bool {
 		off += int(n)
 	}
 	return ok
+}
+
+// BenchmarkLogsBody compares the two forms of an agent's typical upload:
+// 512 KiB of log lines in 8 chunks of 64 KiB.
+func BenchmarkLogsBody(b *testing.B) {
+	var req Logs
+	req.Fence = 3
+	for i := range 8 {
+		var buf bytes.Buffer
+		for j := 0; buf.Len() < 64<<10; j++ {
+			fmt.Fprintf(&buf, "line %d: compiling src/module_%04d/file.go (%d of 500000)\n", j, j%9999, j)
+		}
+		req.Chunks = append(req.Chunks, LogChunk{Fence: 3, Seq: int64(i), Data: buf.Bytes()})
+	}
+	jsonBody, err := json.Marshal(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	binBody, err := AppendLogsBinary(nil, req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("json/encode", func(b *testing.B) {
+		b.SetBytes(int64(len(binBody)))
+		for b.Loop() {
+			if _, err := json.Marshal(req); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("binary/encode", func(b *testing.B) {
+		b.SetBytes(int64(len(binBody)))
+		for b.Loop() {
+			if _, err := AppendLogsBinary(nil, req); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	// Decoding as the server does: a strict json.Decoder on the body.
+	b.Run("json/decode", func(b *testing.B) {
+		b.SetBytes(int64(len(binBody)))
+		for b.Loop() {
+			var got Logs
+			d := json.NewDecoder(bytes.NewReader(jsonBody))
+			d.DisallowUnknownFields()
+			if err := d.Decode(&got); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	// The server reads the body into one buffer first (the JSON decoder
+	// fills its own): the copy is counted.
+	b.Run("binary/decode", func(b *testing.B) {
+		b.SetBytes(int64(len(binBody)))
+		for b.Loop() {
+			body := bytes.Clone(binBody)
+			if _, err := DecodeLogsBinary(body, 1<<20); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
