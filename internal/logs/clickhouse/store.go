@@ -348,7 +348,7 @@ func encodeWrites(ws []logs.Write, versions map[[2]string]int64, errs []error, x
 			writeLineRow(&r.lines, lineRow{org: l.Org, job: l.Job, line: l.N, fence: l.Fence, seq: l.Seq, repo: l.Repo,
 				step: l.Step, stream: l.Stream, atUS: l.At.UnixMicro(), text: l.Text})
 		}
-		r.adds = x.rows(&r.terms, w.Lines, r.adds)
+		r.adds = x.rows(w.Lines, r.adds)
 		for _, c := range w.Chunks {
 			r.chunks.str(c.Org)
 			r.chunks.str(c.Job)
@@ -370,6 +370,7 @@ func encodeWrites(ws []logs.Write, versions map[[2]string]int64, errs []error, x
 		r.states.u8(st.Full)
 		r.states.i64(time.Now().UnixMicro())
 	}
+	writeTermRows(&r.terms, r.adds)
 	return r
 }
 

@@ -1,6 +1,7 @@
 package clickhouse
 
 import (
+	"encoding/binary"
 	"fmt"
 	"slices"
 	"strings"
@@ -157,9 +158,9 @@ type termAdd struct {
 	terms []uint32 // sorted
 }
 
-// rows appends to w the index rows of lines (one job's, in line order)
-// that were not written before, and returns what they add.
-func (x *termIndex) rows(w *rowWriter, lines []logs.Line, adds []termAdd) []termAdd {
+// rows appends to adds what lines (one job's, in line order) add to the
+// index: the trigrams of their blocks not written before.
+func (x *termIndex) rows(lines []logs.Line, adds []termAdd) []termAdd {
 	if len(lines) == 0 {
 		return adds
 	}
@@ -172,15 +173,9 @@ func (x *termIndex) rows(w *rowWriter, lines []logs.Line, adds []termAdd) []term
 		x.mu.Unlock()
 		var add []uint32
 		for _, t := range ts.set {
-			if _, ok := slices.BinarySearch(seen, t); ok {
-				continue
+			if _, ok := slices.BinarySearch(seen, t); !ok {
+				add = append(add, t)
 			}
-			add = append(add, t)
-			w.str(k.org)
-			w.u32(t)
-			w.str(k.job)
-			w.u64(k.block)
-			w.i64(k.endUS)
 		}
 		if len(add) > 0 {
 			adds = append(adds, termAdd{key: k, terms: add})
@@ -198,6 +193,24 @@ func (x *termIndex) rows(w *rowWriter, lines []logs.Line, adds []termAdd) []term
 	}
 	flush(k)
 	return adds
+}
+
+// writeTermRows appends to w the log_terms rows of adds, sized once.
+func writeTermRows(w *rowWriter, adds []termAdd) {
+	n := 0
+	for _, a := range adds {
+		n += len(a.terms) * (len(a.key.org) + len(a.key.job) + 2*binary.MaxVarintLen64 + 4 + 8 + 8)
+	}
+	w.b = slices.Grow(w.b, n)
+	for _, a := range adds {
+		for _, t := range a.terms {
+			w.str(a.key.org)
+			w.u32(t)
+			w.str(a.key.job)
+			w.u64(a.key.block)
+			w.i64(a.key.endUS)
+		}
+	}
 }
 
 // commit records rows written.
