@@ -96,12 +96,12 @@ func (s *logSpool) add(seq int64, data []byte) error {
 }
 
 // peek reads the oldest chunks, at most maxBytes of them (but one at
-// least), of lease fence.
+// least) and at most apiv1.MaxLogChunks, of lease fence.
 func (s *logSpool) peek(fence int64, maxBytes int) ([]apiv1.LogChunk, error) {
 	var out []apiv1.LogChunk
 	size := 0
 	for _, r := range s.index {
-		if len(out) > 0 && size+r.n > maxBytes {
+		if len(out) > 0 && size+r.n > maxBytes || len(out) == apiv1.MaxLogChunks {
 			break
 		}
 		data := make([]byte, r.n)

@@ -192,3 +192,28 @@ func FuzzMasker(f *testing.F) {
 		}
 	})
 }
+
+// An upload holds at most apiv1.MaxLogChunks chunks, however small: a
+// backlog of tiny chunks goes in several.
+func TestPeekBoundsChunks(t *testing.T) {
+	s, err := openSpool(filepath.Join(t.TempDir(), "spool", "job_1-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	var q memQueue
+	for i := range apiv1.MaxLogChunks + 5 {
+		if err := s.add(int64(i), []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		q.add(int64(i), []byte("x"))
+	}
+	for name, queue := range map[string]interface {
+		peek(int64, int) ([]apiv1.LogChunk, error)
+	}{"spool": s, "memory": &q} {
+		got, err := queue.peek(1, 8<<20)
+		if err != nil || len(got) != apiv1.MaxLogChunks {
+			t.Errorf("%s: peek gave %d chunks, %v; want %d", name, len(got), err, apiv1.MaxLogChunks)
+		}
+	}
+}

@@ -428,7 +428,7 @@ func (q *memQueue) peek(fence int64, maxBytes int) ([]apiv1.LogChunk, error) {
 	var out []apiv1.LogChunk
 	size := 0
 	for _, c := range q.chunks {
-		if len(out) > 0 && size+len(c.Data) > maxBytes {
+		if len(out) > 0 && size+len(c.Data) > maxBytes || len(out) == apiv1.MaxLogChunks {
 			break
 		}
 		c.Fence = fence

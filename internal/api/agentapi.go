@@ -206,6 +206,9 @@ func (s *Server) appendLogs(w http.ResponseWriter, r *http.Request, a store.Agen
 	if len(req.Chunks) == 0 && !req.End {
 		return badRequest("chunks: empty")
 	}
+	if len(req.Chunks) > apiv1.MaxLogChunks {
+		return badRequest("chunks: %d, at most %d in one upload", len(req.Chunks), apiv1.MaxLogChunks)
+	}
 	chunks := make([]logs.Chunk, len(req.Chunks))
 	for i, c := range req.Chunks {
 		if c.Seq < 0 || len(c.Data) > maxChunk || c.Fence != 0 && c.Fence != req.Fence {

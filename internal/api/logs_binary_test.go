@@ -85,6 +85,22 @@ func TestAppendLogsBinary(t *testing.T) {
 		apiclient.Body{ContentType: "application/octet-stream", Data: []byte("NLOG")}, nil); !apiclient.IsStatus(err, http.StatusUnsupportedMediaType) {
 		t.Errorf("octet-stream: %v; want 415", err)
 	}
+	// More chunks than one upload may hold, in either form: each would
+	// cost the server a LogChunk however small its data.
+	var many []apiv1.LogChunk
+	for i := range apiv1.MaxLogChunks + 1 {
+		many = append(many, apiv1.LogChunk{Seq: int64(i), Data: []byte("x")})
+	}
+	manyBody, err := apiclient.LogsBody(apiv1.Logs{Fence: b.Fence, Chunks: many})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, req := range []any{manyBody, apiv1.Logs{Fence: b.Fence, Chunks: many}} {
+		if _, err := w.agentC["b"].Do(ctx, "POST", apiv1.PathAgentJob(b.Job.ID, "logs"), req, nil); !errors.As(err, &ae) ||
+			ae.Status != http.StatusBadRequest || !strings.Contains(ae.Message, "at most 10000") {
+			t.Errorf("%d chunks in %T: %v; want a 400", len(many), req, err)
+		}
+	}
 	if raw := rawLog(t, w, "b"); raw != "" {
 		t.Fatalf("after malformed uploads, job b's log is %q; want empty", raw)
 	}

@@ -28,6 +28,12 @@ import (
 // and nothing after the last chunk. Every chunk is of the request's fence.
 const ContentTypeLogs = "application/vnd.nimbus.logs"
 
+// MaxLogChunks bounds the chunks of one logs upload, in either form: a
+// chunk decodes to a LogChunk of ~50 bytes whatever its size, so the
+// bound keeps what an upload costs the server in memory near its body's
+// size. An agent's backlog of small chunks goes in several uploads.
+const MaxLogChunks = 10_000
+
 const (
 	logsMagic   = "NLOG"
 	logsVersion = 1
@@ -94,6 +100,9 @@ func DecodeLogsBinary(body []byte, maxChunk int) (Logs, error) {
 	}
 	// A chunk takes 2 bytes at least (its seq and length): a count the body
 	// cannot hold is refused before anything is allocated for it.
+	if count > MaxLogChunks {
+		return req, fmt.Errorf("binary logs: chunk count %d: at most %d", count, MaxLogChunks)
+	}
 	if count > uint64(len(body)-d.off)/2 {
 		return req, fmt.Errorf("binary logs: chunk count %d: the %d bytes left hold fewer", count, len(body)-d.off)
 	}

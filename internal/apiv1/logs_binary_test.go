@@ -93,6 +93,7 @@ func TestDecodeLogsBinaryRefuses(t *testing.T) {
 		{"second chunk missing", head + "\x02\x00\x01a\x01", "chunks[1]"},
 		{"trailing garbage", head + "\x01\x00\x01a" + "xyz", "3 bytes after the last chunk"},
 		{"trailing after none", head + "\x00\x00", "1 bytes after the last chunk"},
+		{"count over the bound", head + "\x91\x4e" + strings.Repeat("\x00\x00", MaxLogChunks+1), "chunk count 10001: at most 10000"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := DecodeLogsBinary([]byte(tc.body), testMaxChunk)
