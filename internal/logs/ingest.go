@@ -167,7 +167,8 @@ func (b *lineBuilder) finish(text string, clean bool, at Cursor) {
 // clean: text is known valid UTF-8 without NUL.
 func (b *lineBuilder) emit(text string, clean bool, stream string, at Cursor) {
 	closes := false
-	if stream == StreamOutput {
+	// A marker starts with blanks, ':' or '#': most lines need no look.
+	if stream == StreamOutput && text != "" && strings.IndexByte(" \t:#", text[0]) >= 0 {
 		t := strings.TrimLeft(text, " \t")
 		switch {
 		case strings.HasPrefix(t, "::group::"):
