@@ -232,12 +232,15 @@ func runAgentProcess(t *testing.T, h *apptest.Harness, name string) (*exec.Cmd, 
 
 // An agent killed mid-job: its lease expires, the job reruns on another
 // agent under a higher fence, and the dead agent's late reports are refused.
+// The lease is 6 s (renewed every 2 s): at 3 s, the rescuer's could expire
+// when renewals are delayed on a loaded machine under -race, as it did in
+// the agent-killed log e2e.
 func TestE2EAgentKilledMidJob(t *testing.T) {
 	needSandbox(t)
 	for _, engine := range storetest.Engines {
 		t.Run(engine, func(t *testing.T) {
 			ctx := context.Background()
-			h := apptest.Start(t, engine, func(c *app.ServerConfig) { c.LeaseTTL = 3 * time.Second })
+			h := apptest.Start(t, engine, func(c *app.ServerConfig) { c.LeaseTTL = 6 * time.Second })
 			first, state := runAgentProcess(t, h, "doomed")
 			id := submit(t, h, "sh", "-c", "echo started; sleep 3; echo finished")
 			j := waitJob(t, h, id, 30*time.Second, func(j apiv1.Job) bool { return j.State == "running" && j.Fence == 1 })
