@@ -1,6 +1,9 @@
 package logs
 
-import "sync"
+import (
+	"strings"
+	"sync"
+)
 
 // recentLines keeps, for each job that a live tail in this process
 // follows, the lines this process stored for it last, so that the tail's
@@ -69,7 +72,15 @@ func (r *recentLines) add(job string, lines []Line) {
 	if n := len(j.lines); n == 0 || j.lines[n-1].N+1 != lines[0].N {
 		j.lines = j.lines[:0] // a gap: what is kept must be consecutive
 	}
-	j.lines = append(j.lines, lines...)
+	if len(lines) > maxRecent {
+		lines = lines[len(lines)-maxRecent:]
+	}
+	for _, l := range lines {
+		// A line's text may be a piece of its whole chunk (ingest):
+		// kept on its own, so that what is kept is the lines' size.
+		l.Text = strings.Clone(l.Text)
+		j.lines = append(j.lines, l)
+	}
 	if over := len(j.lines) - maxRecent; over > 0 {
 		j.lines = append(j.lines[:0:0], j.lines[over:]...)
 	}
