@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -293,14 +294,32 @@ func FuzzFilterArgs(f *testing.F) {
 		if len(out)+dropped != len(in) {
 			t.Fatalf("lost arguments: %d + %d != %d", len(out), dropped, len(in))
 		}
-		residue := false
-		for i, a := range out {
-			if i > 0 && string(a) == "--" {
-				residue = true
+		// The residue starts at the first "--" after the command, in the
+		// arguments as sent (a dropped argument before it moves it in
+		// out). out is in, in order, less some --client_env values before
+		// it, and never one of TOKEN.
+		cut := len(in)
+		for i := 1; i < len(in); i++ {
+			if string(in[i]) == "--" {
+				cut = i
+				break
 			}
-			if !residue && strings.HasPrefix(string(a), "--client_env=TOKEN=") {
-				t.Fatalf("kept %q", a)
+		}
+		j := 0
+		for i, a := range in {
+			if j < len(out) && bytes.Equal(out[j], a) {
+				if i < cut && strings.HasPrefix(string(a), "--client_env=TOKEN=") {
+					t.Fatalf("kept %q", a)
+				}
+				j++
+				continue
 			}
+			if i >= cut || !strings.HasPrefix(string(a), "--client_env=") {
+				t.Fatalf("dropped %q (argument %d; the residue starts at %d)", a, i, cut)
+			}
+		}
+		if j != len(out) {
+			t.Fatalf("out is not in's arguments in order: %q from %q", out, in)
 		}
 	})
 }
