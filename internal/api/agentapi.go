@@ -239,7 +239,7 @@ func decodeLogs(w http.ResponseWriter, r *http.Request) (apiv1.Logs, error) {
 		err := decode(w, r, maxLogBody, &req)
 		return req, err
 	case err != nil || mt != apiv1.ContentTypeLogs:
-		return req, errorf(http.StatusUnsupportedMediaType, "unsupported_media_type", "Content-Type must be application/json or %s", apiv1.ContentTypeLogs)
+		return req, errorf(http.StatusUnsupportedMediaType, apiv1.CodeUnsupported, "Content-Type must be application/json or %s", apiv1.ContentTypeLogs)
 	}
 	body, err := readBody(w, r, maxLogBody, io.Discard)
 	if err != nil {

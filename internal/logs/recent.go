@@ -32,7 +32,7 @@ type jobLines struct {
 const maxRecent = 2 * followRead
 
 // watch starts keeping job's lines, until the returned func is called
-// (as often as watch was).
+// (once for each watch).
 func (r *recentLines) watch(job string) (unwatch func()) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -45,15 +45,12 @@ func (r *recentLines) watch(job string) (unwatch func()) {
 		r.jobs[job] = j
 	}
 	j.tails++
-	var once sync.Once
 	return func() {
-		once.Do(func() {
-			r.mu.Lock()
-			defer r.mu.Unlock()
-			if j.tails--; j.tails == 0 {
-				delete(r.jobs, job)
-			}
-		})
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if j.tails--; j.tails == 0 {
+			delete(r.jobs, job)
+		}
 	}
 }
 

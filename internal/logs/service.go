@@ -205,16 +205,17 @@ func (s *Service) Append(ctx context.Context, agent store.Agent, job string, fen
 		}
 		fresh := nextChunks(st.Cursor, fence, chunks)
 		finish := end && st.Cursor.Fence == fence && len(st.Pending) > 0 && !st.Full
-		if len(fresh) == 0 && !finish && cached && len(chunks) > 0 {
-			// None of the upload follows the state this process wrote
-			// last: another replica may have moved the log on since
-			// (an agent's uploads spread over replicas), and only the
-			// store knows. Without this look, an upload after a gap
-			// would be answered from the stale state for ever.
-			known = false
-			continue
-		}
 		if len(fresh) == 0 && !finish {
+			if cached && len(chunks) > 0 {
+				// None of the upload follows the state this process
+				// wrote last: another replica may have moved the log
+				// on since (an agent's uploads spread over replicas),
+				// and only the store knows. Without this look, an
+				// upload after a gap would be answered from the stale
+				// state for ever.
+				known = false
+				continue
+			}
 			if wrote {
 				s.notify.Notify(jobs.Topic(job))
 			}
